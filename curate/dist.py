@@ -1,0 +1,145 @@
+"""torch.distributed set-up and guarded collectives.
+
+One place resolves how this process was launched:
+
+- torchrun (or any launcher exporting ``RANK``/``WORLD_SIZE``/``MASTER_ADDR``),
+- SLURM (``SLURM_PROCID``/``SLURM_NTASKS``; submitit sets these),
+- nothing: a single process, where every collective below is a no-op.
+
+The backend is NCCL when CUDA is available and gloo otherwise. Collectives move small tensors
+to the communication device and back, so callers may keep CPU tensors even under NCCL.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import os
+import subprocess
+
+import torch
+import torch.distributed as dist
+
+log = logging.getLogger(__name__)
+
+
+def is_distributed() -> bool:
+    """True when a process group with more than one rank is initialised."""
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def get_rank() -> int:
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def get_world_size() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def is_main_process() -> bool:
+    return get_rank() == 0
+
+
+def _slurm_env() -> dict[str, str] | None:
+    """torch.distributed variables derived from a SLURM allocation, or None outside one."""
+    if "SLURM_PROCID" not in os.environ or int(os.environ.get("SLURM_NTASKS", "1")) <= 1:
+        return None
+    nodelist = os.environ.get("SLURM_JOB_NODELIST") or os.environ.get("SLURM_NODELIST", "")
+    master = os.environ.get("MASTER_ADDR")
+    if master is None:
+        try:
+            hosts = subprocess.run(
+                ["scontrol", "show", "hostnames", nodelist], capture_output=True, text=True, check=True
+            ).stdout.split()
+            master = hosts[0]
+        except (OSError, subprocess.CalledProcessError, IndexError):
+            master = "127.0.0.1"
+    # A port derived from the job id so two jobs sharing a node do not collide.
+    port = os.environ.get("MASTER_PORT") or str(20000 + int(os.environ.get("SLURM_JOB_ID", "0")) % 20000)
+    return {
+        "RANK": os.environ["SLURM_PROCID"],
+        "WORLD_SIZE": os.environ["SLURM_NTASKS"],
+        "LOCAL_RANK": os.environ.get("SLURM_LOCALID", "0"),
+        "MASTER_ADDR": master,
+        "MASTER_PORT": port,
+    }
+
+
+def init_distributed(backend: str | None = None, timeout_s: float = 1800.0) -> tuple[int, int]:
+    """Initialise torch.distributed from the environment; return ``(rank, world_size)``.
+
+    Does nothing for a single process or when a group already exists. ``backend`` defaults to
+    ``nccl`` with CUDA and ``gloo`` without.
+    """
+    if dist.is_initialized():
+        return get_rank(), get_world_size()
+    env = None
+    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
+        env = {k: os.environ[k] for k in ("RANK", "WORLD_SIZE")}
+    else:
+        env = _slurm_env()
+        if env is not None:
+            os.environ.update(env)
+    if env is None or int(env["WORLD_SIZE"]) <= 1:
+        return 0, 1
+    if backend is None:
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if backend == "nccl":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=timeout_s))
+    log.info("initialised %s process group: rank %d of %d", backend, get_rank(), get_world_size())
+    return get_rank(), get_world_size()
+
+
+def _comm_device() -> torch.device:
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def all_reduce_sum_(tensor: torch.Tensor) -> torch.Tensor:
+    """Sum ``tensor`` over ranks in place (no-op at world size 1); returns it."""
+    if not is_distributed():
+        return tensor
+    comm = tensor.to(_comm_device())
+    dist.all_reduce(comm, op=dist.ReduceOp.SUM)
+    if comm is not tensor:
+        tensor.copy_(comm)
+    return tensor
+
+
+def all_gather_stack(tensor: torch.Tensor) -> torch.Tensor:
+    """Stack a same-shaped tensor from every rank: ``(world_size, *tensor.shape)``."""
+    if not is_distributed():
+        return tensor.unsqueeze(0)
+    comm = tensor.to(_comm_device()).contiguous()
+    out = [torch.empty_like(comm) for _ in range(get_world_size())]
+    dist.all_gather(out, comm)
+    return torch.stack(out).to(tensor.device)
+
+
+def broadcast_(tensor: torch.Tensor, src: int = 0) -> torch.Tensor:
+    """Overwrite ``tensor`` on every rank with rank ``src``'s value (no-op at world size 1)."""
+    if not is_distributed():
+        return tensor
+    comm = tensor.to(_comm_device())
+    dist.broadcast(comm, src=src)
+    if comm is not tensor:
+        tensor.copy_(comm)
+    return tensor
+
+
+def barrier() -> None:
+    if is_distributed():
+        dist.barrier()
+
+
+def setup_logging(level: int = logging.INFO, all_ranks: bool = False) -> None:
+    """Log on rank 0 only (warnings still pass on every rank), unless ``all_ranks``."""
+    rank = get_rank()
+    quiet = rank != 0 and not all_ranks
+    logging.basicConfig(
+        level=logging.WARNING if quiet else level,
+        format=f"[%(asctime)s r{rank}] %(levelname)s %(name)s: %(message)s",
+        force=True,
+    )

@@ -1,0 +1,46 @@
+"""Memory-mapped ``.npy`` inputs and the row range each rank reads."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+
+def shard_range(n: int, rank: int, world_size: int) -> tuple[int, int]:
+    """Rows ``[start, stop)`` of an ``n``-row array that ``rank`` of ``world_size`` owns.
+
+    Contiguous, balanced to within one row, covering ``0..n`` exactly once; shards may be empty
+    when ``n < world_size``.
+    """
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} is not in a world of size {world_size}")
+    if n < 0:
+        raise ValueError(f"n must be >= 0, got {n}")
+    base, extra = divmod(n, world_size)
+    start = rank * base + min(rank, extra)
+    return start, start + base + (1 if rank < extra else 0)
+
+
+def open_npy(path: str | os.PathLike) -> np.memmap:
+    """Memory-map a 2-D ``.npy`` file read-only, with clear errors for a missing or bad file."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"embedding file not found: {path}")
+    if path.is_dir():
+        raise ValueError(f"{path} is a directory; expected a .npy file")
+    try:
+        array = np.load(path, mmap_mode="r", allow_pickle=False)
+    except ValueError as err:  # empty file, truncated header, pickled content
+        raise ValueError(f"cannot read {path} as a .npy array: {err}") from err
+    if array.ndim != 2:
+        raise ValueError(f"{path} holds an array of shape {array.shape}; expected (n, d)")
+    return array
+
+
+def open_npy_shard(path: str | os.PathLike, rank: int, world_size: int) -> np.memmap:
+    """This rank's contiguous row block of a memory-mapped ``(n, d)`` ``.npy`` (no data is read)."""
+    array = open_npy(path)
+    start, stop = shard_range(array.shape[0], rank, world_size)
+    return array[start:stop]

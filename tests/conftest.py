@@ -1,0 +1,31 @@
+"""Test settings: offline, no wandb, small thread pools, deterministic seeds."""
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("WANDB_MODE", "disabled")
+os.environ.setdefault("HYDRA_FULL_ERROR", "1")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip_gpu = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip_gpu)
+
+
+@pytest.fixture
+def blobs() -> np.ndarray:
+    """(3000, 8) float32: 6 well separated Gaussian blobs of unequal sizes."""
+    rng = np.random.default_rng(0)
+    sizes = [1200, 800, 500, 300, 150, 50]
+    centers = rng.normal(scale=10.0, size=(len(sizes), 8))
+    x = np.concatenate([c + rng.normal(size=(s, 8)) for c, s in zip(centers, sizes)])
+    return x.astype(np.float32)

@@ -32,7 +32,7 @@ def open_npy(path: str | os.PathLike) -> np.memmap:
         raise ValueError(f"{path} is a directory; expected a .npy file")
     try:
         array = np.load(path, mmap_mode="r", allow_pickle=False)
-    except ValueError as err:  # empty file, truncated header, pickled content
+    except (ValueError, EOFError, OSError) as err:  # empty file, truncated header, pickled content
         raise ValueError(f"cannot read {path} as a .npy array: {err}") from err
     if array.ndim != 2:
         raise ValueError(f"{path} holds an array of shape {array.shape}; expected (n, d)")

@@ -1,0 +1,359 @@
+"""The ``KMeans`` estimator: seeded init, chunked Lloyd iterations, checkpoints, distributed.
+
+Every rank runs the same loop on its own shard; only ``k x d`` float64 sums, ``k`` counts and a
+few scalars are all-reduced, so the result for ``N`` ranks equals the result for one process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import math
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from curate import dist
+from curate.io.atomic import atomic_path
+from curate.kmeans.init import distinct_random_indices, kmeans_plusplus, random_init
+from curate.kmeans.kernels import accumulate_, assign_chunk, chunk_rows_for, normalize_rows
+from curate.kmeans.shard import LocalRows
+from curate.kmeans.source import ArrayLike, RowSource
+
+log = logging.getLogger(__name__)
+
+INITS = ("k-means++", "random")
+DISTANCES = ("l2", "cosine")
+_STORAGE = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+class KMeans:
+    """Lloyd's k-means in PyTorch, chunked, device-agnostic and distributed.
+
+    Example:
+        >>> km = KMeans(k=1024, n_iter=50, seed=0).fit(x)      # x: (n, d) tensor / array / .npy
+        >>> labels, sq_dist = km.assign(x)                       # (n,) int64, (n,) float32
+
+    Under an initialised process group, ``fit(x_local)`` and ``assign(x_local)`` take this rank's
+    shard (shards may differ in size); ``labels`` stay sharded, everything else is global.
+
+    Args:
+        k: number of clusters.
+        n_iter: Lloyd iterations (the paper's reference runs a fixed 50).
+        tol: stop early when the objective's relative decrease in one iteration is below ``tol``
+            (0 runs all ``n_iter`` iterations).
+        init: ``"k-means++"`` (greedy D^2 sampling, ``2 + ln k`` trials) or ``"random"`` rows.
+        distance: ``"l2"`` (squared Euclidean) or ``"cosine"``: spherical k-means on
+            L2-normalised rows with re-normalised centroids (distances reported are squared L2
+            between unit vectors, ``2 - 2 cos``).
+        seed: seeds the initialisation (the only random step).
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
+        memory_budget_mb: working memory per chunk on the device; sets the chunk size.
+        cache_mb: an in-memory input whose float32 copy fits is prepared once and kept on the
+            device; memory-mapped inputs are always streamed.
+        storage_dtype: ``"float32"`` or ``"bfloat16"`` for the prepared rows kept on the device
+            (arithmetic stays float32).
+        allow_tf32: allow TF32 matmuls on CUDA.
+        init_max_points: run the initialisation on a seeded uniform subset of at most this many
+            rows (None: all rows). The subset stays on its ranks.
+        checkpoint_dir: where to checkpoint; a fit with the same settings and directory resumes.
+        checkpoint_every: iterations between checkpoints.
+    """
+
+    def __init__(
+        self,
+        k: int,
+        n_iter: int = 50,
+        tol: float = 0.0,
+        init: str = "k-means++",
+        distance: str = "l2",
+        seed: int = 0,
+        device: str | torch.device = "cpu",
+        memory_budget_mb: float = 256.0,
+        cache_mb: float = 2048.0,
+        storage_dtype: str = "float32",
+        allow_tf32: bool = True,
+        init_max_points: int | None = None,
+        checkpoint_dir: str | Path | None = None,
+        checkpoint_every: int = 10,
+    ) -> None:
+        if not isinstance(k, int | np.integer) or k < 1:
+            raise ValueError(f"k must be a positive integer, got {k!r}")
+        if n_iter < 0:
+            raise ValueError(f"n_iter must be >= 0, got {n_iter}")
+        if init not in INITS:
+            raise ValueError(f"init must be one of {INITS}, got {init!r}")
+        if distance not in DISTANCES:
+            raise ValueError(f"distance must be one of {DISTANCES}, got {distance!r}")
+        if storage_dtype not in _STORAGE:
+            raise ValueError(f"storage_dtype must be one of {tuple(_STORAGE)}, got {storage_dtype!r}")
+        if init_max_points is not None and init_max_points < k:
+            raise ValueError(f"init_max_points={init_max_points} must be >= k={k}")
+        if checkpoint_every < 1:
+            raise ValueError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
+        self.device = torch.device(device)
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device={device!r} but CUDA is not available; use device='cpu'")
+        self.k, self.n_iter, self.tol = int(k), int(n_iter), float(tol)
+        self.init, self.distance, self.seed = init, distance, int(seed)
+        self.memory_budget_mb, self.cache_mb = memory_budget_mb, cache_mb
+        self.storage_dtype, self.allow_tf32 = storage_dtype, allow_tf32
+        self.init_max_points = init_max_points
+        self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
+        self.checkpoint_every = checkpoint_every
+        self.centroids: torch.Tensor | None = None
+        self.inertia: float = math.nan
+        self.stats: list[dict[str, float]] = []
+        self.labels_: torch.Tensor | None = None
+        self.n_fit_: int = 0
+
+    # -- public API -------------------------------------------------------------------------
+    def fit(self, x: ArrayLike) -> KMeans:
+        """Cluster ``x: (n, d)`` (this rank's shard when distributed).
+
+        After ``fit``: ``centroids (k, d)`` float32, ``labels_ (n_local,)`` int64 on CPU,
+        ``inertia`` (global sum of squared distances to the final centroids) and ``stats``.
+        """
+        source = RowSource(x)
+        with self._matmul_precision():
+            rows = self._local_rows(source)
+            if rows.n_global == 0:
+                raise ValueError(f"{source.name}: no rows to cluster (n = 0)")
+            if self.k > rows.n_global:
+                raise ValueError(f"k={self.k} exceeds the number of rows n={rows.n_global} of {source.name}")
+            rows.scan()
+            self._shift = rows.shift
+            c, start_iter = self._resume_or_init(rows)
+            for it in range(start_iter, self.n_iter):
+                c, stop = self._lloyd_step(rows, c, it)
+                if self._due_checkpoint(it + 1, stop):
+                    self._save_checkpoint(c, it + 1, rows)
+                if stop:
+                    break
+            self._set_centroids(c)
+            self.labels_, self.inertia = self._assign_rows(rows, c)
+            self.n_fit_ = rows.n_global
+        return self
+
+    def assign(self, x: ArrayLike) -> tuple[torch.Tensor, torch.Tensor]:
+        """Nearest centroid of every row of ``x: (n, d)``.
+
+        Returns:
+            ``labels (n,) int64`` and ``sq_dist (n,) float32``, on CPU.
+        """
+        if self.centroids is None:
+            raise ValueError("KMeans.assign called before fit")
+        source = RowSource(x)
+        if source.d != self.centroids.shape[1]:
+            raise ValueError(
+                f"{source.name} has d={source.d} columns but the centroids have d={self.centroids.shape[1]}"
+            )
+        with self._matmul_precision():
+            rows = self._local_rows(source)
+            rows.shift = self._shift
+            c = self._internal_centroids()
+            labels = torch.empty(rows.n, dtype=torch.int64)
+            sq = torch.empty(rows.n, dtype=torch.float32)
+            c_sqnorm = c.square().sum(dim=1)
+            scratch = self._scratch(rows, c.shape[0])
+            for start, xb in rows.chunks():
+                self._check_finite_chunk(xb, start, rows)
+                lab, d2 = assign_chunk(xb, c, c_sqnorm, out=scratch)
+                labels[start : start + len(xb)] = lab.cpu()
+                sq[start : start + len(xb)] = d2.cpu()
+        return labels, sq
+
+    # -- internals --------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _matmul_precision(self) -> Iterator[None]:
+        if self.device.type != "cuda":
+            yield
+            return
+        old = torch.backends.cuda.matmul.allow_tf32
+        torch.backends.cuda.matmul.allow_tf32 = self.allow_tf32
+        try:
+            yield
+        finally:
+            torch.backends.cuda.matmul.allow_tf32 = old
+
+    def _local_rows(self, source: RowSource) -> LocalRows:
+        chunk = chunk_rows_for(int(self.memory_budget_mb * 2**20), self.k, source.d, self.device)
+        return LocalRows(
+            source,
+            self.device,
+            chunk_rows=chunk,
+            cosine=self.distance == "cosine",
+            cache_bytes=int(self.cache_mb * 2**20),
+            storage_dtype=_STORAGE[self.storage_dtype],
+        )
+
+    def _check_finite_chunk(self, xb: torch.Tensor, start: int, rows: LocalRows) -> None:
+        bad = ~torch.isfinite(xb).all(dim=1)
+        if bool(bad.any()):
+            row = rows.offset + start + int(bad.nonzero()[0])
+            raise ValueError(f"{rows.source.name}: row {row} contains NaN or Inf")
+
+    def _initialise(self, rows: LocalRows) -> torch.Tensor:
+        generator = torch.Generator().manual_seed(self.seed)
+        init_rows = rows
+        if self.init_max_points is not None and self.init_max_points < rows.n_global:
+            init_rows = _subset(rows, self.init_max_points, generator)
+        if self.init == "k-means++":
+            return kmeans_plusplus(init_rows, self.k, generator)
+        return random_init(init_rows, self.k, generator)
+
+    def _lloyd_step(self, rows: LocalRows, c: torch.Tensor, it: int) -> tuple[torch.Tensor, bool]:
+        """One assignment + update pass. Returns the new centroids and whether to stop."""
+        t0 = time.perf_counter()
+        k, d = c.shape
+        sums = torch.zeros(k, d, dtype=torch.float64, device=self.device)
+        counts = torch.zeros(k, dtype=torch.int64, device=self.device)
+        local_sq = torch.empty(rows.n, dtype=torch.float32, device=self.device)
+        c_sqnorm = c.square().sum(dim=1)
+        scratch = self._scratch(rows, k)
+        for start, xb in rows.chunks():
+            labels, d2 = assign_chunk(xb, c, c_sqnorm, out=scratch)
+            accumulate_(xb, labels, sums, counts)
+            local_sq[start : start + len(xb)] = d2
+        objective = local_sq.sum(dtype=torch.float64).reshape(1)
+        dist.all_reduce_sum_(sums)
+        dist.all_reduce_sum_(counts)
+        dist.all_reduce_sum_(objective)
+        empty = counts == 0
+        new_c = (sums / counts.clamp_min(1).unsqueeze(1).to(sums.dtype)).to(torch.float32)
+        new_c[empty] = c[empty]
+        n_empty = int(empty.sum())
+        if n_empty:
+            new_c[empty] = self._reseed(rows, local_sq, n_empty)
+        if self.distance == "cosine":
+            new_c = normalize_rows(new_c)
+        shift = float((new_c - c).double().square().sum())
+        obj = float(objective)
+        self.stats.append(
+            {
+                "iteration": it,
+                "objective": obj,
+                "centroid_shift": shift,
+                "empty_reseeded": n_empty,
+                "seconds": time.perf_counter() - t0,
+            }
+        )
+        prev = self.stats[-2]["objective"] if len(self.stats) > 1 else math.inf
+        stop = self.tol > 0 and prev < math.inf and (prev - obj) <= self.tol * prev
+        return new_c, stop
+
+    def _scratch(self, rows: LocalRows, k: int) -> torch.Tensor:
+        return torch.empty(min(rows.chunk_rows, max(rows.n, 1)), k, dtype=torch.float32, device=self.device)
+
+    def _reseed(self, rows: LocalRows, local_sq: torch.Tensor, m: int) -> torch.Tensor:
+        """Centroids for ``m`` empty clusters: the ``m`` rows farthest from their centroids.
+
+        Ties are broken by global row index, so every world size picks the same rows.
+        """
+        take = min(m, rows.n)
+        vals = torch.full((m,), -1.0, dtype=torch.float32)
+        idx = torch.full((m,), -1, dtype=torch.int64)
+        if take:
+            top_v, top_i = torch.topk(local_sq, take)
+            vals[:take], idx[:take] = top_v.cpu(), top_i.cpu() + rows.offset
+        all_v = dist.all_gather_stack(vals).flatten()
+        all_i = dist.all_gather_stack(idx).flatten()
+        order = torch.argsort(all_i, stable=True)
+        order = order[torch.argsort(-all_v[order], stable=True)][:m]
+        log.info("iteration re-seeds %d empty clusters from the farthest points", m)
+        return rows.fetch_global(all_i[order].clamp_min(0))
+
+    def _assign_rows(self, rows: LocalRows, c: torch.Tensor) -> tuple[torch.Tensor, float]:
+        labels = torch.empty(rows.n, dtype=torch.int64)
+        total = torch.zeros(1, dtype=torch.float64)
+        c_sqnorm = c.square().sum(dim=1)
+        scratch = self._scratch(rows, c.shape[0])
+        for start, xb in rows.chunks():
+            lab, d2 = assign_chunk(xb, c, c_sqnorm, out=scratch)
+            labels[start : start + len(xb)] = lab.cpu()
+            total += d2.sum(dtype=torch.float64).cpu()
+        return labels, float(dist.all_reduce_sum_(total))
+
+    def _set_centroids(self, c: torch.Tensor) -> None:
+        self._c_internal = c
+        self.centroids = c if self.distance == "cosine" else c + self._shift
+
+    def _internal_centroids(self) -> torch.Tensor:
+        return self._c_internal.to(self.device)
+
+    # -- checkpoints ------------------------------------------------------------------------
+    def _fingerprint(self, rows: LocalRows) -> str:
+        keys = dict(
+            k=self.k,
+            init=self.init,
+            distance=self.distance,
+            seed=self.seed,
+            n=rows.n_global,
+            d=rows.d,
+            init_max_points=self.init_max_points,
+            tol=self.tol,
+        )
+        return hashlib.sha256(json.dumps(keys, sort_keys=True).encode()).hexdigest()[:16]
+
+    def _checkpoint_path(self) -> Path | None:
+        return None if self.checkpoint_dir is None else self.checkpoint_dir / "kmeans_state.npz"
+
+    def _due_checkpoint(self, done: int, stop: bool) -> bool:
+        return self.checkpoint_dir is not None and (
+            done % self.checkpoint_every == 0 or stop or done == self.n_iter
+        )
+
+    def _save_checkpoint(self, c: torch.Tensor, done: int, rows: LocalRows) -> None:
+        path = self._checkpoint_path()
+        if path is not None and dist.is_main_process():
+            meta = {"iteration": done, "fingerprint": self._fingerprint(rows), "stats": self.stats}
+            with atomic_path(path, suffix=".npz") as tmp:
+                np.savez(
+                    tmp,
+                    centroids=c.cpu().numpy(),
+                    shift=rows.shift.cpu().numpy(),
+                    meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
+                )
+        dist.barrier()
+
+    def _resume_or_init(self, rows: LocalRows) -> tuple[torch.Tensor, int]:
+        path = self._checkpoint_path()
+        if path is not None and path.exists():
+            with np.load(path, allow_pickle=False) as state:
+                meta: dict[str, Any] = json.loads(state["meta"].tobytes().decode())
+                if meta["fingerprint"] != self._fingerprint(rows):
+                    raise ValueError(
+                        f"checkpoint {path} was written by a k-means run with other settings or data; "
+                        "remove it or use another checkpoint_dir"
+                    )
+                c = torch.from_numpy(state["centroids"]).to(self.device)
+            self.stats = list(meta["stats"])
+            log.info("resuming k-means from %s at iteration %d", path, meta["iteration"])
+            return c, int(meta["iteration"])
+        self.stats = []
+        c = self._initialise(rows)
+        if self.checkpoint_dir is not None:
+            self._save_checkpoint(c, 0, rows)
+        return c, 0
+
+
+def _subset(rows: LocalRows, m: int, generator: torch.Generator) -> LocalRows:
+    """A seeded uniform subset of ``m`` global rows; each rank keeps the ones it owns."""
+    chosen = distinct_random_indices(rows.n_global, m, generator).sort().values
+    mine = chosen[(chosen >= rows.offset) & (chosen < rows.offset + rows.n)] - rows.offset
+    local = rows.take(mine) if len(mine) else torch.empty(0, rows.d, device=rows.device)
+    sub = LocalRows(
+        RowSource(local, name=f"{rows.source.name} (init subset)"),
+        rows.device,
+        chunk_rows=rows.chunk_rows,
+        cosine=False,  # rows are already prepared
+        cache_bytes=1 << 62,
+    )
+    sub._cache = local if len(local) else None
+    return sub

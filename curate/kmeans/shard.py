@@ -1,0 +1,126 @@
+"""This rank's rows as the kernels see them, plus the few collectives that cross shards.
+
+``LocalRows`` wraps a ``RowSource`` (this rank's shard), knows the shard's global row offset,
+and yields chunks already prepared for the kernels: float32 on the device, centred by the global
+mean (which keeps the matmul expansion of squared distances accurate) or L2-normalised for the
+cosine distance. Small in-memory shards are prepared once and kept on the device.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+
+from curate import dist
+from curate.kmeans.kernels import normalize_rows
+from curate.kmeans.source import RowSource
+
+
+class LocalRows:
+    """One rank's shard of the k-means input, streamed in prepared chunks.
+
+    Args:
+        source: this rank's rows.
+        device: where the kernels run.
+        chunk_rows: rows per chunk.
+        cosine: L2-normalise rows (spherical k-means) instead of centring them.
+        cache_bytes: prepare and keep the whole shard on ``device`` when it is held in memory
+            and its float32 copy needs at most this many bytes.
+        storage_dtype: dtype of the prepared rows (``torch.bfloat16`` halves memory; chunks are
+            upcast to float32 before any arithmetic).
+    """
+
+    def __init__(
+        self,
+        source: RowSource,
+        device: torch.device,
+        chunk_rows: int,
+        cosine: bool,
+        cache_bytes: int,
+        storage_dtype: torch.dtype = torch.float32,
+    ) -> None:
+        self.source = source
+        self.device = device
+        self.chunk_rows = chunk_rows
+        self.cosine = cosine
+        self.storage_dtype = storage_dtype
+        self.n, self.d = source.n, source.d
+        counts = dist.all_gather_stack(torch.tensor([self.n], dtype=torch.int64)).flatten()
+        self.rank = dist.get_rank()
+        self.offset = int(counts[: self.rank].sum())
+        self.n_global = int(counts.sum())
+        self.shift = torch.zeros(self.d, dtype=torch.float32, device=device)
+        self._cache: torch.Tensor | None = None
+        self._cache_allowed = not source.on_disk and self.n * self.d * 4 <= cache_bytes
+
+    # -- validation -------------------------------------------------------------------------
+    def scan(self) -> None:
+        """Check every row (finite; non-zero for cosine) and compute the global mean.
+
+        Raises:
+            ValueError: naming the first bad row (global index) on every rank.
+        """
+        total = torch.zeros(self.d, dtype=torch.float64, device=self.device)
+        first_bad = torch.tensor([-1, -1], dtype=torch.int64)  # (row, kind: 0 non-finite, 1 zero)
+        for start in range(0, self.n, self.chunk_rows):
+            x = self.source.read(start, min(start + self.chunk_rows, self.n), self.device)
+            bad = ~torch.isfinite(x).all(dim=1)
+            if bool(bad.any()):
+                first_bad[:] = torch.tensor([self.offset + start + int(bad.nonzero()[0]), 0])
+                break
+            if self.cosine:
+                zero = x.square().sum(dim=1) == 0
+                if bool(zero.any()):
+                    first_bad[:] = torch.tensor([self.offset + start + int(zero.nonzero()[0]), 1])
+                    break
+            total += x.sum(dim=0, dtype=torch.float64)
+        bad_all = dist.all_gather_stack(first_bad)
+        flagged = bad_all[bad_all[:, 0] >= 0]
+        if len(flagged):
+            row, kind = flagged[flagged[:, 0].argmin()].tolist()
+            what = "contains NaN or Inf" if kind == 0 else "is all zeros (no direction for cosine distance)"
+            raise ValueError(f"{self.source.name}: row {row} {what}; clean or drop it before clustering")
+        dist.all_reduce_sum_(total)
+        if not self.cosine and self.n_global > 0:
+            self.shift = (total / self.n_global).to(torch.float32)
+        if self._cache_allowed:
+            self._cache = torch.cat([x for _, x in self._stream()]) if self.n else None
+
+    # -- reading ----------------------------------------------------------------------------
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        """Map raw float32 rows into the kernels' space (centred, or normalised)."""
+        x = normalize_rows(x) if self.cosine else x - self.shift
+        return x.to(self.storage_dtype)
+
+    def _stream(self) -> Iterator[tuple[int, torch.Tensor]]:
+        for start in range(0, self.n, self.chunk_rows):
+            stop = min(start + self.chunk_rows, self.n)
+            yield start, self.prepare(self.source.read(start, stop, self.device))
+
+    def chunks(self) -> Iterator[tuple[int, torch.Tensor]]:
+        """Yield ``(local_start, x)`` with ``x: (m, d)`` float32 prepared rows."""
+        if self._cache is None:
+            for start, x in self._stream():
+                yield start, x.float()
+            return
+        for start in range(0, self.n, self.chunk_rows):
+            yield start, self._cache[start : start + self.chunk_rows].float()
+
+    def take(self, local_rows: torch.Tensor) -> torch.Tensor:
+        """Prepared rows at local indices ``(m,) int64`` -> ``(m, d)`` float32."""
+        if self._cache is not None:
+            return self._cache[local_rows.to(self.device)].float()
+        return self.prepare(self.source.take(local_rows, self.device)).float()
+
+    def fetch_global(self, global_rows: torch.Tensor) -> torch.Tensor:
+        """Prepared rows at global indices ``(m,)``, owned by any rank -> ``(m, d)`` on every rank.
+
+        Each owner fills its rows into zeros and a sum all-reduce completes the block (exact: the
+        other ranks add zeros).
+        """
+        out = torch.zeros(len(global_rows), self.d, dtype=torch.float32, device=self.device)
+        mine = (global_rows >= self.offset) & (global_rows < self.offset + self.n)
+        if bool(mine.any()):
+            out[mine.to(self.device)] = self.take(global_rows[mine] - self.offset)
+        return dist.all_reduce_sum_(out)

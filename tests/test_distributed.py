@@ -1,0 +1,132 @@
+"""World size 2 (gloo, torch.multiprocessing.spawn) gives the same k-means as one process."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import numpy as np
+import pytest
+import torch
+import torch.distributed as torch_dist
+import torch.multiprocessing as mp
+
+from curate import dist
+from curate.io.shards import open_npy_shard, shard_range
+from curate.kmeans import KMeans
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _worker(
+    rank: int, world: int, port: int, data_path: str, out_dir: str, kwargs: dict, splits: list
+) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world))
+    torch.set_num_threads(1)
+    dist.init_distributed(backend="gloo")
+    try:
+        x = np.load(data_path)
+        lo, hi = splits[rank], splits[rank + 1]  # unequal shards on purpose
+        km = KMeans(**kwargs).fit(x[lo:hi])
+        labels, sq = km.assign(x[lo:hi])
+        np.save(f"{out_dir}/centroids_{rank}.npy", km.centroids.numpy())
+        np.save(f"{out_dir}/labels_{rank}.npy", km.labels_.numpy())
+        np.save(f"{out_dir}/assign_{rank}.npy", labels.numpy())
+        np.save(f"{out_dir}/inertia_{rank}.npy", np.array([km.inertia]))
+    finally:
+        torch_dist.destroy_process_group()
+
+
+def run_two_ranks(tmp_path, x: np.ndarray, kwargs: dict, split: int):
+    data = tmp_path / "x.npy"
+    np.save(data, x)
+    mp.spawn(_worker, args=(2, free_port(), str(data), str(tmp_path), kwargs, [0, split, len(x)]), nprocs=2)
+    load = lambda name, r: np.load(tmp_path / f"{name}_{r}.npy")  # noqa: E731
+    return (
+        [load("centroids", r) for r in range(2)],
+        np.concatenate([load("labels", r) for r in range(2)]),
+        np.concatenate([load("assign", r) for r in range(2)]),
+        [float(load("inertia", r)[0]) for r in range(2)],
+    )
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(k=24, n_iter=8, seed=3),
+        dict(k=24, n_iter=8, seed=3, init="random", distance="cosine"),
+        dict(k=24, n_iter=4, seed=1, init_max_points=900),
+    ],
+    ids=["kmeans++-l2", "random-cosine", "init-subset"],
+)
+def test_world_size_two_equals_one(tmp_path, blobs, kwargs):
+    single = KMeans(**kwargs).fit(blobs)
+    centroids, labels, assigned, inertia = run_two_ranks(tmp_path, blobs, kwargs, split=1100)
+    np.testing.assert_array_equal(centroids[0], centroids[1])  # ranks agree exactly
+    np.testing.assert_allclose(centroids[0], single.centroids.numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(labels, single.labels_.numpy())
+    np.testing.assert_array_equal(assigned, single.labels_.numpy())
+    assert inertia[0] == inertia[1] and abs(inertia[0] - single.inertia) <= 1e-5 * single.inertia
+
+
+def test_empty_cluster_reseed_matches_across_world_sizes(tmp_path):
+    rng = np.random.default_rng(0)
+    dup = np.repeat(rng.normal(size=(4, 3)), 200, axis=0)
+    x = np.concatenate([dup, rng.normal(size=(50, 3)) * 5]).astype(np.float32)
+    x = x[rng.permutation(len(x))]
+    kwargs = dict(k=20, n_iter=10, seed=0, init="random")
+    single = KMeans(**kwargs).fit(x)
+    assert sum(s["empty_reseeded"] for s in single.stats) > 0
+    centroids, labels, _, _ = run_two_ranks(tmp_path, x, kwargs, split=333)
+    np.testing.assert_allclose(centroids[0], single.centroids.numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(labels, single.labels_.numpy())
+
+
+def test_shard_range_covers_rows_once():
+    for n in (0, 1, 7, 100):
+        for world in (1, 2, 3, 8):
+            ranges = [shard_range(n, r, world) for r in range(world)]
+            assert ranges[0][0] == 0 and ranges[-1][1] == n
+            assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:]))
+            sizes = [b - a for a, b in ranges]
+            assert max(sizes) - min(sizes) <= 1
+    with pytest.raises(ValueError, match="rank 2 is not in a world of size 2"):
+        shard_range(10, 2, 2)
+
+
+def test_open_npy_shard_reads_only_its_rows(tmp_path):
+    x = np.arange(30, dtype=np.float32).reshape(10, 3)
+    np.save(tmp_path / "x.npy", x)
+    parts = [open_npy_shard(tmp_path / "x.npy", r, 3) for r in range(3)]
+    assert all(isinstance(p, np.memmap) for p in parts)
+    np.testing.assert_array_equal(np.concatenate(parts), x)
+
+
+def test_single_process_collectives_are_noops(monkeypatch):
+    for var in ("RANK", "WORLD_SIZE", "SLURM_PROCID", "SLURM_NTASKS"):
+        monkeypatch.delenv(var, raising=False)
+    assert dist.init_distributed() == (0, 1)
+    t = torch.ones(3)
+    assert dist.all_reduce_sum_(t) is t and torch.equal(t, torch.ones(3))
+    assert dist.all_gather_stack(t).shape == (1, 3)
+
+
+def test_slurm_environment_is_translated(monkeypatch):
+    monkeypatch.setenv("SLURM_PROCID", "3")
+    monkeypatch.setenv("SLURM_NTASKS", "8")
+    monkeypatch.setenv("SLURM_LOCALID", "1")
+    monkeypatch.setenv("SLURM_JOB_ID", "12345")
+    monkeypatch.setenv("MASTER_ADDR", "node17")
+    monkeypatch.delenv("MASTER_PORT", raising=False)
+    env = dist._slurm_env()
+    assert env == {
+        "RANK": "3",
+        "WORLD_SIZE": "8",
+        "LOCAL_RANK": "1",
+        "MASTER_ADDR": "node17",
+        "MASTER_PORT": "32345",
+    }

@@ -12,10 +12,13 @@ to the communication device and back, so callers may keep CPU tensors even under
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import logging
 import os
 import subprocess
+import threading
+from collections.abc import Iterator
 
 import torch
 import torch.distributed as dist
@@ -23,16 +26,41 @@ import torch.distributed as dist
 log = logging.getLogger(__name__)
 
 
+_LOCAL_ONLY = threading.local()
+
+
 def is_distributed() -> bool:
-    """True when a process group with more than one rank is initialised."""
+    """True when a process group with more than one rank is initialised (and not inside
+    :func:`local_only`)."""
+    if getattr(_LOCAL_ONLY, "active", False):
+        return False
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
+@contextlib.contextmanager
+def local_only() -> Iterator[None]:
+    """Run a block as if this process were alone: collectives become no-ops and ranks report 0/1.
+
+    Used for replicated work (every rank computes the same small problem, e.g. the upper levels
+    of the hierarchy) with the same code that serves sharded work.
+    """
+    previous = getattr(_LOCAL_ONLY, "active", False)
+    _LOCAL_ONLY.active = True
+    try:
+        yield
+    finally:
+        _LOCAL_ONLY.active = previous
+
+
 def get_rank() -> int:
+    if getattr(_LOCAL_ONLY, "active", False):
+        return 0
     return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
 
 def get_world_size() -> int:
+    if getattr(_LOCAL_ONLY, "active", False):
+        return 1
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
@@ -116,6 +144,17 @@ def all_gather_stack(tensor: torch.Tensor) -> torch.Tensor:
     out = [torch.empty_like(comm) for _ in range(get_world_size())]
     dist.all_gather(out, comm)
     return torch.stack(out).to(tensor.device)
+
+
+def all_gather_rows(tensor: torch.Tensor) -> torch.Tensor:
+    """Concatenate every rank's ``(n_r, ...)`` tensor in rank order (shards may differ in size)."""
+    if not is_distributed():
+        return tensor
+    sizes = all_gather_stack(torch.tensor([tensor.shape[0]], dtype=torch.int64)).flatten()
+    padded = tensor.new_zeros((int(sizes.max()), *tensor.shape[1:]))
+    padded[: tensor.shape[0]] = tensor
+    stacked = all_gather_stack(padded)
+    return torch.cat([stacked[r, : int(n)] for r, n in enumerate(sizes)])
 
 
 def broadcast_(tensor: torch.Tensor, src: int = 0) -> torch.Tensor:

@@ -104,7 +104,7 @@ def test_fit_recovers_separated_blobs(blobs):
 def test_objective_decreases_and_stats_recorded(blobs):
     km = KMeans(k=12, n_iter=10, seed=3).fit(blobs)
     obj = [s["objective"] for s in km.stats]
-    assert len(obj) == 10 and all(b <= a * (1 + 1e-6) for a, b in zip(obj, obj[1:]))
+    assert 2 <= len(obj) <= 10 and all(b <= a * (1 + 1e-6) for a, b in zip(obj, obj[1:]))
     assert {"objective", "centroid_shift", "empty_reseeded", "seconds"} <= set(km.stats[0])
     assert km.inertia <= obj[-1] * (1 + 1e-6)
 
@@ -188,6 +188,7 @@ def test_killed_fit_resumes_to_the_same_centroids(tmp_path, blobs, monkeypatch):
         KMeans(k=15, n_iter=12, seed=0, checkpoint_dir=tmp_path, checkpoint_every=3).fit(blobs)
     monkeypatch.setattr(KMeans, "_lloyd_step", original)
     resumed = KMeans(k=15, n_iter=12, seed=0, checkpoint_dir=tmp_path, checkpoint_every=3).fit(blobs)
+    assert len(ref.stats) == 12  # no early fixed point: the kill really happened mid-run
     assert len(resumed.stats) == 12  # stats of the first 6 iterations came from the checkpoint
     assert torch.equal(resumed.centroids, ref.centroids)
     assert torch.equal(resumed.labels_, ref.labels_)

@@ -12,8 +12,10 @@ import math
 import torch
 
 from curate import dist
-from curate.kmeans.kernels import sq_dists
+from curate.kmeans.kernels import chunk_rows_for, sq_dists
 from curate.kmeans.shard import LocalRows
+
+_INIT_BUDGET_BYTES = 64 << 20
 
 
 class TooFewDistinctPoints(ValueError):
@@ -23,7 +25,8 @@ class TooFewDistinctPoints(ValueError):
 def _local_sq_dists_to(rows: LocalRows, c: torch.Tensor) -> torch.Tensor:
     """``(n_local, t)`` squared distances of this rank's rows to ``c: (t, d)``."""
     out = torch.empty(rows.n, c.shape[0], dtype=torch.float32, device=rows.device)
-    for start, x in rows.chunks():
+    chunk = chunk_rows_for(_INIT_BUDGET_BYTES, c.shape[0], rows.d, "cuda")  # few columns: big chunks
+    for start, x in rows.chunks(chunk):
         out[start : start + len(x)] = sq_dists(x, c)
     return out
 

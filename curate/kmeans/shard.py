@@ -98,14 +98,19 @@ class LocalRows:
             stop = min(start + self.chunk_rows, self.n)
             yield start, self.prepare(self.source.read(start, stop, self.device))
 
-    def chunks(self) -> Iterator[tuple[int, torch.Tensor]]:
-        """Yield ``(local_start, x)`` with ``x: (m, d)`` float32 prepared rows."""
+    def chunks(self, chunk_rows: int | None = None) -> Iterator[tuple[int, torch.Tensor]]:
+        """Yield ``(local_start, x)`` with ``x: (m, d)`` float32 prepared rows.
+
+        ``chunk_rows`` overrides the chunk size for a cached shard (a kernel with fewer output
+        columns than ``k``, such as the k-means++ trials, can take bigger chunks).
+        """
         if self._cache is None:
             for start, x in self._stream():
                 yield start, x.float()
             return
-        for start in range(0, self.n, self.chunk_rows):
-            yield start, self._cache[start : start + self.chunk_rows].float()
+        step = chunk_rows or self.chunk_rows
+        for start in range(0, self.n, step):
+            yield start, self._cache[start : start + step].float()
 
     def take(self, local_rows: torch.Tensor) -> torch.Tensor:
         """Prepared rows at local indices ``(m,) int64`` -> ``(m, d)`` float32."""

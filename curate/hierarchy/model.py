@@ -1,0 +1,447 @@
+"""``HierarchicalKMeans``: bottom-up hierarchical k-means with resampling (METHOD.md section 1).
+
+Level 1 clusters the items; level ``t > 1`` clusters the centroids of level ``t - 1``. At each
+level: one k-means on the full level input, then ``resample_steps`` resampling-clustering steps
+(sample the ``sample_size`` members of every cluster closest to its centroid, fresh k-means++ on
+that pooled sample, reassign the full level input). Optionally level 1 splits every cluster into
+``n_splits`` sub-clusters.
+
+Distributed: level 1 runs on the sharded items with the distributed k-means engine (each rank
+its shard); its assignments are then gathered so every rank holds the level's CSR. Upper levels
+are small and run replicated (the same computation on every rank, no communication), so the
+hierarchy for N ranks equals the one for a single process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from curate import dist
+from curate.hierarchy.levels import Level, LevelSpec, validate_levels
+from curate.hierarchy.split import split_clusters
+from curate.io.atomic import atomic_write_json
+from curate.kmeans import KMeans, RowSource
+from curate.kmeans.kernels import chunk_rows_for
+from curate.kmeans.shard import LocalRows
+from curate.kmeans.source import ArrayLike
+
+log = logging.getLogger(__name__)
+
+RESAMPLE_STRATEGIES = ("closest", "random")
+FORMAT_VERSION = 1
+
+
+def resample_members(level: Level, sample_size: int, strategy: str, rng: np.random.Generator) -> np.ndarray:
+    """The pooled resampling sample: ``sample_size`` members of every cluster.
+
+    ``closest``: the members nearest to the centroid (the head of each CSR segment);
+    ``random``: uniform without replacement inside each cluster. Clusters smaller than
+    ``sample_size`` give all their members.
+
+    Returns:
+        ``(m,)`` int64 sorted input indices.
+    """
+    sizes = level.sizes
+    if strategy == "closest":
+        pos = level.offsets[:-1, None] + np.arange(sample_size)[None, :]
+        picked = level.members[pos[np.arange(sample_size)[None, :] < sizes[:, None]]]
+    elif strategy == "random":
+        order = np.lexsort((rng.random(len(level.assign)), level.assign))
+        rank = np.arange(len(order)) - level.offsets[level.assign[order]]
+        picked = order[rank < sample_size]
+    else:
+        raise ValueError(f"resample_strategy must be one of {RESAMPLE_STRATEGIES}, got {strategy!r}")
+    return np.sort(picked).astype(np.int64)
+
+
+class HierarchicalKMeans:
+    """Hierarchical k-means with resampling.
+
+    Example:
+        >>> levels = [dict(k=3000, resample_steps=10, sample_size=2), dict(k=1000, resample_steps=10,
+        ...           sample_size=2), dict(k=300, resample_steps=10, sample_size=2)]
+        >>> hkm = HierarchicalKMeans(levels, n_iter=50, seed=0).fit(x)          # x: (N, d)
+        >>> hkm.levels_[0].centroids, hkm.levels_[0].offsets, hkm.levels_[0].members
+        >>> idx = hkm.sample(target=1000, strategy="random", seed=0)            # (1000,) int64
+
+    Args:
+        levels: level records ``{k, resample_steps, sample_size, n_splits}`` (dicts or
+            :class:`LevelSpec`), finest first.
+        n_iter: Lloyd iterations of every k-means (and of the in-cluster split).
+        seed: seeds every k-means (each level and step gets its own derived seed).
+        device, distance, memory_budget_mb, init_max_points: passed to :class:`KMeans`.
+        init: initialisation of the first k-means of each level (resampling steps always use
+            k-means++, as the method prescribes).
+        resample_strategy: ``"closest"`` (the method) or ``"random"`` members per cluster.
+        checkpoint_dir: resume folder: completed levels, completed resampling steps and k-means
+            iterations are kept there; a fit with the same settings resumes from it.
+    """
+
+    def __init__(
+        self,
+        levels: Sequence[LevelSpec | dict[str, Any]],
+        n_iter: int = 50,
+        seed: int = 0,
+        device: str = "cpu",
+        distance: str = "l2",
+        init: str = "k-means++",
+        resample_strategy: str = "closest",
+        memory_budget_mb: float = 256.0,
+        init_max_points: int | None = None,
+        checkpoint_dir: str | Path | None = None,
+        checkpoint_every: int = 10,
+    ) -> None:
+        self.specs = [LevelSpec.of(spec) for spec in levels]
+        validate_levels(self.specs)
+        if resample_strategy not in RESAMPLE_STRATEGIES:
+            raise ValueError(
+                f"resample_strategy must be one of {RESAMPLE_STRATEGIES}, got {resample_strategy!r}"
+            )
+        if n_iter < 0:
+            raise ValueError(f"n_iter must be >= 0, got {n_iter}")
+        self.n_iter, self.seed, self.device = int(n_iter), int(seed), device
+        self.distance, self.init, self.resample_strategy = distance, init, resample_strategy
+        self.memory_budget_mb, self.init_max_points = memory_budget_mb, init_max_points
+        self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
+        self.checkpoint_every = checkpoint_every
+        self.levels_: list[Level] = []
+        self.n_items_: int = 0
+        self.dim_: int = 0
+        # validates device / distance / init the same way the engine does
+        self._kmeans(self.specs[0].k, seed=0)
+
+    # -- configuration ------------------------------------------------------------------------
+    def config(self) -> dict[str, Any]:
+        return {
+            "levels": [asdict(spec) for spec in self.specs],
+            "n_iter": self.n_iter,
+            "seed": self.seed,
+            "distance": self.distance,
+            "init": self.init,
+            "resample_strategy": self.resample_strategy,
+            "init_max_points": self.init_max_points,
+        }
+
+    def _seed(self, level: int, step: int) -> int:
+        return int(np.random.SeedSequence([self.seed, level, step]).generate_state(1)[0])
+
+    def _kmeans(
+        self, k: int, seed: int, init: str | None = None, checkpoint_dir: Path | None = None
+    ) -> KMeans:
+        return KMeans(
+            k=k,
+            n_iter=self.n_iter,
+            init=init or self.init,
+            distance=self.distance,
+            seed=seed,
+            device=self.device,
+            memory_budget_mb=self.memory_budget_mb,
+            init_max_points=self.init_max_points,
+            checkpoint_dir=checkpoint_dir,
+            checkpoint_every=self.checkpoint_every,
+        )
+
+    # -- fitting ----------------------------------------------------------------------------
+    def fit(self, x: ArrayLike) -> HierarchicalKMeans:
+        """Build every level from ``x: (N, d)`` (this rank's shard when distributed)."""
+        source = RowSource(x)
+        n_items = int(dist.all_reduce_sum_(torch.tensor([source.n], dtype=torch.int64)))
+        if n_items == 0:
+            raise ValueError(f"{source.name}: no rows to cluster (n = 0)")
+        validate_levels(self.specs, n_items)
+        self.n_items_, self.dim_ = n_items, source.d
+        self._check_checkpoint_config(n_items, source.d)
+        self.levels_ = []
+        level_input: ArrayLike = source
+        for t, spec in enumerate(self.specs, start=1):
+            level = self._load_level_checkpoint(t)
+            if level is None:
+                sharded = t == 1
+                with contextlib.nullcontext() if sharded else dist.local_only():
+                    level = self._build_level(t, spec, level_input, sharded)
+                self._save_level_checkpoint(t, level)
+            self.levels_.append(level)
+            level_input = torch.from_numpy(level.centroids)
+            if t < len(self.specs) and self.specs[t].k >= level.k:
+                raise ValueError(
+                    f"levels[{t}]: k={self.specs[t].k} but level {t} kept only {level.k} non-empty clusters; "
+                    "lower k of the upper levels"
+                )
+        return self
+
+    def _gather(self, t: torch.Tensor, sharded: bool) -> np.ndarray:
+        return (dist.all_gather_rows(t) if sharded else t).numpy()
+
+    def _build_level(self, t: int, spec: LevelSpec, x: ArrayLike, sharded: bool) -> Level:
+        started = time.perf_counter()
+        stats: dict[str, Any] = {"level": t, "k_requested": spec.k * spec.n_splits, "inertia": []}
+        km = self._kmeans(spec.k, self._seed(t, 0), checkpoint_dir=self._run_dir(t, 0)).fit(x)
+        centroids = km.centroids.cpu().numpy()
+        labels, sq = self._gather(km.labels_, sharded), self._gather(km.sq_dist_, sharded)
+        stats["inertia"].append(km.inertia)
+        stats["empty_reseeded"] = sum(s["empty_reseeded"] for s in km.stats)
+        if spec.n_splits > 1:
+            centroids, labels, sq, split_stats = self._split(spec, x, km, labels, sharded, t)
+            stats["split"] = split_stats
+        for step in range(1, spec.resample_steps + 1):
+            centroids, labels, sq, inertia = self._resample_step(
+                t, step, spec, x, centroids, labels, sq, sharded
+            )
+            stats["inertia"].append(inertia)
+        level = Level.from_assignment(centroids, labels, sq, stats)
+        level.stats.update(
+            k=level.k,
+            seconds=time.perf_counter() - started,
+            resample_steps=spec.resample_steps,
+            size_min=int(level.sizes.min()),
+            size_median=float(np.median(level.sizes)),
+            size_max=int(level.sizes.max()),
+        )
+        log.info(
+            "level %d: %d clusters (%d empty dropped), inertia %.4g, %.1fs",
+            t,
+            level.k,
+            level.stats["empty_dropped"],
+            stats["inertia"][-1],
+            level.stats["seconds"],
+        )
+        self._clear_level_scratch(t)
+        return level
+
+    def _split(
+        self, spec: LevelSpec, x: ArrayLike, km: KMeans, labels: np.ndarray, sharded: bool, t: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
+        source = RowSource(x)
+        rows = LocalRows(
+            source,
+            torch.device(self.device),
+            chunk_rows=chunk_rows_for(
+                int(self.memory_budget_mb * 2**20), spec.n_splits, source.d, self.device
+            ),
+            cosine=self.distance == "cosine",
+            cache_bytes=1 << 31,
+        )
+        rows.scan()
+        sub, slot_local, sq_local, stats = split_clusters(
+            rows,
+            km.labels_,
+            labels,
+            spec.k,
+            spec.n_splits,
+            self.n_iter,
+            self._seed(t, 1_000_000),
+            self.memory_budget_mb,
+        )
+        if self.distance != "cosine":
+            sub = sub + rows.shift.cpu().numpy()
+        return sub, self._gather(slot_local, sharded), self._gather(sq_local, sharded), stats
+
+    def _resample_step(
+        self,
+        t: int,
+        step: int,
+        spec: LevelSpec,
+        x: ArrayLike,
+        centroids: np.ndarray,
+        labels: np.ndarray,
+        sq: np.ndarray,
+        sharded: bool,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+        saved = self._load_step(t, step)
+        if saved is not None:
+            return saved
+        current = Level.from_assignment(centroids, labels, sq)
+        rng = np.random.default_rng(self._seed(t, step))
+        picked = resample_members(current, spec.sample_size, self.resample_strategy, rng)
+        if len(picked) < spec.k:
+            raise ValueError(
+                f"level {t}: the resampling sample holds {len(picked)} points, fewer than k={spec.k}; "
+                f"raise sample_size (now {spec.sample_size})"
+            )
+        source = RowSource(x)
+        offset = (
+            int(dist.all_gather_stack(torch.tensor([source.n])).flatten()[: dist.get_rank()].sum())
+            if sharded
+            else 0
+        )
+        mine = picked[(picked >= offset) & (picked < offset + source.n)] - offset
+        sample = source.take(torch.from_numpy(mine), "cpu")
+        km = self._kmeans(
+            spec.k, self._seed(t, step), init="k-means++", checkpoint_dir=self._run_dir(t, step)
+        )
+        km.fit(sample)
+        new_labels, new_sq = km.assign(x)
+        result = (
+            km.centroids.cpu().numpy(),
+            self._gather(new_labels, sharded),
+            self._gather(new_sq, sharded),
+            float(dist.all_reduce_sum_(new_sq.sum(dtype=torch.float64).reshape(1))),
+        )
+        self._save_step(t, step, result)
+        return result
+
+    # -- sampling ---------------------------------------------------------------------------
+    def sample(
+        self, target: int | float, strategy: str = "random", seed: int = 0, multiplier: int = 1
+    ) -> np.ndarray:
+        """Hierarchical balanced sample: ``(target,)`` int64 item indices (see curate.sampling)."""
+        from curate.sampling import hierarchical_sample
+
+        self._require_fitted()
+        return hierarchical_sample(
+            self.levels_, target, strategy=strategy, multiplier=multiplier, seed=seed
+        ).indices
+
+    def _require_fitted(self) -> None:
+        if not self.levels_:
+            raise ValueError("HierarchicalKMeans is not fitted: call fit() or load()")
+
+    # -- persistence ------------------------------------------------------------------------
+    def save(self, folder: str | Path, extra: dict[str, Any] | None = None) -> None:
+        """Write ``level<t>/*.npy`` for every level, then ``manifest.json`` (last).
+
+        Only rank 0 writes.
+        """
+        self._require_fitted()
+        folder = Path(folder)
+        if dist.is_main_process():
+            for t, level in enumerate(self.levels_, start=1):
+                level.save(folder / f"level{t}")
+            manifest = {
+                "format_version": FORMAT_VERSION,
+                "status": "complete",
+                "config": self.config(),
+                "n_items": self.n_items_,
+                "dim": self.dim_,
+                "levels": [
+                    {"k": level.k, "n_inputs": int(len(level.assign)), "stats": level.stats}
+                    for level in self.levels_
+                ],
+                "versions": _versions(),
+                **(extra or {}),
+            }
+            atomic_write_json(folder / "manifest.json", manifest)
+        dist.barrier()
+
+    @classmethod
+    def load(cls, folder: str | Path, device: str = "cpu") -> HierarchicalKMeans:
+        """Read a hierarchy written by :meth:`save`."""
+        folder = Path(folder)
+        manifest_path = folder / "manifest.json"
+        if not manifest_path.exists():
+            raise FileNotFoundError(f"{manifest_path} not found: no finished clustering in {folder}")
+        manifest = json.loads(manifest_path.read_text())
+        config = manifest["config"]
+        hkm = cls(
+            levels=config["levels"],
+            n_iter=config["n_iter"],
+            seed=config["seed"],
+            device=device,
+            distance=config["distance"],
+            init=config["init"],
+            resample_strategy=config["resample_strategy"],
+            init_max_points=config["init_max_points"],
+        )
+        hkm.levels_ = [
+            Level.load(folder / f"level{t}", entry["stats"])
+            for t, entry in enumerate(manifest["levels"], start=1)
+        ]
+        hkm.n_items_, hkm.dim_ = manifest["n_items"], manifest["dim"]
+        return hkm
+
+    # -- checkpoints ------------------------------------------------------------------------
+    def _run_dir(self, t: int, step: int) -> Path | None:
+        return None if self.checkpoint_dir is None else self.checkpoint_dir / f"level{t}" / f"run{step}"
+
+    def _check_checkpoint_config(self, n_items: int, dim: int) -> None:
+        if self.checkpoint_dir is None:
+            return
+        expected = {**self.config(), "n_items": n_items, "dim": dim}
+        path = self.checkpoint_dir / "config.json"
+        if path.exists():
+            found = json.loads(path.read_text())
+            if found != json.loads(json.dumps(expected)):
+                raise ValueError(
+                    f"{self.checkpoint_dir} holds checkpoints of another clustering (settings or data differ); "
+                    "use a new output folder or delete it"
+                )
+        elif dist.is_main_process():
+            atomic_write_json(path, expected)
+        dist.barrier()
+
+    def _load_level_checkpoint(self, t: int) -> Level | None:
+        if self.checkpoint_dir is None:
+            return None
+        folder = self.checkpoint_dir / f"level{t}"
+        done = folder / "done.json"
+        if not done.exists():
+            return None
+        log.info("level %d: loaded from checkpoint %s", t, folder)
+        return Level.load(folder, json.loads(done.read_text()))
+
+    def _save_level_checkpoint(self, t: int, level: Level) -> None:
+        if self.checkpoint_dir is None:
+            return
+        if dist.is_main_process():
+            folder = self.checkpoint_dir / f"level{t}"
+            level.save(folder)
+            atomic_write_json(folder / "done.json", level.stats)
+        dist.barrier()
+
+    def _step_path(self, t: int, step: int) -> Path | None:
+        return None if self.checkpoint_dir is None else self.checkpoint_dir / f"level{t}" / f"step{step}.npz"
+
+    def _load_step(self, t: int, step: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, float] | None:
+        path = self._step_path(t, step)
+        if path is None or not path.exists():
+            return None
+        with np.load(path, allow_pickle=False) as f:
+            return f["centroids"], f["assign"], f["dist"], float(f["inertia"])
+
+    def _save_step(self, t: int, step: int, result: tuple) -> None:
+        path = self._step_path(t, step)
+        if path is not None and dist.is_main_process():
+            from curate.io.atomic import atomic_path
+
+            centroids, assign, sq, inertia = result
+            with atomic_path(path, suffix=".npz") as tmp:
+                np.savez(tmp, centroids=centroids, assign=assign, dist=sq, inertia=np.array(inertia))
+        dist.barrier()
+
+    def _clear_level_scratch(self, t: int) -> None:
+        """Remove the per-step and per-run checkpoints of a level once it is complete."""
+        if self.checkpoint_dir is None or not dist.is_main_process():
+            return
+        folder = self.checkpoint_dir / f"level{t}"
+        for path in list(folder.glob("step*.npz")) + list(folder.glob("run*")):
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
+def _versions() -> dict[str, str]:
+    import subprocess
+
+    import curate
+
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent, timeout=5
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        sha = ""
+    return {
+        "ssl_curate": curate.__version__,
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "git_sha": sha,
+    }

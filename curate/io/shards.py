@@ -44,3 +44,39 @@ def open_npy_shard(path: str | os.PathLike, rank: int, world_size: int) -> np.me
     array = open_npy(path)
     start, stop = shard_range(array.shape[0], rank, world_size)
     return array[start:stop]
+
+
+class RowRange:
+    """A lazy view of rows ``[start, stop)`` of any row-sliceable ``(n, d)`` array.
+
+    Slicing a memory-mapped array is already lazy; this gives the same for containers whose
+    slicing reads (such as the embedding store's virtual concatenation of shards), so a rank can
+    hold its shard without reading it.
+    """
+
+    def __init__(self, array, start: int, stop: int) -> None:
+        if not 0 <= start <= stop <= array.shape[0]:
+            raise ValueError(f"row range [{start}, {stop}) is outside an array of {array.shape[0]} rows")
+        self.array, self.start, self.stop = array, start, stop
+        self.shape = (stop - start, *array.shape[1:])
+        self.dtype = array.dtype
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            lo, hi, step = index.indices(self.shape[0])
+            return self.array[self.start + lo : self.start + hi : step]
+        index = np.asarray(index)
+        if index.size and (index.min() < -self.shape[0] or index.max() >= self.shape[0]):
+            raise IndexError(f"row index out of range for {self.shape[0]} rows")
+        return self.array[self.start + np.where(index < 0, index + self.shape[0], index)]
+
+
+def rank_rows(array, rank: int, world_size: int):
+    """This rank's contiguous rows of ``array`` as a lazy view (``np.memmap`` slices stay memmaps)."""
+    start, stop = shard_range(array.shape[0], rank, world_size)
+    if isinstance(array, np.ndarray):
+        return array[start:stop]
+    return RowRange(array, start, stop)

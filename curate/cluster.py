@@ -1,0 +1,96 @@
+"""Cluster stage: embeddings -> hierarchy of clusters.
+
+    python -m curate.cluster                                   # the bundled 2-D toy
+    python -m curate.cluster cluster=web_4level input.path=/data/emb_store name=web
+    torchrun --nproc_per_node 8 -m curate.cluster input.path=... device=cuda
+
+Writes ``<out_dir>/cluster/<name>/``: ``level<t>/{centroids,assign,dist,offsets,members}.npy``,
+``metrics.jsonl`` and ``manifest.json`` (last). A re-run resumes from ``checkpoints/`` (levels,
+resampling steps, k-means iterations); a finished run with the same settings is skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from curate import dist
+from curate.conf import level_specs, register_configs, validate_cluster
+from curate.hierarchy import HierarchicalKMeans
+from curate.io.atomic import atomic_write_text
+from curate.io.shards import rank_rows
+from curate.stage import open_input, output_dir, read_json, run_stage
+
+log = logging.getLogger(__name__)
+register_configs()
+
+
+def toy_input(name: str, out_dir: str | Path) -> Path:
+    """Write the bundled toy (rank 0, once) and return the path of its ``x.npy``."""
+    from curate.datasets.toy import write_toy
+
+    folder = Path(out_dir) / "data" / name
+    if dist.is_main_process() and not (folder / "x.npy").exists():
+        write_toy(name, folder)
+    dist.barrier()
+    return folder / "x.npy"
+
+
+def build_model(cfg: DictConfig, checkpoint_dir: Path | None) -> HierarchicalKMeans:
+    return HierarchicalKMeans(
+        levels=level_specs(cfg),
+        n_iter=cfg.cluster.n_iter,
+        seed=cfg.seed,
+        device=cfg.device,
+        distance=cfg.cluster.distance,
+        init=cfg.cluster.init,
+        resample_strategy=cfg.cluster.resample_strategy,
+        memory_budget_mb=cfg.memory_budget_mb,
+        init_max_points=cfg.cluster.init_max_points,
+        checkpoint_dir=checkpoint_dir,
+        checkpoint_every=cfg.checkpoint_every,
+    )
+
+
+def cluster(cfg: DictConfig) -> Path:
+    """Run the stage; returns the output folder."""
+    validate_cluster(cfg)
+    dist.init_distributed()
+    dist.setup_logging()
+    out = output_dir()
+    path = cfg.input.path if cfg.input.path is not None else toy_input(cfg.input.toy, cfg.out_dir)
+    array, _, _, source = open_input(path)
+    model = build_model(cfg, out / "checkpoints")
+    manifest_path = out / "manifest.json"
+    if manifest_path.exists():
+        done = read_json(manifest_path)
+        if done.get("config") == json.loads(json.dumps(model.config())) and done.get("input") == source:
+            log.info("%s already holds this clustering; nothing to do", out)
+            return out
+        raise ValueError(
+            f"{out} already holds a clustering with other settings or input; pick another name=... or delete it"
+        )
+    model.fit(rank_rows(array, dist.get_rank(), dist.get_world_size()))
+    if dist.is_main_process():
+        lines = [json.dumps({"level": t, **level.stats}) for t, level in enumerate(model.levels_, start=1)]
+        atomic_write_text(out / "metrics.jsonl", "\n".join(lines) + "\n")
+    model.save(out, extra={"input": source, "stage_config": OmegaConf.to_container(cfg, resolve=True)})
+    if dist.is_main_process():
+        shutil.rmtree(out / "checkpoints", ignore_errors=True)
+        sizes = ", ".join(f"level {t}: {level.k}" for t, level in enumerate(model.levels_, start=1))
+        log.info("clusters written to %s (%s)", out, sizes)
+    return out
+
+
+@hydra.main(version_base="1.3", config_path="../configs", config_name="cluster")
+def main(cfg: DictConfig) -> None:
+    run_stage(cluster, cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,133 @@
+"""Structured (dataclass) schemas of the cluster and sample stages.
+
+Registered in Hydra's ConfigStore, so the YAML files under ``configs/`` are checked against them
+(struct mode: a misspelled key is an error) and every value has a type. Cross-field rules live in
+``validate_*`` functions that raise ``ValueError`` naming the field.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+from curate.hierarchy.levels import LevelSpec, validate_levels
+from curate.kmeans.estimator import DISTANCES, INITS
+from curate.sampling import STRATEGIES
+
+TOYS = ("toy_2d", "rings_2d")
+
+
+@dataclass
+class LevelConf:
+    """One level record: ``{k, resample_steps, sample_size, n_splits}`` (see LevelSpec)."""
+
+    k: int = MISSING
+    resample_steps: int = 0
+    sample_size: int = 1
+    n_splits: int = 1
+
+
+@dataclass
+class HierarchyConf:
+    """A level preset (``configs/cluster/*.yaml``)."""
+
+    name: str = MISSING
+    levels: list[LevelConf] = MISSING
+    n_iter: int = 50
+    distance: str = "l2"
+    init: str = "k-means++"
+    resample_strategy: str = "closest"
+    init_max_points: int | None = None
+
+
+@dataclass
+class InputConf:
+    """What to cluster: a ``.npy`` file or an embedding store folder, or a bundled toy."""
+
+    path: str | None = None
+    toy: str | None = None
+
+
+@dataclass
+class WandbConf:
+    mode: str = "disabled"  # disabled | offline | online
+    project: str = "ssl-curate"
+
+
+@dataclass
+class LoggerConf:
+    wandb: WandbConf = field(default_factory=WandbConf)
+
+
+@dataclass
+class ClusterStageConf:
+    input: InputConf = field(default_factory=InputConf)
+    cluster: HierarchyConf = MISSING
+    name: str = "${cluster.name}"
+    out_dir: str = "outputs"
+    seed: int = 0
+    device: str = "cpu"
+    memory_budget_mb: float = 256.0
+    checkpoint_every: int = 10
+    logger: LoggerConf = field(default_factory=LoggerConf)
+
+
+@dataclass
+class SampleStageConf:
+    name: str = "toy_2d"
+    out_dir: str = "outputs"
+    cluster_dir: str = "${out_dir}/cluster/${name}"
+    targets: list[Any] = field(default_factory=lambda: [1000])
+    strategy: str = "random"
+    method: str = "hierarchical"  # hierarchical | flat
+    multiplier: int = 1
+    seed: int = 0
+    plot: bool = True
+    logger: LoggerConf = field(default_factory=LoggerConf)
+
+
+def register_configs() -> None:
+    cs = ConfigStore.instance()
+    cs.store(name="cluster_schema", node=ClusterStageConf)
+    cs.store(name="sample_schema", node=SampleStageConf)
+    cs.store(group="cluster", name="hierarchy_schema", node=HierarchyConf)
+
+
+def level_specs(cfg: Any) -> list[LevelSpec]:
+    return [LevelSpec.of(dict(level)) for level in cfg.cluster.levels]
+
+
+def validate_cluster(cfg: Any) -> None:
+    """Cross-field checks of a cluster-stage config."""
+    if (cfg.input.path is None) == (cfg.input.toy is None):
+        raise ValueError("input: set exactly one of input.path (a .npy file or embedding store) or input.toy")
+    if cfg.input.toy is not None and cfg.input.toy not in TOYS:
+        raise ValueError(f"input.toy: unknown toy {cfg.input.toy!r}; choose from {TOYS}")
+    if cfg.cluster.distance not in DISTANCES:
+        raise ValueError(f"cluster.distance: must be one of {DISTANCES}, got {cfg.cluster.distance!r}")
+    if cfg.cluster.init not in INITS:
+        raise ValueError(f"cluster.init: must be one of {INITS}, got {cfg.cluster.init!r}")
+    if cfg.cluster.n_iter < 0:
+        raise ValueError(f"cluster.n_iter: must be >= 0, got {cfg.cluster.n_iter}")
+    try:
+        validate_levels(level_specs(cfg))
+    except ValueError as err:
+        raise ValueError(f"cluster.{err}") from None
+
+
+def validate_sample(cfg: Any) -> None:
+    """Cross-field checks of a sample-stage config."""
+    if cfg.strategy not in STRATEGIES:
+        raise ValueError(f"strategy: must be one of {STRATEGIES}, got {cfg.strategy!r}")
+    if cfg.method not in ("hierarchical", "flat"):
+        raise ValueError(f"method: must be 'hierarchical' or 'flat', got {cfg.method!r}")
+    if cfg.multiplier < 1:
+        raise ValueError(f"multiplier: must be >= 1, got {cfg.multiplier}")
+    if len(cfg.targets) == 0:
+        raise ValueError("targets: give at least one budget (a count, or a fraction in (0, 1])")
+    for target in cfg.targets:
+        if isinstance(target, bool) or not isinstance(target, int | float) or target <= 0:
+            raise ValueError(f"targets: {target!r} is not a positive count or a fraction in (0, 1]")

@@ -1,0 +1,140 @@
+"""Sample stage: hierarchy -> curated item indices for one or several budgets.
+
+    python -m curate.sample                                    # the bundled 2-D toy, 1000 points
+    python -m curate.sample name=web targets=[100000000,0.5] strategy=random
+
+Writes ``<out_dir>/sample/<name>/`` (one budget) or one sub-folder ``n<size>/`` per budget:
+``indices.npy`` (int64, sorted), ``ids.txt`` when the embeddings have ids, ``stats.json``
+(requested / returned sizes and per-level balance: clusters touched, quota histogram, entropy),
+and for 2-D inputs ``sample.png`` (curated vs uniform random sample of the same size).
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+from typing import Any
+
+import hydra
+import numpy as np
+from omegaconf import DictConfig
+
+from curate.conf import register_configs, validate_sample
+from curate.hierarchy import HierarchicalKMeans
+from curate.io.atomic import atomic_path, atomic_save_npy, atomic_write_json, atomic_write_text
+from curate.sampling import SampleResult, flat_sample, sample_budgets
+from curate.stage import open_input, output_dir, read_json, run_stage
+
+log = logging.getLogger(__name__)
+register_configs()
+
+
+def label_balance(labels: np.ndarray, indices: np.ndarray, n_rarest: int = 3) -> dict[str, Any]:
+    """Share of every label in ``labels[indices]`` and summary balance numbers.
+
+    Args:
+        labels: ``(N,)`` int label of every pool item.
+        indices: ``(m,)`` sampled item indices.
+        n_rarest: how many of the pool's rarest labels to pool into ``rarest_share``.
+    """
+    n_labels = int(labels.max()) + 1
+    pool = np.bincount(labels, minlength=n_labels) / len(labels)
+    counts = np.bincount(labels[indices], minlength=n_labels)
+    share = counts / max(len(indices), 1)
+    nz = share[share > 0]
+    rarest = np.argsort(pool, kind="stable")[:n_rarest]
+    return {
+        "share": share.round(6).tolist(),
+        "pool_share": pool.round(6).tolist(),
+        "entropy": float(-(nz * np.log(nz)).sum()),
+        "max_entropy": float(np.log(n_labels)),
+        "rarest_labels": rarest.tolist(),
+        "rarest_share": float(share[rarest].sum()),
+        "rarest_pool_share": float(pool[rarest].sum()),
+    }
+
+
+def with_random_baseline(n_items: int, results: dict[Any, SampleResult], seed: int) -> dict[Any, dict]:
+    """Pair every curated sample with a uniform random sample of the same size (the baseline).
+
+    Returns:
+        ``{target: {"result": SampleResult, "random": (m,) int64 sorted indices}}``.
+    """
+    rng = np.random.default_rng(seed)
+    return {
+        target: {"result": res, "random": np.sort(rng.choice(n_items, size=len(res.indices), replace=False))}
+        for target, res in results.items()
+    }
+
+
+def plot_2d(x: np.ndarray, curated: np.ndarray, random: np.ndarray, path: Path) -> None:
+    """Two panels over the pool (grey): a uniform random sample and the curated one."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 5), sharex=True, sharey=True)
+    for ax, idx, title in ((axes[0], random, "uniform random sample"), (axes[1], curated, "curated sample")):
+        ax.scatter(x[:, 0], x[:, 1], s=1, c="0.85", rasterized=True)
+        ax.scatter(x[idx, 0], x[idx, 1], s=3, c="tab:blue")
+        ax.set_title(f"{title} ({len(idx)} of {len(x)})")
+        ax.set_aspect("equal")
+    fig.tight_layout()
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+
+
+def sample(cfg: DictConfig) -> Path:
+    """Run the stage; returns the output folder."""
+    validate_sample(cfg)
+    out = output_dir()
+    cluster_dir = Path(cfg.cluster_dir)
+    hkm = HierarchicalKMeans.load(cluster_dir)
+    manifest = read_json(cluster_dir / "manifest.json")
+    array, ids, labels, _ = open_input(manifest["input"]["path"])
+    targets = list(cfg.targets)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        if cfg.method == "flat":
+            results = {
+                t: flat_sample(hkm.levels_[0], t, strategy=cfg.strategy, multiplier=cfg.multiplier, seed=cfg.seed)
+                for t in targets
+            }
+        else:
+            results = sample_budgets(hkm.levels_, targets, cfg.strategy, cfg.multiplier, cfg.seed)
+    for w in caught:
+        log.warning("%s", w.message)
+    drawn = with_random_baseline(hkm.n_items_, results, cfg.seed)
+    summary = []
+    for target, entry in drawn.items():
+        res: SampleResult = entry["result"]
+        folder = out if len(targets) == 1 else out / f"n{len(res.indices)}"
+        atomic_save_npy(folder / "indices.npy", res.indices)
+        if ids is not None:
+            atomic_write_text(folder / "ids.txt", "".join(f"{ids[i]}\n" for i in res.indices))
+        stats = {**res.stats, "target": target, "method": cfg.method, "cluster_dir": str(cluster_dir)}
+        if labels is not None:
+            stats["labels"] = {
+                "curated": label_balance(labels, res.indices),
+                "random": label_balance(labels, entry["random"]),
+            }
+        atomic_write_json(folder / "stats.json", stats)
+        if cfg.plot and array.shape[1] == 2:
+            plot_2d(np.asarray(array[:]), res.indices, entry["random"], folder / "sample.png")
+        summary.append({"target": target, "folder": str(folder), "returned": len(res.indices)})
+        log.info("budget %s: %d items -> %s (shortfall %d)", target, len(res.indices), folder, res.stats["shortfall"])
+    if len(targets) > 1:
+        atomic_write_json(out / "summary.json", summary)
+    return out
+
+
+@hydra.main(version_base="1.3", config_path="../configs", config_name="sample")
+def main(cfg: DictConfig) -> None:
+    run_stage(sample, cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -22,9 +22,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _worker(
-    rank: int, world: int, port: int, data_path: str, out_dir: str, kwargs: dict, splits: list
-) -> None:
+def _worker(rank: int, world: int, port: int, data_path: str, out_dir: str, kwargs: dict, splits: list) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world))
     torch.set_num_threads(1)
     dist.init_distributed(backend="gloo")
@@ -130,3 +128,39 @@ def test_slurm_environment_is_translated(monkeypatch):
         "MASTER_ADDR": "node17",
         "MASTER_PORT": "32345",
     }
+
+
+def _hierarchy_worker(rank: int, world: int, port: int, data_path: str, out_dir: str, levels: list) -> None:
+    from curate.hierarchy import HierarchicalKMeans
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world))
+    torch.set_num_threads(1)
+    dist.init_distributed(backend="gloo")
+    try:
+        shard = open_npy_shard(data_path, rank, world)
+        hkm = HierarchicalKMeans(levels, n_iter=5, seed=2).fit(shard)
+        hkm.save(out_dir)
+    finally:
+        torch_dist.destroy_process_group()
+
+
+@pytest.mark.parametrize(
+    "levels",
+    [
+        [dict(k=60, resample_steps=2, sample_size=3), dict(k=10, resample_steps=1, sample_size=2)],
+        [dict(k=6, n_splits=4), dict(k=5)],
+    ],
+    ids=["resampling", "split"],
+)
+def test_hierarchy_world_size_two_equals_one(tmp_path, blobs, levels):
+    from curate.hierarchy import HierarchicalKMeans
+
+    data = tmp_path / "x.npy"
+    np.save(data, blobs)
+    single = HierarchicalKMeans(levels, n_iter=5, seed=2).fit(blobs)
+    mp.spawn(_hierarchy_worker, args=(2, free_port(), str(data), str(tmp_path / "h"), levels), nprocs=2)
+    double = HierarchicalKMeans.load(tmp_path / "h")
+    for a, b in zip(single.levels_, double.levels_):
+        np.testing.assert_allclose(a.centroids, b.centroids, rtol=1e-5, atol=1e-5)
+        np.testing.assert_array_equal(a.assign, b.assign)
+        np.testing.assert_array_equal(a.members, b.members)

@@ -1,0 +1,225 @@
+"""Hierarchical k-means: CSR levels, resampling, splitting, persistence, resume, validation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from curate.hierarchy import HierarchicalKMeans, Level, LevelSpec, resample_members, validate_levels
+
+
+def small_toy(n: int = 3000, seed: int = 0) -> np.ndarray:
+    """The paper's 2-D toy at 1/3 scale: a dense mode, two lighter ones, a uniform background."""
+    rng = np.random.default_rng(seed)
+    parts = [
+        rng.normal((-1, -1), 0.5, (7 * n // 9, 2)),
+        rng.normal((1, -1), 0.5, (n // 9, 2)),
+        rng.normal((0, 1), 0.5, (n // 18, 2)),
+        rng.uniform(-3, 3, (n - 7 * n // 9 - n // 9 - n // 18, 2)),
+    ]
+    return np.concatenate(parts).astype(np.float32)
+
+
+def check_level(level: Level, n_inputs: int) -> None:
+    assert level.assign.shape == level.dist.shape == level.members.shape == (n_inputs,)
+    assert level.offsets[0] == 0 and level.offsets[-1] == n_inputs and len(level.offsets) == level.k + 1
+    assert (level.sizes > 0).all()
+    assert np.array_equal(np.sort(level.members), np.arange(n_inputs))
+    cluster_of_position = np.repeat(np.arange(level.k), level.sizes)
+    assert np.array_equal(level.assign[level.members], cluster_of_position)
+    d = level.dist[level.members]
+    same = cluster_of_position[1:] == cluster_of_position[:-1]
+    assert (d[1:][same] >= d[:-1][same]).all()  # sorted by distance inside each cluster
+
+
+def test_level_from_assignment_drops_empty_and_sorts():
+    centroids = np.arange(8, dtype=np.float32).reshape(4, 2)
+    assign = np.array([3, 0, 3, 0, 3])
+    dist = np.array([0.5, 0.2, 0.1, 0.1, 0.5], dtype=np.float32)
+    level = Level.from_assignment(centroids, assign, dist)
+    assert level.k == 2 and level.stats["empty_dropped"] == 2
+    np.testing.assert_array_equal(level.centroids, centroids[[0, 3]])
+    np.testing.assert_array_equal(level.assign, [1, 0, 1, 0, 1])
+    np.testing.assert_array_equal(level.offsets, [0, 2, 5])
+    np.testing.assert_array_equal(level.members, [3, 1, 2, 0, 4])  # ties broken by input id
+    check_level(level, 5)
+
+
+def test_resample_members_closest_and_random():
+    rng = np.random.default_rng(0)
+    assign = rng.integers(0, 5, 200)
+    dist = rng.random(200).astype(np.float32)
+    level = Level.from_assignment(np.zeros((5, 2), np.float32), assign, dist)
+    closest = resample_members(level, 3, "closest", rng)
+    expected = np.concatenate([level.members[a : a + 3] for a in level.offsets[:-1]])
+    np.testing.assert_array_equal(closest, np.sort(expected))
+    for j in range(5):  # the chosen members of cluster j are its 3 smallest distances
+        mine = closest[assign[closest] == j]
+        assert np.isclose(np.sort(dist[mine]), np.sort(dist[assign == j])[:3]).all()
+    rand = resample_members(level, 3, "random", np.random.default_rng(1))
+    assert len(rand) == 15 and (np.bincount(assign[rand], minlength=5) == 3).all()
+    assert not np.array_equal(rand, closest)
+    tiny = resample_members(level, 500, "closest", rng)  # clusters smaller than r give everything
+    np.testing.assert_array_equal(tiny, np.arange(200))
+
+
+def test_fit_builds_consistent_levels(blobs):
+    hkm = HierarchicalKMeans([dict(k=60), dict(k=12), dict(k=4)], n_iter=10, seed=0).fit(blobs)
+    assert [level.k for level in hkm.levels_] == [60, 12, 4]
+    n_inputs = [len(blobs), 60, 12]
+    for level, n in zip(hkm.levels_, n_inputs):
+        check_level(level, n)
+    # level-2 clusters level-1 centroids: its centroids are means of their members' centroids
+    l1, l2 = hkm.levels_[0], hkm.levels_[1]
+    members_mean = np.stack([l1.centroids[l2.assign == j].mean(0) for j in range(3)])
+    np.testing.assert_allclose(l2.centroids[:3], members_mean, rtol=1e-4, atol=1e-4)
+
+
+def test_same_seed_same_hierarchy(blobs):
+    levels = [dict(k=80, resample_steps=2, sample_size=3), dict(k=10)]
+    a = HierarchicalKMeans(levels, n_iter=5, seed=4).fit(blobs)
+    b = HierarchicalKMeans(levels, n_iter=5, seed=4).fit(blobs)
+    for la, lb in zip(a.levels_, b.levels_):
+        np.testing.assert_array_equal(la.centroids, lb.centroids)
+        np.testing.assert_array_equal(la.members, lb.members)
+    np.testing.assert_array_equal(a.sample(200, seed=1), b.sample(200, seed=1))
+
+
+def test_resampling_moves_centroids_out_of_the_dense_mode():
+    x = small_toy()
+    plain = HierarchicalKMeans([dict(k=300)], n_iter=20, seed=0).fit(x)
+    resampled = HierarchicalKMeans([dict(k=300, resample_steps=4, sample_size=2)], n_iter=20, seed=0).fit(x)
+
+    def dense_share(c: np.ndarray) -> float:
+        return float((np.linalg.norm(c - np.array([-1.0, -1.0]), axis=1) < 1.0).mean())
+
+    assert len(resampled.levels_[0].stats["inertia"]) == 5  # 1 full run + 4 resampling steps
+    assert dense_share(resampled.levels_[0].centroids) < dense_share(plain.levels_[0].centroids) - 0.05
+
+
+def test_more_levels_balance_top_clusters():
+    x = small_toy()
+    one = HierarchicalKMeans([dict(k=100)], n_iter=20, seed=0).fit(x)
+    three = HierarchicalKMeans([dict(k=1000), dict(k=300), dict(k=100)], n_iter=20, seed=0).fit(x)
+
+    def dense_share(c: np.ndarray) -> float:
+        return float((np.linalg.norm(c - np.array([-1.0, -1.0]), axis=1) < 1.0).mean())
+
+    assert dense_share(three.levels_[-1].centroids) < dense_share(one.levels_[-1].centroids)
+
+
+def test_split_level(blobs):
+    hkm = HierarchicalKMeans([dict(k=6, n_splits=5), dict(k=8)], n_iter=8, seed=0).fit(blobs)
+    l1 = hkm.levels_[0]
+    check_level(l1, len(blobs))
+    assert 6 < l1.k <= 30 and l1.stats["split"]["n_splits"] == 5
+    # every sub-cluster holds rows of a single blob (its parent is one well separated cluster)
+    blob = np.repeat(np.arange(6), [1200, 800, 500, 300, 150, 50])
+    per_cluster = [np.unique(blob[l1.assign == j]) for j in range(l1.k)]
+    assert all(len(u) == 1 for u in per_cluster)
+    # each row sits in the nearest sub-centroid among those of its own cluster (= its blob here)
+    sub_blob = np.array([u[0] for u in per_cluster])
+    d2 = ((blobs[:, None, :] - l1.centroids[None]) ** 2).sum(-1)
+    d2[sub_blob[None, :] != blob[:, None]] = np.inf
+    np.testing.assert_array_equal(d2.argmin(1), l1.assign)
+
+
+def test_save_load_round_trip(tmp_path, blobs):
+    hkm = HierarchicalKMeans([dict(k=40, resample_steps=1, sample_size=4), dict(k=5)], n_iter=5, seed=2).fit(blobs)
+    hkm.save(tmp_path / "h")
+    assert (tmp_path / "h" / "manifest.json").exists()
+    back = HierarchicalKMeans.load(tmp_path / "h")
+    assert back.config() == hkm.config() and back.n_items_ == len(blobs)
+    for a, b in zip(hkm.levels_, back.levels_):
+        for name in ("centroids", "assign", "dist", "offsets", "members"):
+            np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+    np.testing.assert_array_equal(hkm.sample(300, seed=5), back.sample(300, seed=5))
+    assert not list((tmp_path / "h").rglob("*.tmp*"))
+
+
+def test_load_without_manifest(tmp_path):
+    with pytest.raises(FileNotFoundError, match="manifest.json not found"):
+        HierarchicalKMeans.load(tmp_path)
+
+
+def test_resume_after_kill_between_levels_and_steps(tmp_path, blobs, monkeypatch):
+    levels = [dict(k=50, resample_steps=3, sample_size=3), dict(k=8, resample_steps=2, sample_size=2)]
+    ref = HierarchicalKMeans(levels, n_iter=6, seed=1).fit(blobs)
+    original = HierarchicalKMeans._resample_step
+    calls = {"n": 0}
+
+    def dying(self, t, step, *args, **kwargs):
+        calls["n"] += 1
+        if t == 2 and step == 2:
+            raise KeyboardInterrupt("killed")
+        return original(self, t, step, *args, **kwargs)
+
+    monkeypatch.setattr(HierarchicalKMeans, "_resample_step", dying)
+    with pytest.raises(KeyboardInterrupt):
+        HierarchicalKMeans(levels, n_iter=6, seed=1, checkpoint_dir=tmp_path).fit(blobs)
+    assert (tmp_path / "level1" / "done.json").exists() and (tmp_path / "level2" / "step1.npz").exists()
+    monkeypatch.setattr(HierarchicalKMeans, "_resample_step", original)
+    fits = {"n": 0}
+    original_fit = HierarchicalKMeans._build_level
+
+    def counting(self, t, *args, **kwargs):
+        fits["n"] += 1
+        assert t == 2, "level 1 was complete and must not be rebuilt"
+        return original_fit(self, t, *args, **kwargs)
+
+    monkeypatch.setattr(HierarchicalKMeans, "_build_level", counting)
+    resumed = HierarchicalKMeans(levels, n_iter=6, seed=1, checkpoint_dir=tmp_path).fit(blobs)
+    assert fits["n"] == 1
+    for a, b in zip(ref.levels_, resumed.levels_):
+        np.testing.assert_array_equal(a.centroids, b.centroids)
+        np.testing.assert_array_equal(a.members, b.members)
+    assert not list((tmp_path / "level2").glob("step*.npz"))  # scratch removed once the level completed
+
+
+def test_checkpoint_of_other_settings_refused(tmp_path, blobs):
+    HierarchicalKMeans([dict(k=10)], n_iter=2, checkpoint_dir=tmp_path).fit(blobs)
+    with pytest.raises(ValueError, match="checkpoints of another clustering"):
+        HierarchicalKMeans([dict(k=11)], n_iter=2, checkpoint_dir=tmp_path).fit(blobs)
+
+
+@pytest.mark.parametrize(
+    "levels, match",
+    [
+        ([], "at least one level"),
+        ([dict(k=10), dict(k=10)], r"levels\[1\] \(level 2\): k=10 must be smaller than the 10 clusters"),
+        ([dict(k=0)], "k must be >= 1"),
+        ([dict(k=5, sample_size=0)], "sample_size must be >= 1"),
+        ([dict(k=5, resample_steps=3, sample_size=1)], "needs sample_size >= 2"),
+        ([dict(k=5, resample_steps=-1)], "resample_steps must be >= 0"),
+        ([dict(k=5, n_splits=4, resample_steps=2, sample_size=2)], "cannot be combined"),
+        ([dict(k=5, sampel_size=2)], r"unknown level keys \['sampel_size'\]"),
+    ],
+)
+def test_level_validation(levels, match):
+    with pytest.raises(ValueError, match=match):
+        HierarchicalKMeans(levels)
+
+
+def test_k_larger_than_items():
+    with pytest.raises(ValueError, match="k=50 exceeds the number of items n=20"):
+        HierarchicalKMeans([dict(k=50)]).fit(np.random.default_rng(0).normal(size=(20, 2)).astype(np.float32))
+    with pytest.raises(ValueError, match="k=50 exceeds"):
+        validate_levels([LevelSpec(50)], n_items=20)
+
+
+def test_bad_resample_strategy_and_device():
+    with pytest.raises(ValueError, match="resample_strategy must be one of"):
+        HierarchicalKMeans([dict(k=5)], resample_strategy="nearest")
+    with pytest.raises(ValueError, match="distance must be one of"):
+        HierarchicalKMeans([dict(k=5)], distance="manhattan")
+
+
+def test_sample_before_fit():
+    with pytest.raises(ValueError, match="not fitted"):
+        HierarchicalKMeans([dict(k=5)]).sample(10)
+
+
+def test_cosine_hierarchy(blobs):
+    hkm = HierarchicalKMeans([dict(k=20), dict(k=4)], n_iter=5, distance="cosine").fit(blobs)
+    torch.testing.assert_close(torch.from_numpy(hkm.levels_[0].centroids).norm(dim=1), torch.ones(20))

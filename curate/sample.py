@@ -20,6 +20,7 @@ import hydra
 import numpy as np
 from omegaconf import DictConfig
 
+from curate import dist
 from curate.conf import register_configs, validate_sample
 from curate.hierarchy import HierarchicalKMeans
 from curate.io.atomic import atomic_path, atomic_save_npy, atomic_write_json, atomic_write_text
@@ -63,7 +64,10 @@ def with_random_baseline(n_items: int, results: dict[Any, SampleResult], seed: i
     """
     rng = np.random.default_rng(seed)
     return {
-        target: {"result": res, "random": np.sort(rng.choice(n_items, size=len(res.indices), replace=False))}
+        target: {
+            "result": res,
+            "random": np.sort(rng.choice(n_items, size=len(res.indices), replace=len(res.indices) > n_items)),
+        }
         for target, res in results.items()
     }
 
@@ -90,6 +94,7 @@ def plot_2d(x: np.ndarray, curated: np.ndarray, random: np.ndarray, path: Path) 
 def sample(cfg: DictConfig) -> Path:
     """Run the stage; returns the output folder."""
     validate_sample(cfg)
+    dist.setup_logging()
     out = output_dir()
     cluster_dir = Path(cfg.cluster_dir)
     hkm = HierarchicalKMeans.load(cluster_dir)

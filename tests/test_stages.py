@@ -1,0 +1,193 @@
+"""The cluster and sample stages as a user runs them: configs, errors, outputs, kill + resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.errors import ConfigCompositionException
+
+import curate.cluster  # noqa: F401  (registers the schemas)
+from curate.conf import validate_cluster, validate_sample
+
+CONFIGS = str(Path(__file__).resolve().parents[1] / "configs")
+PRESETS = sorted(p.stem for p in Path(CONFIGS, "cluster").glob("*.yaml"))
+ENV = {**os.environ, "HYDRA_FULL_ERROR": "0", "OMP_NUM_THREADS": "1"}
+
+
+def run(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, *args], capture_output=True, text=True, env=ENV, timeout=300)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{args} failed:\n{proc.stderr[-3000:]}")
+    return proc
+
+
+@pytest.fixture
+def toy(tmp_path) -> Path:
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.normal(-1, 0.5, (1600, 2)), rng.normal(1, 0.3, (300, 2)), rng.uniform(-3, 3, (100, 2))])
+    np.save(tmp_path / "x.npy", x.astype(np.float32))
+    np.save(tmp_path / "labels.npy", np.repeat([0, 1, 2], [1600, 300, 100]))
+    return tmp_path / "x.npy"
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_every_cluster_preset_composes_and_validates(preset):
+    with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
+        cfg = compose(config_name="cluster", overrides=[f"cluster={preset}"])
+    validate_cluster(cfg)
+    assert cfg.name == cfg.cluster.name == preset
+    ks = [level.k * level.n_splits for level in cfg.cluster.levels]
+    assert ks == sorted(ks, reverse=True)
+
+
+def test_sample_config_composes():
+    with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
+        cfg = compose(config_name="sample", overrides=["targets=[10,0.5]", "strategy=closest"])
+    validate_sample(cfg)
+    assert cfg.cluster_dir == "outputs/cluster/toy_2d"
+
+
+@pytest.mark.parametrize(
+    "config, override",
+    [("cluster", "cluster.n_iterr=5"), ("cluster", "seeed=1"), ("sample", "strategie=random")],
+)
+def test_misspelled_key_is_an_error(config, override):
+    with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
+        with pytest.raises(ConfigCompositionException, match=override.split("=")[0].split(".")[-1]):
+            compose(config_name=config, overrides=[override])
+
+
+@pytest.mark.parametrize(
+    "overrides, match",
+    [
+        (["cluster.distance=manhattan"], "cluster.distance"),
+        (["cluster.levels=[{k:10},{k:20}]"], r"cluster.levels\[1\] \(level 2\): k=20 must be smaller"),
+        (["input.toy=moons"], "input.toy: unknown toy"),
+        (["input.path=/x.npy"], "set exactly one of input.path"),
+    ],
+)
+def test_cluster_validation_names_the_field(overrides, match):
+    with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
+        cfg = compose(config_name="cluster", overrides=overrides)
+    with pytest.raises(ValueError, match=match):
+        validate_cluster(cfg)
+
+
+def test_stage_errors_are_one_line_not_tracebacks(tmp_path):
+    proc = run(
+        "-m", "curate.cluster", "input.toy=null", f"input.path={tmp_path}/nope.npy", f"out_dir={tmp_path}", check=False
+    )
+    assert proc.returncode == 2
+    assert "error: input not found" in proc.stderr and "Traceback" not in proc.stderr
+    proc = run("-m", "curate.sample", "name=missing", f"out_dir={tmp_path}", check=False)
+    assert proc.returncode == 2 and "manifest.json not found" in proc.stderr
+
+
+def test_cluster_then_sample_end_to_end(tmp_path, toy):
+    out = tmp_path / "out"
+    common = [f"out_dir={out}", "name=e2e"]
+    run(
+        "-m",
+        "curate.cluster",
+        "input.toy=null",
+        f"input.path={toy}",
+        "cluster=kmeans_flat",
+        "cluster.levels=[{k:200},{k:40,resample_steps:2,sample_size:2}]",
+        "cluster.n_iter=10",
+        *common,
+    )
+    cdir = out / "cluster" / "e2e"
+    manifest = json.loads((cdir / "manifest.json").read_text())
+    assert manifest["status"] == "complete" and [lv["k"] for lv in manifest["levels"]] == [200, 40]
+    assert not (cdir / "checkpoints").exists()
+    assert len((cdir / "metrics.jsonl").read_text().splitlines()) == 2
+    run("-m", "curate.sample", "targets=[300,0.5]", "strategy=closest", *common)
+    sdir = out / "sample" / "e2e"
+    for size in (300, 1000):
+        idx = np.load(sdir / f"n{size}" / "indices.npy")
+        assert len(idx) == size and len(np.unique(idx)) == size
+        stats = json.loads((sdir / f"n{size}" / "stats.json").read_text())
+        assert stats["returned"] == size and stats["shortfall"] == 0
+        assert (sdir / f"n{size}" / "sample.png").stat().st_size > 10_000
+    small = json.loads((sdir / "n300" / "stats.json").read_text())["labels"]
+    # the rare uniform background gains share in the curated sample, not in the random one
+    assert small["curated"]["share"][2] > 2 * small["random"]["share"][2]
+    # re-running a finished clustering is a no-op; other settings into the same folder are refused
+    assert (
+        "nothing to do"
+        in run(
+            "-m",
+            "curate.cluster",
+            "input.toy=null",
+            f"input.path={toy}",
+            "cluster=kmeans_flat",
+            "cluster.levels=[{k:200},{k:40,resample_steps:2,sample_size:2}]",
+            "cluster.n_iter=10",
+            *common,
+        ).stderr
+    )
+    proc = run(
+        "-m", "curate.cluster", "input.toy=null", f"input.path={toy}", "cluster=kmeans_flat", *common, check=False
+    )
+    assert proc.returncode == 2 and "other settings" in proc.stderr
+
+
+def test_budget_larger_than_pool_is_reported(tmp_path, toy):
+    common = [f"out_dir={tmp_path}", "name=big"]
+    run(
+        "-m",
+        "curate.cluster",
+        "input.toy=null",
+        f"input.path={toy}",
+        "cluster=kmeans_flat",
+        "cluster.levels=[{k:20}]",
+        "cluster.n_iter=3",
+        *common,
+    )
+    proc = run("-m", "curate.sample", "targets=[5000]", "plot=false", *common)
+    stats = json.loads((tmp_path / "sample" / "big" / "stats.json").read_text())
+    assert stats["returned"] == 2000 and stats["shortfall"] == 3000
+    assert "smaller than" in proc.stderr
+
+
+def test_killed_cluster_run_resumes_to_identical_files(tmp_path, toy):
+    args = [
+        "-m",
+        "curate.cluster",
+        "input.toy=null",
+        f"input.path={toy}",
+        "cluster=kmeans_flat",
+        "cluster.levels=[{k:400,resample_steps:2,sample_size:2},{k:100,resample_steps:6,sample_size:2}]",
+        "cluster.n_iter=30",
+        "checkpoint_every=2",
+    ]
+    run(*args, f"out_dir={tmp_path}/ref", "name=r")
+    ckpt = tmp_path / "killed" / "cluster" / "r" / "checkpoints"
+    proc = subprocess.Popen(
+        [sys.executable, *args, f"out_dir={tmp_path}/killed", "name=r"],
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 240
+    while not (ckpt / "level1" / "done.json").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_early = not (tmp_path / "killed" / "cluster" / "r" / "manifest.json").exists()
+    run(*args, f"out_dir={tmp_path}/killed", "name=r")
+    for name in ("centroids", "assign", "dist", "offsets", "members"):
+        for level in ("level1", "level2"):
+            a = (tmp_path / "ref" / "cluster" / "r" / level / f"{name}.npy").read_bytes()
+            b = (tmp_path / "killed" / "cluster" / "r" / level / f"{name}.npy").read_bytes()
+            assert a == b, f"{level}/{name}.npy differs after resume"
+    assert killed_early, "the run finished before it could be killed; the test did not exercise resume"

@@ -22,10 +22,11 @@ class TooFewDistinctPoints(ValueError):
     """The data holds fewer distinct rows than the requested number of clusters."""
 
 
-def _local_sq_dists_to(rows: LocalRows, c: torch.Tensor) -> torch.Tensor:
-    """``(n_local, t)`` squared distances of this rank's rows to ``c: (t, d)``."""
+def _local_sq_dists_to(rows: LocalRows, c: torch.Tensor, chunk: int) -> torch.Tensor:
+    """``(n_local, t)`` squared distances of this rank's rows to ``c: (t, d)``, ``chunk`` rows at a time."""
+    if rows.n <= chunk and rows._cache is not None:  # the common small case: one kernel call
+        return sq_dists(rows._cache.float(), c)
     out = torch.empty(rows.n, c.shape[0], dtype=torch.float32, device=rows.device)
-    chunk = chunk_rows_for(_INIT_BUDGET_BYTES, c.shape[0], rows.d, "cuda")  # few columns: big chunks
     for start, x in rows.chunks(chunk):
         out[start : start + len(x)] = sq_dists(x, c)
     return out
@@ -47,6 +48,8 @@ def _sample_by_potential(rows: LocalRows, pot: torch.Tensor, u: torch.Tensor) ->
         ``(t,)`` int64 global row indices, the same on every rank.
     """
     cum = torch.cumsum(pot, dim=0, dtype=torch.float64)
+    if not dist.is_distributed():  # one shard: the same search without the rank stage
+        return torch.searchsorted(cum, u.to(cum.device), right=True).clamp_(max=rows.n - 1).cpu()
     local_total = cum[-1:] if rows.n else torch.zeros(1, dtype=torch.float64, device=pot.device)
     rank_cum = torch.cumsum(dist.all_gather_stack(local_total.cpu()).flatten(), dim=0)
     owner = torch.searchsorted(rank_cum, u, right=True).clamp_(max=len(rank_cum) - 1)
@@ -84,18 +87,20 @@ def kmeans_plusplus(
     centroids = torch.empty(k, rows.d, dtype=torch.float32, device=rows.device)
     first = torch.randint(rows.n_global, (1,), generator=generator)
     centroids[0] = rows.fetch_global(first)[0]
-    pot = _local_sq_dists_to(rows, centroids[:1]).squeeze(1)
+    chunk = chunk_rows_for(_INIT_BUDGET_BYTES, n_trials, rows.d, "cuda")  # few columns: big chunks
+    pot = _local_sq_dists_to(rows, centroids[:1], chunk).squeeze(1)
+    total = float(dist.all_reduce_sum_(pot.sum(dtype=torch.float64).reshape(1).cpu()))
     for j in range(1, k):  # sequential by definition: each centroid depends on the previous ones
-        total = dist.all_reduce_sum_(pot.sum(dtype=torch.float64).reshape(1).cpu())
-        if float(total) <= 0.0:
+        if total <= 0.0:
             raise TooFewDistinctPoints(
                 f"only {j} distinct points found, fewer than k={k}; lower k or deduplicate the data"
             )
         u = torch.rand(n_trials, generator=generator, dtype=torch.float64) * total
         candidates = rows.fetch_global(_sample_by_potential(rows, pot, u))
-        trial_pot = torch.minimum(_local_sq_dists_to(rows, candidates), pot.unsqueeze(1))
+        trial_pot = torch.minimum(_local_sq_dists_to(rows, candidates, chunk), pot.unsqueeze(1))
         trial_total = dist.all_reduce_sum_(trial_pot.sum(dim=0, dtype=torch.float64).cpu())
         best = int(torch.argmin(trial_total))
+        total = float(trial_total[best])
         centroids[j] = candidates[best]
         pot = trial_pot[:, best].contiguous()
     return centroids

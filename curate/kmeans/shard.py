@@ -124,6 +124,8 @@ class LocalRows:
         Each owner fills its rows into zeros and a sum all-reduce completes the block (exact: the
         other ranks add zeros).
         """
+        if not dist.is_distributed():
+            return self.take(global_rows)
         out = torch.zeros(len(global_rows), self.d, dtype=torch.float32, device=self.device)
         mine = (global_rows >= self.offset) & (global_rows < self.offset + self.n)
         if bool(mine.any()):

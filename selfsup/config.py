@@ -1,0 +1,410 @@
+"""Structured config schemas of the SSL stage, registered in Hydra's ConfigStore.
+
+``train_schema`` backs ``configs/train.yaml`` and ``eval_schema`` backs ``configs/eval.yaml``. Both
+primary configs start with ``defaults: [<stage>_schema, _self_]``, so struct mode is on and a
+misspelled key is an error. Cross-field rules live in :func:`validate_train` and
+:func:`validate_eval`, which raise ``ValueError`` naming the field.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig, OmegaConf
+
+# Fashion-MNIST pixel statistics (train split, pixels scaled to [0, 1]).
+FMNIST_MEAN = 0.2860
+FMNIST_STD = 0.3530
+
+
+@dataclass
+class ModelConfig:
+    """ViT backbone (timm ``VisionTransformer``). Image size is ``crops.global_size``."""
+
+    depth: int = 6
+    embed_dim: int = 192
+    num_heads: int = 3
+    mlp_ratio: float = 4.0
+    patch_size: int = 7
+    in_chans: int = 1
+    qkv_bias: bool = True
+    layerscale: float | None = None  # timm ``init_values``; None disables LayerScale
+    drop_path_rate: float = 0.0  # student only; the teacher and the export use 0
+
+
+@dataclass
+class DataConfig:
+    """Where training images come from.
+
+    ``source``: ``fashion_mnist`` (``split`` train/test) or ``npy`` (``path``: uint8 ``(n, H, W)`` or
+    ``(n, H, W, C)``). ``source_indices`` (``.npy`` int64) first restricts the source (e.g. to a
+    long-tailed pool); ``selection`` then picks the training set from those rows: an ``indices.npy``
+    (int64 row numbers) or a text file of ids, matched against ``ids_path`` (one id per row of the
+    restricted source; default: the row numbers themselves).
+    """
+
+    source: str = "fashion_mnist"
+    split: str = "train"
+    path: str | None = None
+    source_indices: str | None = None
+    ids_path: str | None = None
+    selection: str | None = None
+    mean: list[float] = field(default_factory=lambda: [FMNIST_MEAN])
+    std: list[float] = field(default_factory=lambda: [FMNIST_STD])
+    num_workers: int = 0
+
+
+@dataclass
+class CropsConfig:
+    """Multi-crop augmentation (2 global + ``local_number`` local crops). Sizes in pixels."""
+
+    global_size: int = 28
+    global_scale: list[float] = field(default_factory=lambda: [0.4, 1.0])
+    local_number: int = 4
+    local_size: int = 14
+    local_scale: list[float] = field(default_factory=lambda: [0.1, 0.4])
+    flip_p: float = 0.5
+    color_jitter_p: float = 0.8  # 3-channel input only
+    grayscale_p: float = 0.2  # 3-channel input only
+    blur_p: list[float] = field(default_factory=lambda: [1.0, 0.1, 0.5])  # global 1, global 2, local
+    blur_sigma: list[float] = field(default_factory=lambda: [0.1, 1.0])
+    blur_kernel: int = 3
+    solarize_p: float = 0.2  # second global crop only
+
+
+@dataclass
+class HeadConfig:
+    """DINO projection head: MLP -> L2-normalised bottleneck -> weight-normalised prototypes."""
+
+    n_prototypes: int = 2048
+    hidden_dim: int = 512
+    bottleneck_dim: int = 128
+    nlayers: int = 3
+
+
+@dataclass
+class DinoConfig:
+    loss_weight: float = 1.0
+    head: HeadConfig = field(default_factory=HeadConfig)
+    centering: str = "center"  # center | sinkhorn_knopp
+    center_momentum: float = 0.9
+    sinkhorn_iterations: int = 3
+
+
+@dataclass
+class IbotConfig:
+    loss_weight: float = 1.0  # 0 disables masking and the patch loss
+    separate_head: bool = True
+    head: HeadConfig = field(default_factory=HeadConfig)
+    centering: str = "center"  # center | sinkhorn_knopp
+    center_momentum: float = 0.9
+    sinkhorn_iterations: int = 3
+    mask_type: str = "block"  # block | random
+    mask_ratio: list[float] = field(default_factory=lambda: [0.1, 0.5])
+    mask_sample_probability: float = 0.5
+
+
+@dataclass
+class KoleoConfig:
+    loss_weight: float = 0.1
+
+
+@dataclass
+class TeacherConfig:
+    momentum: float = 0.992  # cosine schedule from this to momentum_end
+    momentum_end: float = 1.0
+    temp: float = 0.07
+    warmup_temp: float = 0.04
+    warmup_temp_fraction: float = 0.3  # share of training with a linear temperature warm-up
+    student_temp: float = 0.1
+
+
+@dataclass
+class OptimConfig:
+    """AdamW; ``lr`` is for a global batch of ``lr_reference_batch`` (linear scaling)."""
+
+    lr: float = 5e-4
+    lr_reference_batch: int = 256  # 0 disables scaling
+    min_lr: float = 1e-6
+    warmup_fraction: float = 0.1
+    weight_decay: float = 0.04
+    weight_decay_end: float = 0.2
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    clip_grad: float = 3.0  # 0 disables clipping
+    freeze_last_layer_fraction: float = 0.0  # prototypes frozen for this share of training
+
+
+@dataclass
+class TrainLoopConfig:
+    batch_size: int = 64  # global batch (all ranks together)
+    iterations: int = 1000
+    epochs: float | None = None  # when set, overrides iterations: ceil(epochs * n / batch_size)
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda
+    bf16: bool = True  # autocast, used on CUDA only
+    deterministic: bool = False
+    log_every: int = 10
+    checkpoint_every: int = 100
+
+
+@dataclass
+class WandbConfig:
+    mode: str = "disabled"  # disabled | offline | online
+    project: str = "ssl-curate"
+    entity: str | None = None
+    init_timeout_s: float = 60.0
+
+
+@dataclass
+class LoggerConfig:
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+
+
+@dataclass
+class TrainSchema:
+    name: str = "fmnist_cpu"
+    out: str = "runs/selfsup/fmnist_cpu"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    crops: CropsConfig = field(default_factory=CropsConfig)
+    dino: DinoConfig = field(default_factory=DinoConfig)
+    ibot: IbotConfig = field(default_factory=IbotConfig)
+    koleo: KoleoConfig = field(default_factory=KoleoConfig)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainLoopConfig = field(default_factory=TrainLoopConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+
+
+@dataclass
+class EvalDataConfig:
+    """A labelled image set: images as in :class:`DataConfig`, labels from the source or a file."""
+
+    source: str = "fashion_mnist"
+    split: str = "train"
+    path: str | None = None
+    labels_path: str | None = None  # (n,) int labels for an ``npy`` source
+    source_indices: str | None = None
+    ids_path: str | None = None
+    selection: str | None = None
+
+
+@dataclass
+class EvalSplitsConfig:
+    train: EvalDataConfig = field(default_factory=EvalDataConfig)
+    test: EvalDataConfig = field(default_factory=lambda: EvalDataConfig(split="test"))
+
+
+@dataclass
+class EvalOptions:
+    knn_k: int = 20
+    knn_temperature: float = 0.07
+    linear_lrs: list[float] = field(default_factory=lambda: [1e-3, 1e-2, 1e-1])
+    linear_epochs: int = 50
+    linear_batch_size: int = 512
+    linear_weight_decay: float = 0.0
+    val_fraction: float = 0.1
+    tail_classes: list[int] | None = None
+    pool_indices: str | None = None  # index file of the training pool: its rarest classes are the tail
+    num_tail_classes: int = 3
+    batch_size: int = 256  # embedding batch size
+    device: str = "auto"
+    seed: int = 0
+
+
+@dataclass
+class EvalSchema:
+    name: str = "fmnist_cpu"
+    backbone: str = "runs/selfsup/fmnist_cpu/backbone.pt"
+    out: str = "runs/selfsup/fmnist_cpu/eval"
+    data: EvalSplitsConfig = field(default_factory=EvalSplitsConfig)
+    eval: EvalOptions = field(default_factory=EvalOptions)
+
+
+def register_configs() -> None:
+    """Register ``train_schema`` and ``eval_schema`` in Hydra's ConfigStore (idempotent)."""
+    cs = ConfigStore.instance()
+    cs.store(name="train_schema", node=TrainSchema)
+    cs.store(name="eval_schema", node=EvalSchema)
+
+
+register_configs()
+
+
+def _reject_unknown_keys(given: Any, reference: Any, prefix: str = "") -> None:
+    """Struct mode stops typos, but Hydra's ``+key=value`` may still append keys; refuse them here."""
+    if not isinstance(given, dict) or not isinstance(reference, dict):
+        return
+    for key, value in given.items():
+        if key not in reference:
+            raise ValueError(f"unknown config key {prefix}{key} (not in the schema)")
+        _reject_unknown_keys(value, reference[key], f"{prefix}{key}.")
+
+
+def _to_schema(cfg: Any, schema: type) -> Any:
+    if isinstance(cfg, DictConfig | dict):
+        reference = OmegaConf.to_container(OmegaConf.structured(schema))
+        given = OmegaConf.to_container(cfg) if isinstance(cfg, DictConfig) else cfg
+        _reject_unknown_keys(given, reference)
+    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), cfg))
+
+
+def to_train_schema(cfg: DictConfig | TrainSchema) -> TrainSchema:
+    """Resolve a (Hydra) config into a validated :class:`TrainSchema` object.
+
+    Raises:
+        ValueError: an unknown key, or a cross-field rule broken (the message names the field).
+    """
+    if not isinstance(cfg, TrainSchema):
+        cfg = _to_schema(cfg, TrainSchema)
+    validate_train(cfg)
+    return cfg
+
+
+def to_eval_schema(cfg: DictConfig | EvalSchema) -> EvalSchema:
+    """Resolve a (Hydra) config into a validated :class:`EvalSchema` object.
+
+    Raises:
+        ValueError: an unknown key, or a cross-field rule broken (the message names the field).
+    """
+    if not isinstance(cfg, EvalSchema):
+        cfg = _to_schema(cfg, EvalSchema)
+    validate_eval(cfg)
+    return cfg
+
+
+def _check(cond: bool, name: str, msg: str) -> None:
+    if not cond:
+        raise ValueError(f"{name}: {msg}")
+
+
+def _check_range(values: list[float], name: str, low: float, high: float) -> None:
+    _check(len(values) == 2, name, f"expected [min, max], got {values}")
+    _check(low <= values[0] <= values[1] <= high, name, f"expected {low} <= min <= max <= {high}, got {values}")
+
+
+def _check_source(source: str, path: str | None, name: str) -> None:
+    _check(source in ("fashion_mnist", "npy"), f"{name}.source", f"fashion_mnist or npy, got {source!r}")
+    if source == "npy":
+        _check(path is not None, f"{name}.path", "an .npy image file is required for source=npy")
+
+
+def validate_train(cfg: TrainSchema) -> None:
+    """Check cross-field rules of a training config.
+
+    Raises:
+        ValueError: naming the offending field.
+    """
+    m, c, t, o = cfg.model, cfg.crops, cfg.train, cfg.optim
+    _check(m.depth >= 1 and m.embed_dim >= 1, "model.depth/embed_dim", "must be positive")
+    _check(m.embed_dim % m.num_heads == 0, "model.num_heads", f"must divide embed_dim {m.embed_dim}")
+    _check(m.in_chans in (1, 3), "model.in_chans", f"1 or 3, got {m.in_chans}")
+    _check(0.0 <= m.drop_path_rate < 1.0, "model.drop_path_rate", "must be in [0, 1)")
+    _check_source(cfg.data.source, cfg.data.path, "data")
+    _check(
+        len(cfg.data.mean) == m.in_chans and len(cfg.data.std) == m.in_chans,
+        "data.mean/std",
+        f"need {m.in_chans} values (model.in_chans), got {cfg.data.mean} / {cfg.data.std}",
+    )
+    _check(all(s > 0 for s in cfg.data.std), "data.std", "must be positive")
+    _check(cfg.data.num_workers >= 0, "data.num_workers", "must be >= 0")
+    for size_name in ("global_size", "local_size"):
+        size = getattr(c, size_name)
+        _check(
+            size > 0 and size % m.patch_size == 0,
+            f"crops.{size_name}",
+            f"{size} is not a positive multiple of model.patch_size {m.patch_size}",
+        )
+    _check_range(c.global_scale, "crops.global_scale", 1e-3, 1.0)
+    _check_range(c.local_scale, "crops.local_scale", 1e-3, 1.0)
+    _check(c.local_number >= 0, "crops.local_number", "must be >= 0")
+    _check(len(c.blur_p) == 3, "crops.blur_p", "three probabilities: global 1, global 2, local")
+    _check_range(c.blur_sigma, "crops.blur_sigma", 1e-6, 1e3)
+    _check(c.blur_kernel % 2 == 1, "crops.blur_kernel", "must be odd")
+    for head_name, head in (("dino", cfg.dino), ("ibot", cfg.ibot)):
+        _check(
+            head.centering in ("center", "sinkhorn_knopp"),
+            f"{head_name}.centering",
+            "center or sinkhorn_knopp",
+        )
+        _check(0.0 <= head.center_momentum <= 1.0, f"{head_name}.center_momentum", "must be in [0, 1]")
+        _check(head.sinkhorn_iterations >= 1, f"{head_name}.sinkhorn_iterations", "must be >= 1")
+        _check(head.head.nlayers >= 1, f"{head_name}.head.nlayers", "must be >= 1")
+        _check(head.head.n_prototypes >= 2, f"{head_name}.head.n_prototypes", "must be >= 2")
+        _check(head.loss_weight >= 0, f"{head_name}.loss_weight", "must be >= 0")
+    _check(cfg.dino.loss_weight > 0, "dino.loss_weight", "the DINO loss is the stage's core; must be > 0")
+    _check(
+        cfg.ibot.mask_type in ("block", "random"),
+        "ibot.mask_type",
+        f"block or random, got {cfg.ibot.mask_type!r}",
+    )
+    _check_range(cfg.ibot.mask_ratio, "ibot.mask_ratio", 0.0, 1.0)
+    _check(0.0 <= cfg.ibot.mask_sample_probability <= 1.0, "ibot.mask_sample_probability", "must be in [0, 1]")
+    _check(cfg.koleo.loss_weight >= 0, "koleo.loss_weight", "must be >= 0")
+    tc = cfg.teacher
+    _check(
+        0.0 <= tc.momentum <= tc.momentum_end <= 1.0,
+        "teacher.momentum",
+        "need 0 <= momentum <= momentum_end <= 1",
+    )
+    _check(tc.temp > 0 and tc.warmup_temp > 0 and tc.student_temp > 0, "teacher.temp", "temperatures must be > 0")
+    _check(0.0 <= tc.warmup_temp_fraction <= 1.0, "teacher.warmup_temp_fraction", "must be in [0, 1]")
+    _check(o.lr > 0, "optim.lr", f"must be > 0, got {o.lr}")
+    _check(o.min_lr >= 0, "optim.min_lr", f"must be >= 0, got {o.min_lr}")
+    _check(o.lr_reference_batch >= 0, "optim.lr_reference_batch", "must be >= 0")
+    _check(0.0 <= o.warmup_fraction < 1.0, "optim.warmup_fraction", "must be in [0, 1)")
+    _check(o.weight_decay >= 0 and o.weight_decay_end >= 0, "optim.weight_decay", "must be >= 0")
+    _check(
+        len(o.betas) == 2 and all(0 <= b < 1 for b in o.betas),
+        "optim.betas",
+        f"two values in [0,1), got {o.betas}",
+    )
+    _check(o.clip_grad >= 0, "optim.clip_grad", "must be >= 0 (0 disables)")
+    _check(0.0 <= o.freeze_last_layer_fraction <= 1.0, "optim.freeze_last_layer_fraction", "must be in [0, 1]")
+    _check(t.batch_size >= 1, "train.batch_size", "must be >= 1")
+    _check(t.iterations >= 1, "train.iterations", "must be >= 1")
+    _check(t.epochs is None or t.epochs > 0, "train.epochs", "must be > 0 when set")
+    _check(t.device in ("auto", "cpu", "cuda"), "train.device", f"auto, cpu or cuda, got {t.device!r}")
+    _check(t.log_every >= 1, "train.log_every", "must be >= 1")
+    _check(t.checkpoint_every >= 1, "train.checkpoint_every", "must be >= 1")
+    _check(
+        cfg.logger.wandb.mode in ("disabled", "offline", "online"),
+        "logger.wandb.mode",
+        f"disabled, offline or online, got {cfg.logger.wandb.mode!r}",
+    )
+    _check(bool(cfg.out), "out", "must be set")
+
+
+def validate_eval(cfg: EvalSchema) -> None:
+    """Check cross-field rules of an evaluation config.
+
+    Raises:
+        ValueError: naming the offending field.
+    """
+    for split in ("train", "test"):
+        spec: EvalDataConfig = getattr(cfg.data, split)
+        _check_source(spec.source, spec.path, f"data.{split}")
+        if spec.source == "npy":
+            _check(
+                spec.labels_path is not None,
+                f"data.{split}.labels_path",
+                "labels are required for source=npy",
+            )
+    e = cfg.eval
+    _check(e.knn_k >= 1, "eval.knn_k", "must be >= 1")
+    _check(e.knn_temperature > 0, "eval.knn_temperature", "must be > 0")
+    _check(len(e.linear_lrs) >= 1 and all(lr > 0 for lr in e.linear_lrs), "eval.linear_lrs", "positive values")
+    _check(e.linear_epochs >= 1, "eval.linear_epochs", "must be >= 1")
+    _check(e.linear_batch_size >= 1, "eval.linear_batch_size", "must be >= 1")
+    _check(0.0 < e.val_fraction < 1.0, "eval.val_fraction", "must be in (0, 1)")
+    _check(e.num_tail_classes >= 1, "eval.num_tail_classes", "must be >= 1")
+    _check(e.batch_size >= 1, "eval.batch_size", "must be >= 1")
+    _check(e.device in ("auto", "cpu", "cuda"), "eval.device", f"auto, cpu or cuda, got {e.device!r}")
+    _check(bool(cfg.backbone), "backbone", "path to a backbone.pt is required")
+
+
+def config_to_dict(cfg: Any) -> dict:
+    """A plain, JSON-able dict of a dataclass or DictConfig config."""
+    return OmegaConf.to_container(OmegaConf.structured(cfg) if not isinstance(cfg, DictConfig) else cfg, resolve=True)

@@ -1,0 +1,176 @@
+"""The exported backbone: ``backbone.pt`` and the encoder the embed and eval stages use.
+
+``backbone.pt`` is a plain dict (``torch.load(path, weights_only=True)`` reads it)::
+
+    {"format": "selfsup.backbone/1",
+     "state_dict": teacher backbone state dict (timm VisionTransformer keys),
+     "model_kwargs": VisionTransformer constructor kwargs,
+     "normalize": {"mean": [...], "std": [...]},   # applied to pixels scaled to [0, 1]
+     "embed_dim": int, "img_size": int, "in_chans": int, "iteration": int}
+
+Features are the class token after the final norm, ``(n, embed_dim)``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from timm.models.vision_transformer import VisionTransformer
+from torch import nn
+
+from curate.io.atomic import atomic_path
+
+FORMAT = "selfsup.backbone/1"
+LUMA = (0.299, 0.587, 0.114)  # ITU-R 601 luminance weights, as torchvision's grayscale
+
+
+def backbone_payload(
+    state_dict: dict[str, torch.Tensor],
+    model_kwargs: dict[str, Any],
+    mean: list[float],
+    std: list[float],
+    iteration: int = 0,
+) -> dict[str, Any]:
+    """The dict stored in ``backbone.pt`` (see the module docstring)."""
+    kwargs = dict(model_kwargs)
+    kwargs["drop_path_rate"] = 0.0
+    return {
+        "format": FORMAT,
+        "state_dict": {k: v.detach().cpu().clone() for k, v in state_dict.items()},
+        "model_kwargs": kwargs,
+        "normalize": {"mean": [float(m) for m in mean], "std": [float(s) for s in std]},
+        "embed_dim": int(kwargs["embed_dim"]),
+        "img_size": int(kwargs["img_size"]),
+        "in_chans": int(kwargs["in_chans"]),
+        "iteration": int(iteration),
+    }
+
+
+def save_backbone(path: str | os.PathLike, payload: dict[str, Any]) -> None:
+    """Write a :func:`backbone_payload` dict atomically."""
+    with atomic_path(path, suffix=".pt") as tmp:
+        torch.save(payload, tmp)
+
+
+class Encoder(nn.Module):
+    """A frozen ViT taking *normalised* images and returning class tokens (like any timm model).
+
+    The normalisation is carried as plain attributes (``mean``, ``std``, ``image_size``), which is
+    what :func:`embed_images` and the embed stage's ``encoder=selfsup`` read. A 3-channel input to
+    a 1-channel backbone is reduced by luminance weights (exact for gray images stored as RGB,
+    since the weights sum to 1 and the normalisation is the same on every channel); a 1-channel
+    input to a 3-channel backbone is repeated.
+
+    Args:
+        vit: timm ``VisionTransformer`` with ``num_classes=0`` and token pooling.
+        mean: per-channel normalisation mean (of pixels scaled to [0, 1]).
+        std: per-channel normalisation std.
+
+    Attributes:
+        embed_dim: feature dimension ``D``.
+        image_size: input size the backbone was trained at.
+        in_chans: input channels of the backbone.
+        mean, std: lists of floats.
+    """
+
+    def __init__(self, vit: VisionTransformer, mean: list[float], std: list[float]) -> None:
+        super().__init__()
+        self.vit = vit
+        self.embed_dim = int(vit.embed_dim)
+        self.image_size = int(vit.patch_embed.img_size[0])
+        self.in_chans = int(vit.patch_embed.proj.in_channels)
+        self.mean = [float(m) for m in mean]
+        self.std = [float(s) for s in std]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x: (B, C, H, W)`` normalised, ``C`` in {1, 3} -> class tokens ``(B, D)`` float32."""
+        c = x.shape[1]
+        if c == 3 and self.in_chans == 1:
+            x = (x * x.new_tensor(LUMA).view(1, 3, 1, 1)).sum(dim=1, keepdim=True)
+        elif c == 1 and self.in_chans == 3:
+            x = x.expand(-1, 3, -1, -1)
+        elif c != self.in_chans:
+            raise ValueError(f"cannot feed {c}-channel images to a {self.in_chans}-channel backbone")
+        return self.vit(x).float()
+
+
+def load_backbone(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Encoder:
+    """Rebuild the exported backbone as an eval-mode :class:`Encoder`.
+
+    Raises:
+        FileNotFoundError: missing file.
+        ValueError: not a ``backbone.pt`` written by this stage.
+    """
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"backbone file not found: {path}")
+    payload = torch.load(path, map_location=map_location, weights_only=True)
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a {FORMAT} file (export it with selfsup.train)")
+    vit = VisionTransformer(**payload["model_kwargs"])
+    vit.load_state_dict(payload["state_dict"])
+    norm = payload["normalize"]
+    return Encoder(vit, norm["mean"], norm["std"]).eval()
+
+
+def images_to_tensor(images: np.ndarray, in_chans: int, size: int) -> torch.Tensor:
+    """uint8 ``(n, H, W)`` or ``(n, H, W, C)`` -> float ``(n, in_chans, size, size)`` in [0, 1].
+
+    Channels are converted like :func:`selfsup.augment.to_channels` (repeat / luminance) and the
+    images resized (bilinear, antialiased) when ``H, W`` differ from ``size``.
+    """
+    images = np.ascontiguousarray(images)
+    if not images.flags.writeable:  # memmaps and np.frombuffer arrays: torch wants writable memory
+        images = images.copy()
+    x = torch.from_numpy(images)
+    if x.dtype != torch.uint8:
+        raise ValueError(f"images must be uint8, got {x.dtype}")
+    if x.ndim == 3:
+        x = x.unsqueeze(1)
+    elif x.ndim == 4:
+        x = x.permute(0, 3, 1, 2)
+    else:
+        raise ValueError(f"images must be (n, H, W) or (n, H, W, C), got {tuple(x.shape)}")
+    x = x.float() / 255.0
+    c = x.shape[1]
+    if c == 1 and in_chans == 3:
+        x = x.expand(-1, 3, -1, -1)
+    elif c == 3 and in_chans == 1:
+        weights = torch.tensor(LUMA).view(1, 3, 1, 1)
+        x = (x * weights).sum(dim=1, keepdim=True)
+    elif c != in_chans:
+        raise ValueError(f"cannot feed {c}-channel images to a {in_chans}-channel backbone")
+    if x.shape[-2:] != (size, size):
+        x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return x
+
+
+@torch.no_grad()
+def embed_images(
+    backbone: Encoder, images: np.ndarray, batch_size: int = 256, device: str | torch.device = "cpu"
+) -> np.ndarray:
+    """Class-token features of uint8 images, with the training normalisation (``backbone.mean/std``).
+
+    Args:
+        backbone: an :class:`Encoder` (from :func:`load_backbone`).
+        images: ``(n, H, W)`` or ``(n, H, W, C)`` uint8 (a memmap is read batch by batch).
+        batch_size: images per forward pass.
+        device: where to run the backbone.
+
+    Returns:
+        ``(n, D)`` float32.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    device = torch.device(device)
+    backbone = backbone.to(device).eval()
+    mean = torch.tensor(backbone.mean, device=device).view(1, -1, 1, 1)
+    std = torch.tensor(backbone.std, device=device).view(1, -1, 1, 1)
+    out = np.empty((len(images), backbone.embed_dim), dtype=np.float32)
+    for start in range(0, len(images), batch_size):
+        x = images_to_tensor(np.asarray(images[start : start + batch_size]), backbone.in_chans, backbone.image_size)
+        out[start : start + len(x)] = backbone((x.to(device) - mean) / std).cpu().numpy()
+    return out

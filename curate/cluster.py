@@ -3,10 +3,13 @@
     python -m curate.cluster                                   # the bundled 2-D toy
     python -m curate.cluster cluster=web_4level input.path=/data/emb_store name=web
     torchrun --nproc_per_node 8 -m curate.cluster input.path=... device=cuda
+    python -m curate.cluster -m launcher=submitit_slurm seed=0,1,2        # a sweep on SLURM
 
 Writes ``<out_dir>/cluster/<name>/``: ``level<t>/{centroids,assign,dist,offsets,members}.npy``,
-``metrics.jsonl`` and ``manifest.json`` (last). A re-run resumes from ``checkpoints/`` (levels,
-resampling steps, k-means iterations); a finished run with the same settings is skipped.
+``metrics.jsonl`` (per-level stats), ``metrics.json`` (balance summary) and ``manifest.json``
+(last). A re-run resumes from ``checkpoints/`` (levels, resampling steps, k-means iterations); a
+finished run with the same settings is skipped. ``stop_after_level=t`` builds levels 1..t into
+``checkpoints/`` and exits (``curate.submit`` sends one such job per level).
 """
 
 from __future__ import annotations
@@ -17,14 +20,16 @@ import shutil
 from pathlib import Path
 
 import hydra
+import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from curate import dist
 from curate.conf import level_specs, register_configs, validate_cluster
 from curate.hierarchy import HierarchicalKMeans
-from curate.io.atomic import atomic_write_text
+from curate.io.atomic import atomic_write_json
 from curate.io.shards import rank_rows
 from curate.stage import open_input, output_dir, read_json, run_stage
+from curate.tracking import stage_tracker
 
 log = logging.getLogger(__name__)
 register_configs()
@@ -57,6 +62,25 @@ def build_model(cfg: DictConfig, checkpoint_dir: Path | None) -> HierarchicalKMe
     )
 
 
+def balance_metrics(model: HierarchicalKMeans) -> dict:
+    """Summary of a fitted hierarchy for sweeps: ks, sizes, inertia, and on 2-D data the
+    KL-to-uniform of the top-level centroids (``kl_top``, lower = more uniform)."""
+    top = model.levels_[-1]
+    sizes = top.sizes.astype(np.float64)
+    out = {
+        "n_items": model.n_items_,
+        "k": [level.k for level in model.levels_],
+        "inertia": [level.stats["inertia"][-1] for level in model.levels_],
+        "seconds": float(sum(level.stats.get("seconds", 0.0) for level in model.levels_)),
+        "top_size_cv": float(sizes.std() / sizes.mean()),
+    }
+    if model.dim_ == 2:
+        from curate.metrics import kl_to_uniform
+
+        out["kl_top"] = kl_to_uniform(top.centroids)
+    return out
+
+
 def cluster(cfg: DictConfig) -> Path:
     """Run the stage; returns the output folder."""
     validate_cluster(cfg)
@@ -75,10 +99,23 @@ def cluster(cfg: DictConfig) -> Path:
         raise ValueError(
             f"{out} already holds a clustering with other settings or input; pick another name=... or delete it"
         )
-    model.fit(rank_rows(array, dist.get_rank(), dist.get_world_size()))
-    if dist.is_main_process():
-        lines = [json.dumps({"level": t, **level.stats}) for t, level in enumerate(model.levels_, start=1)]
-        atomic_write_text(out / "metrics.jsonl", "\n".join(lines) + "\n")
+    shard = rank_rows(array, dist.get_rank(), dist.get_world_size())
+    stop = cfg.stop_after_level
+    # the log describes the levels built so far, so a resumed or later level job rewrites it
+    with stage_tracker(cfg, out, "cluster", fresh=True) as tracker:
+        if stop is not None and stop < len(model.specs):
+            model.fit(shard, stop_after_level=stop)
+            for t, level in enumerate(model.levels_, start=1):
+                tracker.log({"level": t, **level.stats}, step=t)
+            log.info("levels 1..%d built in %s; a run without stop_after_level continues from them", stop, out)
+            return out
+        model.fit(shard)
+        for t, level in enumerate(model.levels_, start=1):
+            tracker.log({"level": t, **level.stats}, step=t)
+        summary = balance_metrics(model)
+        tracker.summary(summary)
+        if dist.is_main_process():
+            atomic_write_json(out / "metrics.json", summary)
     model.save(out, extra={"input": source, "stage_config": OmegaConf.to_container(cfg, resolve=True)})
     if dist.is_main_process():
         shutil.rmtree(out / "checkpoints", ignore_errors=True)

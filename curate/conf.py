@@ -18,6 +18,7 @@ from curate.kmeans.estimator import DISTANCES, INITS
 from curate.sampling import STRATEGIES
 
 TOYS = ("toy_2d", "rings_2d")
+WANDB_MODES = ("disabled", "offline", "online")
 
 
 @dataclass
@@ -41,6 +42,8 @@ class HierarchyConf:
     init: str = "k-means++"
     resample_strategy: str = "closest"
     init_max_points: int | None = None
+    # when set, replaces resample_steps of every level (ablations: cluster.resample_steps_override=0,10,100)
+    resample_steps_override: int | None = None
 
 
 @dataclass
@@ -55,11 +58,36 @@ class InputConf:
 class WandbConf:
     mode: str = "disabled"  # disabled | offline | online
     project: str = "ssl-curate"
+    entity: str | None = None
+    init_timeout: float = 60.0  # seconds; online falls back to offline when init fails or times out
 
 
 @dataclass
 class LoggerConf:
     wandb: WandbConf = field(default_factory=WandbConf)
+
+
+@dataclass
+class ResourceConf:
+    """Resources of one level job sent by ``curate.submit``; ``None`` keeps the launcher's value."""
+
+    nodes: int | None = None
+    gpus_per_node: int | None = None
+    tasks_per_node: int | None = None
+    cpus_per_task: int | None = None
+    mem_gb: int | None = None
+    timeout_min: int | None = None
+
+
+@dataclass
+class SubmitConf:
+    """``python -m curate.submit``: one job per level, chained with ``afterok`` dependencies."""
+
+    # one record per level (finest first); missing levels use the launcher's resources
+    resources: list[ResourceConf] = field(default_factory=list)
+    # submitit executor: null = from the launcher (submitit_slurm -> slurm, submitit_local -> local,
+    # local -> debug, i.e. in this process)
+    executor: str | None = None
 
 
 @dataclass
@@ -72,7 +100,10 @@ class ClusterStageConf:
     device: str = "cpu"
     memory_budget_mb: float = 256.0
     checkpoint_every: int = 10
+    # build levels 1..t (kept in <out>/checkpoints) and exit; the next run resumes from them
+    stop_after_level: int | None = None
     logger: LoggerConf = field(default_factory=LoggerConf)
+    submit: SubmitConf = field(default_factory=SubmitConf)
 
 
 @dataclass
@@ -97,7 +128,12 @@ def register_configs() -> None:
 
 
 def level_specs(cfg: Any) -> list[LevelSpec]:
-    return [LevelSpec.of(dict(level)) for level in cfg.cluster.levels]
+    """The level records of a cluster-stage config (``cluster.resample_steps_override`` applied)."""
+    override = cfg.cluster.get("resample_steps_override")
+    levels = [dict(level) for level in cfg.cluster.levels]
+    if override is not None:
+        levels = [{**level, "resample_steps": override} for level in levels]
+    return [LevelSpec.of(level) for level in levels]
 
 
 def validate_cluster(cfg: Any) -> None:
@@ -116,6 +152,12 @@ def validate_cluster(cfg: Any) -> None:
         validate_levels(level_specs(cfg))
     except ValueError as err:
         raise ValueError(f"cluster.{err}") from None
+    n_levels = len(cfg.cluster.levels)
+    stop = cfg.get("stop_after_level")
+    if stop is not None and not 1 <= stop <= n_levels:
+        raise ValueError(f"stop_after_level: must be in [1, {n_levels}] (the number of levels) or null, got {stop}")
+    if cfg.logger.wandb.mode not in WANDB_MODES:
+        raise ValueError(f"logger.wandb.mode: must be one of {WANDB_MODES}, got {cfg.logger.wandb.mode!r}")
 
 
 def validate_sample(cfg: Any) -> None:
@@ -126,6 +168,8 @@ def validate_sample(cfg: Any) -> None:
         raise ValueError(f"method: must be 'hierarchical' or 'flat', got {cfg.method!r}")
     if cfg.multiplier < 1:
         raise ValueError(f"multiplier: must be >= 1, got {cfg.multiplier}")
+    if cfg.logger.wandb.mode not in WANDB_MODES:
+        raise ValueError(f"logger.wandb.mode: must be one of {WANDB_MODES}, got {cfg.logger.wandb.mode!r}")
     if len(cfg.targets) == 0:
         raise ValueError("targets: give at least one budget (a count, or a fraction in (0, 1])")
     for target in cfg.targets:

@@ -65,7 +65,8 @@ def get_world_size() -> int:
 
 
 def is_main_process() -> bool:
-    return get_rank() == 0
+    """True on global rank 0, also inside :func:`local_only` (file writes stay on one rank)."""
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
 
 
 def _slurm_env() -> dict[str, str] | None:

@@ -6,7 +6,9 @@
 Writes ``<out_dir>/sample/<name>/`` (one budget) or one sub-folder ``n<size>/`` per budget:
 ``indices.npy`` (int64, sorted), ``ids.txt`` when the embeddings have ids, ``stats.json``
 (requested / returned sizes and per-level balance: clusters touched, quota histogram, entropy),
-and for 2-D inputs ``sample.png`` (curated vs uniform random sample of the same size).
+``metrics.json`` (the balance numbers sweeps compare, see :func:`balance_metrics`), and for 2-D
+inputs ``sample.png`` (curated vs uniform random sample of the same size). One line per budget
+goes to ``metrics.jsonl`` (and wandb when ``logger.wandb.mode`` is not ``disabled``).
 """
 
 from __future__ import annotations
@@ -24,8 +26,9 @@ from curate import dist
 from curate.conf import register_configs, validate_sample
 from curate.hierarchy import HierarchicalKMeans
 from curate.io.atomic import atomic_path, atomic_save_npy, atomic_write_json, atomic_write_text
-from curate.sampling import SampleResult, flat_sample, sample_budgets
+from curate.sampling import SampleResult, flat_sample, sample_budgets, sample_stats
 from curate.stage import open_input, output_dir, read_json, run_stage
+from curate.tracking import stage_tracker
 
 log = logging.getLogger(__name__)
 register_configs()
@@ -72,6 +75,39 @@ def with_random_baseline(n_items: int, results: dict[Any, SampleResult], seed: i
     }
 
 
+def balance_metrics(
+    levels: list[dict[str, Any]], x: Any, labels: np.ndarray | None, indices: np.ndarray, n_rarest: int = 1
+) -> dict[str, Any]:
+    """The numbers a sweep compares for one sample.
+
+    Args:
+        levels: balance of the sample over the clusters of every level of the hierarchy, finest
+            first (:func:`curate.sampling.sample_stats`), whatever the sampling method.
+        x: ``(N, d)`` pool embeddings (read only when ``d == 2``).
+        labels: ``(N,)`` int labels of the pool, or None.
+        indices: ``(m,)`` sampled item indices.
+        n_rarest: how many of the pool's rarest labels ``rarest_share`` pools.
+
+    Returns:
+        ``returned``, ``normalized_entropy_finest`` / ``normalized_entropy_top`` (entropy of the
+        sample over the level-1 / top-level clusters over its maximum), and when available
+        ``kl_sample`` (2-D: KL-to-uniform of the sampled points), ``rarest_share`` and
+        ``rarest_pool_share`` (share of the ``n_rarest`` rarest labels in the sample and the pool).
+    """
+    from curate.metrics import kl_to_uniform, share_of_rarest
+
+    out: dict[str, Any] = {"returned": int(len(indices))}
+    if levels:
+        out["normalized_entropy_finest"] = levels[0]["normalized_entropy"]
+        out["normalized_entropy_top"] = levels[-1]["normalized_entropy"]
+    if x.shape[1] == 2 and len(indices):
+        out["kl_sample"] = kl_to_uniform(np.asarray(x[np.unique(indices)]))
+    if labels is not None and len(indices):
+        out["rarest_share"] = share_of_rarest(labels[indices], labels, n_rarest)
+        out["rarest_pool_share"] = share_of_rarest(labels, labels, n_rarest)
+    return out
+
+
 def plot_2d(x: np.ndarray, curated: np.ndarray, random: np.ndarray, path: Path) -> None:
     """Two panels over the pool (grey): a uniform random sample and the curated one."""
     import matplotlib
@@ -114,7 +150,8 @@ def sample(cfg: DictConfig) -> Path:
         log.warning("%s", w.message)
     drawn = with_random_baseline(hkm.n_items_, results, cfg.seed)
     summary = []
-    for target, entry in drawn.items():
+    tracker = stage_tracker(cfg, out, "sample", fresh=True)
+    for step, (target, entry) in enumerate(drawn.items()):
         res: SampleResult = entry["result"]
         folder = out if len(targets) == 1 else out / f"n{len(res.indices)}"
         atomic_save_npy(folder / "indices.npy", res.indices)
@@ -127,10 +164,16 @@ def sample(cfg: DictConfig) -> Path:
                 "random": label_balance(labels, entry["random"]),
             }
         atomic_write_json(folder / "stats.json", stats)
+        balance = sample_stats(hkm.levels_, res.indices)["levels"]
+        metrics = {"target": target, "method": cfg.method, "strategy": cfg.strategy}
+        metrics.update(balance_metrics(balance, array, labels, res.indices))
+        atomic_write_json(folder / "metrics.json", metrics)
+        tracker.log(metrics, step=step)
         if cfg.plot and array.shape[1] == 2:
             plot_2d(np.asarray(array[:]), res.indices, entry["random"], folder / "sample.png")
         summary.append({"target": target, "folder": str(folder), "returned": len(res.indices)})
         log.info("budget %s: %d items -> %s (shortfall %d)", target, len(res.indices), folder, res.stats["shortfall"])
+    tracker.close()
     if len(targets) > 1:
         atomic_write_json(out / "summary.json", summary)
     return out

@@ -138,7 +138,8 @@ def _hierarchy_worker(rank: int, world: int, port: int, data_path: str, out_dir:
     dist.init_distributed(backend="gloo")
     try:
         shard = open_npy_shard(data_path, rank, world)
-        hkm = HierarchicalKMeans(levels, n_iter=5, seed=2).fit(shard)
+        hkm = HierarchicalKMeans(levels, n_iter=5, seed=2, checkpoint_dir=f"{out_dir}_ckpt", checkpoint_every=2)
+        hkm.fit(shard)
         hkm.save(out_dir)
     finally:
         torch_dist.destroy_process_group()

@@ -153,8 +153,12 @@ class HierarchicalKMeans:
         )
 
     # -- fitting ----------------------------------------------------------------------------
-    def fit(self, x: ArrayLike) -> HierarchicalKMeans:
-        """Build every level from ``x: (N, d)`` (this rank's shard when distributed)."""
+    def fit(self, x: ArrayLike, stop_after_level: int | None = None) -> HierarchicalKMeans:
+        """Build every level from ``x: (N, d)`` (this rank's shard when distributed).
+
+        ``stop_after_level=t`` builds levels ``1..t`` only (one job per level on a cluster: with
+        a ``checkpoint_dir``, a later fit resumes from them).
+        """
         source = RowSource(x)
         n_items = int(dist.all_reduce_sum_(torch.tensor([source.n], dtype=torch.int64)))
         if n_items == 0:
@@ -164,7 +168,7 @@ class HierarchicalKMeans:
         self._check_checkpoint_config(n_items, source.d)
         self.levels_ = []
         level_input: ArrayLike = source
-        for t, spec in enumerate(self.specs, start=1):
+        for t, spec in enumerate(self.specs[:stop_after_level], start=1):
             level = self._load_level_checkpoint(t)
             if level is None:
                 sharded = t == 1
@@ -361,8 +365,20 @@ class HierarchicalKMeans:
         return hkm
 
     # -- checkpoints ------------------------------------------------------------------------
+    def _scratch_dir(self, t: int) -> Path | None:
+        """Where level ``t`` keeps its per-step and per-run checkpoints, or None.
+
+        Level 1 runs sharded and every rank takes part in its checkpoints (rank 0 writes). Upper
+        levels run replicated; there only rank 0 checkpoints and resumes: the other ranks
+        recompute, so none reads a file that rank 0 is replacing or deleting.
+        """
+        if self.checkpoint_dir is None or (t > 1 and not dist.is_main_process()):
+            return None
+        return self.checkpoint_dir / f"level{t}"
+
     def _run_dir(self, t: int, step: int) -> Path | None:
-        return None if self.checkpoint_dir is None else self.checkpoint_dir / f"level{t}" / f"run{step}"
+        folder = self._scratch_dir(t)
+        return None if folder is None else folder / f"run{step}"
 
     def _check_checkpoint_config(self, n_items: int, dim: int) -> None:
         if self.checkpoint_dir is None:
@@ -400,7 +416,8 @@ class HierarchicalKMeans:
         dist.barrier()
 
     def _step_path(self, t: int, step: int) -> Path | None:
-        return None if self.checkpoint_dir is None else self.checkpoint_dir / f"level{t}" / f"step{step}.npz"
+        folder = self._scratch_dir(t)
+        return None if folder is None else folder / f"step{step}.npz"
 
     def _load_step(self, t: int, step: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, float] | None:
         path = self._step_path(t, step)

@@ -1,0 +1,225 @@
+"""Send the cluster stage to a scheduler one hierarchy level per job, and return.
+
+    python -m curate.submit +experiment=web_4level input.path=/data/web_emb name=web \\
+        hydra.launcher.partition=<partition> hydra.launcher.account=<account>
+    python -m curate.submit launcher=submitit_slurm cluster=toy_2d submit.resources='[{nodes:1},{nodes:1},{nodes:1}]'
+    python -m curate.submit launcher=submitit_local cluster=toy_2d     # local processes, one after the other
+    python -m curate.submit cluster=toy_2d                            # launcher=local: in this process
+
+The arguments are the cluster stage's own overrides (``python -m curate.cluster ARGS`` builds the
+same hierarchy in one go). Level ``t < T`` becomes a job running the stage with
+``stop_after_level=t``: it builds levels ``1..t`` into ``<out>/checkpoints/`` (earlier levels are
+loaded from there) and exits; the last job runs the stage to the end and writes the manifest, so
+the result equals a single-job run. Each job is a submitit ``Checkpointable``: on preemption or
+time-out (``SIGUSR2`` ``signal_delay_s`` before the limit) submitit requeues it and the stage
+resumes from its checkpoints in the same output folder.
+
+Executors (``submit.executor``, by default from the launcher):
+
+- ``slurm`` (``launcher=submitit_slurm``): every job is queued at once, level ``t + 1`` with
+  ``--dependency=afterok:<job of level t>`` (and ``--kill-on-invalid-dep=yes``); partition,
+  account, constraint, time limit... come from ``hydra.launcher.*`` (the same settings as
+  sweeps), per-level nodes / GPUs / tasks / time from ``submit.resources``. Prints the job ids
+  and returns without waiting.
+- ``local`` (``launcher=submitit_local``) and ``debug`` (``launcher=local``: in this process):
+  no scheduler holds dependencies there, so each level job is waited for before the next one
+  is submitted (the command blocks).
+
+Job logs, pickles and sbatch scripts go to ``<out>/.submitit/<job id>/``; ``<out>/submit.json``
+lists the jobs.
+"""
+
+from __future__ import annotations
+
+import logging
+import runpy
+import sys
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import submitit
+from omegaconf import DictConfig, OmegaConf
+
+from curate.io.atomic import atomic_write_json
+
+log = logging.getLogger(__name__)
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+EXECUTORS = ("slurm", "local", "debug")
+# AutoExecutor's generic parameters: passed as they are; other launcher keys get the "<cluster>_" prefix
+GENERIC = (
+    "timeout_min",
+    "cpus_per_task",
+    "gpus_per_node",
+    "tasks_per_node",
+    "mem_gb",
+    "nodes",
+    "name",
+    "stderr_to_stdout",
+)
+# hydra.launcher keys that are not job parameters (or that curate.submit sets itself)
+NOT_PARAMS = ("_target_", "submitit_folder", "max_num_timeout", "array_parallelism")
+# stage keys the level jobs set themselves
+OWN_KEYS = ("stop_after_level", "out_dir")
+
+
+class StageJob(submitit.helpers.Checkpointable):
+    """A stage run as a submitit job: ``python -m <stage> <overrides>`` in the job's process.
+
+    Checkpointable: when submitit signals a preemption or time-out, :meth:`checkpoint` (inherited)
+    resubmits the same call, and the stage resumes from the checkpoints in its output folder.
+
+    Args:
+        stage: the stage module, e.g. ``"curate.cluster"``.
+        overrides: its Hydra overrides.
+        out: the run's output folder (returned by the job).
+    """
+
+    def __init__(self, stage: str, overrides: Sequence[str], out: str | Path) -> None:
+        self.stage = stage
+        self.overrides = list(overrides)
+        self.out = str(out)
+
+    def __call__(self) -> str:
+        argv = sys.argv
+        sys.argv = [self.stage, *self.overrides]
+        try:  # exactly `python -m <stage> <overrides>`, in this process (so submitit's signal handler is ours)
+            with warnings.catch_warnings():  # in-process (debug) runs find the stage module already imported
+                warnings.filterwarnings("ignore", message=".*found in sys.modules", category=RuntimeWarning)
+                runpy.run_module(self.stage, run_name="__main__", alter_sys=True)
+        finally:
+            sys.argv = argv
+        return self.out
+
+    def __repr__(self) -> str:
+        return f"StageJob({self.stage} {' '.join(self.overrides)})"
+
+
+def compose_cluster(overrides: Sequence[str]) -> DictConfig:
+    """The cluster stage's config for ``overrides``, with its ``hydra`` node (launcher settings)."""
+    from hydra import compose, initialize_config_dir
+
+    import curate.cluster  # noqa: F401  (registers the schemas)
+
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3", job_name="cluster"):
+        return compose(config_name="cluster", overrides=list(overrides), return_hydra_config=True)
+
+
+def executor_kind(cfg: DictConfig) -> str:
+    """``submit.executor``, or the one the launcher implies (submitit_slurm -> slurm, ...)."""
+    if cfg.submit.executor is not None:
+        if cfg.submit.executor not in EXECUTORS:
+            raise ValueError(f"submit.executor: must be one of {EXECUTORS} or null, got {cfg.submit.executor!r}")
+        return cfg.submit.executor
+    target = str(cfg.hydra.launcher.get("_target_", ""))
+    if target.endswith("SlurmLauncher"):
+        return "slurm"
+    if target.endswith("LocalLauncher"):
+        return "local"
+    return "debug"
+
+
+def launcher_parameters(cfg: DictConfig, kind: str) -> dict[str, Any]:
+    """AutoExecutor parameters from ``hydra.launcher`` (what hydra-submitit-launcher would pass)."""
+    if kind == "debug" or not cfg.hydra.launcher.get("_target_", "").startswith("hydra_plugins.hydra_submitit"):
+        return {}
+    launcher = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
+    return {
+        key if key in GENERIC else f"{kind}_{key}": value
+        for key, value in launcher.items()
+        if key not in NOT_PARAMS and value is not None
+    }
+
+
+def level_parameters(cfg: DictConfig, kind: str, t: int, after: str | None) -> dict[str, Any]:
+    """Parameters of the level-``t`` job: the launcher's, then ``submit.resources[t - 1]``, then
+    the job name and, on SLURM, the ``afterok`` dependency on job ``after``."""
+    params = launcher_parameters(cfg, kind)
+    resources = cfg.submit.resources
+    if t <= len(resources):
+        params.update({key: value for key, value in resources[t - 1].items() if value is not None})
+    params["name"] = f"{cfg.name}-level{t}"
+    if kind == "slurm":
+        extra = dict(params.pop("slurm_additional_parameters", None) or {})
+        if after is not None:
+            params["slurm_dependency"] = f"afterok:{after}"
+            extra["kill-on-invalid-dep"] = "yes"
+        if extra:
+            params["slurm_additional_parameters"] = extra
+    return params
+
+
+def level_overrides(overrides: Sequence[str], out_dir: Path, t: int, n_levels: int) -> list[str]:
+    """The stage overrides of the level-``t`` job (absolute ``out_dir``; ``stop_after_level`` but for
+    the last level)."""
+    kept = [o for o in overrides if o.lstrip("+~").split("=", 1)[0] not in OWN_KEYS]
+    kept.append(f"out_dir={out_dir}")
+    if t < n_levels:
+        kept.append(f"stop_after_level={t}")
+    return kept
+
+
+def submit_levels(overrides: Sequence[str], executor: str | None = None) -> tuple[Path, list[submitit.Job]]:
+    """Submit one cluster-stage job per level (see the module docstring).
+
+    Args:
+        overrides: the cluster stage's overrides.
+        executor: ``"slurm"``, ``"local"`` or ``"debug"``; None: ``submit.executor`` or the launcher's.
+
+    Returns:
+        ``(output folder, jobs)``, finest level first. SLURM jobs are queued (not awaited); local and
+        debug jobs have finished.
+    """
+    from curate.conf import validate_cluster
+
+    cfg = compose_cluster(overrides)
+    validate_cluster(cfg)
+    kind = executor or executor_kind(cfg)
+    n_levels = len(cfg.cluster.levels)
+    if len(cfg.submit.resources) > n_levels:
+        raise ValueError(f"submit.resources: {len(cfg.submit.resources)} records for {n_levels} levels")
+    out_dir = Path(cfg.out_dir).expanduser().resolve()
+    out = Path(cfg.hydra.run.dir).expanduser().resolve()  # the jobs run from this working directory too
+    folder = out / ".submitit" / "%j"
+    init = {} if kind == "debug" else {f"{kind}_max_num_timeout": cfg.hydra.launcher.get("max_num_timeout", 3)}
+    jobs: list[submitit.Job] = []
+    for t in range(1, n_levels + 1):
+        ex = submitit.AutoExecutor(folder=folder, cluster=kind, **init)  # fresh: no parameter leaks across levels
+        ex.update_parameters(**level_parameters(cfg, kind, t, jobs[-1].job_id if jobs else None))
+        job = ex.submit(StageJob("curate.cluster", level_overrides(overrides, out_dir, t, n_levels), out))
+        log.info("level %d: job %s", t, job.job_id)
+        jobs.append(job)
+        if kind != "slurm":
+            job.result()  # no scheduler-side dependencies here: the next level waits for this one
+    atomic_write_json(
+        out / "submit.json",
+        {"executor": kind, "jobs": [{"level": t, "job_id": j.job_id} for t, j in enumerate(jobs, start=1)]},
+    )
+    return out, jobs
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m curate.submit [cluster-stage overrides]``: print the job ids and return."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] in ("-h", "--help"):
+        print(__doc__)
+        return
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(levelname)s %(name)s: %(message)s")
+    from hydra.errors import HydraException
+
+    try:
+        out, jobs = submit_levels(args)
+    except (ValueError, FileNotFoundError, HydraException) as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+    for t, job in enumerate(jobs, start=1):
+        print(f"level {t}: job {job.job_id}")
+    print(f"output: {out}")
+
+
+if __name__ == "__main__":
+    from curate.submit import main as _main  # so the pickled jobs refer to curate.submit, not __main__
+
+    _main()

@@ -1,0 +1,181 @@
+"""Metric tracking of the stages: a JSONL file that is always written, wandb when asked for.
+
+    >>> with Tracker(out, mode="offline", config=cfg_dict, name="cluster/toy_2d") as tracker:
+    ...     tracker.log({"inertia": 2.3, "k": 3000}, step=1)          # -> <out>/metrics.jsonl (+ wandb)
+
+Only rank 0 logs (other ranks get a tracker whose calls do nothing). ``<out>/metrics.jsonl`` gets
+one JSON object per :meth:`Tracker.log` call, ``{"step": step, **metrics}``, flushed at once.
+wandb (``logger.wandb.mode`` in the stage configs):
+
+- ``disabled`` (default): wandb is not even imported; nothing but the JSONL is written.
+- ``offline``: a run folder under ``<out>/wandb/`` (upload later with ``wandb sync``); never
+  touches the network.
+- ``online``: streams to the server; when ``wandb.init`` fails or does not answer within
+  ``init_timeout`` seconds, the tracker warns and falls back to ``offline``.
+
+``WANDB_MODE=disabled`` in the environment switches wandb off whatever the config says (the test
+suite sets it). Only scalar metrics go to wandb (nested dicts are flattened to ``a/b`` keys, lists
+are kept for the JSONL only).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from curate import dist
+
+log = logging.getLogger(__name__)
+
+MODES = ("disabled", "offline", "online")
+
+
+def _to_json(obj: Any) -> Any:
+    if hasattr(obj, "tolist"):  # numpy / torch arrays and scalars
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"cannot write {type(obj).__name__} to JSON")
+
+
+def flatten_scalars(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, float | int | bool | str]:
+    """Scalar leaves of a nested dict as ``{"a/b": value}`` (lists and None are dropped)."""
+    flat: dict[str, Any] = {}
+    for key, value in metrics.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten_scalars(value, f"{name}/"))
+        elif hasattr(value, "item") and getattr(value, "ndim", 1) == 0:  # numpy / torch scalar
+            flat[name] = value.item()
+        elif isinstance(value, bool | int | float | str):
+            flat[name] = value
+    return flat
+
+
+class Tracker:
+    """Rank-0 metric log: ``<out>/metrics.jsonl`` always, optionally mirrored to wandb.
+
+    Args:
+        out: the run's output folder.
+        mode: ``"disabled"``, ``"offline"`` or ``"online"`` (wandb).
+        config: the resolved stage config, stored with the wandb run.
+        name: wandb run name; ``group`` and ``job_type`` group runs in the wandb UI.
+        project, entity: wandb project and entity.
+        init_timeout: seconds ``wandb.init`` may take before an online run falls back to offline.
+        fresh: truncate an existing ``metrics.jsonl`` first (stages whose log describes the whole
+            result rather than one attempt: a resumed run rewrites it instead of duplicating lines).
+    """
+
+    def __init__(
+        self,
+        out: str | Path,
+        mode: str = "disabled",
+        config: Mapping[str, Any] | None = None,
+        name: str | None = None,
+        group: str | None = None,
+        job_type: str | None = None,
+        project: str = "ssl-curate",
+        entity: str | None = None,
+        init_timeout: float = 60.0,
+        fresh: bool = False,
+    ) -> None:
+        if mode not in MODES:
+            raise ValueError(f"logger.wandb.mode: must be one of {MODES}, got {mode!r}")
+        self.out = Path(out)
+        self.path = self.out / "metrics.jsonl"
+        self.active = dist.is_main_process()
+        self.run: Any = None
+        if os.environ.get("WANDB_MODE") == "disabled":
+            mode = "disabled"
+        self.mode = mode
+        if not self.active:
+            return
+        self.out.mkdir(parents=True, exist_ok=True)
+        if fresh:
+            self.path.write_text("")
+        if mode != "disabled":
+            self.run = self._init_wandb(dict(config or {}), name, group, job_type, project, entity, float(init_timeout))
+
+    def _init_wandb(
+        self,
+        config: dict[str, Any],
+        name: str | None,
+        group: str | None,
+        job_type: str | None,
+        project: str,
+        entity: str | None,
+        init_timeout: float,
+    ) -> Any:
+        import wandb  # lazily: importing wandb costs seconds and is only needed when enabled
+
+        kwargs = dict(
+            dir=str(self.out),
+            config=config,
+            name=name,
+            group=group,
+            job_type=job_type,
+            project=project,
+            entity=entity,
+            reinit="create_new",
+        )
+        if self.mode == "online":
+            try:
+                return wandb.init(mode="online", settings=wandb.Settings(init_timeout=init_timeout), **kwargs)
+            except Exception as err:  # network, auth, timeout: keep the run, log offline
+                log.warning("wandb online init failed (%s); logging offline to %s/wandb", err, self.out)
+                self.mode = "offline"
+        return wandb.init(mode="offline", settings=wandb.Settings(init_timeout=init_timeout), **kwargs)
+
+    def log(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
+        """Append ``{"step": step, **metrics}`` to ``metrics.jsonl`` (and log scalars to wandb)."""
+        if not self.active:
+            return
+        record = {"step": step, **metrics} if step is not None else dict(metrics)
+        with self.path.open("a") as f:
+            f.write(json.dumps(record, default=_to_json) + "\n")
+            f.flush()
+        if self.run is not None:
+            self.run.log(flatten_scalars(metrics), step=step)
+
+    def summary(self, metrics: Mapping[str, Any]) -> None:
+        """Final numbers of the run: wandb's run summary (the JSONL is left alone)."""
+        if self.run is not None:
+            self.run.summary.update(flatten_scalars(metrics))
+
+    def close(self) -> None:
+        """Finish the wandb run (if any)."""
+        if self.run is not None:
+            self.run.finish()
+            self.run = None
+
+    def __enter__(self) -> Tracker:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+def stage_tracker(cfg: Any, out: Path, stage: str, fresh: bool = False) -> Tracker:
+    """A :class:`Tracker` for a stage run from its config (``cfg.logger.wandb``)."""
+    from omegaconf import OmegaConf
+
+    wb = cfg.logger.wandb
+    return Tracker(
+        out,
+        mode=wb.mode,
+        config=OmegaConf.to_container(cfg, resolve=True) if wb.mode != "disabled" else None,
+        name=f"{stage}/{out.name}",
+        group=f"{stage}/{cfg.name}",
+        job_type=stage,
+        project=wb.project,
+        entity=wb.get("entity"),
+        init_timeout=wb.get("init_timeout", 60.0),
+        fresh=fresh,
+    )

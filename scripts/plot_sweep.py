@@ -1,0 +1,144 @@
+"""Collect a sweep's ``metrics.json`` files into a markdown table and a bar chart.
+
+    python scripts/plot_sweep.py outputs/multirun/cluster/ablation_toy --out ablation_toy.png
+    python scripts/plot_sweep.py outputs/multirun/sample/ablation_toy --out sample.png --metrics kl_sample rarest_share
+
+Every run of a Hydra sweep (``-m``) writes ``metrics.json`` in its folder (or one per budget
+folder for the sample stage); the run's overrides come from its ``.hydra/overrides.yaml``. Keys
+that take several values across the runs become the table's first columns, then every metric
+(lists are shown as ``a/b/c``). The table is printed and written next to the PNG (``.md``); the
+PNG has one horizontal bar chart per metric in ``--metrics`` (default: the balance metrics that
+are present).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+PREFERRED = (
+    "kl_top",
+    "kl_sample",
+    "normalized_entropy_finest",
+    "normalized_entropy_top",
+    "rarest_share",
+    "top_size_cv",
+)
+
+
+def _overrides(run: Path, root: Path) -> dict[str, str]:
+    """``{key: value}`` of the run's command-line overrides (nearest ``.hydra/overrides.yaml``)."""
+    from omegaconf import OmegaConf
+
+    for folder in (run, *run.parents):
+        path = folder / ".hydra" / "overrides.yaml"
+        if path.exists():
+            pairs = [str(o).split("=", 1) for o in OmegaConf.load(path)]
+            return {k.lstrip("+~"): v for k, v in (p for p in pairs if len(p) == 2)}
+        if folder == root:
+            break
+    return {}
+
+
+def collect(sweep_dir: str | Path) -> tuple[list[str], list[dict[str, Any]]]:
+    """Rows of a sweep: ``(swept keys, rows)``; a row holds the run's overrides, ``run`` (its folder
+    relative to ``sweep_dir``) and its metrics."""
+    root = Path(sweep_dir)
+    if not root.is_dir():
+        raise FileNotFoundError(f"sweep folder not found: {root}")
+    rows = []
+    for path in sorted(root.rglob("metrics.json")):
+        if ".submitit" in path.parts:
+            continue
+        run = path.parent
+        rows.append(
+            {"overrides": _overrides(run, root), "run": str(run.relative_to(root)), **json.loads(path.read_text())}
+        )
+    if not rows:
+        raise FileNotFoundError(f"no metrics.json under {root}: has the sweep run?")
+    keys = sorted({k for row in rows for k in row["overrides"]})
+    swept = [k for k in keys if len({row["overrides"].get(k) for row in rows}) > 1]
+    rows.sort(key=lambda row: [str(row["overrides"].get(k, "")) for k in swept] + [row["run"]])
+    return swept, rows
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}" if math.isfinite(value) else str(value)
+    if isinstance(value, list):
+        return "/".join(_fmt(v) for v in value)
+    return str(value)
+
+
+def metric_names(rows: list[dict[str, Any]]) -> list[str]:
+    """Metric keys present in the rows, in first-seen order (nested dicts are left out)."""
+    names: list[str] = []
+    for row in rows:
+        for key, value in row.items():
+            if key not in ("overrides", "run") and not isinstance(value, dict) and key not in names:
+                names.append(key)
+    return names
+
+
+def markdown_table(swept: list[str], rows: list[dict[str, Any]]) -> str:
+    """A markdown table: swept keys, then every metric; one line per run."""
+    metrics = [m for m in metric_names(rows) if m not in swept]
+    head = (swept or ["run"]) + metrics
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in rows:
+        first = [row["overrides"].get(k, "") for k in swept] if swept else [row["run"]]
+        lines.append("| " + " | ".join([*first, *(_fmt(row.get(m, "")) for m in metrics)]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(swept: list[str], rows: list[dict[str, Any]], metrics: list[str], path: str | Path) -> None:
+    """One horizontal bar chart per metric, one bar per run (labelled by its swept values)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = [", ".join(f"{k}={row['overrides'].get(k, '')}" for k in swept) if swept else row["run"] for row in rows]
+    fig, axes = plt.subplots(
+        1, len(metrics), figsize=(4 + 3.5 * len(metrics), 1 + 0.35 * len(rows)), sharey=True, squeeze=False
+    )
+    for ax, metric in zip(axes[0], metrics):
+        values = [float(row[metric]) if isinstance(row.get(metric), int | float) else math.nan for row in rows]
+        ax.barh(range(len(rows)), values, color="tab:blue")
+        ax.set_title(metric)
+        ax.set_yticks(range(len(rows)), labels, fontsize=8)
+        ax.invert_yaxis()
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> str:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("sweep_dir", help="the sweep folder (hydra.sweep.dir), e.g. outputs/multirun/cluster/<name>")
+    parser.add_argument("--out", default=None, help="PNG to write (default: <sweep_dir>/sweep.png)")
+    parser.add_argument("--metrics", nargs="+", default=None, help="metrics to plot (default: balance metrics)")
+    args = parser.parse_args(argv)
+    swept, rows = collect(args.sweep_dir)
+    table = markdown_table(swept, rows)
+    out = Path(args.out) if args.out else Path(args.sweep_dir) / "sweep.png"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".md").write_text(table)
+    print(table, end="")
+    numeric = [m for m in metric_names(rows) if any(isinstance(row.get(m), int | float) for row in rows)]
+    metrics = args.metrics or [m for m in PREFERRED if m in numeric] or numeric[:3]
+    unknown = [m for m in metrics if m not in numeric]
+    if unknown:
+        raise SystemExit(f"error: no numeric metric {unknown} in the runs; present: {numeric}")
+    plot(swept, rows, metrics, out)
+    print(f"wrote {out} and {out.with_suffix('.md')}")
+    return table
+
+
+if __name__ == "__main__":
+    main()

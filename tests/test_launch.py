@@ -1,0 +1,177 @@
+"""Launching at scale: the sbatch scripts of level jobs, level-by-level submission, requeue on a signal."""
+
+from __future__ import annotations
+
+import os
+import signal
+import stat
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import submitit
+
+from curate.submit import StageJob, compose_cluster, level_parameters, submit_levels
+
+LEVEL_ARRAYS = ("centroids", "assign", "dist", "offsets", "members")
+FAKE_SBATCH = """#!/bin/bash
+# test double of sbatch: keeps the script, answers like SLURM
+mkdir -p "$FAKE_SLURM_DIR"
+n=$(( $(ls "$FAKE_SLURM_DIR" | wc -l) + 1001 ))
+cp "$1" "$FAKE_SLURM_DIR/$n.sh"
+echo "Submitted batch job $n"
+"""
+
+
+@pytest.fixture
+def fake_slurm(tmp_path, monkeypatch) -> Path:
+    """``sbatch`` and ``srun`` doubles on PATH; returns the folder where the submitted scripts land."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "sbatch").write_text(FAKE_SBATCH)
+    (bin_dir / "srun").write_text("#!/bin/bash\nexit 1\n")
+    for tool in ("sbatch", "srun"):
+        (bin_dir / tool).chmod(stat.S_IRWXU)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_SLURM_DIR", str(tmp_path / "sbatch"))
+    return tmp_path / "sbatch"
+
+
+@pytest.fixture
+def toy(tmp_path) -> Path:
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.normal(-1, 0.5, (1600, 2)), rng.normal(1, 0.3, (300, 2)), rng.uniform(-3, 3, (100, 2))])
+    np.save(tmp_path / "x.npy", x.astype(np.float32))
+    return tmp_path / "x.npy"
+
+
+def sbatch_flags(script: str) -> set[str]:
+    return {line for line in script.splitlines() if line.startswith("#SBATCH")}
+
+
+def assert_same_levels(a: Path, b: Path, n_levels: int) -> None:
+    for t in range(1, n_levels + 1):
+        for name in LEVEL_ARRAYS:
+            left = (a / f"level{t}" / f"{name}.npy").read_bytes()
+            assert left == (b / f"level{t}" / f"{name}.npy").read_bytes(), f"level{t}/{name}.npy differs"
+
+
+def test_level_jobs_sbatch_golden(fake_slurm, tmp_path, capsys):
+    from curate.submit import main
+
+    overrides = [
+        "+experiment=web_4level",
+        f"input.path={tmp_path}/emb",
+        f"out_dir={tmp_path}/out",
+        "name=web",
+        "hydra.launcher.partition=learn",
+        "hydra.launcher.account=proj",
+        "hydra.launcher.constraint=volta32gb",
+    ]
+    main(overrides)
+    printed = capsys.readouterr().out
+    assert "level 1: job 1001" in printed and "level 4: job 1004" in printed
+    assert sorted(p.name for p in fake_slurm.iterdir()) == ["1001.sh", "1002.sh", "1003.sh", "1004.sh"]
+    folder = tmp_path / "out" / "cluster" / "web" / ".submitit"
+    common = {
+        "#SBATCH --partition=learn",
+        "#SBATCH --account=proj",
+        "#SBATCH --constraint=volta32gb",
+        "#SBATCH --gpus-per-node=8",
+        "#SBATCH --ntasks-per-node=8",
+        "#SBATCH --cpus-per-task=10",
+        "#SBATCH --signal=USR2@120",
+        "#SBATCH --requeue",
+        "#SBATCH --open-mode=append",
+        f"#SBATCH --output={folder}/%j/%j_0_log.out",
+    }
+    level1 = sbatch_flags((fake_slurm / "1001.sh").read_text())
+    assert common | {"#SBATCH --nodes=16", "#SBATCH --time=4320", "#SBATCH --job-name=web-level1"} <= level1
+    assert not any("dependency" in line for line in level1)
+    level2 = sbatch_flags((fake_slurm / "1002.sh").read_text())
+    assert (
+        common
+        | {
+            "#SBATCH --nodes=2",
+            "#SBATCH --time=1440",
+            "#SBATCH --job-name=web-level2",
+            "#SBATCH --dependency=afterok:1001",
+            "#SBATCH --kill-on-invalid-dep=yes",
+        }
+        <= level2
+    )
+    level4 = sbatch_flags((fake_slurm / "1004.sh").read_text())
+    assert {"#SBATCH --nodes=1", "#SBATCH --time=720", "#SBATCH --dependency=afterok:1003"} <= level4
+    script = (fake_slurm / "1002.sh").read_text()
+    assert "srun --unbuffered" in script and "-m submitit.core._submit" in script
+    # what each job runs: the stage up to its level; the last one to the end (it writes the manifest)
+    jobs = [submitit.SlurmJob(folder=folder / "%j", job_id=str(i)).submission().function for i in (1001, 1002, 1004)]
+    assert jobs[0].overrides[-1] == "stop_after_level=1" and jobs[1].overrides[-1] == "stop_after_level=2"
+    assert not any(o.startswith("stop_after_level") for o in jobs[2].overrides)
+    assert f"out_dir={tmp_path / 'out'}" in jobs[2].overrides
+
+
+def test_resources_come_from_config_not_code(tmp_path):
+    cfg = compose_cluster(["launcher=submitit_slurm", "hydra.launcher.partition=p", "submit.resources=[{nodes:3}]"])
+    params = level_parameters(cfg, "slurm", 1, None)
+    assert params["slurm_partition"] == "p" and params["nodes"] == 3 and params["gpus_per_node"] == 8
+    assert "slurm_dependency" not in params
+    # a level without a resources record keeps the launcher's values
+    assert level_parameters(cfg, "slurm", 2, "77")["nodes"] == 1
+    assert level_parameters(cfg, "slurm", 2, "77")["slurm_dependency"] == "afterok:77"
+    with pytest.raises(ValueError, match="submit.resources: 2 records for 1 levels"):
+        submit_levels(["cluster=kmeans_flat", "submit.resources=[{nodes:1},{nodes:1}]"], executor="debug")
+
+
+def test_level_by_level_submission_equals_one_job(tmp_path, toy):
+    levels = "cluster.levels=[{k:200,resample_steps:2,sample_size:2},{k:40,resample_steps:2,sample_size:2},{k:10}]"
+    overrides = ["input.toy=null", f"input.path={toy}", "cluster=kmeans_flat", levels, "cluster.n_iter=10", "name=l"]
+    StageJob("curate.cluster", [*overrides, f"out_dir={tmp_path}/one"], tmp_path / "one")()
+    out, jobs = submit_levels([*overrides, f"out_dir={tmp_path}/chain"], executor="debug")
+    assert out == tmp_path / "chain" / "cluster" / "l" and len(jobs) == 3
+    assert [job.submission().function.overrides[-1] for job in jobs[:2]] == ["stop_after_level=1", "stop_after_level=2"]
+    assert all(job.done() for job in jobs)
+    assert_same_levels(tmp_path / "one" / "cluster" / "l", out, 3)
+    assert (out / "manifest.json").exists() and not (out / "checkpoints").exists()
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 3
+
+
+def test_stop_after_level_keeps_checkpoints_and_no_manifest(tmp_path, toy):
+    overrides = ["input.toy=null", f"input.path={toy}", "cluster=kmeans_flat", "name=s", f"out_dir={tmp_path}"]
+    overrides += ["cluster.levels=[{k:100},{k:10}]", "cluster.n_iter=5", "stop_after_level=1"]
+    StageJob("curate.cluster", overrides, tmp_path)()
+    out = tmp_path / "cluster" / "s"
+    assert (out / "checkpoints" / "level1" / "done.json").exists()
+    assert not (out / "checkpoints" / "level2").exists() and not (out / "manifest.json").exists()
+
+
+def test_interrupted_job_requeues_and_matches_uninterrupted_run(tmp_path, toy):
+    psutil = pytest.importorskip("psutil")
+    overrides = [
+        "input.toy=null",
+        f"input.path={toy}",
+        "cluster=kmeans_flat",
+        "cluster.levels=[{k:400,resample_steps:2,sample_size:2},{k:100,resample_steps:6,sample_size:2}]",
+        "cluster.n_iter=30",
+        "checkpoint_every=2",
+        "name=r",
+    ]
+    executor = submitit.AutoExecutor(folder=tmp_path / "jobs" / "%j", cluster="local")
+    executor.update_parameters(timeout_min=10)
+    job = executor.submit(StageJob("curate.cluster", [*overrides, f"out_dir={tmp_path}/int"], tmp_path / "int"))
+    out = tmp_path / "int" / "cluster" / "r"
+    deadline = time.time() + 120
+    while not (out / "checkpoints" / "config.json").exists() and job.state == "RUNNING" and time.time() < deadline:
+        time.sleep(0.05)
+    interrupted_early = not (out / "manifest.json").exists()
+    # what SLURM does before a time limit or a preemption: SIGUSR2 to the job's task
+    (task,) = psutil.Process(int(job.job_id)).children()
+    os.kill(task.pid, signal.SIGUSR2)
+    StageJob("curate.cluster", [*overrides, f"out_dir={tmp_path}/ref"], tmp_path / "ref")()  # meanwhile, here
+    assert job.result() == str(tmp_path / "int")
+    log = job.stdout()
+    assert "Calling checkpoint method" in log and "Requeued job" in log, log[-2000:]
+    assert log.count("Starting with JobEnvironment") == 2
+    assert_same_levels(tmp_path / "ref" / "cluster" / "r", out, 2)
+    assert interrupted_early, "the job finished before the signal; the test did not exercise the requeue"

@@ -1,0 +1,73 @@
+"""The metric tracker: JSONL always, wandb only when asked, never waiting on a network."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_dir
+
+import curate.cluster  # noqa: F401  (registers the schemas)
+from curate.tracking import Tracker, flatten_scalars, stage_tracker
+
+CONFIGS = str(Path(__file__).resolve().parents[1] / "configs")
+
+
+def test_disabled_writes_only_the_jsonl_and_never_imports_wandb(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "wandb", None)  # any `import wandb` would now raise ImportError
+    with Tracker(tmp_path / "run", mode="disabled", config={"a": 1}) as tracker:
+        tracker.log({"inertia": np.float32(2.5), "sizes": [1, 2], "split": {"k": 3}}, step=1)
+        tracker.log({"inertia": 2.0}, step=2)
+        tracker.summary({"final": 1.0})
+    assert [p.name for p in (tmp_path / "run").iterdir()] == ["metrics.jsonl"]
+    lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert lines == [{"step": 1, "inertia": 2.5, "sizes": [1, 2], "split": {"k": 3}}, {"step": 2, "inertia": 2.0}]
+    # appends by default, starts over with fresh=True
+    Tracker(tmp_path / "run").log({"x": 1})
+    assert len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) == 3
+    Tracker(tmp_path / "run", fresh=True).log({"x": 1})
+    assert len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) == 1
+
+
+def test_env_kill_switch_and_bad_mode(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "wandb", None)
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    tracker = Tracker(tmp_path, mode="offline")
+    assert tracker.mode == "disabled" and tracker.run is None
+    with pytest.raises(ValueError, match="logger.wandb.mode"):
+        Tracker(tmp_path, mode="sometimes")
+
+
+def test_flatten_scalars():
+    flat = flatten_scalars({"a": np.int64(3), "b": {"c": 1.5, "d": [1]}, "e": None, "f": "x"})
+    assert flat == {"a": 3, "b/c": 1.5, "f": "x"}
+
+
+def test_online_without_network_falls_back_to_an_offline_run_under_out(tmp_path, monkeypatch):
+    wandb = pytest.importorskip("wandb")
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    real_init = wandb.init
+    modes = []
+
+    def init(*args, mode=None, **kwargs):
+        modes.append(mode)
+        if mode != "offline":
+            raise RuntimeError("no network here")  # what an unreachable server or a missing API key gives
+        return real_init(*args, mode=mode, **kwargs)
+
+    monkeypatch.setattr(wandb, "init", init)
+    with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
+        cfg = compose(config_name="cluster", overrides=["logger.wandb.mode=online", "logger.wandb.init_timeout=5"])
+    out = tmp_path / "cluster" / "toy_2d"
+    with stage_tracker(cfg, out, "cluster") as tracker:
+        assert modes == ["online", "offline"] and tracker.mode == "offline"
+        tracker.log({"level": 1, "inertia": 2.5, "stats": {"k": 30}}, step=1)
+        tracker.summary({"kl_top": 0.1})
+    runs = list((out / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and list(runs[0].glob("run-*.wandb"))
+    logged = json.loads((out / "metrics.jsonl").read_text())
+    assert logged == {"step": 1, "level": 1, "inertia": 2.5, "stats": {"k": 30}}

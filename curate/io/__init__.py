@@ -2,8 +2,26 @@
 
 from curate.io.atomic import atomic_path, atomic_save_npy, atomic_write_json, atomic_write_text
 from curate.io.shards import open_npy, shard_range
+from curate.io.store import (
+    ConcatenatedRows,
+    StoreWriter,
+    check_finite,
+    finalize_store,
+    load_embeddings,
+    load_labels,
+    read_manifest,
+    write_store,
+)
 
 __all__ = [
+    "ConcatenatedRows",
+    "StoreWriter",
+    "check_finite",
+    "finalize_store",
+    "load_embeddings",
+    "load_labels",
+    "read_manifest",
+    "write_store",
     "atomic_path",
     "atomic_save_npy",
     "atomic_write_json",

@@ -1,0 +1,12 @@
+"""The embed stage: images or texts -> a sharded embedding store (``curate.io.store``).
+
+``python -m curate.embed data=<source> encoder=<encoder> out=<dir>``; see ``curate.embed.config``
+for the options and ``curate.embed.run`` for how the work is split, written and resumed.
+"""
+
+from curate.embed.config import EmbedConfig, validate
+from curate.embed.encoders import Encoder, build_encoder
+from curate.embed.run import run_embed
+from curate.embed.sources import Source, build_source
+
+__all__ = ["EmbedConfig", "Encoder", "Source", "build_encoder", "build_source", "run_embed", "validate"]

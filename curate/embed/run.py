@@ -1,0 +1,299 @@
+"""The embed loop: source -> encoder -> sharded store, resumable, one slice of shards per rank.
+
+Items ``0..N-1`` of the source are cut into shards of ``shard_size`` consecutive items; shard
+``k`` covers items ``[k * shard_size, (k + 1) * shard_size)`` and is written as
+``emb-{k:05d}.npy``. Rank ``r`` of ``W`` embeds the shards ``shard_range(n_shards, r, W)``, so
+the store is the same for any number of ranks. A shard is written as soon as its last batch is
+encoded; a killed run restarts at the first shard without a record. When every rank is done,
+rank 0 merges the records into ``manifest.json``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import DataLoader, Dataset
+
+from curate.dist import barrier, init_distributed
+from curate.embed.config import validate
+from curate.embed.encoders import Encoder, build_encoder, resolve_device
+from curate.embed.sources import Source, build_source
+from curate.io.shards import shard_range
+from curate.io.store import MANIFEST, PARTS, StoreWriter, finalize_store, read_manifest
+
+log = logging.getLogger(__name__)
+
+#: files and folders that make up a store (``overwrite=true`` removes exactly these)
+_STORE_GLOBS = (
+    "emb-*.npy",
+    "ids-*.txt",
+    "ids-*.npy",
+    "labels.npy",
+    "label_names.json",
+    "skipped.txt",
+    MANIFEST,
+    "pca-mean.npy",
+    "pca-components.npy",
+)
+
+
+class ItemDataset(Dataset):
+    """``dataset[i] -> (i, transformed item, None)``, or ``(i, None, reason)`` when item ``i``
+    cannot be read (a corrupt image): the loop skips it and lists it in ``skipped.txt``."""
+
+    def __init__(self, source: Source, transform: Callable[[Any], Any] | None) -> None:
+        self.source = source
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, index: int) -> tuple[int, Any, str | None]:
+        try:
+            item = self.source.load(index)
+            if self.transform is not None:
+                item = self.transform(item)
+        except Exception as err:  # any unreadable input is skipped and reported, never fatal
+            return index, None, f"{type(err).__name__}: {err}".replace("\n", " ").replace("\t", " ")
+        return index, item, None
+
+
+def collate_items(batch: list[tuple[int, Any, str | None]]) -> tuple[np.ndarray, Any, list[tuple[int, str]]]:
+    """``(indices (m,) int64, stacked tensor (m, ...) or list of m items, [(index, reason)])``."""
+    good = [(i, x) for i, x, err in batch if err is None]
+    bad = [(i, err) for i, _, err in batch if err is not None]
+    indices = np.asarray([i for i, _ in good], dtype=np.int64)
+    items = [x for _, x in good]
+    if items and isinstance(items[0], torch.Tensor):
+        shapes = {tuple(x.shape) for x in items}
+        if len(shapes) > 1:
+            raise ValueError(f"items of different shapes {sorted(shapes)[:3]}: set encoder.image_size to resize them")
+        items = torch.stack(items)
+    return indices, items, bad
+
+
+def _loader(dataset: ItemDataset, batches: list[list[int]], num_workers: int, pin: bool) -> DataLoader:
+    return DataLoader(
+        dataset,
+        batch_sampler=batches,
+        num_workers=num_workers,
+        collate_fn=collate_items,
+        pin_memory=pin,
+        persistent_workers=False,
+    )
+
+
+def _batches(source: Source, start: int, stop: int, batch_size: int) -> list[list[int]]:
+    """Batches of the items ``[start, stop)`` of one shard.
+
+    Texts are grouped by length (characters, a stable sort) so a batch pads little: 2.5x faster
+    for MiniLM on WordNet glosses on a CPU. Rows are put back in item order when the shard is
+    written.
+    """
+    order = np.arange(start, stop)
+    if source.modality == "text":
+        lengths = np.fromiter((len(source.load(i)) for i in range(start, stop)), dtype=np.int64, count=stop - start)
+        order = order[np.argsort(lengths, kind="stable")]
+    return [order[i : i + batch_size].tolist() for i in range(0, len(order), batch_size)]
+
+
+def _fingerprint(cfg: DictConfig, source: Source, encoder: Encoder, n_items: int) -> dict:
+    """Settings that define the store's content; a resumed run must match them."""
+    return {
+        "model": encoder.name,
+        "normalised": bool(cfg.normalize),
+        "source": source.describe(),
+        "encoder": encoder.describe(),
+        "data_config": OmegaConf.to_container(cfg.data, resolve=True),
+        "encoder_config": OmegaConf.to_container(cfg.encoder, resolve=True),
+        "items": int(n_items),
+        "shard_size": int(cfg.shard_size),
+    }
+
+
+def _remove_store(out: Path) -> None:
+    for pattern in _STORE_GLOBS:
+        for path in out.glob(pattern):
+            path.unlink()
+    for name in (PARTS, f"{PARTS}.trash"):
+        if (out / name).exists():
+            shutil.rmtree(out / name)
+
+
+def run_embed(cfg: DictConfig) -> dict:
+    """Embed ``cfg.data`` with ``cfg.encoder`` into the store ``cfg.out`` (see ``EmbedConfig``).
+
+    Every rank calls it; each embeds its slice of shards, rank 0 finalises.
+
+    Returns:
+        The store's manifest.
+    """
+    validate(cfg)
+    rank, world = init_distributed()
+    out = Path(cfg.out)
+    if cfg.overwrite and rank == 0:
+        _remove_store(out)
+    barrier()
+    source = build_source(cfg.data)
+    device = resolve_device(cfg.device)
+    encoder = build_encoder(cfg.encoder, source.modality, device)
+    n = len(source)
+    n_shards = math.ceil(n / cfg.shard_size)
+    meta = _fingerprint(cfg, source, encoder, n)
+
+    if (out / MANIFEST).exists() and not (out / PARTS).exists():
+        manifest = read_manifest(out)
+        if manifest.get("meta") != StoreWriter.normalise_meta(meta):
+            raise ValueError(f"{out} holds a finished store made with other settings; set overwrite=true or change out")
+        log.info("%s already holds this store (%d rows): nothing to do", out, manifest["count"])
+        return manifest
+
+    out.mkdir(parents=True, exist_ok=True)
+    labels = source.labels()
+    writer = StoreWriter(out, meta=meta, dtype=cfg.dtype, ids_format=source.ids_format, label_names=source.label_names)
+    dataset = ItemDataset(source, encoder.transform)
+    encoder.setup(lambda count, seed: _fit_batches(dataset, count, seed, cfg), out)
+
+    first, last = shard_range(n_shards, rank, world)
+    todo = [k for k in range(first, last) if not writer.done(k)]
+    if first < last and len(todo) < last - first:
+        log.info("resuming: %d of this rank's %d shards already written", last - first - len(todo), last - first)
+    batches, owner = [], []
+    for k in todo:
+        shard_batches = _batches(source, k * cfg.shard_size, min(n, (k + 1) * cfg.shard_size), cfg.batch_size)
+        batches += shard_batches
+        owner += [k] * len(shard_batches)
+    n_todo = sum(len(b) for b in batches)
+    log.info(
+        "embedding %d items (%d shards of %d, rank %d of %d) with %s on %s",
+        n_todo,
+        len(todo),
+        n_shards,
+        rank,
+        world,
+        encoder.name,
+        device,
+    )
+    amp = bool(cfg.amp) and device.type == "cuda"
+    started = time.perf_counter()
+    bar = _progress(n_todo, enabled=cfg.progress and rank == 0)
+    try:
+        parts: list[tuple[np.ndarray, torch.Tensor]] = []
+        skipped: list[tuple[int, str]] = []
+        loader = _loader(dataset, batches, cfg.num_workers, pin=device.type == "cuda")
+        for b, (indices, items, bad) in enumerate(loader):
+            skipped += bad
+            if len(indices):
+                parts.append((indices, _encode(encoder, items, amp, cfg.normalize)))
+            bar.update(len(indices) + len(bad))
+            if b + 1 == len(batches) or owner[b + 1] != owner[b]:  # the shard's last batch
+                _write_shard(writer, source, labels, owner[b], cfg.shard_size, n, parts, skipped)
+                parts, skipped = [], []
+    finally:
+        bar.close()
+    elapsed = time.perf_counter() - started
+    if n_todo:
+        log.info(
+            "rank %d embedded %d items in %.1f s (%.1f items/s)",
+            rank,
+            n_todo,
+            elapsed,
+            n_todo / max(elapsed, 1e-9),
+        )
+    barrier()
+    if rank == 0:
+        manifest = finalize_store(out, expected_shards=n_shards)
+        log.info(
+            "store %s: %d rows of dim %d, %d skipped",
+            out,
+            manifest["count"],
+            manifest["dim"],
+            manifest["skipped"],
+        )
+    barrier()
+    return read_manifest(out)
+
+
+def _encode(encoder: Encoder, items: Any, amp: bool, normalize: bool) -> torch.Tensor:
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if amp else contextlib.nullcontext()
+    with torch.inference_mode(), autocast:
+        emb = encoder.encode(items)
+    emb = emb.float()
+    if normalize:
+        emb = F.normalize(emb, dim=1)
+    return emb.cpu()
+
+
+def _write_shard(
+    writer: StoreWriter,
+    source: Source,
+    labels: np.ndarray | None,
+    k: int,
+    shard_size: int,
+    n: int,
+    parts: list[tuple[np.ndarray, torch.Tensor]],
+    skipped: list[tuple[int, str]],
+) -> None:
+    if parts:
+        indices = np.concatenate([i for i, _ in parts])
+        emb = torch.cat([e for _, e in parts]).numpy()
+        order = np.argsort(indices, kind="stable")  # batches may be ordered by length: back to item order
+        indices, emb = indices[order], emb[order]
+    else:  # every item of the shard was unreadable
+        indices, emb = np.zeros(0, dtype=np.int64), np.zeros((0, 0), dtype=np.float32)
+    ids = source.ids(indices)
+    skipped = sorted(skipped)
+    bad_ids = source.ids(np.asarray([i for i, _ in skipped], dtype=np.int64))
+    for item_id, (_, reason) in zip(bad_ids, skipped):
+        log.warning("skipped unreadable item %s: %s", item_id, reason)
+    writer.write_shard(
+        k,
+        emb,
+        ids,
+        items=(k * shard_size, min(n, (k + 1) * shard_size)),
+        labels=None if labels is None else labels[indices],
+        skipped=[(str(i), reason) for i, (_, reason) in zip(bad_ids, skipped)],
+    )
+
+
+def _fit_batches(dataset: ItemDataset, count: int, seed: int, cfg: DictConfig) -> Iterator[Any]:
+    """Batches of the transformed items of a seeded random subset of ``count`` items (sorted)."""
+    rng = np.random.default_rng(seed)
+    n = len(dataset)
+    pick = np.sort(rng.choice(n, size=min(count, n), replace=False)).tolist()
+    loader = _loader(
+        dataset,
+        [pick[i : i + cfg.batch_size] for i in range(0, len(pick), cfg.batch_size)],
+        cfg.num_workers,
+        pin=False,
+    )
+    for _, items, _ in loader:
+        if len(items):
+            yield items
+
+
+class _NoBar:
+    def update(self, n: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _progress(total: int, enabled: bool) -> Any:
+    if not enabled:
+        return _NoBar()
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="item", unit_scale=True, desc="embed", mininterval=1.0, smoothing=0.1)

@@ -1,0 +1,184 @@
+"""Near-duplicate removal: planted copies, the greedy rule, brute-force reference, the Hydra app."""
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from curate import dedup as dedup_module
+from curate.dedup import deduplicate, resolve_within_chunk, run_dedup
+from curate.io.store import load_embeddings, load_labels, write_store
+
+CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "configs")
+
+
+def brute_force(x: np.ndarray, threshold: float) -> np.ndarray:
+    """The rule, one row at a time: keep i unless a kept j < i has cosine > threshold."""
+    x = x / np.linalg.norm(x, axis=1, keepdims=True)
+    kept: list[int] = []
+    for i in range(len(x)):
+        if not kept or (x[kept] @ x[i]).max() <= threshold:
+            kept.append(i)
+    return np.asarray(kept)
+
+
+def planted(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """150 distinct rows, then 60 exact and 60 noisy copies of some of them, shuffled so copies
+    come after their original (in the same chunk and in later chunks)."""
+    rng = np.random.default_rng(seed)
+    base = rng.normal(size=(150, 48)).astype(np.float32)  # distinct: cosines around 0 +- 0.15
+    src = rng.integers(0, 150, size=120)
+    copies = base[src].copy()
+    copies[60:] += 0.02 * rng.normal(size=(60, 48)).astype(np.float32)  # cosine > 0.99
+    copies *= rng.uniform(0.5, 3.0, size=(120, 1)).astype(np.float32)  # scale does not matter
+    x = np.concatenate([base, copies])
+    origin = np.concatenate([np.arange(150), src])
+    # shuffle, then give each group's first position to its original
+    order = rng.permutation(len(x))
+    for group in range(150):
+        slots = np.flatnonzero(origin[order] == group)
+        members = order[slots]
+        order[slots] = np.concatenate([[group], members[members != group]])
+    return x[order], origin[order], np.isin(order, np.arange(150))
+
+
+@pytest.mark.parametrize("chunk_size", [1, 16, 64, 1000])
+def test_planted_duplicates_removed(chunk_size, one_thread):
+    x, origin, is_original = planted()
+    result = deduplicate(x, threshold=0.95, chunk_size=chunk_size)
+    np.testing.assert_array_equal(result.keep, is_original)
+    removed = np.flatnonzero(~result.keep)
+    # every removed row points at the kept original it copies
+    np.testing.assert_array_equal(origin[result.duplicate_of[removed]], origin[removed])
+    assert (result.duplicate_of[result.keep] == -1).all()
+    assert (result.similarity[removed] > 0.95).all() and np.isnan(result.similarity[result.keep]).all()
+    np.testing.assert_array_equal(result.kept_indices, brute_force(x, 0.95))
+
+
+def test_chain_rule():
+    # a ~ b (15 degrees), b ~ c (15 degrees), a !~ c (30 degrees); cos(20 deg) = 0.9397
+    angles = np.deg2rad([0.0, 15.0, 30.0, 90.0, 105.0])
+    x = np.stack([np.cos(angles), np.sin(angles)], 1).astype(np.float32)
+    for chunk_size in (1, 2, 5):
+        result = deduplicate(x, threshold=0.9397, chunk_size=chunk_size)
+        assert result.keep.tolist() == [True, False, True, True, False]
+        assert result.duplicate_of.tolist() == [-1, 0, -1, -1, 3]
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny matrices: one thread avoids oversubscription stalls on a busy 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_matches_brute_force_on_dense_low_dim_data(seed, one_thread):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(400, 3))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    t = 0.97
+    # drop rows of pairs within 1e-5 of the threshold: float32 rounding must not decide the test
+    sim = np.triu(x @ x.T, 1)
+    near = np.abs(sim - t) < 1e-5
+    x = x[~np.isin(np.arange(len(x)), np.nonzero(near)[1])].astype(np.float32)
+    expected = brute_force(x.astype(np.float64), t)
+    assert 50 < len(expected) < len(x) - 50  # long chains of near-duplicates
+    for chunk_size in (7, 64, 4096):
+        got = deduplicate(x, threshold=t, chunk_size=chunk_size, sim_budget=max(chunk_size, 256))
+        np.testing.assert_array_equal(got.kept_indices, expected)
+
+
+def test_faiss_backend_matches_torch():
+    pytest.importorskip("faiss")
+    x, _, is_original = planted(1)
+    got = deduplicate(x, threshold=0.95, chunk_size=32, backend="faiss")
+    ref = deduplicate(x, threshold=0.95, chunk_size=32)
+    np.testing.assert_array_equal(got.keep, is_original)
+    np.testing.assert_array_equal(got.duplicate_of, ref.duplicate_of)
+
+
+def test_resolve_within_chunk_vectorised_rule():
+    rng = np.random.default_rng(3)
+    adj = np.triu(rng.uniform(size=(60, 60)) < 0.05, 1)
+    fixed = rng.uniform(size=60) < 0.1
+    keep = resolve_within_chunk(torch.from_numpy(adj), torch.from_numpy(fixed)).numpy()
+    expected = np.zeros(60, bool)
+    for i in range(60):  # reference: sequential
+        expected[i] = not fixed[i] and not any(expected[j] and adj[j, i] for j in range(i))
+    np.testing.assert_array_equal(keep, expected)
+
+
+def compose_dedup(overrides):
+    with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
+        return compose("dedup", overrides=overrides)
+
+
+def test_run_dedup_on_store_writes_outputs(tmp_path):
+    x, origin, is_original = planted()
+    ids = [f"doc{i}" for i in range(len(x))]
+    write_store(tmp_path / "emb", x, ids, labels=origin % 4, label_names=list("abcd"), shard_size=100, model="m")
+    cfg = compose_dedup(
+        [
+            f"input={tmp_path / 'emb'}",
+            f"out={tmp_path / 'dd'}",
+            "chunk_size=50",
+            "write_store=true",
+            "shard_size=64",
+            "device=cpu",
+        ]
+    )
+    summary = run_dedup(cfg)
+    kept = np.flatnonzero(is_original)
+    assert summary["count"] == 270 and summary["kept"] == 150 and summary["removed"] == 120
+    assert summary["threshold"] == 0.95 and "greedy" in summary["rule"]
+    assert json.loads((tmp_path / "dd" / "dedup.json").read_text()) == summary
+    np.testing.assert_array_equal(np.load(tmp_path / "dd" / "kept_indices.npy"), kept)
+    assert (tmp_path / "dd" / "kept_ids.txt").read_text().splitlines() == [ids[i] for i in kept]
+    assert np.load(tmp_path / "dd" / "duplicate_of.npy").shape == (270,)
+    array, got_ids = load_embeddings(tmp_path / "dd" / "store")
+    np.testing.assert_array_equal(array[0 : len(kept)], x[kept])
+    assert list(got_ids) == [ids[i] for i in kept]
+    labels, names = load_labels(tmp_path / "dd" / "store")
+    np.testing.assert_array_equal(labels, origin[kept] % 4)
+    assert names == list("abcd")
+
+
+def test_dedup_hydra_main_on_npy(tmp_path, monkeypatch):
+    x, _, is_original = planted(2)
+    np.save(tmp_path / "x.npy", x)
+    argv = [
+        "curate.dedup",
+        f"input={tmp_path / 'x.npy'}",
+        f"out={tmp_path / 'dd'}",
+        "threshold=0.9",
+        "device=cpu",
+    ]
+    monkeypatch.setattr(sys, "argv", argv)
+    dedup_module.main()
+    np.testing.assert_array_equal(np.load(tmp_path / "dd" / "kept_indices.npy"), np.flatnonzero(is_original))
+    assert (tmp_path / "dd" / "kept_ids.txt").read_text().split() == [str(i) for i in np.flatnonzero(is_original)]
+
+
+def test_dedup_config_errors(tmp_path):
+    cfg = compose_dedup(["input=x", "out=y"])
+    assert cfg.threshold == 0.95 and cfg.backend == "torch"
+    with pytest.raises(Exception, match="threshhold"):
+        compose_dedup(["input=x", "out=y", "threshhold=0.9"])
+    with pytest.raises(Exception, match="chunk_size"):
+        compose_dedup(["chunk_size=big"])
+    for override, field in [
+        ("threshold=1.5", "threshold"),
+        ("chunk_size=0", "chunk_size"),
+        ("backend=annoy", "backend"),
+    ]:
+        with pytest.raises(ValueError, match=field):
+            run_dedup(compose_dedup([f"input={tmp_path}", f"out={tmp_path / 'o'}", override]))
+    with pytest.raises(ValueError, match="row 2 holds NaN"):
+        deduplicate(np.array([[1.0, 0], [0, 1], [np.nan, 0]], np.float32))

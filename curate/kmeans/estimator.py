@@ -325,9 +325,7 @@ class KMeans:
         return None if self.checkpoint_dir is None else self.checkpoint_dir / "kmeans_state.npz"
 
     def _due_checkpoint(self, done: int, stop: bool) -> bool:
-        return self.checkpoint_dir is not None and (
-            done % self.checkpoint_every == 0 or stop or done == self.n_iter
-        )
+        return self.checkpoint_dir is not None and (done % self.checkpoint_every == 0 or stop or done == self.n_iter)
 
     def _save_checkpoint(self, c: torch.Tensor, done: int, rows: LocalRows) -> None:
         path = self._checkpoint_path()

@@ -23,12 +23,15 @@ class TooFewDistinctPoints(ValueError):
 
 
 def _local_sq_dists_to(rows: LocalRows, c: torch.Tensor, chunk: int) -> torch.Tensor:
-    """``(n_local, t)`` squared distances of this rank's rows to ``c: (t, d)``, ``chunk`` rows at a time."""
+    """``(t, n_local)`` squared distances of ``c: (t, d)`` to this rank's rows, ``chunk`` rows at a time.
+
+    Candidates-major, so that per-candidate sums and the chosen candidate's row are contiguous.
+    """
     if rows.n <= chunk and rows._cache is not None:  # the common small case: one kernel call
-        return sq_dists(rows._cache.float(), c)
-    out = torch.empty(rows.n, c.shape[0], dtype=torch.float32, device=rows.device)
+        return sq_dists(c, rows._cache.float())
+    out = torch.empty(c.shape[0], rows.n, dtype=torch.float32, device=rows.device)
     for start, x in rows.chunks(chunk):
-        out[start : start + len(x)] = sq_dists(x, c)
+        out[:, start : start + len(x)] = sq_dists(c, x)
     return out
 
 
@@ -62,9 +65,7 @@ def _sample_by_potential(rows: LocalRows, pot: torch.Tensor, u: torch.Tensor) ->
     return dist.all_reduce_sum_(picked) - 1
 
 
-def kmeans_plusplus(
-    rows: LocalRows, k: int, generator: torch.Generator, n_trials: int | None = None
-) -> torch.Tensor:
+def kmeans_plusplus(rows: LocalRows, k: int, generator: torch.Generator, n_trials: int | None = None) -> torch.Tensor:
     """Greedy k-means++ (D^2 sampling with ``2 + ln k`` local trials per centroid, as sklearn).
 
     For each new centroid, ``n_trials`` candidates are drawn with probability proportional to the
@@ -88,7 +89,7 @@ def kmeans_plusplus(
     first = torch.randint(rows.n_global, (1,), generator=generator)
     centroids[0] = rows.fetch_global(first)[0]
     chunk = chunk_rows_for(_INIT_BUDGET_BYTES, n_trials, rows.d, "cuda")  # few columns: big chunks
-    pot = _local_sq_dists_to(rows, centroids[:1], chunk).squeeze(1)
+    pot = _local_sq_dists_to(rows, centroids[:1], chunk).squeeze(0)
     total = float(dist.all_reduce_sum_(pot.sum(dtype=torch.float64).reshape(1).cpu()))
     for j in range(1, k):  # sequential by definition: each centroid depends on the previous ones
         if total <= 0.0:
@@ -97,12 +98,12 @@ def kmeans_plusplus(
             )
         u = torch.rand(n_trials, generator=generator, dtype=torch.float64) * total
         candidates = rows.fetch_global(_sample_by_potential(rows, pot, u))
-        trial_pot = torch.minimum(_local_sq_dists_to(rows, candidates, chunk), pot.unsqueeze(1))
-        trial_total = dist.all_reduce_sum_(trial_pot.sum(dim=0, dtype=torch.float64).cpu())
+        trial_pot = torch.minimum(_local_sq_dists_to(rows, candidates, chunk), pot.unsqueeze(0))
+        trial_total = dist.all_reduce_sum_(trial_pot.sum(dim=1, dtype=torch.float64).cpu())
         best = int(torch.argmin(trial_total))
         total = float(trial_total[best])
         centroids[j] = candidates[best]
-        pot = trial_pot[:, best].contiguous()
+        pot = trial_pot[best]
     return centroids
 
 

@@ -1,0 +1,101 @@
+"""The figure reproductions in reduced mode: fig3 (2-D, KL to uniform) and fig1a (1-D, centroid density)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(f"_scripts_{name}", SCRIPTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def fig3():
+    pytest.importorskip("sklearn")
+    return _load("reproduce_fig3")
+
+
+@pytest.fixture(scope="module")
+def fig1a():
+    return _load("reproduce_fig1a")
+
+
+def test_fig3_reduced_run_writes_everything_and_orders_the_methods(fig3, tmp_path, capsys):
+    table = fig3.main(["--out", str(tmp_path), "--quick", "--n-scale", "0.1", "--workers", "1"])
+    written = json.loads((tmp_path / "fig3_kl.json").read_text())
+    assert set(written) == {
+        "data",
+        "kmeans",
+        "hkmeans_2",
+        "hkmeans_3",
+        "hkmeans_3_resampling",
+        "dbscan",
+        "agglomerative",
+        "uniform_lower_bound",
+    }
+    for row in written.values():
+        assert set(row) >= {"mean", "std"} and row["std"] == 0.0 and len(row["values"]) == 1
+    for png in ("fig3_voronoi.png", "fig3_kl.png", "fig3_kde.png"):
+        assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert written["kmeans"]["mean"] > written["hkmeans_3_resampling"]["mean"]
+    assert written["data"]["mean"] > written["kmeans"]["mean"]
+    assert written["hkmeans_3"]["n_points"] == [30]  # k scaled with the data
+    assert table["data"]["mean"] == pytest.approx(written["data"]["mean"])
+    out = capsys.readouterr().out
+    assert "| k-means (300) | 0.340 |" in out and "wall time" in out
+    run = json.loads((tmp_path / "fig3_run.json").read_text())
+    assert run["seeds"] == 1 and run["dbscan"]["by_seed"][0]["n_clusters"] > 0
+
+
+def test_fig3_ordering_check(fig3):
+    good = {k: {"mean": v} for k, v in fig3.PAPER.items()}
+    assert fig3.check_ordering(good) == []
+    bad = {**good, "hkmeans_3_resampling": {"mean": 0.2}}
+    assert "hkmeans_3 > hkmeans_3_resampling" in fig3.check_ordering(bad)
+
+
+def test_fig3_cluster_means_exclude_noise(fig3):
+    x = np.array([[0, 0], [2, 2], [4, 4], [9, 9]], dtype=np.float32)
+    np.testing.assert_allclose(fig3._cluster_means(x, np.array([0, 0, 1, -1])), [[1, 1], [4, 4]])
+
+
+def test_fig1a_reduced_run_finds_the_one_third_exponent(fig1a, tmp_path):
+    result = fig1a.main(["--out", str(tmp_path), "--n-scale", "0.05"])
+    assert 0.2 < result["alpha"] < 0.5  # d / (d + 2) = 1/3 in 1-D
+    assert result["tv_to_p_one_third"] < result["tv_to_p"]
+    assert result["k"] == 250 and result["n"] == 12_500
+    assert json.loads((tmp_path / "fig1a.json").read_text())["alpha"] == pytest.approx(result["alpha"])
+    assert (tmp_path / "fig1a.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_fig1a_alpha_fit_recovers_known_exponents(fig1a):
+    t = np.linspace(-15, 24, 200_001)
+    for a in (1 / 3, 1.0):
+        cdf = np.cumsum(fig1a.mixture_1d_density(t) ** a)
+        centroids = np.interp((np.arange(5000) + 0.5) / 5000, cdf / cdf[-1], t)
+        assert fig1a.fit_alpha(fig1a.bin_densities(centroids, 0.25))["alpha"] == pytest.approx(a, abs=0.01)
+
+
+def test_fig1a_exact_lloyd_matches_the_engine_where_float32_suffices(fig1a):
+    """Small k (wide cells): the float64 1-D Lloyd and curate's KMeans reach the same centroids."""
+    from curate.kmeans import KMeans
+
+    x, _ = fig1a.scaled_mixture(0, 0.02)
+    init = KMeans(k=100, n_iter=0, seed=0).fit(x).centroids.numpy()[:, 0]
+    engine = np.sort(KMeans(k=100, n_iter=30, seed=0).fit(x).centroids.numpy()[:, 0])
+    exact, info = fig1a.lloyd_1d(x, init, 30)
+    gap = np.abs(exact - engine)
+    assert np.median(gap) < 1e-4 and gap.max() < 0.05  # float32 rounding may move a few ties
+    assert info["empty"] == 0 and info["iterations"] <= 30

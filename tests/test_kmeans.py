@@ -299,3 +299,15 @@ def test_cuda_matches_cpu(blobs):
     cpu = KMeans(k=6, n_iter=10, seed=0).fit(blobs)
     gpu = KMeans(k=6, n_iter=10, seed=0, device="cuda", allow_tf32=False).fit(blobs)
     torch.testing.assert_close(gpu.centroids.cpu(), cpu.centroids, rtol=1e-4, atol=1e-4)
+
+
+def test_low_dimensional_assignment_is_exact_with_packed_centroids():
+    """1-D, far from the origin, 5000 centroids 0.006 apart: the matmul expansion would cancel
+    (it sent 19% of the points to a neighbour); the coordinate-wise path must be exact."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(20000, 1, generator=g) * 30 + 5
+    c = torch.sort(torch.rand(5000, 1, generator=g) * 30 + 5, dim=0).values
+    labels, d2 = assign_chunk(x, c, c.square().sum(1))
+    ref = (x - c.T).abs()
+    assert torch.equal(ref.gather(1, labels[:, None]).squeeze(1), ref.min(1).values)
+    torch.testing.assert_close(d2, ref.min(1).values.square())

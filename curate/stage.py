@@ -13,7 +13,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from curate import dist
-from curate.io.shards import open_npy
+from curate.io.shards import NpyRows
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ def open_input(path: str | Path) -> tuple[Any, Sequence | None, np.ndarray | Non
         if (path / "labels.npy").exists():
             labels, _ = load_labels(path)
         return array, ids, labels, {"kind": "store", "path": str(path)}
-    array = open_npy(path)
+    array = NpyRows(path)
     labels_path = path.with_name("labels.npy")
     labels = None
     if labels_path.exists() and labels_path != path:

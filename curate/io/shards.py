@@ -80,3 +80,52 @@ def rank_rows(array, rank: int, world_size: int):
     if isinstance(array, np.ndarray):
         return array[start:stop]
     return RowRange(array, start, stop)
+
+
+class NpyRows:
+    """Rows of a 2-D ``.npy`` file, read with ``os.pread`` instead of a memory map.
+
+    Pages of a memory map that a process has read count in its resident memory until the kernel
+    reclaims them: streaming a 1 GB memmap through k-means peaked at 1.6 GB RSS. Reads into fresh
+    buffers keep the peak at one chunk (0.6 GB, docs/benchmarks.md). Row slices are read directly;
+    index arrays (a few rows: k-means++ candidates, resampling samples) go through a memory map.
+
+    Args:
+        path: a C-ordered ``(n, d)`` ``.npy`` file.
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        mapped = open_npy(path)
+        if not mapped.flags.c_contiguous:
+            raise ValueError(f"{path}: Fortran-ordered arrays are not supported; save it C-ordered")
+        self.path = Path(path)
+        self.shape = tuple(mapped.shape)
+        self.dtype = mapped.dtype
+        self.offset = int(mapped.offset)
+        self.ndim = 2
+        self._row_bytes = self.shape[1] * self.dtype.itemsize
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            start, stop, step = index.indices(self.shape[0])
+            if step == 1:
+                return self._read(start, max(start, stop))
+        return np.load(self.path, mmap_mode="r", allow_pickle=False)[index]
+
+    def _read(self, start: int, stop: int) -> np.ndarray:
+        out = np.empty((stop - start, self.shape[1]), dtype=self.dtype)
+        view = memoryview(out).cast("B")
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            done, position = 0, self.offset + start * self._row_bytes
+            while done < view.nbytes:
+                got = os.preadv(fd, [view[done:]], position + done)
+                if got == 0:
+                    raise ValueError(f"{self.path}: file is shorter than its header says (truncated?)")
+                done += got
+        finally:
+            os.close(fd)
+        return out

@@ -14,9 +14,12 @@ _CANCELLATION_RTOL = 1e-3
 _DIRECT_MAX_D = 8
 
 
-# On a CPU the (rows x k) score block should stay in cache: measured on 2 cores with k = 1024,
-# 1024-row chunks ran the assignment 1.6x faster than 8192-row ones (scripts/bench_kmeans.py).
-_CPU_SCORE_BLOCK_BYTES = 4 << 20
+# CPU chunks hold a (rows x k) float32 score block of at most this size. With a reused score
+# buffer, 1 thread runs as fast with 4 MB as with 64 MB blocks at k = 1024; 2 threads on a busy
+# machine pay one OpenMP synchronisation per op and chunk, and ran 1.6x faster with 16-64 MB
+# blocks than with 4 MB; at k = 4096 the 4 MB cap (256-row chunks) also slowed the matmul itself
+# (1.20x -> 1.05x of faiss with 32 MB; docs/benchmarks.md).
+_CPU_SCORE_BLOCK_BYTES = 32 << 20
 _ARGMIN_BLOCK = 64
 
 

@@ -84,8 +84,11 @@ class LocalRows:
         dist.all_reduce_sum_(total)
         if not self.cosine and self.n_global > 0:
             self.shift = (total / self.n_global).to(torch.float32)
-        if self._cache_allowed:
-            self._cache = torch.cat([x for _, x in self._stream()]) if self.n else None
+        if self._cache_allowed and self.n:
+            # filled in place: a torch.cat of the chunks would hold the data twice at its peak
+            self._cache = torch.empty(self.n, self.d, dtype=self.storage_dtype, device=self.device)
+            for start, x in self._stream():
+                self._cache[start : start + len(x)] = x
 
     # -- reading ----------------------------------------------------------------------------
     def prepare(self, x: torch.Tensor) -> torch.Tensor:

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from curate.io.shards import open_npy
+from curate.io.shards import NpyRows
 
 ArrayLike = Any  # torch.Tensor | np.ndarray | np.memmap | str | os.PathLike
 
@@ -36,7 +36,7 @@ class RowSource:
         self.on_disk = False
         if isinstance(x, str | os.PathLike):
             name = name or str(x)
-            x = open_npy(Path(x))
+            x = NpyRows(Path(x))
         if isinstance(x, np.memmap) or not isinstance(x, np.ndarray | torch.Tensor):
             self.on_disk = True
         self.name = name or "input"

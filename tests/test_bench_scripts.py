@@ -1,0 +1,129 @@
+"""The benchmark and scaling scripts: a tiny end-to-end benchmark run and the cost-model formulas."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(f"_scripts_{name}", SCRIPTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def bench():
+    return _load("bench_kmeans")
+
+
+@pytest.fixture(scope="module")
+def scaling():
+    return _load("scaling")
+
+
+def test_bench_tiny_rows(bench, tmp_path):
+    pytest.importorskip("faiss")
+    pytest.importorskip("sklearn")
+    out = tmp_path / "rows.json"
+    argv = ["--size", "tiny", "--iters", "3", "--init", "same", "--threads", "1", "--in-process"]
+    bench.main(argv + ["--json", str(out), "--tmp", str(tmp_path / "data")])
+    rows = json.loads(out.read_text())
+    assert [r["impl"] for r in rows] == ["ours", "faiss", "sklearn"]
+    for r in rows:
+        assert set(bench.ROW_KEYS) <= set(r)
+        assert (r["n"], r["d"], r["k"]) == (5000, 16, 32)
+        assert r["iters"] == 3 and r["sec_per_iter"] > 0 and r["gflops"] > 0
+        assert math.isclose(r["gflops"], 2 * 5000 * 16 * 32 / r["sec_per_iter"] / 1e9, rel_tol=1e-9)
+        assert 10 < r["peak_rss_mb"] < 4096
+        assert r["inertia"] > 0
+    # same initial centroids and iteration count: the three Lloyd runs agree
+    ours = rows[0]
+    assert abs(ours["inertia_ratio_to_faiss"] - 1) < 0.03
+    assert abs(ours["inertia_ratio_to_sklearn"] - 1) < 0.03
+
+
+def test_bench_worker_runs_in_a_subprocess(bench, tmp_path):
+    pytest.importorskip("faiss")
+    data = bench.write_dataset(tmp_path / "x.npy", n=2000, d=8, k=16)
+    spec = {"impl": "faiss", "data": str(data), "n": 2000, "d": 8, "k": 16, "iters": 3, "seed": 0}
+    res = bench.spawn_worker(dict(spec, threads=1, device="cpu", mmap=False), threads=1)
+    assert len(res["iter_seconds"]) == 3 and res["inertia"] > 0
+    assert 0 < res["peak_rss_mb"] < 2048  # this process image's own peak (VmHWM), not the parent's
+
+
+def test_bench_dataset_and_pread_reader(bench, tmp_path):
+    path = bench.write_dataset(tmp_path / "x.npy", n=1000, d=8, k=5, seed=1, chunk_rows=300)
+    x = np.load(path)
+    assert x.shape == (1000, 8) and x.dtype == np.float32
+    reader = bench.PreadRows(path)
+    assert reader.shape == (1000, 8)
+    np.testing.assert_array_equal(reader[250:700], x[250:700])
+    np.testing.assert_array_equal(reader[np.array([3, 999, 0])], x[[3, 999, 0]])
+
+
+def test_bench_rejects_bad_arguments(bench):
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--size", "huge"])
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--iters", "2"])
+
+
+def test_scaling_formulas(scaling):
+    cfg = scaling.Config()
+    res = scaling.compute(cfg)
+    lv1, lv2 = res["levels"][0], res["levels"][1]
+    n, k, d = cfg.n, cfg.level1_k, cfg.d
+    assert lv1["lloyd"]["flops"] == 2 * n * k * d
+    assert lv1["lloyd"]["allreduce_bytes"] == k * d * 8 + k * 8
+    trials = 2 + int(math.log(k))
+    assert lv1["kpp"]["trials"] == trials
+    assert lv1["kpp"]["flops"] == 2 * k * trials * n * d
+    assert lv1["split"]["leaves"] == cfg.level1_k * cfg.n_splits
+    # level 2 clusters the leaf centroids; resampling samples at most r members per cluster
+    assert lv2["n_in"] == cfg.level1_k * cfg.n_splits
+    assert lv2["sample"] == min(lv2["n_in"], cfg.sample_r[0] * cfg.levels[0])
+    assert lv2["runs"] == 1 + cfg.resample_steps
+    assert lv2["lloyd"]["memory_resident"]["centroids"] == cfg.levels[0] * d * 4 + cfg.levels[0] * 4
+    # ring all-reduce: 2 (W-1)/W x bytes / bandwidth (+ latency)
+    hw = cfg.hw
+    expected = 2 * 127 / 128 * (k * d * 8 + k * 8) / (hw.net_gbps * 1e9)
+    assert lv1["lloyd"]["t_allreduce"] == pytest.approx(expected, rel=0.01)
+    # the batched level-1 split keeps k1 * n_splits float64 slot sums on every rank
+    leaves = cfg.level1_k * cfg.n_splits
+    assert lv1["split"]["allreduce_bytes"] == leaves * d * 8 + leaves * 8
+    assert lv1["split"]["memory"]["sums_f64"] == 8 * leaves * d + 8 * leaves
+    # upper levels run replicated by default (no speed-up from their GPUs), sharded on request
+    assert lv2["world"] == 1 and lv2["lloyd"]["t_allreduce"] == 0
+    sharded = scaling.compute(scaling.Config(upper_replicated=False))["levels"][1]
+    assert sharded["world"] == cfg.gpus[1] and sharded["t_total"] < lv2["t_total"]
+    # a subset for k-means++ shrinks its pass but not its number of steps
+    sub = scaling.compute(scaling.Config(init_max_points=1_000_000))
+    assert sub["levels"][0]["kpp"]["n_init"] == 1_000_000
+    assert sub["levels"][0]["t_kpp"] < lv1["t_kpp"]
+
+
+def test_scaling_writes_markdown(scaling, tmp_path, capsys):
+    out = tmp_path / "scaling.md"
+    text = scaling.main(["--n", "1e8", "--gpus", "32,8,4,4", "--out", str(out)])
+    assert out.read_text() == text
+    assert "python scripts/scaling.py --n 1e8 --gpus 32,8,4,4" in text
+    assert "## What would break first" in text and "| level |" in text
+    assert "2 n k d" in text
+
+
+def test_scaling_validates(scaling):
+    with pytest.raises(ValueError, match="gpus"):
+        scaling.compute(scaling.Config(gpus=(8, 8)))
+    with pytest.raises(ValueError, match="decrease"):
+        scaling.compute(scaling.Config(levels=(500_000, 600_000, 10_000)))

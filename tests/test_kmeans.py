@@ -60,7 +60,14 @@ def test_accumulate_sums_and_counts():
 
 def test_chunk_rows_respects_budget():
     assert chunk_rows_for(2**20, k=1024, d=128, device="cuda") == 2**20 // (4 * 1024 + 12 * 128 + 32)
-    assert chunk_rows_for(2**30, k=1024, d=128, device="cpu") == 8192  # score block capped on CPU
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert chunk_rows_for(2**30, k=1024, d=128, device="cpu") == 1024  # cache-sized on one thread
+        torch.set_num_threads(2)
+        assert chunk_rows_for(2**30, k=1024, d=128, device="cpu") == 8192  # fewer syncs on several
+    finally:
+        torch.set_num_threads(threads)
     assert chunk_rows_for(1, k=10, d=2) == 1
 
 

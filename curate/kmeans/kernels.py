@@ -14,12 +14,12 @@ _CANCELLATION_RTOL = 1e-3
 _DIRECT_MAX_D = 8
 
 
-# CPU chunks hold a (rows x k) float32 score block of at most this size. With a reused score
-# buffer, 1 thread runs as fast with 4 MB as with 64 MB blocks at k = 1024; 2 threads on a busy
-# machine pay one OpenMP synchronisation per op and chunk, and ran 1.6x faster with 16-64 MB
-# blocks than with 4 MB; at k = 4096 the 4 MB cap (256-row chunks) also slowed the matmul itself
-# (1.20x -> 1.05x of faiss with 32 MB; docs/benchmarks.md).
-_CPU_SCORE_BLOCK_BYTES = 32 << 20
+# CPU chunks hold a (rows x k) float32 score block of at most this size. On one thread a
+# cache-sized block is best (k = 1024: the argmin pass took half the time with 4 MB as with
+# 32 MB blocks); several threads pay one OpenMP synchronisation per op and chunk, and on a busy
+# 2-core machine ran 1.6x faster with 16-64 MB blocks than with 4 MB (docs/benchmarks.md).
+_CPU_SCORE_BLOCK_BYTES = {1: 4 << 20}
+_CPU_SCORE_BLOCK_BYTES_THREADED = 32 << 20
 _ARGMIN_BLOCK = 64
 
 
@@ -27,13 +27,14 @@ def chunk_rows_for(budget_bytes: int, k: int, d: int, device: torch.device | str
     """Rows per chunk so that one chunk's working set fits in ``budget_bytes``.
 
     Per row: ``k`` float32 scores, the float32 row, its float64 copy for accumulation and a few
-    scalars; the ``(k, d)`` centroids are not counted. On a CPU the chunk is further capped so
-    that the score block stays cache-resident.
+    scalars; the ``(k, d)`` centroids are not counted. On a CPU the chunk is further capped
+    (the score block: 4 MB on one thread, 32 MB on several).
     """
     per_row = 4 * k + 12 * d + 32
     rows = max(1, int(budget_bytes) // per_row)
     if torch.device(device).type == "cpu":
-        rows = min(rows, max(256, _CPU_SCORE_BLOCK_BYTES // (4 * k)))
+        block = _CPU_SCORE_BLOCK_BYTES.get(torch.get_num_threads(), _CPU_SCORE_BLOCK_BYTES_THREADED)
+        rows = min(rows, max(256, block // (4 * k)))
     return rows
 
 

@@ -74,6 +74,7 @@ def sample_balance(
     n_rarest: int = 3,
     ref_assign: np.ndarray | None = None,
     ref_smallest_fraction: float = 0.1,
+    radius: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """How balanced a sample is over the labels and over a reference clustering of the pool.
 
@@ -85,6 +86,8 @@ def sample_balance(
             the embeddings), or None.
         ref_smallest_fraction: ``ref_smallest_share`` (``ref_largest_share``) pools the smallest
             (largest) ``ceil(fraction * k)`` reference clusters by pool count.
+        radius: ``(N,)`` k-NN radius of every pool item (:func:`knn_radius`, large = sparse region),
+            or None.
 
     Returns:
         ``n`` and, with labels: ``label_counts``, ``label_entropy`` (nats), ``label_normalized_entropy``
@@ -93,7 +96,9 @@ def sample_balance(
         (over ``log ref_k``), ``ref_touched`` (reference clusters holding a sampled item),
         ``ref_max_share``, ``ref_smallest_share`` and ``ref_largest_share`` (share of the sample in the
         smallest / largest ``ceil(fraction * k)`` reference clusters by pool count). A uniform random
-        sample gives about the pool's own numbers.
+        sample gives about the pool's own numbers. With ``radius``: ``sparsest_share`` /
+        ``densest_share``, the share of the sample among the 10% of pool items with the largest /
+        smallest k-NN radius (0.1 each for a random sample).
     """
     indices = np.asarray(indices, dtype=np.int64).reshape(-1)
     out: dict[str, Any] = {"n": int(indices.size)}
@@ -130,6 +135,59 @@ def sample_balance(
             ref_smallest_share=float(counts[smallest].sum() / max(indices.size, 1)),
             ref_largest_share=float(counts[largest].sum() / max(indices.size, 1)),
         )
+    if radius is not None:
+        radius = np.asarray(radius)
+        lo, hi = np.quantile(radius, [0.1, 0.9])
+        picked = radius[indices]
+        out.update(
+            sparsest_share=float((picked >= hi).mean()) if indices.size else 0.0,
+            densest_share=float((picked <= lo).mean()) if indices.size else 0.0,
+        )
+    return out
+
+
+def knn_radius(
+    x: Any, k: int = 10, n_ref: int = 20000, distance: str = "cosine", seed: int = 0, chunk: int = 1024
+) -> np.ndarray:
+    """Local sparsity of every item: the distance to its ``k``-th nearest neighbour among ``n_ref`` pool items.
+
+    A label-free, clustering-free view of density (large radius = sparse region). The neighbours are
+    searched in a seeded uniform subset of ``n_ref`` items (the item itself excluded), which scales
+    every radius alike and keeps the cost at ``N x n_ref`` distances.
+
+    Args:
+        x: ``(N, d)`` embeddings.
+        k: which neighbour.
+        n_ref: size of the neighbour subset (all items when ``N <= n_ref``).
+        distance: ``"cosine"`` (``1 - cos``) or ``"l2"`` (Euclidean).
+        seed: seed of the subset.
+        chunk: query rows per matmul.
+
+    Returns:
+        ``(N,)`` float32 radii.
+    """
+    import torch
+
+    n = len(x)
+    ref_idx = np.arange(n) if n <= n_ref else np.sort(np.random.default_rng(seed).choice(n, n_ref, replace=False))
+    position = np.full(n, -1, dtype=np.int64)
+    position[ref_idx] = np.arange(len(ref_idx))
+    ref = torch.from_numpy(np.array(x[ref_idx], dtype=np.float32))
+    if distance == "cosine":
+        ref = torch.nn.functional.normalize(ref, dim=1)
+    ref_sq = (ref * ref).sum(1)
+    k = min(k, len(ref_idx) - 1)
+    out = np.empty(n, dtype=np.float32)
+    for start in range(0, n, chunk):
+        q = torch.from_numpy(np.array(x[start : start + chunk], dtype=np.float32))
+        if distance == "cosine":
+            q = torch.nn.functional.normalize(q, dim=1)
+        d = (q * q).sum(1, keepdim=True) - 2 * q @ ref.T + ref_sq[None, :]
+        pos = torch.from_numpy(position[start : start + len(q)])
+        mine = torch.nonzero(pos >= 0).flatten()
+        d[mine, pos[mine]] = math.inf  # an item is not its own neighbour
+        kth = d.topk(k, dim=1, largest=False).values[:, -1].clamp_(min=0)
+        out[start : start + len(q)] = (kth / 2 if distance == "cosine" else kth.sqrt()).numpy()
     return out
 
 
@@ -149,6 +207,8 @@ SCALARS = (
     "ref_max_share",
     "ref_smallest_share",
     "ref_largest_share",
+    "sparsest_share",
+    "densest_share",
 )
 
 
@@ -288,6 +348,7 @@ def compare_over_seeds(
     out: Path | None = None,
     input_desc: dict[str, Any] | None = None,
     ref_assign: np.ndarray | None = None,
+    density: bool = True,
 ) -> dict[str, Any]:
     """Curate ``budget`` items with each seed, draw a random sample of the same size, measure both.
 
@@ -308,6 +369,8 @@ def compare_over_seeds(
         out: output folder (also caches hierarchies and the reference clustering).
         input_desc: recorded in the saved hierarchies' manifests.
         ref_assign: a precomputed reference clustering (else computed, or loaded from ``out``).
+        density: also measure the share of the sparsest / densest 10% of the pool
+            (:func:`knn_radius`, cached in ``out/knn_radius.npy``).
 
     Returns:
         ``pool`` (balance of the whole pool), ``runs`` (per seed: ``seed``, ``curated``, ``random``
@@ -320,7 +383,10 @@ def compare_over_seeds(
     ref_seconds = 0.0
     if ref_assign is None:
         ref_assign, ref_seconds = reference_clustering(x, settings, out)
-    pool = sample_balance(np.arange(n), labels, n_rarest, ref_assign)
+    radius, radius_seconds = None, 0.0
+    if density:
+        radius, radius_seconds = cached_knn_radius(x, settings.distance, out)
+    pool = sample_balance(np.arange(n), labels, n_rarest, ref_assign, radius=radius)
     runs = []
     for seed in seeds:
         folder = out / f"cluster_seed{seed}" if out is not None else None
@@ -343,8 +409,8 @@ def compare_over_seeds(
                 "cluster_seconds": seconds,
                 "reused": reused,
                 "levels_k": [level.k for level in model.levels_],
-                "curated": sample_balance(curated, labels, n_rarest, ref_assign),
-                "random": sample_balance(random, labels, n_rarest, ref_assign),
+                "curated": sample_balance(curated, labels, n_rarest, ref_assign, radius=radius),
+                "random": sample_balance(random, labels, n_rarest, ref_assign, radius=radius),
                 "curated_level_entropy": [lv["normalized_entropy"] for lv in levels],
             }
         )
@@ -375,7 +441,140 @@ def compare_over_seeds(
         "runs": runs,
         "summary": summary,
         "ref_seconds": ref_seconds,
+        "radius_seconds": radius_seconds,
     }
+
+
+def cached_knn_radius(x: Any, distance: str, out: Path | None) -> tuple[np.ndarray, float]:
+    """:func:`knn_radius` of ``x`` (default settings), cached in ``out/knn_radius.npy``."""
+    path = out / "knn_radius.npy" if out is not None else None
+    if path is not None and path.exists():
+        radius = np.load(path)
+        if len(radius) == len(x):
+            meta = out / "knn_radius.json"
+            return radius, float(json.loads(meta.read_text()).get("seconds", 0.0)) if meta.exists() else 0.0
+    t0 = time.perf_counter()
+    radius = knn_radius(x, distance=distance)
+    seconds = time.perf_counter() - t0
+    if path is not None:
+        atomic_save_npy(path, radius)
+        atomic_write_json(out / "knn_radius.json", {"k": 10, "n_ref": 20000, "distance": distance, "seconds": seconds})
+    return radius, seconds
+
+
+def knn_agreement(
+    x: Any,
+    labels: np.ndarray,
+    k: int = 20,
+    n_queries: int | None = None,
+    seed: int = 0,
+    distance: str = "cosine",
+    chunk: int = 1024,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Leave-one-out ``k``-NN label agreement: for each query, the share of its neighbours with its label.
+
+    How well an embedding separates the labels (1.0: every neighbourhood is pure). The neighbours are
+    searched in the whole pool, the item itself excluded.
+
+    Args:
+        x: ``(N, d)`` embeddings.
+        labels: ``(N,)`` int labels.
+        k: neighbours per query.
+        n_queries: query a seeded uniform subset of this many items (None: every item).
+        seed: seed of the query subset.
+        distance: ``"cosine"`` or ``"l2"``.
+        chunk: query rows per matmul.
+
+    Returns:
+        ``((q,) float32 agreement, (q,) int64 query item ids)``.
+    """
+    import torch
+
+    n = len(x)
+    queries = (
+        np.arange(n)
+        if n_queries is None or n_queries >= n
+        else np.sort(np.random.default_rng(seed).choice(n, n_queries, replace=False))
+    )
+    base = torch.from_numpy(np.array(x[:], dtype=np.float32))
+    if distance == "cosine":
+        base = torch.nn.functional.normalize(base, dim=1)
+    base_sq = (base * base).sum(1)
+    y = torch.from_numpy(np.asarray(labels, dtype=np.int64))
+    k = min(k, n - 1)
+    out = []
+    for start in range(0, len(queries), chunk):
+        idx = torch.from_numpy(queries[start : start + chunk])
+        q = base[idx]
+        d = base_sq[idx, None] - 2 * q @ base.T + base_sq[None, :]
+        d[torch.arange(len(idx)), idx] = math.inf  # not its own neighbour
+        nn = d.topk(k, dim=1, largest=False).indices
+        out.append((y[nn] == y[idx, None]).float().mean(dim=1))
+    return torch.cat(out).numpy(), queries.astype(np.int64)
+
+
+def embedding_diagnostics(
+    x: Any,
+    labels: np.ndarray,
+    radius: np.ndarray,
+    rare_labels: Sequence[int],
+    distance: str = "cosine",
+    n_queries: int | None = 5000,
+) -> dict[str, Any]:
+    """Does the embedding make the rare labels rare *regions*? What bounds the labels' gain.
+
+    Returns:
+        ``knn20_agreement`` (mean leave-one-out 20-NN label agreement over ``n_queries`` items),
+        ``knn20_agreement_rare`` (over the queries of the rare labels), ``radius_percentile`` (per label,
+        the median percentile of its items' k-NN radius among all pool items: above 0.5 = the label sits
+        in sparser regions than the pool's typical item, which curation favours) and
+        ``rare_radius_percentile`` (the same over the rare labels' items).
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    agree, queries = knn_agreement(x, labels, 20, n_queries, distance=distance)
+    rare_mask = np.isin(labels, np.asarray(rare_labels, dtype=np.int64))
+    pct = np.empty(len(radius), dtype=np.float64)
+    pct[np.argsort(radius, kind="stable")] = np.arange(len(radius)) / max(len(radius) - 1, 1)
+    n_labels = int(labels.max()) + 1
+    per_label = [float(np.median(pct[labels == c])) if np.any(labels == c) else None for c in range(n_labels)]
+    rare_q = rare_mask[queries]
+    return {
+        "knn20_agreement": float(agree.mean()),
+        "knn20_agreement_rare": float(agree[rare_q].mean()) if rare_q.any() else None,
+        "knn_queries": int(len(queries)),
+        "radius_percentile": per_label,
+        "rare_radius_percentile": float(np.median(pct[rare_mask])) if rare_mask.any() else None,
+    }
+
+
+def top_level_purity(levels: Sequence[Any], labels: np.ndarray) -> float:
+    """Share of items whose top-level cluster's majority label is their own (1.0: clusters never mix labels)."""
+    ids = np.arange(len(levels[0].assign), dtype=np.int64)
+    for level in levels:
+        ids = np.asarray(level.assign, dtype=np.int64)[ids]
+    labels = np.asarray(labels, dtype=np.int64)
+    k, c = int(ids.max()) + 1, int(labels.max()) + 1
+    table = np.bincount(ids * c + labels, minlength=k * c).reshape(k, c)
+    return float(table.max(axis=1).sum() / len(labels))
+
+
+def label_gains(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per label: pool share, mean random and curated share over seeds, and curated / random."""
+    pool = np.asarray(result["pool"]["label_counts"], dtype=np.float64)
+    pool = pool / pool.sum()
+    random, _ = _mean_counts(result["runs"], "random", "label_counts")
+    curated, _ = _mean_counts(result["runs"], "curated", "label_counts")
+    return [
+        {
+            "label": int(c),
+            "pool_share": float(pool[c]),
+            "random_share": float(random[c]),
+            "curated_share": float(curated[c]),
+            "gain": float(curated[c] / random[c]) if random[c] > 0 else None,
+        }
+        for c in range(len(pool))
+        if pool[c] > 0
+    ]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -391,6 +590,8 @@ METRIC_LABELS = {
     "ref_largest_share": "share of the largest 10% reference clusters",
     "ref_max_share": "share of the largest reference cluster",
     "ref_touched": "reference clusters touched",
+    "sparsest_share": "share of the sparsest 10% of the pool (10-NN radius)",
+    "densest_share": "share of the densest 10% of the pool (10-NN radius)",
 }
 
 
@@ -458,6 +659,16 @@ def _mean_counts(runs: list[dict[str, Any]], name: str, key: str) -> tuple[np.nd
 COLORS = {"pool": "0.6", "random": "tab:orange", "curated": "tab:blue"}
 
 
+def _log_axis(ax: Any, axis: str = "y") -> None:
+    """Log scale with plain tick labels (0.01, 0.1, 100) and unlabelled minor ticks."""
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    getattr(ax, f"set_{axis}scale")("log")
+    target = ax.yaxis if axis == "y" else ax.xaxis
+    target.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    target.set_minor_formatter(NullFormatter())
+
+
 def plot_label_shares(
     ax: Any, result: dict[str, Any], names: Sequence[str] | None = None, title: str = "", log: bool = True
 ) -> None:
@@ -484,7 +695,7 @@ def plot_label_shares(
     ax.set_xticklabels([names[i] if names else str(i) for i in order], rotation=90, fontsize=7)
     ax.set_xlim(-0.6, len(order) - 0.4)
     if log:
-        ax.set_yscale("log")
+        _log_axis(ax)
     ax.set_ylabel("share of the set")
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8)
@@ -501,7 +712,7 @@ def plot_ref_shares(ax: Any, result: dict[str, Any], title: str = "") -> None:
         mean, _ = _mean_counts(result["runs"], name, "ref_counts")
         ax.plot(xs, mean[order], color=COLORS[name], lw=1, alpha=0.9, label=f"{name} (mean over seeds)")
     ax.axhline(1.0 / len(order), color="k", ls=":", lw=0.8, label="uniform")
-    ax.set_yscale("log")
+    _log_axis(ax)
     ax.set_xlabel(f"reference cluster (k = {len(order)}), sorted by pool size")
     ax.set_ylabel("share of the set")
     ax.set_title(title, fontsize=10)
@@ -607,6 +818,9 @@ def load_report_data(
     path = Path(input_path) if input_path is not None else None
     if path is None and manifest.get("input", {}).get("path"):
         path = Path(manifest["input"]["path"])
+        if not path.exists():  # moved or deleted since clustering: report the clusters alone
+            notes.append(f"The clustered input {path} is gone: no examples, labels or scatter (pass --input).")
+            path = None
     array = ids = labels = names = source = None
     if path is not None:
         array, ids, labels, _ = open_input(path)
@@ -621,8 +835,8 @@ def load_report_data(
             source = store_manifest.get("source") or (store_manifest.get("meta") or {}).get("source")
             if labels is not None:
                 labels, names = load_labels(path)
-    else:
-        notes.append("The clustering's manifest names no input: no examples, labels or scatter.")
+    elif not notes:
+        notes.append("The clustering's manifest names no input: no examples, labels or scatter (pass --input).")
     if sample_dir is not None:
         sample, origin, more = _find_sample(Path(sample_dir))
         notes.extend(more)
@@ -682,8 +896,8 @@ def figure_cluster_sizes(data: ReportData, path: Path) -> Path:
         top = max(int(sizes.max()), 2)
         bins = np.unique(np.round(np.logspace(0, math.log10(top + 1), 30)).astype(np.int64))
         ax.hist(sizes, bins=bins, color="tab:blue", edgecolor="white", lw=0.4)
-        ax.set_xscale("log")
-        ax.set_yscale("log")
+        _log_axis(ax, "x")
+        _log_axis(ax, "y")
         ax.set_title(
             f"level {t + 1}: {len(sizes)} clusters\nitems per cluster min {sizes.min()}, median "
             f"{int(np.median(sizes))}, max {sizes.max()}",
@@ -728,7 +942,7 @@ def figure_top_shares(data: ReportData, path: Path) -> Path:
             share = counts[name] / max(counts[name].sum(), 1)
             ax.plot(xs, share[order], color=COLORS[name], lw=1, label=f"{name} sample")
     ax.axhline(1.0 / len(order), color="k", ls=":", lw=0.8, label="uniform")
-    ax.set_yscale("log")
+    _log_axis(ax)
     ax.set_xlabel(f"top-level cluster (level {len(data.levels)}, k = {len(order)}), sorted by pool share")
     ax.set_ylabel("share of the set")
     ax.legend(fontsize=8)
@@ -864,6 +1078,7 @@ def image_grid(images: list[Any], path: Path, cell: int = 84, cols: int = 8, sel
     """Tile images into a grid PNG (``cell`` px per image); selected items get a blue frame."""
     from PIL import Image, ImageDraw
 
+    cols = max(1, min(cols, len(images)))
     rows = max(1, math.ceil(len(images) / cols))
     pad = 4
     canvas = Image.new("RGB", (cols * (cell + pad) + pad, rows * (cell + pad) + pad), "white")
@@ -913,7 +1128,7 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[Any]], left: int = 1) 
 
 
 def _pct(x: float) -> str:
-    return f"{100 * x:.2f}%"
+    return f"{100 * x:.2f}%" if x == 0 or x >= 0.001 else f"{100 * x:.2g}%"
 
 
 def _img(name: str, alt: str) -> str:

@@ -1,0 +1,319 @@
+"""Real-data demo (images): curate a long-tailed Fashion-MNIST pool, SSL vs raw-pixel embeddings.
+
+    python scripts/demo_images_fmnist.py --out outputs/demo_fmnist
+    python scripts/demo_images_fmnist.py --out /tmp/fmnist_quick --seeds 0 --base-iterations 60   # faster
+
+Data (``scripts/reproduce_curation_ssl.py``'s splits, the same seeds): a balanced *seed set* of 200
+Fashion-MNIST train images per class, then the long-tailed *pool* drawn from the other train images,
+class sizes decaying geometrically from 6,000 to 60 (the head class keeps 5,800 because the seed set
+took its share): about 14.7k images. The pool is disjoint from the seed set. Labels are kept apart,
+never shown to the encoders or the clustering; which class is rare is fixed by ``lt_seed`` 0.
+
+Encoders (each writes an embedding store ``OUT/<encoder>/store`` whose ids are Fashion-MNIST train
+indices, so ``curate.report`` shows the images):
+
+- ``ssl``: a small ViT trained with our DINOv2-style trainer (``selfsup.train``: DINO + iBOT + KoLeo,
+  multi-crop) on the seed set only, for ``--base-iterations`` (200: ~3 min on one shared CPU core);
+  its teacher's class token embeds the pool.
+- ``pixels``: raw pixels in [0, 1] projected on their top 64 principal axes (the embed stage's
+  ``pixels`` encoder with ``pca_dim=64``, PCA fitted on the pool): the weak-embedding baseline.
+
+Per encoder and clustering seed (default 0, 1, 2): 3-level hierarchical k-means with resampling
+(1500 / 300 / 50 clusters, r = 5 / 3 / 3, 10 steps, 50 Lloyd iterations, spherical k-means), a
+hierarchical balanced sample of ``--budget`` (3000) images and a uniform random sample of the same
+size, measured over the 10 classes (entropy, share of the 3 rarest) and over a reference k-means of
+the same embedding (k = 100, its own seed). Also: how well each embedding separates the classes
+(leave-one-out 20-NN label agreement in the pool, label purity of the top-level clusters): the
+method balances concepts *as the embedding sees them*, so that bounds what the labels can show.
+
+Writes ``OUT/results.json``, ``OUT/results.md``, ``OUT/fmnist_classes.png`` and per encoder the
+hierarchies and samples (``OUT/<encoder>/cluster_seed<s>/``, ``OUT/<encoder>/sample_seed<s>/``). A re-run
+with the same ``--out`` reuses the trained base model, the stores, hierarchies and reference clustering.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPTS = Path(__file__).resolve().parent
+for _p in (REPO, SCRIPTS):  # run as `python scripts/demo_images_fmnist.py` from a checkout
+    if str(_p) not in sys.path:
+        sys.path.insert(0, str(_p))
+
+from curate.datasets.fashion_mnist import CLASSES, load_fashion_mnist  # noqa: E402
+from curate.io.atomic import atomic_write_json, atomic_write_text  # noqa: E402
+from curate.report import (  # noqa: E402
+    CurationSettings,
+    cached_knn_radius,
+    compare_over_seeds,
+    embedding_diagnostics,
+    hardware_info,
+    label_gains,
+    plot_label_shares,
+    plot_ref_shares,
+    save_figure,
+    summary_table,
+    top_level_purity,
+)
+
+log = logging.getLogger("demo_fmnist")
+
+DEFAULT_LEVELS = [
+    {"k": 1500, "resample_steps": 10, "sample_size": 5},
+    {"k": 300, "resample_steps": 10, "sample_size": 3},
+    {"k": 50, "resample_steps": 10, "sample_size": 3},
+]
+ENCODERS = ("ssl", "pixels")
+
+
+# ----------------------------------------------------------------------------------------------
+# Embeddings
+# ----------------------------------------------------------------------------------------------
+def pixels_pca(images: np.ndarray, out: Path, pca_dim: int = 64, fit_items: int = 10000, seed: int = 0) -> np.ndarray:
+    """The embed stage's ``pixels`` encoder with a PCA: ``(n, pca_dim)`` float32 features of ``(n, 28, 28)`` uint8.
+
+    The PCA is fitted on ``fit_items`` images of ``images`` drawn with ``seed`` (saved in ``out``).
+    """
+    from curate.embed.encoders import PixelsEncoder
+
+    enc = PixelsEncoder(torch.device("cpu"), pca_dim=pca_dim, pca_fit_items=fit_items, seed=seed)
+
+    def fit_batches(count: int, fit_seed: int) -> Any:
+        rng = np.random.default_rng(fit_seed)
+        pick = np.sort(rng.choice(len(images), size=min(count, len(images)), replace=False))
+        for start in range(0, len(pick), 1024):
+            yield torch.from_numpy(images[pick[start : start + 1024]]).float().div(255.0).unsqueeze(1)
+
+    out.mkdir(parents=True, exist_ok=True)
+    enc.setup(fit_batches, out)
+    feats = [
+        enc.encode(torch.from_numpy(images[s : s + 2048]).float().div(255.0).unsqueeze(1)).numpy()
+        for s in range(0, len(images), 2048)
+    ]
+    return np.concatenate(feats).astype(np.float32)
+
+
+def ssl_features(
+    images: np.ndarray, train_rows: np.ndarray, out: Path, iterations: int, preset: str = "full"
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Train (or reuse) the SSL base model on ``train_rows`` of Fashion-MNIST train, embed ``images``.
+
+    Uses ``scripts/reproduce_curation_ssl.py``'s recipe (:func:`train_ssl`, :func:`embed_rows`).
+
+    Returns:
+        ``((n, D) float32 features, training info)``.
+    """
+    import reproduce_curation_ssl as R
+
+    s = R.make_settings(preset, {"base_iterations": iterations})
+    info = R.train_ssl(s, out, train_rows, seed=0, iterations=iterations, device="cpu")
+    t0 = time.perf_counter()
+    feats = R.embed_rows(info["backbone"], images, s.embed_batch_size, "cpu")
+    info["embed_seconds"] = time.perf_counter() - t0
+    info["model"] = {k: getattr(s, k) for k in ("depth", "embed_dim", "num_heads", "patch_size", "batch_size")}
+    return feats, info
+
+
+def write_pool_store(folder: Path, feats: np.ndarray, rows: np.ndarray, labels: np.ndarray, model: str) -> Path:
+    """The pool's embeddings as a store (ids = Fashion-MNIST train indices) unless an identical one exists."""
+    from curate.io.store import load_embeddings, write_store
+
+    if (folder / "manifest.json").exists():
+        array, ids = load_embeddings(folder)
+        if array.shape == feats.shape and np.array_equal(np.asarray(list(ids)), rows):
+            return folder
+        raise ValueError(f"{folder} holds another store; use another --out")
+    source = {"kind": "fashion_mnist", "split": "train", "long_tailed": True, "count": len(rows), "pool": "demo"}
+    write_store(folder, feats, ids=rows, labels=labels, label_names=list(CLASSES), model=model, source=source)
+    return folder
+
+
+# ----------------------------------------------------------------------------------------------
+# The demo
+# ----------------------------------------------------------------------------------------------
+def run_encoder(
+    name: str,
+    feats: np.ndarray,
+    labels: np.ndarray,
+    settings: CurationSettings,
+    budget: int,
+    seeds: list[int],
+    out: Path,
+    store: Path | None = None,
+    n_rarest: int = 3,
+) -> dict[str, Any]:
+    """Curated vs random over ``seeds`` for one embedding, plus how well it separates the labels."""
+    from curate.hierarchy import HierarchicalKMeans
+
+    desc = {"kind": "store", "path": str(store.resolve())} if store is not None else None
+    result = compare_over_seeds(feats, labels, settings, budget, seeds, n_rarest, out, desc)
+    radius, _ = cached_knn_radius(feats, settings.distance, out)
+    first = HierarchicalKMeans.load(out / f"cluster_seed{seeds[0]}").levels_
+    result["encoder"] = name
+    result["table"] = summary_table(result, rare_label="classes")
+    result["label_gains"] = label_gains(result)
+    result["diagnostics"] = embedding_diagnostics(
+        feats, labels, radius, result["pool"]["rarest_labels"], settings.distance, n_queries=None
+    )
+    result["diagnostics"]["top_level_purity"] = top_level_purity(first, labels)
+    return result
+
+
+def plot_demo(results: dict[str, dict[str, Any]], path: Path) -> Path:
+    """One row per encoder: class shares (pool / random / curated) and reference-cluster shares."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(results), 2, figsize=(13, 4.6 * len(results)), squeeze=False)
+    for row, (name, res) in enumerate(results.items()):
+        s = res["summary"]
+        seeds = ",".join(str(v) for v in res["seeds"])
+        plot_label_shares(
+            axes[row, 0],
+            res,
+            list(CLASSES),
+            title=(
+                f"{name} embedding: {res['budget']} of {res['pool']['n']} images (seeds {seeds}); 3 rarest classes "
+                f"shaded\nshare of 3 rarest: pool {s['pool']['rarest_share']:.3f}, random "
+                f"{s['random']['rarest_share']['mean']:.3f}, curated {s['curated']['rarest_share']['mean']:.3f}"
+            ),
+        )
+        plot_ref_shares(
+            axes[row, 1],
+            res,
+            title=(
+                f"{name}: reference k-means (k={res['pool']['ref_k']}) of the same embedding\nnormalised entropy "
+                f"pool {s['pool']['ref_normalized_entropy']:.3f}, random "
+                f"{s['random']['ref_normalized_entropy']['mean']:.3f}, curated "
+                f"{s['curated']['ref_normalized_entropy']['mean']:.3f}"
+            ),
+        )
+    fig.tight_layout()
+    save_figure(fig, path, dpi=80)
+    return path
+
+
+def class_table(results: dict[str, dict[str, Any]]) -> str:
+    """Markdown: mean class counts of the pool and of each encoder's random / curated samples."""
+    first = next(iter(results.values()))
+    pool = np.asarray(first["pool"]["label_counts"])
+    order = np.argsort(-pool, kind="stable")
+    head = "| set | " + " | ".join(CLASSES[i] for i in order) + " |"
+    lines = [head, "|---" * (len(order) + 1) + "|", "| pool | " + " | ".join(str(pool[i]) for i in order) + " |"]
+    for name, res in results.items():
+        for which in ("random", "curated"):
+            counts = np.mean([r[which]["label_counts"] for r in res["runs"]], axis=0)
+            lines.append(f"| {which} ({name}) | " + " | ".join(f"{counts[i]:.0f}" for i in order) + " |")
+    return "\n".join(lines)
+
+
+def markdown(out: dict[str, Any]) -> str:
+    """``results.md``: settings, one table per encoder, class counts, diagnostics, timings."""
+    parts = [
+        "# Long-tailed Fashion-MNIST curation demo\n",
+        f"Pool {out['pool_size']} images (seed set {out['seed_set_size']} disjoint), budget {out['budget']}, "
+        f"seeds {out['seeds']}.\n",
+    ]
+    for name, res in out["encoders"].items():
+        d = res["diagnostics"]
+        parts.append(f"## encoder `{name}` ({res['model']})\n\n{res['table']}\n")
+        radius = ", ".join(
+            f"{CLASSES[c]} {p:.2f}" for c, p in sorted(enumerate(d["radius_percentile"]), key=lambda cp: -cp[1])
+        )
+        parts.append(
+            f"Embedding: leave-one-out 20-NN label agreement {d['knn20_agreement']:.3f} (rarest classes "
+            f"{d['knn20_agreement_rare']:.3f}); top-level cluster purity {d['top_level_purity']:.3f}. Median "
+            f"percentile of the class's 10-NN radius in the pool (high = sparse region, favoured by curation): "
+            f"{radius}.\n"
+        )
+    parts.append("## Mean class counts (over seeds)\n\n" + class_table(out["encoders"]) + "\n")
+    parts.append("## Wall times\n\n" + "\n".join(f"- {k}: {v:.0f}s" for k, v in out["timings"].items()) + "\n")
+    return "\n".join(parts)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, required=True, help="output folder")
+    parser.add_argument("--budget", type=int, default=3000, help="sample size")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="clustering / sampling seeds")
+    parser.add_argument("--encoders", nargs="+", default=list(ENCODERS), choices=ENCODERS)
+    parser.add_argument("--base-iterations", type=int, default=200, help="SSL training iterations on the seed set")
+    parser.add_argument("--pca-dim", type=int, default=64, help="PCA dimension of the pixels encoder")
+    parser.add_argument("--n-iter", type=int, default=50, help="Lloyd iterations of every k-means")
+    parser.add_argument("--ref-k", type=int, default=100, help="clusters of the reference k-means")
+    parser.add_argument("--ref-seed", type=int, default=1000, help="seed of the reference k-means")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1 on a shared 2-core machine)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    torch.set_num_threads(args.threads)
+    import reproduce_curation_ssl as R
+
+    t_start = time.perf_counter()
+    timings: dict[str, float] = {}
+    s = R.make_settings("full")
+    images, train_labels = load_fashion_mnist("train")
+    _, test_labels = load_fashion_mnist("test")
+    splits = R.make_splits(s, train_labels, test_labels)
+    pool, seed_set = splits["pool"], splits["seed_set"]
+    labels = train_labels[pool]
+    log.info("pool %d images, class counts %s", len(pool), np.bincount(labels, minlength=len(CLASSES)).tolist())
+    settings = CurationSettings(levels=DEFAULT_LEVELS, n_iter=args.n_iter, ref_k=args.ref_k, ref_seed=args.ref_seed)
+    results: dict[str, dict[str, Any]] = {}
+    for name in args.encoders:
+        folder = args.out / name
+        t0 = time.perf_counter()
+        if name == "ssl":
+            feats, info = ssl_features(images[pool], seed_set, folder / "base", args.base_iterations)
+            model = (
+                f"selfsup ViT depth {info['model']['depth']}, dim {info['model']['embed_dim']}, patch "
+                f"{info['model']['patch_size']}, {args.base_iterations} it. on the {len(seed_set)}-image seed set"
+            )
+            timings["ssl_train_s"] = info["seconds"]
+            timings["ssl_embed_s"] = info["embed_seconds"]
+        else:
+            feats = pixels_pca(images[pool], folder / "pca", args.pca_dim)
+            model = f"pixels PCA-{args.pca_dim} (fitted on the pool)"
+            timings["pixels_embed_s"] = time.perf_counter() - t0
+        store = write_pool_store(folder / "store", feats, pool, labels, model)
+        t0 = time.perf_counter()
+        results[name] = run_encoder(name, feats, labels, settings, args.budget, args.seeds, folder, store)
+        results[name]["model"] = model
+        timings[f"{name}_curation_s"] = time.perf_counter() - t0
+    figure = plot_demo(results, args.out / "fmnist_classes.png")
+    timings["total_s"] = time.perf_counter() - t_start
+    out = {
+        "pool_size": int(len(pool)),
+        "seed_set_size": int(len(seed_set)),
+        "pool_class_counts": np.bincount(labels, minlength=len(CLASSES)).tolist(),
+        "classes": list(CLASSES),
+        "budget": args.budget,
+        "seeds": args.seeds,
+        "encoders": results,
+        "figure": str(figure),
+        "timings": timings,
+        "hardware": hardware_info(),
+        "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
+    }
+    atomic_write_json(args.out / "results.json", out)
+    atomic_write_text(args.out / "results.md", markdown(out))
+    print(markdown(out))
+    return out
+
+
+if __name__ == "__main__":
+    main()

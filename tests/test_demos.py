@@ -1,0 +1,135 @@
+"""The real-data demo scripts' core functions on tiny synthetic data with a planted long tail."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from curate.io.store import write_store
+from curate.report import CurationSettings
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(f"_scripts_{name}", SCRIPTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def wordnet_demo():
+    return _load("demo_text_wordnet")
+
+
+@pytest.fixture(scope="module")
+def fmnist_demo():
+    if str(SCRIPTS) not in sys.path:  # the demo imports reproduce_curation_ssl from scripts/
+        sys.path.insert(0, str(SCRIPTS))
+    return _load("demo_images_fmnist")
+
+
+def long_tail(n_labels: int = 8, head: int = 800, tail: int = 20, dim: int = 16, seed: int = 0):
+    """~2000 items: well separated Gaussian blobs whose sizes decay geometrically from ``head`` to ``tail``."""
+    rng = np.random.default_rng(seed)
+    sizes = np.round(head * (tail / head) ** (np.arange(n_labels) / (n_labels - 1))).astype(int)
+    labels = np.repeat(np.arange(n_labels), sizes)
+    centers = rng.normal(scale=6.0, size=(n_labels, dim))
+    x = (centers[labels] + rng.normal(size=(len(labels), dim))).astype(np.float32)
+    perm = rng.permutation(len(labels))
+    return x[perm], labels[perm].astype(np.int64)
+
+
+SMALL = CurationSettings(
+    levels=[
+        {"k": 100, "resample_steps": 0, "sample_size": 1},
+        {"k": 20, "resample_steps": 2, "sample_size": 3},
+        {"k": 8, "resample_steps": 2, "sample_size": 2},
+    ],
+    n_iter=10,
+    ref_k=40,
+    ref_n_iter=10,
+)
+
+
+def test_parse_levels(wordnet_demo) -> None:
+    assert wordnet_demo.parse_levels("100:0:1, 10:10:5") == [
+        {"k": 100, "resample_steps": 0, "sample_size": 1},
+        {"k": 10, "resample_steps": 10, "sample_size": 5},
+    ]
+    with pytest.raises(ValueError, match="--levels"):
+        wordnet_demo.parse_levels("100:0")
+
+
+def test_wordnet_demo_core_rare_labels_gain(wordnet_demo, tmp_path: Path) -> None:
+    x, labels = long_tail()
+    names = [f"topic{i}" for i in range(labels.max() + 1)]
+    res = wordnet_demo.run_demo(x, labels, names, SMALL, 0.2, [0, 1], 3, tmp_path)
+    s = res["summary"]
+    assert res["budget"] == round(0.2 * len(x))
+    # planted tail of well separated modes: the curated sample holds the rare labels far above their pool share
+    assert s["curated"]["rarest_share"]["mean"] > 2 * s["random"]["rarest_share"]["mean"]
+    assert s["curated"]["label_entropy"]["mean"] > s["random"]["label_entropy"]["mean"]
+    assert s["curated"]["sparsest_share"]["mean"] > s["random"]["sparsest_share"]["mean"]
+    assert s["curated"]["ref_smallest_share"]["mean"] > s["random"]["ref_smallest_share"]["mean"]
+    assert len(s["curated"]["rarest_share"]["values"]) == 2
+    assert Path(res["figure"]).is_file() and "| share of the 3 rarest topics |" in res["table"]
+    assert "The 3 rarest topics" in wordnet_demo.topic_notes(res)
+    for seed in (0, 1):
+        assert (tmp_path / f"cluster_seed{seed}" / "manifest.json").is_file()
+        assert len(np.load(tmp_path / f"sample_seed{seed}" / "indices.npy")) == res["budget"]
+    # a second run reuses the saved hierarchies and the reference clustering and gives the same numbers
+    again = wordnet_demo.run_demo(x, labels, names, SMALL, 0.2, [0, 1], 3, tmp_path)
+    assert all(r["reused"] for r in again["runs"])
+    assert again["summary"]["curated"]["rarest_share"] == s["curated"]["rarest_share"]
+
+
+def test_wordnet_demo_main_on_a_tiny_store(wordnet_demo, tmp_path: Path) -> None:
+    x, labels = long_tail(n_labels=6, head=300, tail=15, seed=1)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    ids = [f"n{i:08d}" for i in range(len(x))]
+    write_store(tmp_path / "store", x, ids=ids, labels=labels, label_names=list("abcdef"), normalised=True)
+    argv = ["--store", str(tmp_path / "store"), "--out", str(tmp_path / "out"), "--seeds", "0"]
+    argv += ["--levels", "60:0:1,12:2:2,5:2:2", "--n-iter", "5", "--ref-k", "20", "--n-rarest", "2"]
+    res = wordnet_demo.main(argv)
+    assert res["embed_seconds"] == 0.0  # the store existed: no embedding run
+    saved = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert saved["summary"]["curated"]["rarest_share"]["values"] == res["summary"]["curated"]["rarest_share"]["values"]
+    assert "| metric | pool |" in (tmp_path / "out" / "results.md").read_text()
+    assert (tmp_path / "out" / "wordnet_topics.png").stat().st_size < 300_000
+    cluster_manifest = json.loads((tmp_path / "out" / "cluster_seed0" / "manifest.json").read_text())
+    assert cluster_manifest["input"] == {"kind": "store", "path": str((tmp_path / "store").resolve())}
+
+
+def test_fmnist_demo_core(fmnist_demo, tmp_path: Path) -> None:
+    x, labels = long_tail(n_labels=10, head=600, tail=12, seed=2)
+    rows = np.arange(len(x), dtype=np.int64) * 3  # stand-in Fashion-MNIST train indices
+    store = fmnist_demo.write_pool_store(tmp_path / "ssl" / "store", x, rows, labels, "synthetic")
+    assert fmnist_demo.write_pool_store(store, x, rows, labels, "synthetic") == store  # identical: reused
+    res = fmnist_demo.run_encoder("ssl", x, labels, SMALL, 300, [0], tmp_path / "ssl", store)
+    s = res["summary"]
+    assert s["curated"]["rarest_share"]["mean"] > 2 * s["random"]["rarest_share"]["mean"]
+    assert res["diagnostics"]["knn20_agreement"] > 0.9  # separated blobs: neighbours share the label
+    assert res["diagnostics"]["rare_radius_percentile"] is not None
+    assert {g["label"] for g in res["label_gains"]} == set(range(10))
+    assert 0.0 < res["diagnostics"]["top_level_purity"] <= 1.0
+    res["model"] = "synthetic"
+    png = fmnist_demo.plot_demo({"ssl": res}, tmp_path / "fig.png")
+    assert png.is_file()
+    table = fmnist_demo.class_table({"ssl": res})
+    assert len(table.splitlines()) == 5  # header, rule, pool, one random and one curated row
+
+
+def test_fmnist_pixels_pca(fmnist_demo, tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(300, 28, 28), dtype=np.uint8)
+    feats = fmnist_demo.pixels_pca(images, tmp_path / "pca", pca_dim=8, fit_items=200)
+    assert feats.shape == (300, 8) and feats.dtype == np.float32
+    assert (tmp_path / "pca" / "pca-components.npy").is_file()

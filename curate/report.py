@@ -42,12 +42,22 @@ log = logging.getLogger(__name__)
 __all__ = [
     "CurationSettings",
     "build_report",
+    "cached_knn_radius",
     "compare_over_seeds",
+    "embedding_diagnostics",
     "fit_hierarchy",
+    "knn_agreement",
+    "knn_radius",
+    "label_gains",
+    "load_images",
+    "load_report_data",
+    "load_texts",
     "mean_std",
     "random_baseline",
     "reference_clustering",
     "sample_balance",
+    "summary_table",
+    "top_level_purity",
 ]
 
 
@@ -96,9 +106,9 @@ def sample_balance(
         (over ``log ref_k``), ``ref_touched`` (reference clusters holding a sampled item),
         ``ref_max_share``, ``ref_smallest_share`` and ``ref_largest_share`` (share of the sample in the
         smallest / largest ``ceil(fraction * k)`` reference clusters by pool count). A uniform random
-        sample gives about the pool's own numbers. With ``radius``: ``sparsest_share`` /
-        ``densest_share``, the share of the sample among the 10% of pool items with the largest /
-        smallest k-NN radius (0.1 each for a random sample).
+        sample gives about the pool's own numbers. With ``radius``: ``density_deciles`` (share of the
+        sample in each tenth of the pool sorted by k-NN radius, densest first; 0.1 each for a random
+        sample), ``sparsest_share`` (the last tenth) and ``densest_share`` (the first).
     """
     indices = np.asarray(indices, dtype=np.int64).reshape(-1)
     out: dict[str, Any] = {"n": int(indices.size)}
@@ -137,11 +147,13 @@ def sample_balance(
         )
     if radius is not None:
         radius = np.asarray(radius)
-        lo, hi = np.quantile(radius, [0.1, 0.9])
-        picked = radius[indices]
+        edges = np.quantile(radius, np.linspace(0, 1, 11))
+        decile = np.clip(np.searchsorted(edges, radius[indices], side="right") - 1, 0, 9)
+        shares = np.bincount(decile, minlength=10) / max(indices.size, 1)
         out.update(
-            sparsest_share=float((picked >= hi).mean()) if indices.size else 0.0,
-            densest_share=float((picked <= lo).mean()) if indices.size else 0.0,
+            density_deciles=shares.tolist(),
+            sparsest_share=float(shares[-1]),
+            densest_share=float(shares[0]),
         )
     return out
 
@@ -199,6 +211,7 @@ def mean_std(values: Sequence[float]) -> dict[str, Any]:
 
 
 SCALARS = (
+    "top_normalized_entropy",
     "label_entropy",
     "label_normalized_entropy",
     "rarest_share",
@@ -239,14 +252,6 @@ class CurationSettings:
     ref_k: int = 1000
     ref_seed: int = 1000
     ref_n_iter: int = 50
-
-    def hierarchy_config(self) -> dict[str, Any]:
-        return {
-            "levels": [dict(level) for level in self.levels],
-            "n_iter": self.n_iter,
-            "distance": self.distance,
-            "init_max_points": self.init_max_points,
-        }
 
 
 def fit_hierarchy(
@@ -297,9 +302,11 @@ def fit_hierarchy(
 def reference_clustering(x: Any, settings: CurationSettings, folder: Path | None = None) -> tuple[np.ndarray, float]:
     """The fine reference clustering: a flat k-means (``ref_k``, ``ref_seed``) of the embeddings.
 
-    It is independent of the curation hierarchy (own seed, flat, no resampling) and stands for the
-    "concepts as the embedding sees them" that the method balances. Cached in
-    ``folder/ref_assign.npy`` (+ ``ref.json``).
+    It is independent of the curation hierarchy (own seed, flat, no resampling): a label-free view
+    of the concepts the embedding separates. Caveat (docs/demos.md): in high dimension its cells
+    hold nearly equal pool mass (centroids follow about p), so the *entropy* over them is already
+    near its maximum for the pool and a random sample; read the shares of its smallest / largest
+    clusters instead. Cached in ``folder/ref_assign.npy`` (+ ``ref.json``).
 
     Returns:
         ``((N,) int64 assignment, seconds)``.
@@ -373,8 +380,10 @@ def compare_over_seeds(
             (:func:`knn_radius`, cached in ``out/knn_radius.npy``).
 
     Returns:
-        ``pool`` (balance of the whole pool), ``runs`` (per seed: ``seed``, ``curated``, ``random``
-        balance, ``cluster_seconds``, ``reused``, the sample's per-level cluster entropy), ``summary``
+        ``pool`` (balance of the whole pool), ``runs`` (per seed: ``seed``, ``cluster_seconds``,
+        ``reused``, and for ``curated``, ``random`` and ``pool`` the balance numbers plus
+        ``level_entropy`` / ``top_normalized_entropy``: the normalised entropy over the clusters of
+        every level of this seed's hierarchy), ``summary``
         (``{"curated" | "random" | "pool": {metric: mean_std}}``), ``ref_seconds`` and the settings.
     """
     from curate.sampling import hierarchical_sample, sample_stats
@@ -402,18 +411,19 @@ def compare_over_seeds(
                     out / f"{name}_seed{seed}" / "stats.json",
                     {"seed": seed, "returned": int(len(idx)), "requested": int(budget), "cluster_dir": str(folder)},
                 )
-        levels = sample_stats(model.levels_, curated)["levels"]
-        runs.append(
-            {
-                "seed": int(seed),
-                "cluster_seconds": seconds,
-                "reused": reused,
-                "levels_k": [level.k for level in model.levels_],
-                "curated": sample_balance(curated, labels, n_rarest, ref_assign, radius=radius),
-                "random": sample_balance(random, labels, n_rarest, ref_assign, radius=radius),
-                "curated_level_entropy": [lv["normalized_entropy"] for lv in levels],
-            }
-        )
+        run: dict[str, Any] = {
+            "seed": int(seed),
+            "cluster_seconds": seconds,
+            "reused": reused,
+            "levels_k": [level.k for level in model.levels_],
+        }
+        for name, idx in (("curated", curated), ("random", random), ("pool", np.arange(n))):
+            balance = sample_balance(idx, labels, n_rarest, ref_assign, radius=radius) if name != "pool" else {}
+            own = sample_stats(model.levels_, idx)["levels"]
+            balance["level_entropy"] = [lv["normalized_entropy"] for lv in own]
+            balance["top_normalized_entropy"] = own[-1]["normalized_entropy"]
+            run[name] = balance
+        runs.append(run)
         log.info(
             "seed %d: %d items; ref entropy curated %.4f / random %.4f%s",
             seed,
@@ -426,6 +436,7 @@ def compare_over_seeds(
             f"random {runs[-1]['random']['rarest_share']:.4f} (pool {pool['rarest_share']:.4f})",
         )
     summary: dict[str, dict[str, Any]] = {"pool": {k: pool[k] for k in SCALARS if k in pool}}
+    summary["pool"]["top_normalized_entropy"] = float(np.mean([r["pool"]["top_normalized_entropy"] for r in runs]))
     for name in ("curated", "random"):
         summary[name] = {k: mean_std([r[name][k] for r in runs]) for k in SCALARS if k in runs[0][name]}
     if labels is not None:
@@ -581,6 +592,7 @@ def label_gains(result: dict[str, Any]) -> list[dict[str, Any]]:
 # Tables, figures and run facts shared by the demos
 # ----------------------------------------------------------------------------------------------
 METRIC_LABELS = {
+    "top_normalized_entropy": "entropy over the hierarchy's own top-level clusters / log(k_top)",
     "label_entropy": "label entropy (nats)",
     "label_normalized_entropy": "label entropy / log(#labels)",
     "rarest_share": "share of the {n} rarest labels",
@@ -588,7 +600,7 @@ METRIC_LABELS = {
     "ref_normalized_entropy": "reference-cluster entropy / log(k_ref)",
     "ref_smallest_share": "share of the smallest 10% reference clusters",
     "ref_largest_share": "share of the largest 10% reference clusters",
-    "ref_max_share": "share of the largest reference cluster",
+    "ref_max_share": "largest share one reference cluster takes",
     "ref_touched": "reference clusters touched",
     "sparsest_share": "share of the sparsest 10% of the pool (10-NN radius)",
     "densest_share": "share of the densest 10% of the pool (10-NN radius)",
@@ -701,22 +713,55 @@ def plot_label_shares(
     ax.legend(fontsize=8)
 
 
-def plot_ref_shares(ax: Any, result: dict[str, Any], title: str = "") -> None:
-    """Share of every reference cluster (sorted by pool size) in the pool, random and curated samples."""
-    pool = np.asarray(result["pool"]["ref_counts"], dtype=np.float64)
-    pool = pool / pool.sum()
-    order = np.argsort(-pool, kind="stable")
-    xs = np.arange(1, len(order) + 1)
-    ax.plot(xs, pool[order], color=COLORS["pool"], lw=2, label="pool")
-    for name in ("random", "curated"):
-        mean, _ = _mean_counts(result["runs"], name, "ref_counts")
-        ax.plot(xs, mean[order], color=COLORS[name], lw=1, alpha=0.9, label=f"{name} (mean over seeds)")
-    ax.axhline(1.0 / len(order), color="k", ls=":", lw=0.8, label="uniform")
-    _log_axis(ax)
-    ax.set_xlabel(f"reference cluster (k = {len(order)}), sorted by pool size")
+def _decile_bars(ax: Any, pool: np.ndarray, curves: dict[str, tuple[np.ndarray, np.ndarray]], xlabel: str) -> None:
+    xs = np.arange(1, len(pool) + 1)
+    w = 0.28
+    ax.bar(xs - w, pool, w, color=COLORS["pool"], label="pool")
+    for shift, name in ((0.0, "random"), (w, "curated")):
+        mean, std = curves[name]
+        ax.bar(xs + shift, mean, w, yerr=std, color=COLORS[name], label=name, error_kw={"lw": 0.6})
+    ax.axhline(0.1, color="k", ls=":", lw=0.8)
+    ax.set_xticks(xs)
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("share of the set")
-    ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8)
+
+
+def plot_ref_shares(ax: Any, result: dict[str, Any], title: str = "") -> None:
+    """Share of the set held by each tenth of the reference clusters, sorted from largest to smallest in the pool.
+
+    A random sample follows the pool (decreasing bars); a sample that favours the sparse regions
+    moves mass to the right-hand tenths (the smallest reference clusters).
+    """
+    pool_counts = np.asarray(result["pool"]["ref_counts"], dtype=np.float64)
+    order = np.argsort(-pool_counts, kind="stable")
+    groups = np.array_split(order, 10)
+
+    def deciles(counts: np.ndarray) -> np.ndarray:
+        return np.array([counts[g].sum() for g in groups]) / max(counts.sum(), 1)
+
+    curves = {}
+    for name in ("random", "curated"):
+        per_seed = np.array([deciles(np.asarray(r[name]["ref_counts"], dtype=np.float64)) for r in result["runs"]])
+        curves[name] = (per_seed.mean(0), per_seed.std(0, ddof=1) if len(per_seed) > 1 else np.zeros(10))
+    _decile_bars(
+        ax,
+        deciles(pool_counts),
+        curves,
+        f"tenth of the {len(order)} reference clusters (1 = largest in the pool, 10 = smallest)",
+    )
+    ax.set_title(title, fontsize=10)
+
+
+def plot_density_shares(ax: Any, result: dict[str, Any], title: str = "") -> None:
+    """Share of the set in each density decile of the pool (10-NN radius; 1 = densest, 10 = sparsest)."""
+    curves = {}
+    for name in ("random", "curated"):
+        per_seed = np.array([r[name]["density_deciles"] for r in result["runs"]], dtype=np.float64)
+        curves[name] = (per_seed.mean(0), per_seed.std(0, ddof=1) if len(per_seed) > 1 else np.zeros(10))
+    pool = np.asarray(result["pool"]["density_deciles"], dtype=np.float64)
+    _decile_bars(ax, pool, curves, "density decile of the pool by 10-NN radius (1 = densest, 10 = sparsest)")
+    ax.set_title(title, fontsize=10)
 
 
 def save_figure(fig: Any, path: Path, dpi: int = 90) -> None:
@@ -955,7 +1000,8 @@ def figure_labels(data: ReportData, path: Path) -> Path:
     """Pool / random / curated label shares (sorted by pool share, log scale)."""
     plt = _plt()
     labels = data.labels
-    assert labels is not None
+    if labels is None:
+        raise ValueError(f"{data.input_path}: no labels to plot")
     n_labels = int(labels.max()) + 1
     result = {
         "pool": {"label_counts": np.bincount(labels, minlength=n_labels).tolist(), "rarest_labels": []},
@@ -1331,12 +1377,12 @@ def _examples_section(data: ReportData, out: Path, kind: str, n_examples: int, s
         '<span class="cur">blue</span> = kept in the curated sample.</p>',
     ]
     picks = example_clusters(data)
+    members = {c: _members(data, c, n_examples, seed) for _, c in picks}
     if kind in text_kinds:
-        members = {c: _members(data, c, n_examples, seed) for _, c in picks}
         all_ids = [data.ids[int(i)] for c in members for i in members[c]]
         texts = dict(zip(map(str, all_ids), load_texts(data.source, all_ids)))
     for role, c in picks:
-        items = _members(data, c, n_examples, seed)
+        items = members[c]
         title = (
             f"<h3>{role} top-level cluster #{c}: {tc['pool'][c]} items, {tc['curated'][c]} curated "
             f"({_pct(tc['curated'][c] / max(tc['pool'][c], 1))} kept), {tc['random'][c]} in the random sample</h3>"

@@ -62,6 +62,7 @@ from curate.report import (  # noqa: E402
     embedding_diagnostics,
     hardware_info,
     label_gains,
+    plot_density_shares,
     plot_label_shares,
     plot_ref_shares,
     save_figure,
@@ -179,7 +180,7 @@ def plot_demo(results: dict[str, dict[str, Any]], path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(len(results), 2, figsize=(13, 4.6 * len(results)), squeeze=False)
+    fig, axes = plt.subplots(len(results), 3, figsize=(17, 4.8 * len(results)), squeeze=False)
     for row, (name, res) in enumerate(results.items()):
         s = res["summary"]
         seeds = ",".join(str(v) for v in res["seeds"])
@@ -188,8 +189,8 @@ def plot_demo(results: dict[str, dict[str, Any]], path: Path) -> Path:
             res,
             list(CLASSES),
             title=(
-                f"{name} embedding: {res['budget']} of {res['pool']['n']} images (seeds {seeds}); 3 rarest classes "
-                f"shaded\nshare of 3 rarest: pool {s['pool']['rarest_share']:.3f}, random "
+                f"{name} embedding: {res['budget']} of {res['pool']['n']} images, mean over seeds {seeds}\n"
+                f"3 rarest classes (shaded): pool {s['pool']['rarest_share']:.3f}, random "
                 f"{s['random']['rarest_share']['mean']:.3f}, curated {s['curated']['rarest_share']['mean']:.3f}"
             ),
         )
@@ -197,10 +198,17 @@ def plot_demo(results: dict[str, dict[str, Any]], path: Path) -> Path:
             axes[row, 1],
             res,
             title=(
-                f"{name}: reference k-means (k={res['pool']['ref_k']}) of the same embedding\nnormalised entropy "
-                f"pool {s['pool']['ref_normalized_entropy']:.3f}, random "
-                f"{s['random']['ref_normalized_entropy']['mean']:.3f}, curated "
-                f"{s['curated']['ref_normalized_entropy']['mean']:.3f}"
+                f"{name}: reference k-means (k={res['pool']['ref_k']}) of the same embedding\nsmallest tenth: "
+                f"random {s['random']['ref_smallest_share']['mean']:.3f}, curated "
+                f"{s['curated']['ref_smallest_share']['mean']:.3f}"
+            ),
+        )
+        plot_density_shares(
+            axes[row, 2],
+            res,
+            title=(
+                f"{name}: density deciles (10-NN radius)\nsparsest tenth: random "
+                f"{s['random']['sparsest_share']['mean']:.3f}, curated {s['curated']['sparsest_share']['mean']:.3f}"
             ),
         )
     fig.tight_layout()
@@ -242,7 +250,17 @@ def markdown(out: dict[str, Any]) -> str:
             f"{radius}.\n"
         )
     parts.append("## Mean class counts (over seeds)\n\n" + class_table(out["encoders"]) + "\n")
-    parts.append("## Wall times\n\n" + "\n".join(f"- {k}: {v:.0f}s" for k, v in out["timings"].items()) + "\n")
+    reused = [f"{n} seed {r['seed']}" for n, res in out["encoders"].items() for r in res["runs"] if r["reused"]]
+    clustering = "; ".join(
+        f"{n} seed {r['seed']} {r['cluster_seconds']:.0f}s" for n, res in out["encoders"].items() for r in res["runs"]
+    )
+    parts.append(
+        "## Wall times (this invocation)\n\n"
+        + "\n".join(f"- {k}: {v:.0f}s" for k, v in out["timings"].items())
+        + f"\n- hierarchy fits: {clustering}"
+        + (f"\n- reused from an earlier run with the same --out: {', '.join(reused)}" if reused else "")
+        + f"\n- load average at the end: {out['hardware']['load_avg']}\n"
+    )
     return "\n".join(parts)
 
 

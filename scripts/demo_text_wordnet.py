@@ -60,6 +60,7 @@ from curate.report import (  # noqa: E402
     embedding_diagnostics,
     hardware_info,
     label_gains,
+    plot_density_shares,
     plot_label_shares,
     plot_ref_shares,
     save_figure,
@@ -152,26 +153,35 @@ def plot_demo(result: dict[str, Any], names: list[str] | None, path: Path) -> Pa
 
     s = result["summary"]
     seeds = ",".join(str(v) for v in result["seeds"])
-    fig, axes = plt.subplots(2, 1, figsize=(13, 9), gridspec_kw={"height_ratios": [1.3, 1]})
+    fig = plt.figure(figsize=(13, 9.5))
+    grid = fig.add_gridspec(2, 2, height_ratios=[1.35, 1])
     plot_label_shares(
-        axes[0],
+        fig.add_subplot(grid[0, :]),
         result,
         names,
         title=(
-            f"WordNet topics: pool ({result['pool']['n']} glosses) vs "
-            f"{result['budget']}-item samples (seeds {seeds}; shaded: the {result['n_rarest']} rarest topics). "
-            f"Rarest share: pool {s['pool']['rarest_share']:.4f}, random {s['random']['rarest_share']['mean']:.4f}, "
-            f"curated {s['curated']['rarest_share']['mean']:.4f}"
+            f"WordNet topics: pool ({result['pool']['n']} glosses) vs {result['budget']}-item samples, mean over "
+            f"seeds {seeds} (shaded: the {result['n_rarest']} rarest topics)\nshare of the rarest: pool "
+            f"{s['pool']['rarest_share']:.4f}, random {s['random']['rarest_share']['mean']:.4f}, curated "
+            f"{s['curated']['rarest_share']['mean']:.4f}"
         ),
     )
     plot_ref_shares(
-        axes[1],
+        fig.add_subplot(grid[1, 0]),
         result,
         title=(
-            f"Reference clustering (independent k-means, k={result['pool']['ref_k']}): normalised entropy "
-            f"pool {s['pool']['ref_normalized_entropy']:.3f}, "
-            f"random {s['random']['ref_normalized_entropy']['mean']:.3f}, "
-            f"curated {s['curated']['ref_normalized_entropy']['mean']:.3f}"
+            f"Independent reference k-means (k={result['pool']['ref_k']}): smallest tenth holds\n"
+            f"pool {s['pool']['ref_smallest_share']:.3f}, random {s['random']['ref_smallest_share']['mean']:.3f}, "
+            f"curated {s['curated']['ref_smallest_share']['mean']:.3f}"
+        ),
+    )
+    plot_density_shares(
+        fig.add_subplot(grid[1, 1]),
+        result,
+        title=(
+            f"Local density (10-NN radius): sparsest tenth of the pool holds\nrandom "
+            f"{s['random']['sparsest_share']['mean']:.3f}, curated {s['curated']['sparsest_share']['mean']:.3f} "
+            "of the sample"
         ),
     )
     fig.tight_layout()
@@ -224,7 +234,10 @@ def markdown(result: dict[str, Any]) -> str:
     """``results.md``: the settings, the table and the timings."""
     st = result["settings"]
     levels = " / ".join(f"{lv['k']} (m={lv['resample_steps']}, r={lv['sample_size']})" for lv in st["levels"])
-    runs = "; ".join(f"seed {r['seed']}: {r['cluster_seconds']:.0f}s" for r in result["runs"])
+    runs = "; ".join(
+        f"seed {r['seed']}: {r['cluster_seconds']:.0f}s{' (saved, reused)' if r['reused'] else ''}"
+        for r in result["runs"]
+    )
     return (
         f"# WordNet x MiniLM curation demo\n\n"
         f"Pool {result['pool']['n']} glosses, sample {result['budget']} ({result['fraction']:.0%}), "
@@ -233,7 +246,8 @@ def markdown(result: dict[str, Any]) -> str:
         f"k-means k={st['ref_k']} (seed {st['ref_seed']}, {st['ref_n_iter']} iterations).\n\n"
         f"{result['table']}\n\n{topic_notes(result)}\n\n"
         f"Clustering time per seed: {runs}; reference clustering {result['ref_seconds']:.0f}s; "
-        f"total wall time {result['wall_seconds']:.0f}s.\n"
+        f"10-NN radius {result['radius_seconds']:.0f}s; wall time of this invocation {result['wall_seconds']:.0f}s "
+        f"(load average at the end {result['hardware']['load_avg']}).\n"
     )
 
 

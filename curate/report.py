@@ -1384,7 +1384,8 @@ def _examples_section(data: ReportData, out: Path, kind: str, n_examples: int, s
     for role, c in picks:
         items = members[c]
         title = (
-            f"<h3>{role} top-level cluster #{c}: {tc['pool'][c]} items, {tc['curated'][c]} curated "
+            f"<h3>{role} top-level cluster #{c}: {tc['pool'][c]} item{'s' if tc['pool'][c] != 1 else ''}, "
+            f"{tc['curated'][c]} curated "
             f"({_pct(tc['curated'][c] / max(tc['pool'][c], 1))} kept), {tc['random'][c]} in the random sample</h3>"
         )
         if kind in image_kinds:

@@ -21,6 +21,16 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip_gpu)
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One torch thread per test: on 2 shared cores, 2 OpenMP threads were 20-60x slower for small ops,
+    and spawned ranks would oversubscribe the cores."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture
 def blobs() -> np.ndarray:
     """(3000, 8) float32: 6 well separated Gaussian blobs of unequal sizes."""

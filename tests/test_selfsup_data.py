@@ -16,14 +16,6 @@ from selfsup.data import (
 from selfsup.masking import block_mask, random_patch_mask, sample_mask
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.mark.parametrize("grid", [(4, 4), (14, 14), (3, 5)])
 @pytest.mark.parametrize("kind", ["block", "random"])
 def test_masks_have_the_exact_count(grid, kind):

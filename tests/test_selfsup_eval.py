@@ -7,14 +7,6 @@ import torch
 from selfsup.eval import accuracy_report, knn_classify, linear_probe, per_class_accuracy, rarest_classes
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _three_blobs(n_per_class, seed, dim=16, scale=0.5):
     rng = np.random.default_rng(seed)
     centers = np.random.default_rng(42).normal(size=(3, dim)) * 3.0

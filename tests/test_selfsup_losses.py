@@ -10,15 +10,6 @@ from selfsup.losses import DINOLoss, IBOTPatchLoss, KoLeoLoss, cross_entropy, si
 from selfsup.schedules import cosine_schedule, warmup_then_constant
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one intra-op thread is much faster on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_dino_loss_of_identical_distributions_is_the_entropy_and_minimal():
     torch.manual_seed(0)
     k, t_temp, s_temp = 32, 0.04, 0.1

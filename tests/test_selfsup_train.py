@@ -40,14 +40,6 @@ TINY = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def fmnist_npy(tmp_path_factory):
     """128 Fashion-MNIST train images (+ labels) as .npy files: the fast source for tiny runs."""

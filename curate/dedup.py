@@ -5,29 +5,38 @@ Rule (sequential greedy, defined on the store's row order): rows are L2-normalis
 (strictly greater). So the first row of a group of copies is kept, every later copy is removed,
 and a row similar only to *removed* rows is kept (with ``a ~ b``, ``b ~ c`` but not ``a ~ c``: ``a``
 and ``c`` are kept, ``b`` removed). For each removed row, ``duplicate_of`` is its most similar
-earlier kept row.
+earlier kept row (ties: the smallest index).
 
-Kernel (no Python loop over rows): rows are streamed in chunks of ``chunk_size``. For a chunk C,
+Kernel (no Python loop over rows). Rows are streamed in *windows* of ``world_size * chunk_size``
+rows; rank ``r`` reads the ``r``-th chunk of each window and the ranks all-gather the window.
 
-1. ``C @ K.T`` against the kept rows K of earlier chunks (in blocks that fit a memory budget):
-   a row with a similarity above the threshold is removed; the decisions of earlier chunks are
-   final, so this is exact;
-2. inside the chunk the greedy rule is a fixed point on the strictly upper-triangular adjacency
-   ``A[j, i] = (j < i) and sim > t`` of the remaining rows: repeat "remove every undecided row with
-   a kept predecessor; keep every undecided row whose predecessors are all removed" (two
-   matrix-vector products per round, on the sub-matrix of rows that have any edge). Each round
-   decides at least the lowest undecided row, so it ends; the number of rounds is the length of
-   the longest chain of near-duplicates inside the chunk (1-3 on real data);
-3. the chunk's kept rows join K.
+1. Against the kept rows of earlier windows. Each rank holds the kept rows of its own chunks (a
+   shard of the kept set: memory and matmul work are split over the ranks); it computes the best
+   similarity of every window row to its shard in blocks that fit ``sim_budget``, and an
+   all-reduce (max, then min of the index among the maxima) gives the best over all kept rows.
+   A row above the threshold is removed; earlier decisions are final, so this is exact.
+2. Inside the window. Rank ``r`` compares its chunk with the later rows of the window and keeps
+   the pairs above the threshold as an edge list ``j -> i`` (``j < i``); the ranks all-gather the
+   edges. The greedy rule is then a fixed point, run identically on every rank: repeat "remove
+   every undecided row with a kept predecessor; keep every undecided row whose predecessors are
+   all removed" (two scatters over the edges per round). Each round decides at least the lowest
+   undecided row, so it ends; the number of rounds is the length of the longest chain of
+   near-duplicates inside the window (1-3 on real data).
+3. Each rank adds its chunk's kept rows to its shard.
 
-Cost: O(N * K * d) for K kept rows, on any device; K's rows stay in memory (float32, K x d).
-The ``faiss`` backend does step 1 with an exact ``IndexFlatIP.range_search`` instead of torch.
-Not distributed: the rule depends on every earlier decision, so one process runs it (a GPU
-handles millions of rows); the embed/cluster stages are the distributed ones.
+The result depends only on the row order and the threshold, not on ``chunk_size`` nor on the
+number of ranks (up to float rounding of similarities within ~1e-6 of the threshold). Cost:
+``O(N * K * d / world_size)`` per rank for ``K`` kept rows, on any device; each rank holds
+``K / world_size`` kept rows (float32). The ``faiss`` backend does step 1 with an exact
+``IndexFlatIP.range_search`` over the rank's shard instead of torch.
+
+A checkpoint (the decisions so far) is written by rank 0 every ``checkpoint_every_s`` seconds; a
+killed run started again resumes from it (at any world size) and ends with the same result.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -41,7 +50,8 @@ import torch.nn.functional as F
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig
 
-from curate.io.atomic import atomic_save_npy, atomic_write_json, atomic_write_text
+from curate import dist
+from curate.io.atomic import atomic_path, atomic_save_npy, atomic_write_json, atomic_write_text
 from curate.io.store import MANIFEST, StoreWriter, finalize_store, load_embeddings, read_manifest
 
 log = logging.getLogger(__name__)
@@ -58,12 +68,14 @@ class DedupConfig:
         input: an embedding store directory or a ``(N, d)`` ``.npy``.
         out: output directory (also Hydra's run dir).
         threshold: cosine similarity above which a row is a near-duplicate of a kept earlier row.
-        chunk_size: rows compared per step (a ``chunk_size^2`` similarity block is held).
+        chunk_size: rows per rank and step (a ``chunk_size x world_size * chunk_size`` similarity
+            block is held).
         backend: ``torch`` (matmul on ``device``) or ``faiss`` (exact ``IndexFlatIP`` range search).
         device: ``auto`` (CUDA when available), ``cpu``, ``cuda``, ``cuda:N`` (torch backend).
         sim_budget: most similarity entries held at once against the kept rows (memory bound).
         write_store: also write the kept rows as an embedding store in ``<out>/store``.
         shard_size: rows per shard of that store.
+        checkpoint_every_s: seconds between checkpoints of the decisions (rank 0; 0: every step).
     """
 
     input: str = MISSING
@@ -75,6 +87,7 @@ class DedupConfig:
     sim_budget: int = 2**25
     write_store: bool = False
     shard_size: int = 50000
+    checkpoint_every_s: float = 300.0
 
 
 ConfigStore.instance().store(name="dedup_schema", node=DedupConfig)
@@ -90,6 +103,8 @@ def validate(cfg: Any) -> None:
         raise ValueError(f"sim_budget must be >= chunk_size ({cfg.chunk_size}), got {cfg.sim_budget}")
     if cfg.backend not in ("torch", "faiss"):
         raise ValueError(f"backend must be torch or faiss, got {cfg.backend!r}")
+    if cfg.checkpoint_every_s < 0:
+        raise ValueError(f"checkpoint_every_s must be >= 0, got {cfg.checkpoint_every_s}")
     if cfg.shard_size < 1:
         raise ValueError(f"shard_size must be >= 1, got {cfg.shard_size}")
 
@@ -115,50 +130,80 @@ class DedupResult:
         return np.flatnonzero(self.keep).astype(np.int64)
 
 
-def resolve_within_chunk(adj: torch.Tensor, fixed_removed: torch.Tensor) -> torch.Tensor:
-    """The sequential greedy rule inside one chunk, without a loop over rows.
+def resolve_edges(
+    n: int, src: torch.Tensor, dst: torch.Tensor, fixed_removed: torch.Tensor
+) -> torch.Tensor:
+    """The sequential greedy rule on ``n`` rows given their near-duplicate pairs, no loop over rows.
 
     Args:
-        adj: ``(c, c) bool``, ``adj[j, i]`` True when ``j < i`` and rows ``j``, ``i`` are
-            near-duplicates (strictly upper triangular).
-        fixed_removed: ``(c,) bool``, rows already removed (duplicates of earlier chunks); they
-            neither stay nor remove anyone.
+        n: number of rows.
+        src, dst: ``(E,) int64`` edges ``src < dst``: rows ``src`` and ``dst`` are near-duplicates.
+        fixed_removed: ``(n,) bool``, rows already removed (duplicates of earlier rows outside
+            these ``n``); they neither stay nor remove anyone.
 
     Returns:
-        ``(c,) bool``: True for the rows kept.
+        ``(n,) bool``: True for the rows kept.
     """
-    adj = adj & ~fixed_removed[:, None] & ~fixed_removed[None, :]
+    live = ~fixed_removed[src] & ~fixed_removed[dst]
+    src, dst = src[live], dst[live]
     keep = ~fixed_removed.clone()
-    involved = torch.nonzero(adj.any(0) | adj.any(1)).flatten()
-    if involved.numel() == 0:
+    if src.numel() == 0:
         return keep
-    sub = adj[involved][:, involved].to(torch.float32)  # edges only among involved rows
-    c = involved.numel()
-    kept = torch.zeros(c, dtype=torch.bool, device=adj.device)
-    removed = torch.zeros(c, dtype=torch.bool, device=adj.device)
-    undecided = torch.ones(c, dtype=torch.bool, device=adj.device)
+    device = fixed_removed.device
+    kept = torch.zeros(n, dtype=torch.bool, device=device)
+    removed = torch.zeros(n, dtype=torch.bool, device=device)
+    undecided = torch.zeros(n, dtype=torch.bool, device=device)
+    undecided[src] = True
+    undecided[dst] = True
     while bool(undecided.any()):
         # kept rows remove their undecided successors
-        hit = (kept.to(torch.float32) @ sub) > 0
+        hit = torch.zeros(n, dtype=torch.bool, device=device)
+        hit[dst[kept[src]]] = True
         newly_removed = undecided & hit
         removed |= newly_removed
         undecided &= ~newly_removed
         # a row whose predecessors are all removed is kept
-        blocked = ((~removed).to(torch.float32) @ sub) > 0
+        blocked = torch.zeros(n, dtype=torch.bool, device=device)
+        blocked[dst[~removed[src]]] = True
         newly_kept = undecided & ~blocked
         kept |= newly_kept
         undecided &= ~newly_kept
-    keep[involved] = kept
+    involved = kept | removed
+    keep[involved] = kept[involved]
     return keep
 
 
-class _KeptRows:
-    """Growing ``(K, d)`` float32 buffer of the kept rows (capacity doubles) and their indices."""
+def best_kept_predecessor(
+    n: int, src: torch.Tensor, dst: torch.Tensor, sim: torch.Tensor, keep: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """For every row, its most similar kept predecessor along the edges (ties: the smallest).
 
-    def __init__(self, d: int, device: torch.device) -> None:
+    Args:
+        n: number of rows.
+        src, dst, sim: ``(E,)`` edges ``src < dst`` and their similarities.
+        keep: ``(n,) bool``.
+
+    Returns:
+        ``(best (n,) float32, arg (n,) int64)``: ``-inf`` / ``-1`` for rows without a kept
+        predecessor.
+    """
+    use = keep[src]
+    src, dst, sim = src[use], dst[use], sim[use]
+    best = torch.full((n,), -float("inf"), device=keep.device).scatter_reduce(0, dst, sim, "amax")
+    candidate = torch.where(sim == best[dst], src, torch.full_like(src, n))
+    arg = torch.full((n,), n, dtype=torch.int64, device=keep.device).scatter_reduce(0, dst, candidate, "amin")
+    return best, torch.where(arg == n, -1, arg)
+
+
+class _KeptRows:
+    """This rank's shard of the kept rows: a growing ``(K_r, d)`` float32 buffer (capacity
+    doubles) and their global indices, in increasing order."""
+
+    def __init__(self, d: int, device: torch.device, block: int) -> None:
         self.rows = torch.empty(0, d, device=device)
         self.index = torch.empty(0, dtype=torch.int64, device=device)
         self.count = 0
+        self.block = block
 
     def add(self, rows: torch.Tensor, index: torch.Tensor) -> None:
         need = self.count + len(rows)
@@ -173,28 +218,28 @@ class _KeptRows:
         self.index[self.count : need] = index
         self.count = need
 
-
-def _best_kept_torch(x: torch.Tensor, kept: _KeptRows, block: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Max similarity of each row of ``x (c, d)`` to the kept rows, and the argmax's global index."""
-    best = torch.full((len(x),), -float("inf"), device=x.device)
-    arg = torch.full((len(x),), -1, dtype=torch.int64, device=x.device)
-    for start in range(0, kept.count, block):  # blocks of kept rows, sized by the memory budget
-        stop = min(kept.count, start + block)
-        sim = x @ kept.rows[start:stop].T
-        value, where = sim.max(1)
-        better = value > best
-        best = torch.where(better, value, best)
-        arg = torch.where(better, kept.index[start:stop][where], arg)
-    return best, arg
+    def best(self, x: torch.Tensor, threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """Max similarity of each row of ``x (c, d)`` to the shard and the argmax's global index
+        (ties: the smallest index; ``-inf`` / ``-1`` for an empty shard)."""
+        best = torch.full((len(x),), -float("inf"), device=x.device)
+        arg = torch.full((len(x),), -1, dtype=torch.int64, device=x.device)
+        for start in range(0, self.count, self.block):  # blocks of kept rows, sized by the memory budget
+            stop = min(self.count, start + self.block)
+            sim = x @ self.rows[start:stop].T
+            value = sim.max(1).values
+            first = (sim == value[:, None]).to(torch.uint8).argmax(1)  # earliest maximum
+            better = value > best  # strict: an earlier block (smaller indices) wins ties
+            best = torch.where(better, value, best)
+            arg = torch.where(better, self.index[start:stop][first], arg)
+        return best, arg
 
 
 class _FaissKept:
-    """The kept rows in an exact ``faiss.IndexFlatIP``; queries by range search."""
+    """This rank's shard of the kept rows in an exact ``faiss.IndexFlatIP``; range-search queries."""
 
     def __init__(self, d: int) -> None:
         import faiss
 
-        self.faiss = faiss
         self.index = faiss.IndexFlatIP(d)
         self.ids: list[np.ndarray] = []
         self.count = 0
@@ -205,20 +250,116 @@ class _FaissKept:
         self.count += len(rows)
 
     def best(self, x: torch.Tensor, threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """As :meth:`_KeptRows.best`, but only similarities above ``threshold`` are found."""
         n = len(x)
         best = np.full(n, -np.inf, dtype=np.float32)
         arg = np.full(n, -1, dtype=np.int64)
         if self.count:
-            lims, dist, found = self.index.range_search(np.ascontiguousarray(x.cpu().numpy()), float(threshold))
+            lims, dist_, found = self.index.range_search(np.ascontiguousarray(x.cpu().numpy()), float(threshold))
             lims = lims.astype(np.int64)
             counts = np.diff(lims)
-            if len(dist):
+            if len(dist_):
+                ids = np.concatenate(self.ids)[found]
                 rows = np.repeat(np.arange(n), counts)
-                order = np.lexsort((-dist, rows))  # per query, the most similar first
+                order = np.lexsort((ids, -dist_, rows))  # per query: most similar, then smallest index
                 first = lims[:-1][counts > 0]
-                best[counts > 0] = dist[order][first]
-                arg[counts > 0] = np.concatenate(self.ids)[found[order][first]]
+                best[counts > 0] = dist_[order][first]
+                arg[counts > 0] = ids[order][first]
         return torch.from_numpy(best).to(x.device), torch.from_numpy(arg).to(x.device)
+
+
+@dataclass
+class _Progress:
+    """Decisions for rows ``[0, next_row)``; the rest is undecided."""
+
+    keep: np.ndarray
+    duplicate_of: np.ndarray
+    similarity: np.ndarray
+    next_row: int = 0
+
+    @classmethod
+    def fresh(cls, n: int) -> _Progress:
+        return cls(np.zeros(n, bool), np.full(n, -1, np.int64), np.full(n, np.nan, np.float32))
+
+
+def _fingerprint(n: int, d: int, threshold: float) -> str:
+    return json.dumps({"rule": RULE, "count": n, "dim": d, "threshold": float(threshold)}, sort_keys=True)
+
+
+def _save_checkpoint(path: Path, progress: _Progress, fingerprint: str) -> None:
+    stop = progress.next_row
+    with atomic_path(path, suffix=".npz") as tmp:
+        np.savez(
+            tmp,
+            fingerprint=np.array(fingerprint),
+            next_row=np.array(stop),
+            keep=progress.keep[:stop],
+            duplicate_of=progress.duplicate_of[:stop],
+            similarity=progress.similarity[:stop],
+        )
+
+
+def _load_checkpoint(path: Path | None, n: int, fingerprint: str) -> _Progress:
+    progress = _Progress.fresh(n)
+    if path is None or not path.exists():
+        return progress
+    with np.load(path) as saved:
+        if str(saved["fingerprint"]) != fingerprint:
+            raise ValueError(
+                f"{path} is a dedup checkpoint of another input or threshold; delete it or choose another out="
+            )
+        stop = int(saved["next_row"])
+        progress.keep[:stop] = saved["keep"]
+        progress.duplicate_of[:stop] = saved["duplicate_of"]
+        progress.similarity[:stop] = saved["similarity"]
+    progress.next_row = stop
+    log.info("resuming dedup from %s at row %d of %d", path, stop, n)
+    return progress
+
+
+def _read_normalised(x: Any, start: int, stop: int, device: torch.device) -> torch.Tensor:
+    """Rows ``[start, stop)`` of ``x`` as L2-normalised float32 on ``device``."""
+    rows = x[start:stop]
+    if isinstance(rows, torch.Tensor):
+        rows = rows.to(torch.float32)
+    else:  # a copy: memory-mapped rows are read-only
+        rows = torch.from_numpy(np.array(rows, dtype=np.float32).reshape(stop - start, x.shape[1]))
+    return F.normalize(rows.to(device), dim=1)
+
+
+def _first_bad_row(chunk: torch.Tensor, start: int, n: int) -> int:
+    """The smallest non-finite row over all ranks (``n`` when none); every rank gets the same."""
+    finite = torch.isfinite(chunk).all(1)
+    local = n if bool(finite.all()) else start + int(torch.nonzero(~finite)[0])
+    return int(dist.all_reduce_(torch.tensor([local], dtype=torch.int64), "min")[0])
+
+
+def _global_best(best: torch.Tensor, arg: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Combine every rank's best similarity to its kept shard: the max, and the smallest index
+    among the ranks that reach it."""
+    if not dist.is_distributed():
+        return best, arg
+    top = dist.all_reduce_(best.clone(), "max")
+    big = torch.iinfo(torch.int64).max
+    candidate = torch.where((best == top) & (arg >= 0), arg, torch.full_like(arg, big))
+    candidate = dist.all_reduce_(candidate, "min")
+    return top, torch.where(candidate == big, -1, candidate)
+
+
+def _window_edges(
+    mine: torch.Tensor, window: torch.Tensor, offset: int, threshold: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Near-duplicate pairs ``j < i`` between this rank's rows (window positions ``offset + j``)
+    and the window, gathered from all ranks: ``(src, dst, sim)`` in window positions."""
+    sim = mine @ window.T  # (c, m)
+    later = torch.arange(window.shape[0], device=sim.device)[None, :] > (
+        offset + torch.arange(mine.shape[0], device=sim.device)[:, None]
+    )
+    pairs = torch.nonzero((sim > threshold) & later)
+    values = sim[pairs[:, 0], pairs[:, 1]]
+    src = dist.all_gather_rows(pairs[:, 0] + offset)
+    dst = dist.all_gather_rows(pairs[:, 1])
+    return src, dst, dist.all_gather_rows(values)
 
 
 def deduplicate(
@@ -228,92 +369,134 @@ def deduplicate(
     device: str | torch.device = "cpu",
     backend: str = "torch",
     sim_budget: int = 2**25,
+    checkpoint: str | Path | None = None,
+    checkpoint_every_s: float = 300.0,
 ) -> DedupResult:
     """Remove near-duplicates with the sequential greedy rule (see the module docstring).
 
+    Called on every rank of a ``torch.distributed`` group with the same arguments, the ranks
+    share the work and all return the same result; alone, it runs in one process.
+
     Args:
         x: ``(N, d)`` rows: array, memmap, :class:`~curate.io.store.ConcatenatedRows` or tensor;
-            streamed by chunks, normalised on the fly.
+            streamed by chunks (each rank reads its own), normalised on the fly.
         threshold: a row is a duplicate when its cosine similarity to a kept earlier row is
             strictly greater.
-        chunk_size: rows per step.
+        chunk_size: rows per rank and step (a ``chunk_size x world_size * chunk_size`` similarity
+            block is held).
         device: where the similarities are computed (torch backend).
         backend: ``"torch"`` or ``"faiss"`` (exact inner-product range search for the kept rows).
         sim_budget: most entries of a similarity block against the kept rows.
+        checkpoint: an ``.npz`` path: resume from it when it exists, and (rank 0) save the
+            decisions there every ``checkpoint_every_s`` seconds. None: no checkpoints.
+        checkpoint_every_s: seconds between checkpoints (0: after every window).
 
     Returns:
         :class:`DedupResult`.
     """
     device = torch.device(device)
+    rank, world = dist.get_rank(), dist.get_world_size()
     n, d = int(x.shape[0]), int(x.shape[1])
-    keep = np.zeros(n, dtype=bool)
-    duplicate_of = np.full(n, -1, dtype=np.int64)
-    similarity = np.full(n, np.nan, dtype=np.float32)
-    kept: Any = _KeptRows(d, device) if backend == "torch" else _FaissKept(d)
-    block = max(1, sim_budget // max(chunk_size, 1))
-    for start in range(0, n, chunk_size):
-        stop = min(n, start + chunk_size)
-        rows = x[start:stop]
-        if isinstance(rows, torch.Tensor):
-            rows = rows.to(torch.float32)
-        else:  # a copy: memory-mapped rows are read-only
-            rows = torch.from_numpy(np.array(rows, dtype=np.float32))
-        chunk = F.normalize(rows.to(device), dim=1)
-        if not torch.isfinite(chunk).all():
-            bad = start + int(torch.nonzero(~torch.isfinite(chunk).all(1))[0])
+    checkpoint = None if checkpoint is None else Path(checkpoint)
+    fingerprint = _fingerprint(n, d, threshold)
+    progress = _load_checkpoint(checkpoint, n, fingerprint)
+    block = max(1, sim_budget // max(world * chunk_size, 1))
+    kept: Any = _KeptRows(d, device, block) if backend == "torch" else _FaissKept(d)
+    _rebuild_shard(x, kept, progress, chunk_size, rank, world, device)
+    window_rows = world * chunk_size
+    last_saved = time.monotonic()
+    for w0 in range(progress.next_row, n, window_rows):
+        m = min(window_rows, n - w0)
+        lo, hi = w0 + min(m, rank * chunk_size), w0 + min(m, (rank + 1) * chunk_size)
+        mine = _read_normalised(x, lo, hi, device)
+        bad = _first_bad_row(mine, lo, n)
+        if bad < n:
             raise ValueError(f"row {bad} holds NaN or Inf")
-        # 1. against the kept rows of earlier chunks
-        if backend == "torch":
-            best, arg = _best_kept_torch(chunk, kept, block)
-        else:
-            best, arg = kept.best(chunk, threshold)
+        window = dist.all_gather_rows(mine)  # (m, d)
+        # 1. against the kept rows of earlier windows (each rank: its shard)
+        best, arg = _global_best(*kept.best(window, threshold))
         removed_prev = best > threshold
-        # 2. inside the chunk
-        sim = chunk @ chunk.T
-        adj = torch.triu(sim > threshold, diagonal=1)
-        keep_chunk = resolve_within_chunk(adj, removed_prev)
-        # for rows removed inside the chunk: the most similar earlier kept row of the chunk
-        by_kept = sim.masked_fill(~(adj & keep_chunk[:, None]), -float("inf"))
-        in_best, in_arg = by_kept.max(0)
-        removed_in = ~keep_chunk & ~removed_prev
-        local = torch.arange(start, stop, device=device)
-        dup = torch.where(removed_prev, arg, torch.where(removed_in, local[in_arg], torch.full_like(arg, -1)))
+        # 2. inside the window
+        src, dst, sim = _window_edges(mine, window, lo - w0, threshold)
+        keep = resolve_edges(m, src, dst, removed_prev)
+        in_best, in_arg = best_kept_predecessor(m, src, dst, sim, keep)
+        removed_in = ~keep & ~removed_prev
+        dup = torch.where(removed_prev, arg, torch.where(removed_in, in_arg + w0, torch.full_like(arg, -1)))
         dup_sim = torch.where(removed_prev, best, in_best)
-        keep[start:stop] = keep_chunk.cpu().numpy()
-        duplicate_of[start:stop] = dup.cpu().numpy()
-        similarity[start:stop] = np.where(keep[start:stop], np.nan, dup_sim.cpu().numpy())
-        # 3. the chunk's kept rows join the kept set
-        kept.add(chunk[keep_chunk], local[keep_chunk])
-    return DedupResult(keep, duplicate_of, similarity)
+        rows = slice(w0, w0 + m)
+        progress.keep[rows] = keep.cpu().numpy()
+        progress.duplicate_of[rows] = dup.cpu().numpy()
+        progress.similarity[rows] = np.where(progress.keep[rows], np.nan, dup_sim.cpu().numpy())
+        progress.next_row = w0 + m
+        # 3. this rank's kept rows join its shard
+        mine_keep = keep[lo - w0 : hi - w0]
+        kept.add(mine[mine_keep], torch.arange(lo, hi, device=device)[mine_keep])
+        if checkpoint is not None and rank == 0 and time.monotonic() - last_saved >= checkpoint_every_s:
+            _save_checkpoint(checkpoint, progress, fingerprint)
+            last_saved = time.monotonic()
+    return DedupResult(progress.keep, progress.duplicate_of, progress.similarity)
+
+
+def _rebuild_shard(
+    x: Any, kept: Any, progress: _Progress, chunk_size: int, rank: int, world: int, device: torch.device
+) -> None:
+    """Reload this rank's kept rows after a resume: those of the chunks it would have read
+    (row ``i`` belongs to rank ``(i // chunk_size) % world``), so the shards are as if never
+    interrupted."""
+    done = np.flatnonzero(progress.keep[: progress.next_row])
+    mine = done[(done // chunk_size) % world == rank]
+    for start in range(0, len(mine), 65536):
+        index = mine[start : start + 65536]
+        rows = torch.from_numpy(np.array(x[index], dtype=np.float32).reshape(len(index), x.shape[1]))
+        kept.add(F.normalize(rows.to(device), dim=1), torch.from_numpy(index).to(device))
 
 
 def run_dedup(cfg: DictConfig) -> dict:
     """Deduplicate ``cfg.input`` and write ``kept_indices.npy``, ``kept_ids.txt``,
-    ``duplicate_of.npy`` and ``dedup.json`` (last) to ``cfg.out``.
+    ``duplicate_of.npy`` and ``dedup.json`` (last) to ``cfg.out`` (rank 0).
+
+    Under ``torchrun`` / SLURM every rank runs this and shares the work. A finished run with the
+    same input and threshold is skipped; a killed one resumes from ``<out>/checkpoint.npz``.
 
     Returns:
         The content of ``dedup.json``.
     """
     validate(cfg)
+    dist.init_distributed()
     out = Path(cfg.out)
     array, ids = load_embeddings(cfg.input)
+    done = out / "dedup.json"
+    if done.exists():
+        summary = json.loads(done.read_text())
+        same = summary.get("input") == str(Path(cfg.input).resolve()) and summary.get("threshold") == cfg.threshold
+        if same and summary.get("count") == int(array.shape[0]):
+            log.info("%s already holds this dedup; nothing to do", out)
+            return summary
+        raise ValueError(f"{out} already holds a dedup of another input or threshold; pick another out= or delete it")
     device = _device(cfg.device)
     started = time.perf_counter()
-    result = deduplicate(array, cfg.threshold, cfg.chunk_size, device, cfg.backend, cfg.sim_budget)
+    result = deduplicate(
+        array,
+        cfg.threshold,
+        cfg.chunk_size,
+        device,
+        cfg.backend,
+        cfg.sim_budget,
+        checkpoint=out / "checkpoint.npz",
+        checkpoint_every_s=cfg.checkpoint_every_s,
+    )
     elapsed = time.perf_counter() - started
     kept = result.kept_indices
     n = len(result.keep)
     log.info(
-        "dedup: kept %d of %d rows (%d near-duplicates above cosine %.3f) in %.1f s",
+        "dedup: kept %d of %d rows (%d near-duplicates above cosine %.3f) in %.1f s on %d rank(s)",
         len(kept),
         n,
         n - len(kept),
         cfg.threshold,
         elapsed,
+        dist.get_world_size(),
     )
-    atomic_save_npy(out / "kept_indices.npy", kept)
-    atomic_save_npy(out / "duplicate_of.npy", result.duplicate_of)
-    atomic_write_text(out / "kept_ids.txt", "".join(f"{ids[int(i)]}\n" for i in kept))
     summary = {
         "input": str(Path(cfg.input).resolve()),
         "count": n,
@@ -323,12 +506,18 @@ def run_dedup(cfg: DictConfig) -> dict:
         "rule": RULE,
         "backend": cfg.backend,
         "chunk_size": int(cfg.chunk_size),
-        "store": None,
+        "world_size": dist.get_world_size(),
+        "store": "store" if cfg.write_store else None,
     }
-    if cfg.write_store:
-        summary["store"] = "store"
-        _write_kept_store(Path(cfg.input), out / "store", array, ids, kept, cfg)
-    atomic_write_json(out / "dedup.json", summary)
+    if dist.is_main_process():
+        atomic_save_npy(out / "kept_indices.npy", kept)
+        atomic_save_npy(out / "duplicate_of.npy", result.duplicate_of)
+        atomic_write_text(out / "kept_ids.txt", "".join(f"{ids[int(i)]}\n" for i in kept))
+        if cfg.write_store:
+            _write_kept_store(Path(cfg.input), out / "store", array, ids, kept, cfg)
+        atomic_write_json(done, summary)
+        (out / "checkpoint.npz").unlink(missing_ok=True)
+    dist.barrier()
     return summary
 
 

@@ -126,15 +126,24 @@ def _comm_device() -> torch.device:
     return torch.device("cpu")
 
 
-def all_reduce_sum_(tensor: torch.Tensor) -> torch.Tensor:
-    """Sum ``tensor`` over ranks in place (no-op at world size 1); returns it."""
+_REDUCE_OPS = {"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX, "min": dist.ReduceOp.MIN}
+
+
+def all_reduce_(tensor: torch.Tensor, op: str = "sum") -> torch.Tensor:
+    """Reduce ``tensor`` over ranks in place with ``op`` (``sum``, ``max`` or ``min``); no-op at
+    world size 1; returns it."""
     if not is_distributed():
         return tensor
     comm = tensor.to(_comm_device())
-    dist.all_reduce(comm, op=dist.ReduceOp.SUM)
+    dist.all_reduce(comm, op=_REDUCE_OPS[op])
     if comm is not tensor:
         tensor.copy_(comm)
     return tensor
+
+
+def all_reduce_sum_(tensor: torch.Tensor) -> torch.Tensor:
+    """Sum ``tensor`` over ranks in place (no-op at world size 1); returns it."""
+    return all_reduce_(tensor, "sum")
 
 
 def all_gather_stack(tensor: torch.Tensor) -> torch.Tensor:

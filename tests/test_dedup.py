@@ -6,11 +6,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch.multiprocessing as mp
 import torch
 from hydra import compose, initialize_config_dir
 
 from curate import dedup as dedup_module
-from curate.dedup import deduplicate, resolve_within_chunk, run_dedup
+from curate.dedup import deduplicate, resolve_edges, run_dedup
 from curate.io.store import load_embeddings, load_labels, write_store
 
 CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "configs")
@@ -47,7 +48,7 @@ def planted(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 @pytest.mark.parametrize("chunk_size", [1, 16, 64, 1000])
-def test_planted_duplicates_removed(chunk_size, one_thread):
+def test_planted_duplicates_removed(chunk_size):
     x, origin, is_original = planted()
     result = deduplicate(x, threshold=0.95, chunk_size=chunk_size)
     np.testing.assert_array_equal(result.keep, is_original)
@@ -69,17 +70,8 @@ def test_chain_rule():
         assert result.duplicate_of.tolist() == [-1, 0, -1, -1, 3]
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny matrices: one thread avoids oversubscription stalls on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_matches_brute_force_on_dense_low_dim_data(seed, one_thread):
+def test_matches_brute_force_on_dense_low_dim_data(seed):
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(400, 3))
     x /= np.linalg.norm(x, axis=1, keepdims=True)
@@ -104,11 +96,13 @@ def test_faiss_backend_matches_torch():
     np.testing.assert_array_equal(got.duplicate_of, ref.duplicate_of)
 
 
-def test_resolve_within_chunk_vectorised_rule():
+@pytest.mark.parametrize("density", [0.02, 0.05, 0.3])
+def test_resolve_edges_vectorised_rule(density):
     rng = np.random.default_rng(3)
-    adj = np.triu(rng.uniform(size=(60, 60)) < 0.05, 1)
+    adj = np.triu(rng.uniform(size=(60, 60)) < density, 1)
     fixed = rng.uniform(size=60) < 0.1
-    keep = resolve_within_chunk(torch.from_numpy(adj), torch.from_numpy(fixed)).numpy()
+    src, dst = (torch.from_numpy(a) for a in np.nonzero(adj))
+    keep = resolve_edges(60, src, dst, torch.from_numpy(fixed)).numpy()
     expected = np.zeros(60, bool)
     for i in range(60):  # reference: sequential
         expected[i] = not fixed[i] and not any(expected[j] and adj[j, i] for j in range(i))
@@ -182,3 +176,94 @@ def test_dedup_config_errors(tmp_path):
             run_dedup(compose_dedup([f"input={tmp_path}", f"out={tmp_path / 'o'}", override]))
     with pytest.raises(ValueError, match="row 2 holds NaN"):
         deduplicate(np.array([[1.0, 0], [0, 1], [np.nan, 0]], np.float32))
+
+
+# ---- distributed: the ranks share the work and agree with one process -----------------------
+def _dedup_rank(rank: int, world: int, port: int, overrides: list[str], out_dir: str) -> None:
+    import os
+
+    import torch.distributed as torch_dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world))
+    try:
+        summary = run_dedup(compose_dedup(overrides))
+        Path(out_dir, f"summary_{rank}.json").write_text(json.dumps(summary))
+    except ValueError as err:  # bad input: every rank must fail the same way, none may hang
+        Path(out_dir, f"error_{rank}.txt").write_text(str(err))
+    finally:
+        if torch_dist.is_initialized():
+            torch_dist.destroy_process_group()
+
+
+@pytest.mark.parametrize(
+    "world, chunk_size, backend",
+    # 270 rows; windows of 32 / 120 rows: the last one leaves ranks without rows
+    [(2, 16, "torch"), (3, 40, "torch"), (3, 40, "faiss")],
+)
+def test_ranks_share_the_work_and_match_one_process(tmp_path, free_port, world, chunk_size, backend):
+    if backend == "faiss":
+        pytest.importorskip("faiss")
+    x, origin, is_original = planted(4)
+    np.save(tmp_path / "x.npy", x)
+    single = deduplicate(x, threshold=0.95, chunk_size=chunk_size)
+    overrides = [
+        f"input={tmp_path / 'x.npy'}",
+        f"out={tmp_path / 'dd'}",
+        f"chunk_size={chunk_size}",
+        f"backend={backend}",
+        "device=cpu",
+    ]
+    mp.spawn(_dedup_rank, args=(world, free_port, overrides, str(tmp_path)), nprocs=world)
+    summaries = [json.loads((tmp_path / f"summary_{r}.json").read_text()) for r in range(world)]
+    assert all(s == summaries[0] for s in summaries) and summaries[0]["world_size"] == world
+    np.testing.assert_array_equal(np.load(tmp_path / "dd" / "kept_indices.npy"), np.flatnonzero(is_original))
+    np.testing.assert_array_equal(np.load(tmp_path / "dd" / "duplicate_of.npy"), single.duplicate_of)
+    assert not (tmp_path / "dd" / "checkpoint.npz").exists()
+
+
+def test_bad_row_fails_on_every_rank(tmp_path, free_port):
+    x, _, _ = planted()
+    x[200, 5] = np.nan  # in rank 1's chunk of the second window
+    np.save(tmp_path / "x.npy", x)
+    overrides = [f"input={tmp_path / 'x.npy'}", f"out={tmp_path / 'dd'}", "chunk_size=64", "device=cpu"]
+    mp.spawn(_dedup_rank, args=(2, free_port, overrides, str(tmp_path)), nprocs=2)
+    for rank in range(2):
+        assert "row 200 holds NaN" in (tmp_path / f"error_{rank}.txt").read_text()
+    assert not (tmp_path / "dd" / "dedup.json").exists()
+
+
+def test_killed_run_resumes_to_the_same_result(tmp_path, monkeypatch):
+    x, _, _ = planted(5)
+    np.save(tmp_path / "x.npy", x)
+    overrides = [f"input={tmp_path / 'x.npy'}", "chunk_size=20", "checkpoint_every_s=0", "device=cpu"]
+    ref = run_dedup(compose_dedup([*overrides, f"out={tmp_path / 'ref'}"]))
+    save = dedup_module._save_checkpoint
+    calls: list[int] = []
+    kill = [True]
+
+    def killed_after_three(path, progress, fingerprint):
+        save(path, progress, fingerprint)
+        calls.append(progress.next_row)
+        if kill[0] and len(calls) == 3:
+            kill[0] = False
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(dedup_module, "_save_checkpoint", killed_after_three)
+    with pytest.raises(KeyboardInterrupt):
+        run_dedup(compose_dedup([*overrides, f"out={tmp_path / 'dd'}"]))
+    assert calls == [20, 40, 60] and (tmp_path / "dd" / "checkpoint.npz").exists()
+    assert not (tmp_path / "dd" / "dedup.json").exists()
+    # another threshold must not pick up these decisions
+    with pytest.raises(ValueError, match="checkpoint of another input or threshold"):
+        run_dedup(compose_dedup([*overrides, f"out={tmp_path / 'dd'}", "threshold=0.9"]))
+    calls.clear()
+    assert run_dedup(compose_dedup([*overrides, f"out={tmp_path / 'dd'}"])) == ref
+    assert calls[0] == 80  # resumed after row 60, not from the start
+    for name in ("kept_indices.npy", "duplicate_of.npy"):
+        np.testing.assert_array_equal(np.load(tmp_path / "dd" / name), np.load(tmp_path / "ref" / name))
+    assert not (tmp_path / "dd" / "checkpoint.npz").exists()
+    # a finished run is skipped; another threshold on the same out is refused
+    calls.clear()
+    assert run_dedup(compose_dedup([*overrides, f"out={tmp_path / 'dd'}"])) == ref and calls == []
+    with pytest.raises(ValueError, match="another input or threshold"):
+        run_dedup(compose_dedup([*overrides, f"out={tmp_path / 'dd'}", "threshold=0.9"]))

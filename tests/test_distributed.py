@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 
 import numpy as np
 import pytest
@@ -14,12 +13,6 @@ import torch.multiprocessing as mp
 from curate import dist
 from curate.io.shards import open_npy_shard, shard_range
 from curate.kmeans import KMeans
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _worker(rank: int, world: int, port: int, data_path: str, out_dir: str, kwargs: dict, splits: list) -> None:
@@ -39,10 +32,10 @@ def _worker(rank: int, world: int, port: int, data_path: str, out_dir: str, kwar
         torch_dist.destroy_process_group()
 
 
-def run_two_ranks(tmp_path, x: np.ndarray, kwargs: dict, split: int):
+def run_two_ranks(tmp_path, x: np.ndarray, kwargs: dict, split: int, port: int):
     data = tmp_path / "x.npy"
     np.save(data, x)
-    mp.spawn(_worker, args=(2, free_port(), str(data), str(tmp_path), kwargs, [0, split, len(x)]), nprocs=2)
+    mp.spawn(_worker, args=(2, port, str(data), str(tmp_path), kwargs, [0, split, len(x)]), nprocs=2)
     load = lambda name, r: np.load(tmp_path / f"{name}_{r}.npy")  # noqa: E731
     return (
         [load("centroids", r) for r in range(2)],
@@ -61,9 +54,9 @@ def run_two_ranks(tmp_path, x: np.ndarray, kwargs: dict, split: int):
     ],
     ids=["kmeans++-l2", "random-cosine", "init-subset"],
 )
-def test_world_size_two_equals_one(tmp_path, blobs, kwargs):
+def test_world_size_two_equals_one(tmp_path, blobs, kwargs, free_port):
     single = KMeans(**kwargs).fit(blobs)
-    centroids, labels, assigned, inertia = run_two_ranks(tmp_path, blobs, kwargs, split=1100)
+    centroids, labels, assigned, inertia = run_two_ranks(tmp_path, blobs, kwargs, split=1100, port=free_port)
     np.testing.assert_array_equal(centroids[0], centroids[1])  # ranks agree exactly
     np.testing.assert_allclose(centroids[0], single.centroids.numpy(), rtol=1e-5, atol=1e-5)
     np.testing.assert_array_equal(labels, single.labels_.numpy())
@@ -71,7 +64,7 @@ def test_world_size_two_equals_one(tmp_path, blobs, kwargs):
     assert inertia[0] == inertia[1] and abs(inertia[0] - single.inertia) <= 1e-5 * single.inertia
 
 
-def test_empty_cluster_reseed_matches_across_world_sizes(tmp_path):
+def test_empty_cluster_reseed_matches_across_world_sizes(tmp_path, free_port):
     rng = np.random.default_rng(0)
     dup = np.repeat(rng.normal(size=(4, 3)), 200, axis=0)
     x = np.concatenate([dup, rng.normal(size=(50, 3)) * 5]).astype(np.float32)
@@ -79,7 +72,7 @@ def test_empty_cluster_reseed_matches_across_world_sizes(tmp_path):
     kwargs = dict(k=20, n_iter=10, seed=0, init="random")
     single = KMeans(**kwargs).fit(x)
     assert sum(s["empty_reseeded"] for s in single.stats) > 0
-    centroids, labels, _, _ = run_two_ranks(tmp_path, x, kwargs, split=333)
+    centroids, labels, _, _ = run_two_ranks(tmp_path, x, kwargs, split=333, port=free_port)
     np.testing.assert_allclose(centroids[0], single.centroids.numpy(), rtol=1e-5, atol=1e-5)
     np.testing.assert_array_equal(labels, single.labels_.numpy())
 
@@ -153,13 +146,13 @@ def _hierarchy_worker(rank: int, world: int, port: int, data_path: str, out_dir:
     ],
     ids=["resampling", "split"],
 )
-def test_hierarchy_world_size_two_equals_one(tmp_path, blobs, levels):
+def test_hierarchy_world_size_two_equals_one(tmp_path, blobs, levels, free_port):
     from curate.hierarchy import HierarchicalKMeans
 
     data = tmp_path / "x.npy"
     np.save(data, blobs)
     single = HierarchicalKMeans(levels, n_iter=5, seed=2).fit(blobs)
-    mp.spawn(_hierarchy_worker, args=(2, free_port(), str(data), str(tmp_path / "h"), levels), nprocs=2)
+    mp.spawn(_hierarchy_worker, args=(2, free_port, str(data), str(tmp_path / "h"), levels), nprocs=2)
     double = HierarchicalKMeans.load(tmp_path / "h")
     for a, b in zip(single.levels_, double.levels_):
         np.testing.assert_allclose(a.centroids, b.centroids, rtol=1e-5, atol=1e-5)

@@ -3,7 +3,6 @@
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -344,7 +343,7 @@ def _embed_rank(rank: int, world: int, port: int, overrides: list[str]) -> None:
             torch_dist.destroy_process_group()
 
 
-def test_two_ranks_write_the_same_store_as_one(tmp_path, text_file):
+def test_two_ranks_write_the_same_store_as_one(tmp_path, text_file, free_port):
     """Each rank embeds its slice of shards; the store does not depend on the world size."""
     base = [
         "data=text_lines",
@@ -357,10 +356,7 @@ def test_two_ranks_write_the_same_store_as_one(tmp_path, text_file):
         "batch_size=2",
     ]
     run_embed(compose_embed([*base, f"out={tmp_path / 'one'}"]))
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    mp.spawn(_embed_rank, args=(2, port, [*base, f"out={tmp_path / 'two'}"]), nprocs=2)
+    mp.spawn(_embed_rank, args=(2, free_port, [*base, f"out={tmp_path / 'two'}"]), nprocs=2)
     assert _files(tmp_path / "two") == _files(tmp_path / "one")
     assert len(read_manifest(tmp_path / "two")["shards"]) == 3
 

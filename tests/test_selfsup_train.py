@@ -2,7 +2,6 @@
 
 import json
 import os
-import socket
 import sys
 from pathlib import Path
 
@@ -223,12 +222,6 @@ def test_embed_stage_reads_the_exported_backbone(tmp_path, fmnist_npy):
 
 
 # ---- distributed: 2 gloo ranks == 1 process -------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _rank_slice(batch: dict, rank: int, world: int) -> dict:
     """This rank's share of a crop-major global batch (the layout the sampler gives each rank)."""
     out = {}
@@ -280,7 +273,7 @@ def _ddp_worker(rank: int, world: int, port: int, folder: str, cfg_dict: dict) -
 
 
 @pytest.mark.slow
-def test_ddp_two_gloo_ranks_match_one_process(tmp_path, fmnist_npy):
+def test_ddp_two_gloo_ranks_match_one_process(tmp_path, fmnist_npy, free_port):
     cfg = tiny_cfg(tmp_path / "single_run", fmnist_npy, "train.iterations=3", "koleo.loss_weight=0.5")
     images = open_image_set("npy", path=str(fmnist_npy / "images.npy"))
     ds = MultiCropDataset(
@@ -289,7 +282,7 @@ def test_ddp_two_gloo_ranks_match_one_process(tmp_path, fmnist_npy):
     batch = collate_multicrop([ds[key] for key in InfiniteBatchSampler(len(images), 16, seed=0).batch_keys(0)])
     torch.save(batch, tmp_path / "batch.pt")
     cfg_dict = OmegaConf.to_container(OmegaConf.structured(cfg))
-    mp.spawn(_ddp_worker, args=(2, _free_port(), str(tmp_path), cfg_dict), nprocs=2, join=True)
+    mp.spawn(_ddp_worker, args=(2, free_port, str(tmp_path), cfg_dict), nprocs=2, join=True)
 
     torch.manual_seed(0)
     meta = SSLMetaArch(cfg)

@@ -2,14 +2,16 @@
 
     python -m curate.cluster                                   # the bundled 2-D toy
     python -m curate.cluster cluster=web_4level input.path=/data/emb_store name=web
+    python -m curate.cluster ... input.path=/data/emb_store input.subset=/data/dedup   # kept rows only
     torchrun --nproc_per_node 8 -m curate.cluster input.path=... device=cuda
     python -m curate.cluster -m launcher=submitit_slurm seed=0,1,2        # a sweep on SLURM
 
 Writes ``<out_dir>/cluster/<name>/``: ``level<t>/{centroids,assign,dist,offsets,members}.npy``,
-``metrics.jsonl`` (per-level stats), ``metrics.json`` (balance summary) and ``manifest.json``
-(last). A re-run resumes from ``checkpoints/`` (levels, resampling steps, k-means iterations); a
-finished run with the same settings is skipped. ``stop_after_level=t`` builds levels 1..t into
-``checkpoints/`` and exits (``curate.submit`` sends one such job per level).
+``metrics.jsonl`` (per-level stats), ``metrics.json`` (balance summary), ``items.npy`` (with
+``input.subset``: the input rows of the clustered items) and ``manifest.json`` (last). A re-run
+resumes from ``checkpoints/`` (levels, resampling steps, k-means iterations); a finished run with
+the same settings is skipped. ``stop_after_level=t`` builds levels 1..t into ``checkpoints/`` and
+exits (``curate.submit`` sends one such job per level).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 from curate import dist
 from curate.conf import level_specs, register_configs, validate_cluster
 from curate.hierarchy import HierarchicalKMeans
-from curate.io.atomic import atomic_write_json
+from curate.io.atomic import atomic_save_npy, atomic_write_json
 from curate.io.shards import rank_rows
 from curate.stage import open_input, output_dir, read_json, run_stage
 from curate.tracking import stage_tracker
@@ -88,7 +90,7 @@ def cluster(cfg: DictConfig) -> Path:
     dist.setup_logging()
     out = output_dir()
     path = cfg.input.path if cfg.input.path is not None else toy_input(cfg.input.toy, cfg.out_dir)
-    array, _, _, source = open_input(path)
+    array, _, _, source = open_input(path, cfg.input.subset)
     model = build_model(cfg, out / "checkpoints")
     manifest_path = out / "manifest.json"
     if manifest_path.exists():
@@ -116,6 +118,8 @@ def cluster(cfg: DictConfig) -> Path:
         tracker.summary(summary)
         if dist.is_main_process():
             atomic_write_json(out / "metrics.json", summary)
+    if dist.is_main_process() and cfg.input.subset is not None:
+        atomic_save_npy(out / "items.npy", array.rows)  # the input rows of the items, for the sample stage
     model.save(out, extra={"input": source, "stage_config": OmegaConf.to_container(cfg, resolve=True)})
     if dist.is_main_process():
         shutil.rmtree(out / "checkpoints", ignore_errors=True)

@@ -48,10 +48,13 @@ class HierarchyConf:
 
 @dataclass
 class InputConf:
-    """What to cluster: a ``.npy`` file or an embedding store folder, or a bundled toy."""
+    """What to cluster: a ``.npy`` file or an embedding store folder, or a bundled toy; with
+    ``subset``, only some of its rows (a dedup output folder, a ``.npy`` of row indices or a text
+    file of ids)."""
 
     path: str | None = None
     toy: str | None = None
+    subset: str | None = None
 
 
 @dataclass

@@ -28,6 +28,7 @@ import numpy as np
 from curate.hierarchy import HierarchicalKMeans, Level
 from curate.metrics import cluster_balance, label_shares
 from curate.sampling import cluster_item_counts
+from curate.stage import item_rows, to_positions
 
 __all__ = ["label_report", "level_report", "load_indices", "main", "plot_report", "top_cluster_shares"]
 
@@ -148,8 +149,8 @@ def label_report(labels: np.ndarray, indices: np.ndarray | None) -> dict[str, An
     return out
 
 
-def load_labels(path: str | Path, n_items: int) -> np.ndarray:
-    """``(N,)`` int64 labels from a ``.npy`` file, checked against the pool size.
+def load_labels(path: str | Path, n_items: int | None) -> np.ndarray:
+    """``(N,)`` int64 labels from a ``.npy`` file, checked against the pool size (when given).
 
     Raises:
         FileNotFoundError: missing file.
@@ -159,7 +160,7 @@ def load_labels(path: str | Path, n_items: int) -> np.ndarray:
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: --labels takes a (N,) integer .npy file")
     labels = np.load(path, allow_pickle=False)
-    if labels.ndim != 1 or len(labels) != n_items:
+    if labels.ndim != 1 or (n_items is not None and len(labels) != n_items):
         raise ValueError(f"{path}: expected shape ({n_items},) (one label per item), got {labels.shape}")
     if not np.issubdtype(labels.dtype, np.integer) or (labels.size and labels.min() < 0):
         raise ValueError(f"{path}: labels must be non-negative integers, got dtype {labels.dtype}")
@@ -310,7 +311,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     report = level_report(levels)
     print(f"{args.dir}: {n_items} items, {len(levels)} level(s)")
     print(format_levels(report))
-    indices = load_indices(args.sample, n_items) if args.sample is not None else None
+    rows = item_rows(args.dir)  # the clustering saw a subset: samples and labels hold input rows
+    n_input = n_items if rows is None else int(rows[-1]) + 1
+    indices = None
+    if args.sample is not None:
+        indices = to_positions(rows, load_indices(args.sample, max(n_input, n_items)), str(args.sample))
     shares = None
     if indices is not None:
         shares = top_cluster_shares(levels, indices)
@@ -318,7 +323,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         print(format_shares(shares))
     labels = None
     if args.labels is not None:
-        labels = label_report(load_labels(args.labels, n_items), indices)
+        pool_labels = load_labels(args.labels, n_items if rows is None else None)
+        if rows is not None:
+            if len(pool_labels) <= rows[-1]:
+                raise ValueError(f"{args.labels}: {len(pool_labels)} labels, the clustered subset names row {rows[-1]}")
+            pool_labels = pool_labels[rows]
+        labels = label_report(pool_labels, indices)
         print()
         print(format_labels(labels))
     if args.out is not None:

@@ -854,7 +854,7 @@ def load_report_data(
     """
     from curate.hierarchy import HierarchicalKMeans
     from curate.sampling import hierarchical_sample
-    from curate.stage import open_input
+    from curate.stage import item_rows, open_input, to_positions
 
     cluster_dir = Path(cluster_dir)
     model = HierarchicalKMeans.load(cluster_dir)
@@ -867,8 +867,9 @@ def load_report_data(
             notes.append(f"The clustered input {path} is gone: no examples, labels or scatter (pass --input).")
             path = None
     array = ids = labels = names = source = None
+    rows = item_rows(cluster_dir)  # the clustering saw a subset of the input: map rows to items
     if path is not None:
-        array, ids, labels, _ = open_input(path)
+        array, ids, labels, _ = open_input(path, rows)
         if array.shape[0] != model.n_items_:
             raise ValueError(
                 f"input {path}: {array.shape[0]} rows, the clustering in {cluster_dir} has {model.n_items_}"
@@ -880,10 +881,12 @@ def load_report_data(
             source = store_manifest.get("source") or (store_manifest.get("meta") or {}).get("source")
             if labels is not None:
                 labels, names = load_labels(path)
+                labels = labels if rows is None else labels[rows]
     elif not notes:
         notes.append("The clustering's manifest names no input: no examples, labels or scatter (pass --input).")
     if sample_dir is not None:
         sample, origin, more = _find_sample(Path(sample_dir))
+        sample = to_positions(rows, sample, origin)
         notes.extend(more)
     else:
         with warnings.catch_warnings():

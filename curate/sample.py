@@ -27,7 +27,7 @@ from curate.conf import register_configs, validate_sample
 from curate.hierarchy import HierarchicalKMeans
 from curate.io.atomic import atomic_path, atomic_save_npy, atomic_write_json, atomic_write_text
 from curate.sampling import SampleResult, flat_sample, sample_budgets, sample_stats
-from curate.stage import open_input, output_dir, read_json, run_stage
+from curate.stage import open_clustered_input, output_dir, run_stage
 from curate.tracking import stage_tracker
 
 log = logging.getLogger(__name__)
@@ -134,8 +134,7 @@ def sample(cfg: DictConfig) -> Path:
     out = output_dir()
     cluster_dir = Path(cfg.cluster_dir)
     hkm = HierarchicalKMeans.load(cluster_dir)
-    manifest = read_json(cluster_dir / "manifest.json")
-    array, ids, labels, _ = open_input(manifest["input"]["path"])
+    array, ids, labels, rows = open_clustered_input(cluster_dir)
     targets = list(cfg.targets)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -154,7 +153,8 @@ def sample(cfg: DictConfig) -> Path:
     for step, (target, entry) in enumerate(drawn.items()):
         res: SampleResult = entry["result"]
         folder = out if len(targets) == 1 else out / f"n{len(res.indices)}"
-        atomic_save_npy(folder / "indices.npy", res.indices)
+        # rows of the input store, also when the clustering saw a subset of it
+        atomic_save_npy(folder / "indices.npy", res.indices if rows is None else rows[res.indices])
         if ids is not None:
             atomic_write_text(folder / "ids.txt", "".join(f"{ids[i]}\n" for i in res.indices))
         stats = {**res.stats, "target": target, "method": cfg.method, "cluster_dir": str(cluster_dir)}

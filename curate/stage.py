@@ -35,19 +35,25 @@ def output_dir() -> Path:
     return Path(HydraConfig.get().runtime.output_dir)
 
 
-def open_input(path: str | Path) -> tuple[Any, Sequence | None, np.ndarray | None, dict[str, Any]]:
+def open_input(
+    path: str | Path, subset: str | Path | np.ndarray | None = None
+) -> tuple[Any, Sequence | None, np.ndarray | None, dict[str, Any]]:
     """Open embeddings to cluster without reading them.
 
     Args:
         path: a ``(N, d)`` ``.npy`` file (a ``labels.npy`` beside it is picked up when its length
             matches) or an embedding store folder (``manifest.json`` + shards).
+        subset: only these rows: a dedup output folder, a ``.npy`` of row indices, a text file
+            of ids (see :func:`curate.io.subset.read_subset`), or the ``(m,)`` rows themselves.
 
     Returns:
-        ``(array, ids or None, labels or None, description)``; ``array`` is memory-mapped.
+        ``(array, ids or None, labels or None, description)``; ``array`` is memory-mapped (a
+        :class:`~curate.io.subset.SubsetRows` view with a subset; its ``rows`` are store rows).
     """
     path = Path(path).expanduser().resolve()
     if not path.exists():
         raise FileNotFoundError(f"input not found: {path}")
+    description: dict[str, Any]
     if path.is_dir():
         from curate.io.store import load_embeddings, load_labels
 
@@ -55,14 +61,61 @@ def open_input(path: str | Path) -> tuple[Any, Sequence | None, np.ndarray | Non
         labels = None
         if (path / "labels.npy").exists():
             labels, _ = load_labels(path)
-        return array, ids, labels, {"kind": "store", "path": str(path)}
-    array = NpyRows(path)
-    labels_path = path.with_name("labels.npy")
-    labels = None
-    if labels_path.exists() and labels_path != path:
-        candidate = np.load(labels_path, mmap_mode="r")
-        labels = np.asarray(candidate) if candidate.shape == (array.shape[0],) else None
-    return array, None, labels, {"kind": "npy", "path": str(path)}
+        description = {"kind": "store", "path": str(path)}
+    else:
+        array, ids = NpyRows(path), None
+        labels_path = path.with_name("labels.npy")
+        labels = None
+        if labels_path.exists() and labels_path != path:
+            candidate = np.load(labels_path, mmap_mode="r")
+            labels = np.asarray(candidate) if candidate.shape == (array.shape[0],) else None
+        description = {"kind": "npy", "path": str(path)}
+    if subset is None:
+        return array, ids, labels, description
+    from curate.io.subset import SubsetIds, SubsetRows, read_subset
+
+    if isinstance(subset, np.ndarray):
+        rows = subset
+    else:
+        rows = read_subset(subset, array.shape[0], ids)
+        description["subset"] = str(Path(subset).expanduser().resolve())
+    description["subset_rows"] = int(len(rows))
+    return (
+        SubsetRows(array, rows),
+        None if ids is None else SubsetIds(ids, rows),
+        None if labels is None else labels[rows],
+        description,
+    )
+
+
+def item_rows(cluster_dir: str | Path) -> np.ndarray | None:
+    """The input rows of a clustering's items (``items.npy``, written when it clustered a
+    subset), or None when its items are all the input's rows in order."""
+    path = Path(cluster_dir) / "items.npy"
+    return np.load(path, allow_pickle=False) if path.exists() else None
+
+
+def open_clustered_input(
+    cluster_dir: str | Path, path: str | Path | None = None
+) -> tuple[Any, Sequence | None, np.ndarray | None, np.ndarray | None]:
+    """The rows a clustering was fitted on: ``(array, ids, labels, rows)`` with ``rows`` the input
+    rows of its items (None: all rows). ``path`` overrides the input named in its manifest."""
+    manifest = read_json(Path(cluster_dir) / "manifest.json")
+    rows = item_rows(cluster_dir)
+    array, ids, labels, _ = open_input(path if path is not None else manifest["input"]["path"], rows)
+    return array, ids, labels, rows
+
+
+def to_positions(rows: np.ndarray | None, indices: np.ndarray, where: str) -> np.ndarray:
+    """Input rows (as a sample's ``indices.npy`` holds them) -> positions among the clustered
+    items; identity without a subset. Raises ``ValueError`` naming ``where`` for a row outside it."""
+    if rows is None:
+        return indices
+    pos = np.searchsorted(rows, indices)
+    bad = (pos >= len(rows)) | (rows[np.minimum(pos, len(rows) - 1)] != indices)
+    if bad.any():
+        raise ValueError(f"{where}: row {indices[bad][0]} is not among the clustered subset's rows")
+    return pos.astype(np.int64)
 
 
 def read_json(path: Path) -> dict[str, Any]:

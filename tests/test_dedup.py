@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch.multiprocessing as mp
 import torch
+import torch.multiprocessing as mp
 from hydra import compose, initialize_config_dir
 
 from curate import dedup as dedup_module

@@ -1,0 +1,137 @@
+"""A subset of a store's rows: the rows that dedup kept, or any list of row indices or ids.
+
+``python -m curate.cluster input.path=<store> input.subset=<dedup out>`` clusters only those
+rows; the hierarchy's items are then the subset's rows in store order, and the sample stage maps
+them back to store rows.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def read_subset(path: str | os.PathLike, n_rows: int, ids: Sequence | None = None) -> np.ndarray:
+    """The store rows a subset file names, increasing.
+
+    Args:
+        path: a dedup output folder (its ``kept_indices.npy``), a 1-D integer ``.npy`` of row
+            indices, or a text file of ids, one per line (matched against the store's ``ids``).
+        n_rows: rows in the store.
+        ids: the store's ids (needed for a text file; strings or ints).
+
+    Returns:
+        ``(m,) int64`` sorted, unique row indices in ``[0, n_rows)``.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: empty, repeated or out-of-range rows, unknown ids, a wrong dtype or shape;
+            the message names the file.
+    """
+    path = Path(path).expanduser()
+    if path.is_dir():
+        path = path / "kept_indices.npy"
+    if not path.exists():
+        raise FileNotFoundError(f"subset not found: {path}")
+    if path.suffix == ".npy":
+        try:
+            rows = np.load(path, allow_pickle=False)
+        except (ValueError, EOFError, OSError) as err:
+            raise ValueError(f"subset {path}: cannot read it as a .npy array: {err}") from None
+        if rows.ndim != 1 or rows.dtype.kind not in "iu":
+            raise ValueError(f"subset {path}: expected a 1-D integer array of rows, got {rows.dtype} {rows.shape}")
+        rows = rows.astype(np.int64)
+    else:
+        rows = _rows_of_ids(path, ids)
+    if rows.size == 0:
+        raise ValueError(f"subset {path} is empty")
+    if rows.min() < 0 or rows.max() >= n_rows:
+        bad = rows[(rows < 0) | (rows >= n_rows)][0]
+        raise ValueError(f"subset {path}: row {bad} is outside the store's {n_rows} rows")
+    rows = np.sort(rows)
+    repeated = rows[1:][rows[1:] == rows[:-1]]
+    if repeated.size:
+        raise ValueError(f"subset {path}: row {repeated[0]} is listed more than once")
+    return rows
+
+
+def _rows_of_ids(path: Path, ids: Sequence | None) -> np.ndarray:
+    if ids is None:
+        raise ValueError(f"subset {path}: a list of ids needs a store with ids (a .npy has none); pass row indices")
+    wanted = path.read_text().splitlines()
+    row_of = {str(value): row for row, value in enumerate(ids)}
+    missing = [value for value in wanted if value not in row_of]
+    if missing:
+        raise ValueError(
+            f"subset {path}: {len(missing)} id(s) are not in the store, e.g. {missing[:3]} (ids are compared as text)"
+        )
+    return np.fromiter((row_of[value] for value in wanted), dtype=np.int64, count=len(wanted))
+
+
+class SubsetRows:
+    """A lazy ``(m, d)`` view of the rows ``rows`` of an ``(n, d)`` array (any row-indexable input).
+
+    ``view[i:j]`` reads the covering block of the base and drops the rows left out when that block
+    is at most ``4x`` the rows asked for (dedup subsets keep most rows), and gathers the rows one
+    by one otherwise; index arrays are mapped and gathered.
+
+    Args:
+        base: ``(n, d)`` rows: ``np.ndarray``, memmap, :class:`~curate.io.shards.NpyRows`,
+            :class:`~curate.io.store.ConcatenatedRows`.
+        rows: ``(m,)`` increasing unique row indices of ``base``.
+    """
+
+    def __init__(self, base: Any, rows: np.ndarray) -> None:
+        self.base = base
+        self.rows = np.asarray(rows, dtype=np.int64)
+        self.shape = (len(self.rows), *base.shape[1:])
+        self.dtype = base.dtype
+        self.ndim = 2
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        out = self[0 : len(self)]
+        return out if dtype is None else out.astype(dtype, copy=False)
+
+    def __getitem__(self, index: Any) -> np.ndarray:
+        if isinstance(index, tuple):
+            return self[index[0]][(slice(None), *index[1:])]
+        if isinstance(index, int | np.integer):
+            return np.asarray(self.base[self.rows[index] : self.rows[index] + 1])[0]
+        if isinstance(index, slice):
+            wanted = self.rows[index]
+            if index.step in (None, 1) and len(wanted):
+                lo, hi = int(wanted[0]), int(wanted[-1]) + 1
+                if hi - lo <= 4 * len(wanted):
+                    return np.asarray(self.base[lo:hi])[wanted - lo]
+            return self._gather(wanted)
+        return self._gather(self.rows[np.asarray(index)])  # int array or bool mask
+
+    def _gather(self, wanted: np.ndarray) -> np.ndarray:
+        if wanted.size == 0:
+            return np.empty((0, *self.shape[1:]), dtype=self.dtype)
+        return np.asarray(self.base[wanted])
+
+
+class SubsetIds(Sequence):
+    """The ids of a subset's rows, without copying the store's ids."""
+
+    def __init__(self, ids: Sequence, rows: np.ndarray) -> None:
+        self.ids, self.rows = ids, rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: Any) -> Any:
+        if isinstance(i, slice):
+            return [self.ids[int(r)] for r in self.rows[i]]
+        return self.ids[int(self.rows[i])]
+
+    def __iter__(self) -> Iterator:
+        return (self.ids[int(r)] for r in self.rows)

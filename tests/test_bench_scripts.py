@@ -127,3 +127,27 @@ def test_scaling_validates(scaling):
         scaling.compute(scaling.Config(gpus=(8, 8)))
     with pytest.raises(ValueError, match="decrease"):
         scaling.compute(scaling.Config(levels=(500_000, 600_000, 10_000)))
+
+
+def test_bench_dedup_rows_agree_and_compare_with_the_peer(tmp_path):
+    import subprocess
+
+    pytest.importorskip("faiss")
+    out = tmp_path / "dedup.json"
+    cmd = [sys.executable, str(SCRIPTS / "bench_dedup.py"), "--n", "3000", "--d", "16", "--chunk-size", "256"]
+    proc = subprocess.run([*cmd, "--json", str(out)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = {r["impl"]: r for r in json.loads(out.read_text())}
+    assert set(rows) == {"ours-torch", "ours-faiss", "faiss-allpairs", "ours-torch-2ranks"}
+    assert len({r["kept"] for r in rows.values()}) == 1 and rows["ours-torch"]["kept"] == 2400
+    assert rows["faiss-allpairs"]["cpu_vs_peer"] == 1.0 and all(r["cpu_s"] > 0 for r in rows.values())
+    assert "machine:" in proc.stdout and "2 ranks vs 1" in proc.stdout
+
+
+def test_bench_dedup_peer_is_the_greedy_rule():
+    pytest.importorskip("faiss")
+    module = _load("bench_dedup")
+    x = module.make_pool(400, 8, 0.3, seed=2)
+    from curate.dedup import deduplicate
+
+    np.testing.assert_array_equal(module.faiss_allpairs(x, 0.95), deduplicate(x, 0.95).kept_indices)

@@ -70,6 +70,29 @@ def test_chain_rule():
         assert result.duplicate_of.tolist() == [-1, 0, -1, -1, 3]
 
 
+@pytest.mark.parametrize("backend", ["torch", "faiss"])
+def test_ties_point_at_the_smallest_index(backend):
+    if backend == "faiss":
+        pytest.importorskip("faiss")
+    # c is exactly as similar to a and to b (cosine 0.7071): its duplicate_of is a, the smaller
+    x = np.array([[0, 0, 1], [1, 0, 0], [0, 1, 0], [1, 1, 0], [0, 0, 1]], np.float32)
+    for chunk_size in (1, 2, 5):
+        result = deduplicate(x, threshold=0.7, chunk_size=chunk_size, backend=backend)
+        assert result.keep.tolist() == [True, True, True, False, False]
+        assert result.duplicate_of.tolist() == [-1, -1, -1, 1, 0]
+
+
+def test_duplicate_of_does_not_depend_on_the_chunk_size():
+    # row 3 is a near-duplicate of rows 0 (cosine 0.978) and 2 (0.990), both kept (cosine(0, 2) =
+    # 0.940): whether row 2 sits in an earlier chunk or in row 3's own, duplicate_of is row 2
+    angles = np.deg2rad([0.0, 90.0, 20.0, 12.0])
+    x = np.stack([np.cos(angles), np.sin(angles)], 1).astype(np.float32)
+    for chunk_size in (1, 2, 3, 4):
+        result = deduplicate(x, threshold=0.95, chunk_size=chunk_size)
+        assert result.keep.tolist() == [True, True, True, False]
+        assert result.duplicate_of.tolist() == [-1, -1, -1, 2], chunk_size
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_matches_brute_force_on_dense_low_dim_data(seed):
     rng = np.random.default_rng(seed)

@@ -1,0 +1,199 @@
+"""Benchmark ``curate.dedup.deduplicate`` against a faiss peer, and 2 ranks against 1, in one run.
+
+    python scripts/bench_dedup.py                          # 60k x 128, 20% near-duplicates, 1 thread
+    python scripts/bench_dedup.py --n 200000 --d 384 --json dedup.json
+    python scripts/bench_dedup.py --device cuda            # ours on a GPU (the peers stay on CPU)
+
+Rows (same data, same threshold, each checked to keep exactly the rows the others keep):
+
+- ``ours-torch``: the chunked-matmul kernel, one process.
+- ``ours-torch-2ranks``: the same, 2 gloo ranks (``torch.multiprocessing.spawn``), each rank
+  ``--threads`` threads; its CPU time is the sum over the ranks.
+- ``ours-faiss``: our driver with faiss ``IndexFlatIP.range_search`` against the kept rows.
+- ``faiss-allpairs`` (the peer): what one writes without this module: a faiss ``IndexFlatIP``
+  of every row, one ``range_search`` of every row against it, then the greedy rule over the
+  neighbour lists, one row at a time in Python.
+
+The table gives wall seconds, process CPU seconds, and ratios to the peer. On a shared machine
+read the CPU column; wall time of the 2-rank row shows the parallel speed-up when cores are free.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import socket
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # run as `python scripts/bench_dedup.py` from a checkout
+    sys.path.insert(0, str(REPO))
+
+
+def make_pool(n: int, d: int, dup_frac: float, seed: int = 0) -> np.ndarray:
+    """``(n, d)`` float32: distinct random directions (cosines ~ 0 +- 1/sqrt(d)) and, for a
+    ``dup_frac`` share of the rows, noisy rescaled copies of earlier ones (cosine > 0.99), shuffled."""
+    rng = np.random.default_rng(seed)
+    n_dup = int(n * dup_frac)
+    base = rng.standard_normal((n - n_dup, d)).astype(np.float32)
+    src = rng.integers(0, len(base), size=n_dup)
+    copies = base[src] + 0.02 * rng.standard_normal((n_dup, d)).astype(np.float32)
+    x = np.concatenate([base, copies * rng.uniform(0.5, 2.0, size=(n_dup, 1)).astype(np.float32)])
+    return x[rng.permutation(n)]
+
+
+def faiss_allpairs(x: np.ndarray, threshold: float) -> np.ndarray:
+    """The peer: all neighbour lists above ``threshold`` from one faiss range search, then the
+    greedy rule row by row. Returns the kept row indices."""
+    import faiss
+
+    xn = np.ascontiguousarray(x / np.linalg.norm(x, axis=1, keepdims=True), dtype=np.float32)
+    index = faiss.IndexFlatIP(xn.shape[1])
+    index.add(xn)
+    lims, _, found = index.range_search(xn, float(threshold))
+    keep = np.zeros(len(x), dtype=bool)
+    for i in range(len(x)):  # the sequential rule: any kept earlier neighbour removes row i
+        neighbours = found[lims[i] : lims[i + 1]]
+        earlier = neighbours[neighbours < i]
+        keep[i] = not keep[earlier].any()
+    return np.flatnonzero(keep)
+
+
+def _timed(fn: Any) -> tuple[Any, float, float]:
+    wall, cpu = time.perf_counter(), time.process_time()
+    out = fn()
+    return out, time.perf_counter() - wall, time.process_time() - cpu
+
+
+def _rank_worker(rank: int, world: int, port: int, path: str, args: dict, out: str) -> None:
+    import torch
+    import torch.distributed as torch_dist
+
+    from curate import dist
+    from curate.dedup import deduplicate
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world))
+    torch.set_num_threads(args["threads"])
+    dist.init_distributed(backend="gloo")
+    try:
+        x = np.load(path, mmap_mode="r")
+        dist.barrier()
+        result, wall, cpu = _timed(
+            lambda: deduplicate(x, args["threshold"], args["chunk_size"], args["device"], "torch", args["sim_budget"])
+        )
+        np.save(f"{out}/kept_{rank}.npy", result.kept_indices)
+        Path(out, f"time_{rank}.json").write_text(json.dumps({"wall": wall, "cpu": cpu}))
+    finally:
+        torch_dist.destroy_process_group()
+
+
+def run_ranks(path: Path, world: int, args: argparse.Namespace, tmp: Path) -> tuple[np.ndarray, float, float]:
+    """Ours on ``world`` gloo ranks: ``(kept, max wall over ranks, summed CPU seconds)``."""
+    import torch.multiprocessing as mp
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    spec = {k: getattr(args, k) for k in ("threshold", "chunk_size", "device", "sim_budget", "threads")}
+    mp.spawn(_rank_worker, args=(world, port, str(path), spec, str(tmp)), nprocs=world)
+    times = [json.loads(Path(tmp, f"time_{r}.json").read_text()) for r in range(world)]
+    kept = [np.load(tmp / f"kept_{r}.npy") for r in range(world)]
+    if any(not np.array_equal(k, kept[0]) for k in kept):
+        raise AssertionError("the ranks disagree on the kept rows")
+    return kept[0], max(t["wall"] for t in times), sum(t["cpu"] for t in times)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, default=60_000, help="rows")
+    parser.add_argument("--d", type=int, default=128, help="dimension")
+    parser.add_argument("--dup-frac", type=float, default=0.2, help="share of rows that copy an earlier row")
+    parser.add_argument("--threshold", type=float, default=0.95)
+    parser.add_argument("--chunk-size", type=int, default=None, help="default: the device's (curate.dedup)")
+    parser.add_argument("--sim-budget", type=int, default=None, help="default: the device's (curate.dedup)")
+    parser.add_argument("--threads", type=int, default=1, help="threads per process (torch and faiss)")
+    parser.add_argument("--device", default="cpu", help="ours: cpu or cuda")
+    parser.add_argument("--skip", nargs="*", default=[], help="rows to leave out (e.g. faiss-allpairs)")
+    parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
+    args = parse_args(argv)
+    import torch
+
+    from curate.dedup import deduplicate
+
+    torch.set_num_threads(args.threads)
+    try:
+        import faiss
+
+        faiss.omp_set_num_threads(args.threads)
+    except ImportError:
+        faiss = None
+    x = make_pool(args.n, args.d, args.dup_frac)
+    print(
+        f"machine: {platform.node()} {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"load {os.getloadavg()[0]:.1f}; torch {torch.__version__}"
+        + (f", faiss {faiss.__version__}" if faiss else "")
+        + f"; {args.threads} thread(s) per process; device {args.device}"
+    )
+    print(f"data: n={args.n} d={args.d}, {args.dup_frac:.0%} near-duplicate copies, threshold {args.threshold}")
+    results: dict[str, tuple[np.ndarray, float, float]] = {}
+    run = {
+        "ours-torch": lambda: deduplicate(
+            x, args.threshold, args.chunk_size, args.device, "torch", args.sim_budget
+        ).kept_indices,
+        "ours-faiss": lambda: deduplicate(x, args.threshold, args.chunk_size, "cpu", "faiss").kept_indices,
+        "faiss-allpairs": lambda: faiss_allpairs(x, args.threshold),
+    }
+    if faiss is None:
+        args.skip += ["ours-faiss", "faiss-allpairs"]
+    for name, fn in run.items():
+        if name not in args.skip:
+            results[name] = _timed(fn)
+    if "ours-torch-2ranks" not in args.skip:
+        with tempfile.TemporaryDirectory() as tmp:
+            np.save(Path(tmp) / "x.npy", x)
+            results["ours-torch-2ranks"] = run_ranks(Path(tmp) / "x.npy", 2, args, Path(tmp))
+    reference = next(iter(results.values()))[0]
+    peer = results.get("faiss-allpairs")
+    rows = []
+    for name, (kept, wall, cpu) in results.items():
+        if not np.array_equal(kept, reference):
+            raise AssertionError(f"{name} keeps other rows than {next(iter(results))}")
+        rows.append(
+            {
+                "impl": name,
+                "n": args.n,
+                "d": args.d,
+                "kept": int(len(kept)),
+                "wall_s": round(wall, 3),
+                "cpu_s": round(cpu, 3),
+                "cpu_vs_peer": None if peer is None else round(cpu / peer[2], 3),
+                "wall_vs_peer": None if peer is None else round(wall / peer[1], 3),
+            }
+        )
+    print(f"\nall rows keep the same {len(reference)} of {args.n} rows")
+    print(f"{'impl':<20}{'wall s':>9}{'CPU s':>9}{'CPU/peer':>10}{'wall/peer':>11}")
+    for r in rows:
+        ratio = "" if r["cpu_vs_peer"] is None else f"{r['cpu_vs_peer']:>10.2f}{r['wall_vs_peer']:>11.2f}"
+        print(f"{r['impl']:<20}{r['wall_s']:>9.2f}{r['cpu_s']:>9.2f}{ratio}")
+    if "ours-torch" in results and "ours-torch-2ranks" in results:
+        one, two = results["ours-torch"], results["ours-torch-2ranks"]
+        print(f"2 ranks vs 1: wall {one[1] / two[1]:.2f}x faster, total CPU {two[2] / one[2]:.2f}x")
+    if args.json is not None:
+        args.json.write_text(json.dumps(rows, indent=1))
+    return rows
+
+
+if __name__ == "__main__":
+    main()

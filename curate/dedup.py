@@ -53,6 +53,7 @@ from omegaconf import MISSING, DictConfig
 from curate import dist
 from curate.io.atomic import atomic_path, atomic_save_npy, atomic_write_json, atomic_write_text
 from curate.io.store import MANIFEST, StoreWriter, finalize_store, load_embeddings, read_manifest
+from curate.stage import run_stage
 
 log = logging.getLogger(__name__)
 
@@ -582,10 +583,9 @@ def _device(device: str) -> torch.device:
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="dedup")
 def main(cfg: DictConfig) -> None:
     """Run the dedup stage on the composed config."""
-    from curate.dist import setup_logging
-
-    setup_logging()
-    run_dedup(cfg)
+    dist.init_distributed()
+    dist.setup_logging()  # after init: only rank 0 logs
+    run_stage(run_dedup, cfg)
 
 
 if __name__ == "__main__":

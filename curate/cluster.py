@@ -61,6 +61,7 @@ def build_model(cfg: DictConfig, checkpoint_dir: Path | None) -> HierarchicalKMe
         init_max_points=cfg.cluster.init_max_points,
         checkpoint_dir=checkpoint_dir,
         checkpoint_every=cfg.checkpoint_every,
+        shard_min_rows=cfg.shard_min_rows,
     )
 
 

@@ -103,6 +103,8 @@ class ClusterStageConf:
     device: str = "cpu"
     memory_budget_mb: float = 256.0
     checkpoint_every: int = 10
+    # distributed: an upper level runs sharded when its input has this many rows per rank
+    shard_min_rows: int = 65536
     # build levels 1..t (kept in <out>/checkpoints) and exit; the next run resumes from them
     stop_after_level: int | None = None
     logger: LoggerConf = field(default_factory=LoggerConf)

@@ -67,9 +67,11 @@ class Config:
     row_passes: int = 4  # reads of the rows per k-means++ step in the current engine (see FORMULAS)
     init_max_points: int | None = None  # KMeans(init_max_points=...): k-means++ on a subset
     init_points_per_cluster: float | None = None  # same, as a multiple of k (min of the two)
-    # curate.hierarchy runs levels >= 2 replicated (every rank the same computation, no
-    # communication): their GPUs add no speed. False models them data-parallel on their GPUs.
-    upper_replicated: bool = True
+    # curate.hierarchy runs a level >= 2 sharded over its GPUs when its input has at least
+    # shard_min_rows rows per GPU (HierarchicalKMeans(shard_min_rows=...)), replicated otherwise
+    # (every rank the same computation: its GPUs add no speed). True models them all replicated.
+    upper_replicated: bool = False
+    shard_min_rows: int = 65536
     hw: Hardware = field(default_factory=Hardware)
 
     def validate(self) -> None:
@@ -125,9 +127,10 @@ R = per-GPU matmul rate (peak x efficiency), B_hbm / B_host / B_net = bandwidths
   bandwidth-bound; init = random members (no k-means++); per iteration the k1 n_splits slot sums
   are all-reduced: 8 k1 n_splits d bytes; memory per rank: sub-centroids 4 k1 n_splits d + float64
   sums 8 k1 n_splits d
-- **upper levels** (2..T) run replicated in `curate.hierarchy` (every rank computes the same
-  thing on the whole level input, no collectives): W_eff = 1 whatever their GPU count
-  (`--sharded-upper` models them data-parallel instead)
+- **upper levels** (2..T) run data-parallel over their W GPUs in `curate.hierarchy` when the
+  level input has at least `shard_min_rows` (65,536) rows per GPU, replicated otherwise (every
+  rank computes the same thing on the whole level input, no collectives): W_eff = 1
+  (`--replicated-upper` models them all replicated, as the engine did before)
 """
 
 
@@ -303,7 +306,8 @@ def compute(cfg: Config) -> dict[str, Any]:
     )
     n_in = leaves
     for j, (k, r) in enumerate(zip(cfg.levels, cfg.sample_r)):
-        w = 1 if cfg.upper_replicated else cfg.gpus[1 + j]
+        replicated = cfg.upper_replicated or n_in < cfg.shard_min_rows * cfg.gpus[1 + j]
+        w = 1 if replicated else cfg.gpus[1 + j]
         m = cfg.resample_steps if r >= 1 else 0
         s = min(n_in, r * k)  # at most r members of each cluster
         full, pp_full = lloyd(n_in, k, d, w, cfg), kmeanspp(n_in, k, d, w, cfg)
@@ -457,9 +461,10 @@ def render(res: dict[str, Any], command: str) -> str:
         f"**{res['gpu_hours']:,.0f} GPU-hours** (GPUs as listed, busy or replicated). Level 1 includes its "
         f"split ({_t(l1['split']['t'])}). Levels 2-{len(res['levels'])} "
         + (
-            "run replicated, as `curate.hierarchy` does: one GPU's worth of speed each."
+            "run replicated (`--replicated-upper`): one GPU's worth of speed each."
             if cfg["upper_replicated"]
-            else "are modelled data-parallel over their GPUs."
+            else f"run data-parallel when they have at least {cfg['shard_min_rows']:,} rows per GPU, as "
+            "`curate.hierarchy` does, replicated (one GPU's worth of speed) otherwise."
         ),
         "",
         "### One Lloyd iteration, term by term",
@@ -567,8 +572,8 @@ def breaks_first(res: dict[str, Any]) -> list[str]:
             f"{_t(pp2['t_total'])} per full k-means++ ({pp2['k']:,} steps of {_t(pp2['t_step'])}, each "
             f"{cfg['row_passes']} passes over {_b(lv2['n_in'] * cfg['d'] * 4.0)}), "
             f"{_t(lv2['t_total'])} for the level; memory per GPU {_b(m2r['total'])}. Sharding level 2 over "
-            f"its {lv2['gpus']} GPUs (the engine's distributed k-means already supports it) divides the "
-            "Lloyd and k-means++ passes by 16; see `--sharded-upper`."
+            f"its {lv2['gpus']} GPUs (what `curate.hierarchy` does by default) divides the "
+            "Lloyd and k-means++ passes by 16."
         )
     out += [
         f"{len(out) + 1}. **k-means++ is sequential and dominates the rest.** {res['kpp_steps']:,} "
@@ -694,9 +699,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="variant: k-means++ on this many x k rows (0: none)",
     )
     p.add_argument(
-        "--sharded-upper",
+        "--replicated-upper",
         action="store_true",
-        help="levels >= 2 data-parallel over their GPUs (default: replicated)",
+        help="levels >= 2 replicated on their GPUs (default: sharded when >= 65,536 rows per GPU)",
     )
     p.add_argument("--out", type=Path, default=None, help="also write the markdown here")
     return p.parse_args(argv)
@@ -719,7 +724,7 @@ def config_from_args(a: argparse.Namespace) -> Config:
         row_passes=a.row_passes,
         init_max_points=int(a.init_max_points) if a.init_max_points else None,
         init_points_per_cluster=a.init_points_per_cluster,
-        upper_replicated=not a.sharded_upper,
+        upper_replicated=a.replicated_upper,
         hw=Hardware(**{name: getattr(a, name) for name in hw_fields}),
     )
 

@@ -103,10 +103,13 @@ def test_scaling_formulas(scaling):
     leaves = cfg.level1_k * cfg.n_splits
     assert lv1["split"]["allreduce_bytes"] == leaves * d * 8 + leaves * 8
     assert lv1["split"]["memory"]["sums_f64"] == 8 * leaves * d + 8 * leaves
-    # upper levels run replicated by default (no speed-up from their GPUs), sharded on request
-    assert lv2["world"] == 1 and lv2["lloyd"]["t_allreduce"] == 0
-    sharded = scaling.compute(scaling.Config(upper_replicated=False))["levels"][1]
-    assert sharded["world"] == cfg.gpus[1] and sharded["t_total"] < lv2["t_total"]
+    # an upper level runs sharded when it has >= shard_min_rows rows per GPU (level 2: 10M / 16),
+    # replicated otherwise (level 3: 500k / 8 < 65,536) or on request
+    levels = scaling.compute(cfg)["levels"]
+    assert lv2["world"] == cfg.gpus[1] and lv2["lloyd"]["t_allreduce"] > 0 and levels[2]["world"] == 1
+    replicated = scaling.compute(scaling.Config(upper_replicated=True))["levels"][1]
+    assert replicated["world"] == 1 and replicated["lloyd"]["t_allreduce"] == 0
+    assert replicated["t_total"] > lv2["t_total"]
     # a subset for k-means++ shrinks its pass but not its number of steps
     sub = scaling.compute(scaling.Config(init_max_points=1_000_000))
     assert sub["levels"][0]["kpp"]["n_init"] == 1_000_000

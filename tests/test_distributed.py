@@ -123,7 +123,9 @@ def test_slurm_environment_is_translated(monkeypatch):
     }
 
 
-def _hierarchy_worker(rank: int, world: int, port: int, data_path: str, out_dir: str, levels: list) -> None:
+def _hierarchy_worker(
+    rank: int, world: int, port: int, data_path: str, out_dir: str, levels: list, shard_min_rows: int
+) -> None:
     from curate.hierarchy import HierarchicalKMeans
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world))
@@ -131,7 +133,10 @@ def _hierarchy_worker(rank: int, world: int, port: int, data_path: str, out_dir:
     dist.init_distributed(backend="gloo")
     try:
         shard = open_npy_shard(data_path, rank, world)
-        hkm = HierarchicalKMeans(levels, n_iter=5, seed=2, checkpoint_dir=f"{out_dir}_ckpt", checkpoint_every=2)
+        ckpt = f"{out_dir}_ckpt"
+        hkm = HierarchicalKMeans(
+            levels, n_iter=5, seed=2, checkpoint_dir=ckpt, checkpoint_every=2, shard_min_rows=shard_min_rows
+        )
         hkm.fit(shard)
         hkm.save(out_dir)
     finally:
@@ -146,13 +151,14 @@ def _hierarchy_worker(rank: int, world: int, port: int, data_path: str, out_dir:
     ],
     ids=["resampling", "split"],
 )
-def test_hierarchy_world_size_two_equals_one(tmp_path, blobs, levels, free_port):
+@pytest.mark.parametrize("shard_min_rows", [65536, 1], ids=["upper-replicated", "upper-sharded"])
+def test_hierarchy_world_size_two_equals_one(tmp_path, blobs, levels, shard_min_rows, free_port):
     from curate.hierarchy import HierarchicalKMeans
 
     data = tmp_path / "x.npy"
     np.save(data, blobs)
     single = HierarchicalKMeans(levels, n_iter=5, seed=2).fit(blobs)
-    mp.spawn(_hierarchy_worker, args=(2, free_port, str(data), str(tmp_path / "h"), levels), nprocs=2)
+    mp.spawn(_hierarchy_worker, args=(2, free_port, str(data), str(tmp_path / "h"), levels, shard_min_rows), nprocs=2)
     double = HierarchicalKMeans.load(tmp_path / "h")
     for a, b in zip(single.levels_, double.levels_):
         np.testing.assert_allclose(a.centroids, b.centroids, rtol=1e-5, atol=1e-5)

@@ -7,9 +7,11 @@ that pooled sample, reassign the full level input). Optionally level 1 splits ev
 ``n_splits`` sub-clusters.
 
 Distributed: level 1 runs on the sharded items with the distributed k-means engine (each rank
-its shard); its assignments are then gathered so every rank holds the level's CSR. Upper levels
-are small and run replicated (the same computation on every rank, no communication), so the
-hierarchy for N ranks equals the one for a single process.
+its shard); its assignments are then gathered so every rank holds the level's CSR. An upper
+level whose input (the previous level's centroids, held by every rank) has at least
+``shard_min_rows`` rows per rank runs the same way on row blocks of it, so extra GPUs speed it
+up too; smaller ones run replicated (the same computation on every rank, no communication).
+Either way the hierarchy for N ranks equals the one for a single process.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from curate import dist
 from curate.hierarchy.levels import Level, LevelSpec, validate_levels
 from curate.hierarchy.split import split_clusters
 from curate.io.atomic import atomic_write_json
+from curate.io.shards import rank_rows
 from curate.kmeans import KMeans, RowSource
 from curate.kmeans.kernels import chunk_rows_for
 from curate.kmeans.shard import LocalRows
@@ -86,6 +89,8 @@ class HierarchicalKMeans:
         resample_strategy: ``"closest"`` (the method) or ``"random"`` members per cluster.
         checkpoint_dir: resume folder: completed levels, completed resampling steps and k-means
             iterations are kept there; a fit with the same settings resumes from it.
+        shard_min_rows: an upper level runs sharded over the ranks when its input has at least
+            this many rows per rank, replicated otherwise (the result is the same).
     """
 
     def __init__(
@@ -101,6 +106,7 @@ class HierarchicalKMeans:
         init_max_points: int | None = None,
         checkpoint_dir: str | Path | None = None,
         checkpoint_every: int = 10,
+        shard_min_rows: int = 65536,
     ) -> None:
         self.specs = [LevelSpec.of(spec) for spec in levels]
         validate_levels(self.specs)
@@ -115,6 +121,8 @@ class HierarchicalKMeans:
         self.memory_budget_mb, self.init_max_points = memory_budget_mb, init_max_points
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
         self.checkpoint_every = checkpoint_every
+        self.shard_min_rows = int(shard_min_rows)
+        self._sharded: set[int] = set()  # the levels of this fit that run sharded
         self.levels_: list[Level] = []
         self.n_items_: int = 0
         self.dim_: int = 0
@@ -169,14 +177,20 @@ class HierarchicalKMeans:
         self.levels_ = []
         level_input: ArrayLike = source
         for t, spec in enumerate(self.specs[:stop_after_level], start=1):
+            world = dist.get_world_size()
+            sharded = t == 1 or (world > 1 and level_input.shape[0] >= self.shard_min_rows * world)
+            if sharded:
+                self._sharded.add(t)
             level = self._load_level_checkpoint(t)
             if level is None:
-                sharded = t == 1
+                x_t = level_input
+                if t > 1 and sharded:  # every rank holds the whole input: each takes a row block
+                    x_t = rank_rows(level_input, dist.get_rank(), dist.get_world_size())
                 with contextlib.nullcontext() if sharded else dist.local_only():
-                    level = self._build_level(t, spec, level_input, sharded)
+                    level = self._build_level(t, spec, x_t, sharded)
                 self._save_level_checkpoint(t, level)
             self.levels_.append(level)
-            level_input = torch.from_numpy(level.centroids)
+            level_input = level.centroids
             if t < len(self.specs) and self.specs[t].k >= level.k:
                 raise ValueError(
                     f"levels[{t}]: k={self.specs[t].k} but level {t} kept only {level.k} non-empty clusters; "
@@ -368,11 +382,11 @@ class HierarchicalKMeans:
     def _scratch_dir(self, t: int) -> Path | None:
         """Where level ``t`` keeps its per-step and per-run checkpoints, or None.
 
-        Level 1 runs sharded and every rank takes part in its checkpoints (rank 0 writes). Upper
-        levels run replicated; there only rank 0 checkpoints and resumes: the other ranks
-        recompute, so none reads a file that rank 0 is replacing or deleting.
+        In a sharded level every rank takes part in its checkpoints (rank 0 writes). In a
+        replicated level only rank 0 checkpoints and resumes: the other ranks recompute, so none
+        reads a file that rank 0 is replacing or deleting.
         """
-        if self.checkpoint_dir is None or (t > 1 and not dist.is_main_process()):
+        if self.checkpoint_dir is None or (t not in self._sharded and not dist.is_main_process()):
             return None
         return self.checkpoint_dir / f"level{t}"
 

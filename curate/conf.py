@@ -105,6 +105,8 @@ class ClusterStageConf:
     checkpoint_every: int = 10
     # distributed: an upper level runs sharded when its input has this many rows per rank
     shard_min_rows: int = 65536
+    # level-1 split: device memory for sub-centroids + float64 sums; beyond it clusters go in batches
+    split_memory_mb: float = 4096.0
     # build levels 1..t (kept in <out>/checkpoints) and exit; the next run resumes from them
     stop_after_level: int | None = None
     logger: LoggerConf = field(default_factory=LoggerConf)

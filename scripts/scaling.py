@@ -72,6 +72,9 @@ class Config:
     # (every rank the same computation: its GPUs add no speed). True models them all replicated.
     upper_replicated: bool = False
     shard_min_rows: int = 65536
+    # HierarchicalKMeans(split_memory_mb=...): the level-1 split holds the sub-centroids and float64
+    # sums of at most this many MB of clusters at once; more run in batches, one shard pass each
+    split_memory_mb: float = 4096.0
     hw: Hardware = field(default_factory=Hardware)
 
     def validate(self) -> None:
@@ -125,8 +128,10 @@ R = per-GPU matmul rate (peak x efficiency), B_hbm / B_host / B_net = bandwidths
   sub-centroids of its own cluster (`baddbmm` on the gathered `sub[parent]`, a (chunk, n_splits, d)
   block), FLOPs = 2 N n_splits d per iteration, but the gather moves 4 N n_splits d bytes, so it is
   bandwidth-bound; init = random members (no k-means++); per iteration the k1 n_splits slot sums
-  are all-reduced: 8 k1 n_splits d bytes; memory per rank: sub-centroids 4 k1 n_splits d + float64
-  sums 8 k1 n_splits d
+  are all-reduced: 8 k1 n_splits d bytes; sub-centroids 4 k1 n_splits d + float64 sums
+  8 k1 n_splits d, held on the device in B = ceil(k1 n_splits (12 d + 21) / split_memory) batches of
+  clusters (each batch run to the end: one more read of the shard per iteration and batch; the
+  finished sub-centroids wait on the host)
 - **upper levels** (2..T) run data-parallel over their W GPUs in `curate.hierarchy` when the
   level input has at least `shard_min_rows` (65,536) rows per GPU, replicated otherwise (every
   rank computes the same thing on the whole level input, no collectives): W_eff = 1
@@ -259,15 +264,18 @@ def compute(cfg: Config) -> dict[str, Any]:
     split_flops = it * 2.0 * cfg.n * cfg.n_splits * d
     gather_bytes = 4.0 * n1_local * cfg.n_splits * d  # sub[parent] materialised, per rank and iteration
     split_ar_bytes = leaves * d * 8.0 + leaves * 8
+    batches = max(1, math.ceil(leaves * (12.0 * d + 21) / (cfg.split_memory_mb * 2**20)))
+    shard_bytes = float(n1_local * d * cfg.storage_bytes)
     t_split_iter = (
         max(2.0 * n1_local * cfg.n_splits * d / hw.rate, gather_bytes / (hw.hbm_gbps * GB))
         + ring_allreduce_s(split_ar_bytes, w1, hw)
         + 3 * 8.0 * leaves * d / (hw.hbm_gbps * GB)
+        + (batches - 1) * shard_bytes / (hw.hbm_gbps * GB)  # each extra batch reads the shard again
     )
     split_mem = {
-        "sub_centroids": 4.0 * leaves * d,
-        "sums_f64": 8.0 * leaves * d + 8.0 * leaves,
-        "shard": float(n1_local * d * cfg.storage_bytes),
+        "sub_centroids": 4.0 * leaves * d / batches,
+        "sums_f64": (8.0 * leaves * d + 8.0 * leaves) / batches,
+        "shard": shard_bytes,
         "gather_chunk": cfg.memory_budget_mb * 2**20,
     }
     split_mem["total"] = sum(split_mem.values())
@@ -284,6 +292,7 @@ def compute(cfg: Config) -> dict[str, Any]:
         "fits": split_mem["total"] <= 0.9 * hw.gpu_mem_gb * GB,
         "leaves": leaves,
         "leaf_centroid_bytes": 4.0 * leaves * d,
+        "batches": batches,
     }
     levels.append(
         {
@@ -515,7 +524,8 @@ def render(res: dict[str, Any], command: str) -> str:
         f"Level-1 split (batched constrained Lloyd, {cfg['n_iter']} iterations + a final assignment): "
         f"{_f(sp['flops'])} in all, but each iteration gathers {_b(sp['gather_bytes_per_rank'])} of "
         f"sub-centroids per rank and all-reduces {_b(sp['allreduce_bytes'])} of float64 slot sums "
-        f"({_t(sp['t_allreduce'])}): {_t(sp['t_iter'])} per iteration. Memory per rank: sub-centroids "
+        f"({_t(sp['t_allreduce'])}): {_t(sp['t_iter'])} per iteration, in {sp['batches']} batch(es) of "
+        f"clusters (`split_memory_mb` = {cfg['split_memory_mb']:,.0f}). Memory per rank: sub-centroids "
         f"{_b(sp['memory']['sub_centroids'])} + float64 sums {_b(sp['memory']['sums_f64'])} + shard "
         f"{_b(sp['memory']['shard'])} = {_b(sp['memory']['total'])}: "
         f"{'fits' if sp['fits'] else '**does not fit**'} in {hw['gpu_mem_gb']:.0f} GB. The "
@@ -552,21 +562,30 @@ def breaks_first(res: dict[str, Any]) -> list[str]:
     sp = lv1["split"]
     mem = sp["memory"]
     shuffle = 4.0 * cfg["n"] * cfg["d"]
-    out = [
-        f"1. **The level-1 split does not fit on a GPU** (`split_clusters` keeps all "
-        f"{sp['leaves']:,} slots on every rank): sub-centroids {_b(mem['sub_centroids'])} + float64 slot "
-        f"sums {_b(mem['sums_f64'])} + the {_b(mem['shard'])} shard = {_b(mem['total'])} per rank "
-        f"against {hw['gpu_mem_gb']:.0f} GB; were it to fit, the {_b(sp['allreduce_bytes'])} all-reduce per "
-        f"iteration would take {_t(sp['t_allreduce'])}. Fixes: process the clusters in slot batches "
-        "(e.g. 1M slots = 8 GB of sums per pass over the shard), or regroup rows by cluster once (an "
-        f"all-to-all of {_b(shuffle)}, {_t(shuffle / lv1['gpus'] / (hw['net_gbps'] * GB))} at the network "
-        "rate) so each rank splits whole clusters with no all-reduce.",
-    ]
+    out = []
+    if not sp["fits"]:
+        out.append(
+            f"{len(out) + 1}. **The level-1 split does not fit on a GPU**: {sp['batches']} batch(es) of "
+            f"clusters hold sub-centroids {_b(mem['sub_centroids'])} + float64 slot sums "
+            f"{_b(mem['sums_f64'])} + the {_b(mem['shard'])} shard = {_b(mem['total'])} per rank against "
+            f"{hw['gpu_mem_gb']:.0f} GB: lower `split_memory_mb`."
+        )
+    out.append(
+        f"{len(out) + 1}. **The level-1 split's slot sums.** {sp['leaves']:,} slots: "
+        f"{_b(sp['leaf_centroid_bytes'])} of sub-centroids (on the host between batches) and a "
+        f"{_b(sp['allreduce_bytes'])} all-reduce per iteration ({_t(sp['t_allreduce'])}, "
+        f"{sp['t_allreduce'] / sp['t_iter']:.0%} of a split iteration). In {sp['batches']} batches the device "
+        f"holds {_b(mem['sub_centroids'] + mem['sums_f64'])} ({_b(mem['total'])} with the shard), at the "
+        f"price of {sp['batches'] - 1} extra reads of the shard per iteration. Regrouping the rows by "
+        f"cluster once (an all-to-all of {_b(shuffle)}, "
+        f"{_t(shuffle / lv1['gpus'] / (hw['net_gbps'] * GB))} at the network rate) would let each rank "
+        "split whole clusters with no all-reduce."
+    )
     if cfg["upper_replicated"]:
         pp2 = lv2["kpp"]
         m2r = ll2["memory_resident"]
         out.append(
-            "2. **Upper levels run replicated: their GPUs do not help.** Level 2 clusters "
+            f"{len(out) + 1}. **Upper levels run replicated: their GPUs do not help.** Level 2 clusters "
             f"{lv2['n_in']:,} rows on every one of its {lv2['gpus']} GPUs: {_t(ll2['t_iter'])} per full "
             "Lloyd iteration and "
             f"{_t(pp2['t_total'])} per full k-means++ ({pp2['k']:,} steps of {_t(pp2['t_step'])}, each "
@@ -699,6 +718,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="variant: k-means++ on this many x k rows (0: none)",
     )
     p.add_argument(
+        "--split-memory-mb",
+        type=float,
+        default=4096.0,
+        help="level-1 split: MB of sub-centroids + float64 sums per batch of clusters",
+    )
+    p.add_argument(
         "--replicated-upper",
         action="store_true",
         help="levels >= 2 replicated on their GPUs (default: sharded when >= 65,536 rows per GPU)",
@@ -725,6 +750,7 @@ def config_from_args(a: argparse.Namespace) -> Config:
         init_max_points=int(a.init_max_points) if a.init_max_points else None,
         init_points_per_cluster=a.init_points_per_cluster,
         upper_replicated=a.replicated_upper,
+        split_memory_mb=a.split_memory_mb,
         hw=Hardware(**{name: getattr(a, name) for name in hw_fields}),
     )
 

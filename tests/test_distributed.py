@@ -124,7 +124,7 @@ def test_slurm_environment_is_translated(monkeypatch):
 
 
 def _hierarchy_worker(
-    rank: int, world: int, port: int, data_path: str, out_dir: str, levels: list, shard_min_rows: int
+    rank: int, world: int, port: int, data_path: str, out_dir: str, levels: list, options: dict
 ) -> None:
     from curate.hierarchy import HierarchicalKMeans
 
@@ -134,9 +134,7 @@ def _hierarchy_worker(
     try:
         shard = open_npy_shard(data_path, rank, world)
         ckpt = f"{out_dir}_ckpt"
-        hkm = HierarchicalKMeans(
-            levels, n_iter=5, seed=2, checkpoint_dir=ckpt, checkpoint_every=2, shard_min_rows=shard_min_rows
-        )
+        hkm = HierarchicalKMeans(levels, n_iter=5, seed=2, checkpoint_dir=ckpt, checkpoint_every=2, **options)
         hkm.fit(shard)
         hkm.save(out_dir)
     finally:
@@ -151,14 +149,18 @@ def _hierarchy_worker(
     ],
     ids=["resampling", "split"],
 )
-@pytest.mark.parametrize("shard_min_rows", [65536, 1], ids=["upper-replicated", "upper-sharded"])
-def test_hierarchy_world_size_two_equals_one(tmp_path, blobs, levels, shard_min_rows, free_port):
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"shard_min_rows": 1, "split_memory_mb": 1e-3}],  # 1e-3 MB: the split runs in cluster batches
+    ids=["upper-replicated", "upper-sharded-split-batched"],
+)
+def test_hierarchy_world_size_two_equals_one(tmp_path, blobs, levels, options, free_port):
     from curate.hierarchy import HierarchicalKMeans
 
     data = tmp_path / "x.npy"
     np.save(data, blobs)
     single = HierarchicalKMeans(levels, n_iter=5, seed=2).fit(blobs)
-    mp.spawn(_hierarchy_worker, args=(2, free_port, str(data), str(tmp_path / "h"), levels, shard_min_rows), nprocs=2)
+    mp.spawn(_hierarchy_worker, args=(2, free_port, str(data), str(tmp_path / "h"), levels, options), nprocs=2)
     double = HierarchicalKMeans.load(tmp_path / "h")
     for a, b in zip(single.levels_, double.levels_):
         np.testing.assert_allclose(a.centroids, b.centroids, rtol=1e-5, atol=1e-5)

@@ -125,6 +125,19 @@ def test_split_level(blobs):
     np.testing.assert_array_equal(d2.argmin(1), l1.assign)
 
 
+def test_split_in_cluster_batches_equals_one_batch(blobs):
+    levels = [dict(k=7, n_splits=5), dict(k=6)]
+    one = HierarchicalKMeans(levels, n_iter=6, seed=1).fit(blobs)
+    # 5 slots x (12 d + 21) bytes = 585 bytes per cluster: 2 clusters per batch, 4 batches
+    batched = HierarchicalKMeans(levels, n_iter=6, seed=1, split_memory_mb=1200 / 2**20).fit(blobs)
+    assert one.levels_[0].stats["split"]["cluster_batches"] == 1
+    assert batched.levels_[0].stats["split"]["cluster_batches"] == 4
+    for a, b in zip(one.levels_, batched.levels_):
+        np.testing.assert_array_equal(a.centroids, b.centroids)
+        np.testing.assert_array_equal(a.assign, b.assign)
+        np.testing.assert_array_equal(a.dist, b.dist)
+
+
 def test_save_load_round_trip(tmp_path, blobs):
     hkm = HierarchicalKMeans([dict(k=40, resample_steps=1, sample_size=4), dict(k=5)], n_iter=5, seed=2).fit(blobs)
     hkm.save(tmp_path / "h")

@@ -91,6 +91,8 @@ class HierarchicalKMeans:
             iterations are kept there; a fit with the same settings resumes from it.
         shard_min_rows: an upper level runs sharded over the ranks when its input has at least
             this many rows per rank, replicated otherwise (the result is the same).
+        split_memory_mb: device memory for the sub-centroids and float64 sums of the level-1
+            split; more clusters are split in batches (the result is the same).
     """
 
     def __init__(
@@ -107,6 +109,7 @@ class HierarchicalKMeans:
         checkpoint_dir: str | Path | None = None,
         checkpoint_every: int = 10,
         shard_min_rows: int = 65536,
+        split_memory_mb: float = 4096.0,
     ) -> None:
         self.specs = [LevelSpec.of(spec) for spec in levels]
         validate_levels(self.specs)
@@ -122,6 +125,7 @@ class HierarchicalKMeans:
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
         self.checkpoint_every = checkpoint_every
         self.shard_min_rows = int(shard_min_rows)
+        self.split_memory_mb = float(split_memory_mb)
         self._sharded: set[int] = set()  # the levels of this fit that run sharded
         self.levels_: list[Level] = []
         self.n_items_: int = 0
@@ -260,6 +264,7 @@ class HierarchicalKMeans:
             self.n_iter,
             self._seed(t, 1_000_000),
             self.memory_budget_mb,
+            self.split_memory_mb,
         )
         if self.distance != "cosine":
             sub = sub + rows.shift.cpu().numpy()

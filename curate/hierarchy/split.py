@@ -6,6 +6,11 @@ compared only with the ``n_splits`` sub-centroids of its own cluster (a gather +
 sums go to ``k * n_splits`` slots with ``index_add_``. Every rank processes its own shard and
 only the slot sums and counts are all-reduced, so the work follows the data (balanced by rows,
 whatever the cluster sizes) and no Python loop runs over clusters.
+
+Clusters are independent, so when the sub-centroids and float64 sums of all slots exceed
+``memory_mb`` they are split in batches of clusters, each run to the end before the next (one
+pass over the shard per iteration and batch, over the rows of the batch's clusters): the device
+holds one batch, the host the finished sub-centroids, and the result is the same as in one batch.
 """
 
 from __future__ import annotations
@@ -72,6 +77,7 @@ def split_clusters(
     n_iter: int,
     seed: int,
     memory_budget_mb: float = 256.0,
+    memory_mb: float = 4096.0,
 ) -> tuple[np.ndarray, torch.Tensor, torch.Tensor, dict]:
     """Batched in-cluster k-means (random-member init, Lloyd) of every cluster.
 
@@ -81,6 +87,8 @@ def split_clusters(
         parent_global: ``(n,)`` cluster of every row (all ranks), used to seed identically.
         k: number of clusters; n_splits: sub-clusters per cluster; n_iter: Lloyd iterations.
         seed: seeds the choice of initial members.
+        memory_budget_mb: bounds the per-chunk temporaries (rows x n_splits scores).
+        memory_mb: bounds the sub-centroids and float64 sums held at once (a batch of clusters).
 
     Returns:
         ``centroids (k * n_splits, d)`` float32 numpy in the prepared space (unused slots are
@@ -88,14 +96,50 @@ def split_clusters(
     """
     d, device = rows.d, rows.device
     seed_rows, seed_slots = pick_split_seeds(parent_global, k, n_splits, np.random.default_rng(seed))
-    sub = torch.zeros(k * n_splits, d, dtype=torch.float32, device=device)
-    used = torch.zeros(k * n_splits, dtype=torch.bool, device=device)
-    sub[torch.from_numpy(seed_slots).to(device)] = rows.fetch_global(torch.from_numpy(seed_rows))
-    used[torch.from_numpy(seed_slots).to(device)] = True
+    centroids = np.full((k * n_splits, d), np.nan, dtype=np.float32)  # on the host
+    centroids[seed_slots] = rows.fetch_global(torch.from_numpy(seed_rows)).cpu().numpy()
+    per_cluster = n_splits * (12 * d + 21)  # sub float32 + sums float64 + counts, norms, flags
+    batch = int(max(1, min(k, memory_mb * 2**20 // per_cluster)))
     chunk = max(1, int(memory_budget_mb * 2**20) // (4 * n_splits * (d + 2) + 12 * d))
     parent_local = parent_local.to(device)
     slot = torch.empty(rows.n, dtype=torch.int64, device=device)
     sq = torch.empty(rows.n, dtype=torch.float32, device=device)
+    n_empty = 0
+    for lo in range(0, k, batch):  # batches of clusters, each run to the end
+        hi = min(k, lo + batch)
+        sub = torch.from_numpy(centroids[lo * n_splits : hi * n_splits].copy()).to(device)
+        used = ~torch.isnan(sub[:, 0])
+        sub[~used] = 0.0
+        n_empty += _lloyd_batch(rows, parent_local, (lo, hi, batch >= k), n_splits, n_iter, chunk, sub, used, slot, sq)
+        sub[~used] = torch.nan
+        centroids[lo * n_splits : hi * n_splits] = sub.cpu().numpy()
+    n_batches = -(-k // batch)
+    stats = {
+        "n_splits": n_splits,
+        "seeded_slots": int(len(seed_slots)),
+        "empty_after_lloyd": n_empty,
+        "cluster_batches": n_batches,
+    }
+    return centroids, slot.cpu(), sq.cpu(), stats
+
+
+def _lloyd_batch(
+    rows: LocalRows,
+    parent_local: torch.Tensor,
+    clusters: tuple[int, int, bool],
+    n_splits: int,
+    n_iter: int,
+    chunk: int,
+    sub: torch.Tensor,
+    used: torch.Tensor,
+    slot: torch.Tensor,
+    sq: torch.Tensor,
+) -> int:
+    """Constrained Lloyd of the clusters ``clusters = (lo, hi, all of them)``: updates
+    ``sub ((hi - lo) * n_splits, d)`` in place and writes ``slot`` / ``sq`` of their rows; returns
+    the seeded slots left empty."""
+    lo, hi, whole = clusters
+    k, d, device = hi - lo, rows.d, rows.device
     n_empty = 0
     for it in range(n_iter + 1):  # the last pass only assigns
         sqnorm = torch.where(used, sub.square().sum(dim=1), torch.inf).view(k, n_splits)
@@ -105,9 +149,13 @@ def split_clusters(
         for first, block in rows.chunks():
             for offset in range(0, len(block), chunk):
                 x = block[offset : offset + chunk]
-                start, stop = first + offset, first + offset + len(x)
-                s_lab, s_d2 = _constrained_assign(x, parent_local[start:stop], sub3, sqnorm)
-                slot[start:stop], sq[start:stop] = s_lab, s_d2
+                at = torch.arange(first + offset, first + offset + len(x), device=device)
+                parent = parent_local[at]
+                if not whole:  # only the rows of this batch's clusters
+                    mine = (parent >= lo) & (parent < hi)
+                    x, at, parent = x[mine], at[mine], parent[mine]
+                s_lab, s_d2 = _constrained_assign(x, parent - lo, sub3, sqnorm)
+                slot[at], sq[at] = s_lab + lo * n_splits, s_d2
                 if it < n_iter:
                     sums.index_add_(0, s_lab, x.double())
                     counts += torch.bincount(s_lab, minlength=k * n_splits)
@@ -119,7 +167,4 @@ def split_clusters(
         n_empty = int((used & ~filled).sum())
         new = (sums[filled] / counts[filled].unsqueeze(1).double()).float()
         sub[filled] = normalize_rows(new) if rows.cosine else new
-    centroids = sub.cpu().numpy()
-    centroids[~used.cpu().numpy()] = np.nan
-    stats = {"n_splits": n_splits, "seeded_slots": int(len(seed_slots)), "empty_after_lloyd": n_empty}
-    return centroids, slot.cpu(), sq.cpu(), stats
+    return n_empty

@@ -7,11 +7,12 @@
     python -m curate.cluster -m launcher=submitit_slurm seed=0,1,2        # a sweep on SLURM
 
 Writes ``<out_dir>/cluster/<name>/``: ``level<t>/{centroids,assign,dist,offsets,members}.npy``,
-``metrics.jsonl`` (per-level stats), ``metrics.json`` (balance summary), ``items.npy`` (with
-``input.subset``: the input rows of the clustered items) and ``manifest.json`` (last). A re-run
-resumes from ``checkpoints/`` (levels, resampling steps, k-means iterations); a finished run with
-the same settings is skipped. ``stop_after_level=t`` builds levels 1..t into ``checkpoints/`` and
-exits (``curate.submit`` sends one such job per level).
+``metrics.jsonl`` (per-level stats), ``kmeans.jsonl`` (every Lloyd iteration of every k-means run
+of this attempt: level, run, objective, shift, seconds), ``metrics.json`` (balance summary),
+``items.npy`` (with ``input.subset``: the input rows of the clustered items) and ``manifest.json``
+(last). A re-run resumes from ``checkpoints/`` (levels, resampling steps, k-means iterations); a
+finished run with the same settings is skipped. ``stop_after_level=t`` builds levels 1..t into
+``checkpoints/`` and exits (``curate.submit`` sends one such job per level).
 """
 
 from __future__ import annotations
@@ -107,6 +108,8 @@ def cluster(cfg: DictConfig) -> Path:
     stop = cfg.stop_after_level
     # the log describes the levels built so far, so a resumed or later level job rewrites it
     with stage_tracker(cfg, out, "cluster", fresh=True) as tracker:
+        # every Lloyd iteration of every k-means run -> <out>/kmeans.jsonl (and wandb kmeans/*)
+        model.on_iteration = lambda record: tracker.log_series("kmeans", record)
         if stop is not None and stop < len(model.specs):
             model.fit(shard, stop_after_level=stop)
             for t, level in enumerate(model.levels_, start=1):

@@ -67,8 +67,9 @@ class Tracker:
         name: wandb run name; ``group`` and ``job_type`` group runs in the wandb UI.
         project, entity: wandb project and entity.
         init_timeout: seconds ``wandb.init`` may take before an online run falls back to offline.
-        fresh: truncate an existing ``metrics.jsonl`` first (stages whose log describes the whole
-            result rather than one attempt: a resumed run rewrites it instead of duplicating lines).
+        fresh: truncate an existing ``metrics.jsonl`` (and series files) first (stages whose log
+            describes the whole result rather than one attempt: a resumed run rewrites it instead of
+            duplicating lines).
     """
 
     def __init__(
@@ -90,6 +91,8 @@ class Tracker:
         self.path = self.out / "metrics.jsonl"
         self.active = dist.is_main_process()
         self.run: Any = None
+        self._series: dict[str, int] = {}  # records logged per series
+        self.fresh = fresh
         if os.environ.get("WANDB_MODE") == "disabled":
             mode = "disabled"
         self.mode = mode
@@ -132,15 +135,38 @@ class Tracker:
         return wandb.init(mode="offline", settings=wandb.Settings(init_timeout=init_timeout), **kwargs)
 
     def log(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
-        """Append ``{"step": step, **metrics}`` to ``metrics.jsonl`` (and log scalars to wandb)."""
+        """Append ``{"step": step, **metrics}`` to ``metrics.jsonl`` (and log scalars to wandb,
+        ``step`` as a metric: wandb's own step counts every call, series included)."""
         if not self.active:
             return
         record = {"step": step, **metrics} if step is not None else dict(metrics)
-        with self.path.open("a") as f:
+        self._append(self.path, record)
+        if self.run is not None:
+            self.run.log(flatten_scalars(record))
+
+    def log_series(self, name: str, metrics: Mapping[str, Any]) -> None:
+        """Append one record of a fine-grained series (e.g. every k-means iteration) to
+        ``<out>/<name>.jsonl``; in wandb its scalars are ``<name>/<key>``, plotted against
+        ``<name>/index`` (the record's position in the series)."""
+        if not self.active:
+            return
+        index = self._series.get(name, 0)
+        self._series[name] = index + 1
+        path = self.out / f"{name}.jsonl"
+        if index == 0 and self.fresh:
+            path.write_text("")
+        self._append(path, {"index": index, **metrics})
+        if self.run is not None:
+            if index == 0:
+                self.run.define_metric(f"{name}/index")
+                self.run.define_metric(f"{name}/*", step_metric=f"{name}/index")
+            self.run.log(flatten_scalars({"index": index, **metrics}, prefix=f"{name}/"))
+
+    @staticmethod
+    def _append(path: Path, record: Mapping[str, Any]) -> None:
+        with path.open("a") as f:
             f.write(json.dumps(record, default=_to_json) + "\n")
             f.flush()
-        if self.run is not None:
-            self.run.log(flatten_scalars(metrics), step=step)
 
     def summary(self, metrics: Mapping[str, Any]) -> None:
         """Final numbers of the run: wandb's run summary (the JSONL is left alone)."""

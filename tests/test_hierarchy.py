@@ -138,6 +138,19 @@ def test_split_in_cluster_batches_equals_one_batch(blobs):
         np.testing.assert_array_equal(a.dist, b.dist)
 
 
+def test_every_lloyd_iteration_reaches_the_hook(blobs):
+    records: list[dict] = []
+    levels = [dict(k=30, resample_steps=2, sample_size=4), dict(k=5)]
+    hkm = HierarchicalKMeans(levels, n_iter=4, seed=0, on_iteration=records.append).fit(blobs)
+    assert [(r["level"], r["run"]) for r in records] == sorted((r["level"], r["run"]) for r in records)
+    runs = {(r["level"], r["run"]) for r in records}
+    assert runs == {(1, 0), (1, 1), (1, 2), (2, 0)}
+    assert {"iteration", "objective", "centroid_shift", "seconds"} <= set(records[0])
+    # the full run's last objective is the level's first inertia entry before resampling
+    full = [r for r in records if (r["level"], r["run"]) == (2, 0)]
+    assert len(full) <= 4 and full[-1]["objective"] >= hkm.levels_[1].stats["inertia"][0] - 1e-6
+
+
 def test_save_load_round_trip(tmp_path, blobs):
     hkm = HierarchicalKMeans([dict(k=40, resample_steps=1, sample_size=4), dict(k=5)], n_iter=5, seed=2).fit(blobs)
     hkm.save(tmp_path / "h")

@@ -110,6 +110,9 @@ def test_cluster_then_sample_end_to_end(tmp_path, toy):
     assert manifest["status"] == "complete" and [lv["k"] for lv in manifest["levels"]] == [200, 40]
     assert not (cdir / "checkpoints").exists()
     assert len((cdir / "metrics.jsonl").read_text().splitlines()) == 2
+    iterations = [json.loads(line) for line in (cdir / "kmeans.jsonl").read_text().splitlines()]
+    assert {(r["level"], r["run"]) for r in iterations} == {(1, 0), (2, 0), (2, 1), (2, 2)}
+    assert [r["index"] for r in iterations] == list(range(len(iterations)))
     run("-m", "curate.sample", "targets=[300,0.5]", "strategy=closest", *common)
     sdir = out / "sample" / "e2e"
     for size in (300, 1000):

@@ -71,3 +71,38 @@ def test_online_without_network_falls_back_to_an_offline_run_under_out(tmp_path,
     assert len(runs) == 1 and list(runs[0].glob("run-*.wandb"))
     logged = json.loads((out / "metrics.jsonl").read_text())
     assert logged == {"step": 1, "level": 1, "inertia": 2.5, "stats": {"k": 30}}
+
+
+class _FakeRun:
+    """Records what a wandb run is asked to do."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple] = []
+
+    def log(self, data, step=None):
+        self.calls.append(("log", data, step))
+
+    def define_metric(self, name, step_metric=None):
+        self.calls.append(("define_metric", name, step_metric))
+
+
+def test_series_go_to_their_own_jsonl_and_wandb_axis(tmp_path):
+    tracker = Tracker(tmp_path, fresh=True)
+    tracker.run = run = _FakeRun()
+    tracker.log_series("kmeans", {"level": 1, "objective": np.float64(3.5)})
+    tracker.log_series("kmeans", {"level": 1, "objective": 3.0})
+    tracker.log({"level": 1, "inertia": 3.0}, step=1)
+    lines = [json.loads(x) for x in (tmp_path / "kmeans.jsonl").read_text().splitlines()]
+    assert lines == [{"index": 0, "level": 1, "objective": 3.5}, {"index": 1, "level": 1, "objective": 3.0}]
+    assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 1
+    assert run.calls == [
+        ("define_metric", "kmeans/index", None),
+        ("define_metric", "kmeans/*", "kmeans/index"),
+        ("log", {"kmeans/index": 0, "kmeans/level": 1, "kmeans/objective": 3.5}, None),
+        ("log", {"kmeans/index": 1, "kmeans/level": 1, "kmeans/objective": 3.0}, None),
+        # no explicit wandb step: it would have to exceed the series' calls; "step" is a metric
+        ("log", {"step": 1, "level": 1, "inertia": 3.0}, None),
+    ]
+    # a fresh tracker starts the series over
+    Tracker(tmp_path, fresh=True).log_series("kmeans", {"level": 2})
+    assert (tmp_path / "kmeans.jsonl").read_text().splitlines() == ['{"index": 0, "level": 2}']

@@ -21,7 +21,7 @@ import json
 import logging
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -93,6 +93,8 @@ class HierarchicalKMeans:
             this many rows per rank, replicated otherwise (the result is the same).
         split_memory_mb: device memory for the sub-centroids and float64 sums of the level-1
             split; more clusters are split in batches (the result is the same).
+        on_iteration: called after every Lloyd iteration of every k-means run with its stats
+            record plus ``level`` and ``run`` (0: the full run, ``m``: resampling step ``m``).
     """
 
     def __init__(
@@ -110,6 +112,7 @@ class HierarchicalKMeans:
         checkpoint_every: int = 10,
         shard_min_rows: int = 65536,
         split_memory_mb: float = 4096.0,
+        on_iteration: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         self.specs = [LevelSpec.of(spec) for spec in levels]
         validate_levels(self.specs)
@@ -126,6 +129,7 @@ class HierarchicalKMeans:
         self.checkpoint_every = checkpoint_every
         self.shard_min_rows = int(shard_min_rows)
         self.split_memory_mb = float(split_memory_mb)
+        self.on_iteration = on_iteration
         self._sharded: set[int] = set()  # the levels of this fit that run sharded
         self.levels_: list[Level] = []
         self.n_items_: int = 0
@@ -149,9 +153,19 @@ class HierarchicalKMeans:
         return int(np.random.SeedSequence([self.seed, level, step]).generate_state(1)[0])
 
     def _kmeans(
-        self, k: int, seed: int, init: str | None = None, checkpoint_dir: Path | None = None
+        self,
+        k: int,
+        seed: int,
+        init: str | None = None,
+        checkpoint_dir: Path | None = None,
+        run: tuple[int, int] | None = None,
     ) -> KMeans:
+        hook = None
+        if self.on_iteration is not None and run is not None:
+            level, step = run
+            hook = lambda stats: self.on_iteration({"level": level, "run": step, **stats})  # noqa: E731
         return KMeans(
+            on_iteration=hook,
             k=k,
             n_iter=self.n_iter,
             init=init or self.init,
@@ -208,7 +222,7 @@ class HierarchicalKMeans:
     def _build_level(self, t: int, spec: LevelSpec, x: ArrayLike, sharded: bool) -> Level:
         started = time.perf_counter()
         stats: dict[str, Any] = {"level": t, "k_requested": spec.k * spec.n_splits, "inertia": []}
-        km = self._kmeans(spec.k, self._seed(t, 0), checkpoint_dir=self._run_dir(t, 0)).fit(x)
+        km = self._kmeans(spec.k, self._seed(t, 0), checkpoint_dir=self._run_dir(t, 0), run=(t, 0)).fit(x)
         centroids = km.centroids.cpu().numpy()
         labels, sq = self._gather(km.labels_, sharded), self._gather(km.sq_dist_, sharded)
         stats["inertia"].append(km.inertia)
@@ -301,7 +315,7 @@ class HierarchicalKMeans:
         mine = picked[(picked >= offset) & (picked < offset + source.n)] - offset
         sample = source.take(torch.from_numpy(mine), "cpu")
         km = self._kmeans(
-            spec.k, self._seed(t, step), init="k-means++", checkpoint_dir=self._run_dir(t, step)
+            spec.k, self._seed(t, step), init="k-means++", checkpoint_dir=self._run_dir(t, step), run=(t, step)
         )
         km.fit(sample)
         new_labels, new_sq = km.assign(x)

@@ -12,7 +12,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +67,10 @@ class KMeans:
             rows (None: all rows). The subset stays on its ranks.
         checkpoint_dir: where to checkpoint; a fit with the same settings and directory resumes.
         checkpoint_every: iterations between checkpoints.
+        on_iteration: called on every rank after each Lloyd iteration with that iteration's
+            ``stats`` record (a tracker hook; rank 0 is enough to log it).
+        progress_every_s: rank 0 logs a progress line (iteration, objective, s/iter) when this
+            many seconds have passed since the last one.
     """
 
     def __init__(
@@ -85,6 +89,8 @@ class KMeans:
         init_max_points: int | None = None,
         checkpoint_dir: str | Path | None = None,
         checkpoint_every: int = 10,
+        on_iteration: Callable[[dict[str, float]], None] | None = None,
+        progress_every_s: float = 30.0,
     ) -> None:
         if not isinstance(k, int | np.integer) or k < 1:
             raise ValueError(f"k must be a positive integer, got {k!r}")
@@ -110,6 +116,7 @@ class KMeans:
         self.init_max_points = init_max_points
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
         self.checkpoint_every = checkpoint_every
+        self.on_iteration, self.progress_every_s = on_iteration, float(progress_every_s)
         self.centroids: torch.Tensor | None = None
         self.inertia: float = math.nan
         self.stats: list[dict[str, float]] = []
@@ -135,8 +142,22 @@ class KMeans:
             rows.scan()
             self._shift = rows.shift
             c, start_iter = self._resume_or_init(rows)
+            last_report = time.perf_counter()
             for it in range(start_iter, self.n_iter):
                 c, stop = self._lloyd_step(rows, c, it)
+                if self.on_iteration is not None:
+                    self.on_iteration(dict(self.stats[-1]))
+                if time.perf_counter() - last_report >= self.progress_every_s:
+                    last_report = time.perf_counter()
+                    s = self.stats[-1]
+                    log.info(
+                        "k-means k=%d: iteration %d/%d, objective %.6g, %.2f s/iter",
+                        self.k,
+                        it + 1,
+                        self.n_iter,
+                        s["objective"],
+                        s["seconds"],
+                    )
                 if self._due_checkpoint(it + 1, stop):
                     self._save_checkpoint(c, it + 1, rows)
                 if stop:

@@ -12,7 +12,7 @@ import math
 import torch
 
 from curate import dist
-from curate.kmeans.kernels import chunk_rows_for, sq_dists
+from curate.kmeans.kernels import chunk_rows_for, row_sqnorms, sq_dists
 from curate.kmeans.shard import LocalRows
 
 _INIT_BUDGET_BYTES = 64 << 20
@@ -22,16 +22,22 @@ class TooFewDistinctPoints(ValueError):
     """The data holds fewer distinct rows than the requested number of clusters."""
 
 
-def _local_sq_dists_to(rows: LocalRows, c: torch.Tensor, chunk: int) -> torch.Tensor:
-    """``(t, n_local)`` squared distances of ``c: (t, d)`` to this rank's rows, ``chunk`` rows at a time.
-
-    Candidates-major, so that per-candidate sums and the chosen candidate's row are contiguous.
-    """
-    if rows.n <= chunk and rows._cache is not None:  # the common small case: one kernel call
-        return sq_dists(c, rows._cache.float())
-    out = torch.empty(c.shape[0], rows.n, dtype=torch.float32, device=rows.device)
+def _local_row_sqnorms(rows: LocalRows, chunk: int) -> torch.Tensor:
+    """``(n_local,)`` squared norms of this rank's rows (once per k-means++, not per step)."""
+    out = torch.empty(rows.n, dtype=torch.float32, device=rows.device)
     for start, x in rows.chunks(chunk):
-        out[:, start : start + len(x)] = sq_dists(c, x)
+        out[start : start + len(x)] = row_sqnorms(x)
+    return out
+
+
+def _local_sq_dists_to(rows: LocalRows, c: torch.Tensor, chunk: int, x_sq: torch.Tensor) -> torch.Tensor:
+    """``(n_local, t)`` squared distances of this rank's rows to ``c: (t, d)``, ``chunk`` rows at a
+    time. Rows-major: a tall-skinny ``x @ c.T`` ran 1.5x faster than ``c @ x.T`` for t = 6."""
+    if rows.n <= chunk and rows._cache is not None:  # the common small case: one kernel call
+        return sq_dists(rows._cache.float(), c, x_sq)
+    out = torch.empty(rows.n, c.shape[0], dtype=torch.float32, device=rows.device)
+    for start, x in rows.chunks(chunk):
+        out[start : start + len(x)] = sq_dists(x, c, x_sq[start : start + len(x)])
     return out
 
 
@@ -89,7 +95,8 @@ def kmeans_plusplus(rows: LocalRows, k: int, generator: torch.Generator, n_trial
     first = torch.randint(rows.n_global, (1,), generator=generator)
     centroids[0] = rows.fetch_global(first)[0]
     chunk = chunk_rows_for(_INIT_BUDGET_BYTES, n_trials, rows.d, "cuda")  # few columns: big chunks
-    pot = _local_sq_dists_to(rows, centroids[:1], chunk).squeeze(0)
+    x_sq = _local_row_sqnorms(rows, chunk)
+    pot = _local_sq_dists_to(rows, centroids[:1], chunk, x_sq).squeeze(1)
     total = float(dist.all_reduce_sum_(pot.sum(dtype=torch.float64).reshape(1).cpu()))
     for j in range(1, k):  # sequential by definition: each centroid depends on the previous ones
         if total <= 0.0:
@@ -98,12 +105,12 @@ def kmeans_plusplus(rows: LocalRows, k: int, generator: torch.Generator, n_trial
             )
         u = torch.rand(n_trials, generator=generator, dtype=torch.float64) * total
         candidates = rows.fetch_global(_sample_by_potential(rows, pot, u))
-        trial_pot = torch.minimum(_local_sq_dists_to(rows, candidates, chunk), pot.unsqueeze(0))
-        trial_total = dist.all_reduce_sum_(trial_pot.sum(dim=1, dtype=torch.float64).cpu())
+        trial_pot = torch.minimum(_local_sq_dists_to(rows, candidates, chunk, x_sq), pot.unsqueeze(1))
+        trial_total = dist.all_reduce_sum_(trial_pot.sum(dim=0, dtype=torch.float64).cpu())
         best = int(torch.argmin(trial_total))
         total = float(trial_total[best])
         centroids[j] = candidates[best]
-        pot = trial_pot[best]
+        pot = trial_pot[:, best].contiguous()
     return centroids
 
 

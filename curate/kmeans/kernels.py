@@ -101,18 +101,25 @@ def _direct_sq_dists(x: torch.Tensor, c: torch.Tensor, out: torch.Tensor | None 
     return out
 
 
-def sq_dists(x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+def row_sqnorms(x: torch.Tensor) -> torch.Tensor:
+    """``(m,)`` squared L2 norms of the rows of ``x: (m, d)``, without an ``(m, d)`` temporary
+    (``x.square().sum(1)`` allocates one: 54 ms against 15 ms for 200k x 128 on one thread)."""
+    return torch.einsum("ij,ij->i", x, x)
+
+
+def sq_dists(x: torch.Tensor, c: torch.Tensor, x_sq: torch.Tensor | None = None) -> torch.Tensor:
     """All squared L2 distances ``(m, t)`` between ``x: (m, d)`` and ``c: (t, d)``.
 
     Through matmul, with the small entries (where the expansion cancels) recomputed exactly, so
     identical rows are at distance exactly 0. In low dimension (``d <= 8``) the squared
     differences are summed one coordinate at a time instead: exact, and 5x faster than the
-    matmul or a broadcast ``(m, t, d)`` difference for the 2-D toys.
+    matmul or a broadcast ``(m, t, d)`` difference for the 2-D toys. ``x_sq: (m,)``, the rows'
+    squared norms when already known (k-means++ computes them once, not at every step).
     """
     if x.shape[1] <= _DIRECT_MAX_D:
         return _direct_sq_dists(x, c)
-    x_sq = x.square().sum(dim=1, keepdim=True)
-    c_sq = c.square().sum(dim=1)
+    x_sq = (row_sqnorms(x) if x_sq is None else x_sq).unsqueeze(1)
+    c_sq = row_sqnorms(c)
     d2 = torch.addmm(x_sq + c_sq.unsqueeze(0), x, c.T, beta=1.0, alpha=-2.0).clamp_min_(0.0)
     small = d2 <= _CANCELLATION_RTOL * (x_sq + c_sq.unsqueeze(0))
     if bool(small.any()):

@@ -58,6 +58,7 @@ from curate.stage import run_stage
 log = logging.getLogger(__name__)
 
 CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "configs")
+PROGRESS_EVERY_S = 30.0  # rank 0 logs a progress line this often
 RULE = "sequential greedy: keep row i unless a kept row j < i has cosine(x_i, x_j) > threshold"
 
 
@@ -132,9 +133,7 @@ class DedupResult:
         return np.flatnonzero(self.keep).astype(np.int64)
 
 
-def resolve_edges(
-    n: int, src: torch.Tensor, dst: torch.Tensor, fixed_removed: torch.Tensor
-) -> torch.Tensor:
+def resolve_edges(n: int, src: torch.Tensor, dst: torch.Tensor, fixed_removed: torch.Tensor) -> torch.Tensor:
     """The sequential greedy rule on ``n`` rows given their near-duplicate pairs, no loop over rows.
 
     Args:
@@ -418,7 +417,8 @@ def deduplicate(
     kept: Any = _KeptRows(d, device, chunk_size, block) if backend == "torch" else _FaissKept(d)
     _rebuild_shard(x, kept, progress, chunk_size, rank, world, device)
     window_rows = world * chunk_size
-    last_saved = time.monotonic()
+    last_saved = last_report = started = time.monotonic()
+    first_row = progress.next_row
     for w0 in range(progress.next_row, n, window_rows):
         m = min(window_rows, n - w0)
         lo, hi = w0 + min(m, rank * chunk_size), w0 + min(m, (rank + 1) * chunk_size)
@@ -449,6 +449,16 @@ def deduplicate(
         if checkpoint is not None and rank == 0 and time.monotonic() - last_saved >= checkpoint_every_s:
             _save_checkpoint(checkpoint, progress, fingerprint)
             last_saved = time.monotonic()
+        if time.monotonic() - last_report >= PROGRESS_EVERY_S:
+            last_report = time.monotonic()
+            done = progress.next_row
+            log.info(
+                "dedup: %d of %d rows, %d removed so far, %.0f rows/s",
+                done,
+                n,
+                done - int(progress.keep[:done].sum()),
+                (done - first_row) / (last_report - started),
+            )
     return DedupResult(progress.keep, progress.duplicate_of, progress.similarity)
 
 

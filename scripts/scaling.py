@@ -64,7 +64,7 @@ class Config:
     gpus: tuple[int, ...] = (128, 16, 8, 8)
     memory_budget_mb: float = 4096.0  # KMeans(memory_budget_mb=...) on the GPU: sets the chunk
     storage_bytes: int = 4  # 4: float32 rows resident on the GPU, 2: storage_dtype="bfloat16"
-    row_passes: int = 4  # reads of the rows per k-means++ step in the current engine (see FORMULAS)
+    row_passes: int = 1  # reads of the rows per k-means++ step in the current engine (see FORMULAS)
     init_max_points: int | None = None  # KMeans(init_max_points=...): k-means++ on a subset
     init_points_per_cluster: float | None = None  # same, as a multiple of k (min of the two)
     # curate.hierarchy runs a level >= 2 sharded over its GPUs when its input has at least
@@ -115,8 +115,9 @@ R = per-GPU matmul rate (peak x efficiency), B_hbm / B_host / B_net = bandwidths
 - **k-means++** (greedy, trials = 2 + ln k): FLOPs = 2 k trials n d (= `trials` Lloyd iterations) but
   **k sequential steps**, each a memory-bound pass over the n_loc rows with only `trials` columns:
   t_step = max(passes x 4 n_loc d / B_hbm, 2 trials n_loc d / R) + 4 collectives x 2 log2(W) x
-  latency + launch/sync overhead; t = k x t_step. Today `sq_dists` recomputes `x.square().sum(1)`
-  through a temporary at every step, then the matmul: `passes` = 4 (1 if row norms were cached).
+  latency + launch/sync overhead; t = k x t_step. The row norms are computed once per run, so a
+  step reads the rows once (`passes` = 1; it was 4 while `sq_dists` recomputed them through a
+  temporary at every step: 1.76x slower on one CPU thread, docs/benchmarks.md).
   With `init_max_points` the subset stays spread over the W ranks: the pass shrinks, the step count
   and the collectives do not.
 - **resampling step** (levels 2-4): sample S = the r_t members closest to each centroid,
@@ -598,15 +599,15 @@ def breaks_first(res: dict[str, Any]) -> list[str]:
         f"{len(out) + 1}. **k-means++ is sequential and dominates the rest.** {res['kpp_steps']:,} "
         f"dependent steps in the whole run (level 2 alone: {lv2['k']:,} steps x {lv2['runs']} runs); "
         "its share of each level's time: "
-        f"{shares}. At level 1 a step is {cfg['row_passes']} passes over a "
+        f"{shares}. At level 1 a step is {cfg['row_passes']} pass(es) over a "
         f"{_b(ll1['n_local'] * cfg['d'] * 4.0)} shard ({_t(p1['t_step_mem'])}) plus "
         f"{KPP_COLLECTIVES} collectives over {lv1['gpus']} ranks ({_t(p1['t_step_coll'])}) plus "
         f"{hw['step_overhead_us']:.0f} us of launches and syncs: {_t(p1['t_total'])} for k-means++ against "
         f"{_t(lv1['t_lloyd'])} for all {cfg['n_iter']} Lloyd iterations. In FLOPs it is only "
         f"{p1['trials']} Lloyd iterations; the time is the {p1['k']:,} memory-bound steps. Remedies: "
-        "`init_max_points` (the pass shrinks with the subset, the step count does not), one row pass per "
-        "step (cache the row norms), k-means|| (O(log n) rounds instead of k steps), or random init for the "
-        "resampled runs. The variant below quantifies the first two.",
+        "`init_max_points` (the pass shrinks with the subset, the step count does not), k-means|| "
+        "(O(log n) rounds instead of k steps), or random init for the resampled runs. The variant below "
+        "quantifies the first.",
     ]
     out += [
         f"{len(out) + 1}. **All-reduce volume.** Level 1: {_b(ll1['allreduce_bytes'])} of float64 sums per "
@@ -649,7 +650,7 @@ def breaks_first(res: dict[str, Any]) -> list[str]:
 
 
 def variant_section(cfg: Config, per_cluster: float) -> list[str]:
-    """Totals again with k-means++ on at most ``per_cluster x k`` rows and one row pass per step."""
+    """Totals again with k-means++ on at most ``per_cluster x k`` rows."""
     base = compute(cfg)
     var = compute(dataclasses.replace(cfg, init_points_per_cluster=per_cluster, row_passes=1))
     both = None
@@ -673,7 +674,7 @@ def variant_section(cfg: Config, per_cluster: float) -> list[str]:
     head = ["level", "k-means++ rows (full run)", "k-means++ as configured", "k-means++ variant"]
     return [
         "",
-        f"## Variant: k-means++ on at most {per_cluster:g} x k rows, one row pass per step",
+        f"## Variant: k-means++ on at most {per_cluster:g} x k rows",
         "",
         *_table(head + ["level as configured", "level variant"], rows),
         "",

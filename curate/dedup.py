@@ -407,6 +407,8 @@ def deduplicate(
         :class:`DedupResult`.
     """
     device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={str(device)!r} but CUDA is not available; use device='cpu'")
     rank, world = dist.get_rank(), dist.get_world_size()
     n, d = int(x.shape[0]), int(x.shape[1])
     checkpoint = None if checkpoint is None else Path(checkpoint)

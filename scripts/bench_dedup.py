@@ -130,6 +130,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     args = parse_args(argv)
     import torch
 
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: torch sees no CUDA device here")
+
     from curate.dedup import deduplicate
 
     torch.set_num_threads(args.threads)

@@ -197,6 +197,9 @@ def test_dedup_config_errors(tmp_path):
     ]:
         with pytest.raises(ValueError, match=field):
             run_dedup(compose_dedup([f"input={tmp_path}", f"out={tmp_path / 'o'}", override]))
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            deduplicate(np.eye(3, dtype=np.float32), device="cuda")
     with pytest.raises(ValueError, match="row 2 holds NaN"):
         deduplicate(np.array([[1.0, 0], [0, 1], [np.nan, 0]], np.float32))
 
@@ -290,3 +293,14 @@ def test_killed_run_resumes_to_the_same_result(tmp_path, monkeypatch):
     assert run_dedup(compose_dedup([*overrides, f"out={tmp_path / 'dd'}"])) == ref and calls == []
     with pytest.raises(ValueError, match="another input or threshold"):
         run_dedup(compose_dedup([*overrides, f"out={tmp_path / 'dd'}", "threshold=0.9"]))
+
+
+@pytest.mark.gpu
+def test_cuda_matches_cpu():
+    x, _, is_original = planted(6)
+    cpu = deduplicate(x, threshold=0.95, chunk_size=64)
+    gpu = deduplicate(x, threshold=0.95, chunk_size=64, device="cuda")
+    default = deduplicate(x, threshold=0.95, device="cuda")  # the GPU's default tiles
+    for got in (gpu, default):
+        np.testing.assert_array_equal(got.keep, is_original)
+        np.testing.assert_array_equal(got.duplicate_of, cpu.duplicate_of)

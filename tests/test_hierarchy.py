@@ -151,6 +151,21 @@ def test_every_lloyd_iteration_reaches_the_hook(blobs):
     assert len(full) <= 4 and full[-1]["objective"] >= hkm.levels_[1].stats["inertia"][0] - 1e-6
 
 
+@pytest.mark.gpu
+def test_cuda_matches_cpu(blobs):
+    # random init: k-means++ could pick another candidate on a float tie and diverge
+    levels = [dict(k=40), dict(k=6)]
+    cpu = HierarchicalKMeans(levels, n_iter=6, seed=0, init="random").fit(blobs)
+    gpu = HierarchicalKMeans(levels, n_iter=6, seed=0, init="random", device="cuda").fit(blobs)
+    for a, b in zip(cpu.levels_, gpu.levels_):
+        np.testing.assert_allclose(a.centroids, b.centroids, rtol=1e-3, atol=1e-3)
+        assert (a.assign == b.assign).mean() > 0.99
+    split = [dict(k=6, n_splits=5), dict(k=4)]
+    a = HierarchicalKMeans(split, n_iter=6, seed=0, init="random", split_memory_mb=1e-3).fit(blobs)
+    b = HierarchicalKMeans(split, n_iter=6, seed=0, init="random", device="cuda").fit(blobs)
+    np.testing.assert_allclose(a.levels_[0].centroids, b.levels_[0].centroids, rtol=1e-3, atol=1e-3)
+
+
 def test_save_load_round_trip(tmp_path, blobs):
     hkm = HierarchicalKMeans([dict(k=40, resample_steps=1, sample_size=4), dict(k=5)], n_iter=5, seed=2).fit(blobs)
     hkm.save(tmp_path / "h")

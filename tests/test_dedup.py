@@ -197,6 +197,9 @@ def test_dedup_config_errors(tmp_path):
     ]:
         with pytest.raises(ValueError, match=field):
             run_dedup(compose_dedup([f"input={tmp_path}", f"out={tmp_path / 'o'}", override]))
+    np.save(tmp_path / "empty.npy", np.zeros((0, 4), np.float32))
+    with pytest.raises(ValueError, match=r"empty.npy is empty \(0 rows\)"):
+        run_dedup(compose_dedup([f"input={tmp_path / 'empty.npy'}", f"out={tmp_path / 'o'}"]))
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA is not available"):
             deduplicate(np.eye(3, dtype=np.float32), device="cuda")

@@ -366,9 +366,7 @@ def _allocate(
     return quotas
 
 
-def _select_leaves(
-    level: ClusterLevel, quotas: np.ndarray, strategy: str, rng: np.random.Generator
-) -> np.ndarray:
+def _select_leaves(level: ClusterLevel, quotas: np.ndarray, strategy: str, rng: np.random.Generator) -> np.ndarray:
     """Pick items inside every level-1 cluster given its quota; sorted int64 item indices.
 
     A cluster of size ``s`` with quota ``q`` takes every member ``q // s`` times plus ``q % s``
@@ -507,11 +505,7 @@ def sample_budgets(
     strategy = _check_strategy(strategy)
     multiplier = _check_multiplier(multiplier)
     seed = _check_seed(seed)
-    if (
-        isinstance(targets, str | bytes)
-        or not isinstance(targets, Sequence | np.ndarray)
-        or len(targets) == 0
-    ):
+    if isinstance(targets, str | bytes) or not isinstance(targets, Sequence | np.ndarray) or len(targets) == 0:
         raise ValueError(f"targets must be a non-empty sequence of sizes, got {targets!r}")
     counts = _item_counts(levels)
     pool = int(counts[0].sum())

@@ -152,9 +152,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     print(f"data: n={args.n} d={args.d}, {args.dup_frac:.0%} near-duplicate copies, threshold {args.threshold}")
     results: dict[str, tuple[np.ndarray, float, float]] = {}
     run = {
-        "ours-torch": lambda: deduplicate(
-            x, args.threshold, args.chunk_size, args.device, "torch", args.sim_budget
-        ).kept_indices,
+        "ours-torch": lambda: (
+            deduplicate(x, args.threshold, args.chunk_size, args.device, "torch", args.sim_budget).kept_indices
+        ),
         "ours-faiss": lambda: deduplicate(x, args.threshold, args.chunk_size, "cpu", "faiss").kept_indices,
         "faiss-allpairs": lambda: faiss_allpairs(x, args.threshold),
     }

@@ -435,16 +435,12 @@ def spawn_worker(spec: dict[str, Any], threads: int) -> dict[str, Any]:
     for line in reversed(proc.stdout.splitlines()):
         if line.startswith(RESULT_TAG):
             return json.loads(line[len(RESULT_TAG) :])
-    raise RuntimeError(
-        f"{spec['impl']} worker printed no result:\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}"
-    )
+    raise RuntimeError(f"{spec['impl']} worker printed no result:\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
 
 
 # -- the benchmark -----------------------------------------------------------------------------
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
-    )
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--size", default="small", help=f"one of {', '.join(SIZES)}, or several comma-separated")
     p.add_argument("--iters", type=int, default=5, help="Lloyd iterations for every implementation (>= 3)")
     p.add_argument("--skip", default="", help="comma-separated implementations to leave out: faiss, sklearn")
@@ -469,9 +465,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="also run ours with this CPU score-block cap (monkeypatched; default engine: 4 MB)",
     )
-    p.add_argument(
-        "--threads", type=int, default=None, help="threads per implementation (default: all cores)"
-    )
+    p.add_argument("--threads", type=int, default=None, help="threads per implementation (default: all cores)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", type=Path, default=None, help="write the rows as a JSON list here")
     p.add_argument("--tmp", type=Path, default=None, help="folder for the data files (default: a temp dir)")
@@ -602,9 +596,7 @@ def bench_size(size: str, args: argparse.Namespace, tmp: Path, threads: int) -> 
                 flush=True,
             )
             for impl in impls:
-                spec = dict(
-                    base, impl=impl, init="random", init_path=None if impl == "ours" else str(init_path)
-                )
+                spec = dict(base, impl=impl, init="random", init_path=None if impl == "ours" else str(init_path))
                 jobs.append((block, impl, spec))
             if "ours" in impls and args.ours_score_block_mb:
                 spec = dict(base, impl="ours", init="random", score_block_mb=args.ours_score_block_mb)

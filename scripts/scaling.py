@@ -81,9 +81,7 @@ class Config:
         if len(self.levels) != len(self.sample_r):
             raise ValueError(f"levels {self.levels} and sample_r {self.sample_r} differ in length")
         if len(self.gpus) != 1 + len(self.levels):
-            raise ValueError(
-                f"gpus needs {1 + len(self.levels)} entries (level 1, then levels), got {self.gpus}"
-            )
+            raise ValueError(f"gpus needs {1 + len(self.levels)} entries (level 1, then levels), got {self.gpus}")
         ks = (self.level1_k * self.n_splits, *self.levels)
         if any(a <= b for a, b in zip(ks, ks[1:])):
             raise ValueError(f"cluster counts must decrease level by level, got {ks}")
@@ -162,9 +160,7 @@ def ring_allreduce_s(nbytes: float, world: int, hw: Hardware) -> float:
     return 2 * (world - 1) / world * nbytes / (hw.net_gbps * GB) + coll_latency_s(world, hw)
 
 
-def memory_per_rank(
-    n_local: int, k: int, d: int, chunk: int, cfg: Config, resident: bool
-) -> dict[str, float]:
+def memory_per_rank(n_local: int, k: int, d: int, chunk: int, cfg: Config, resident: bool) -> dict[str, float]:
     """Bytes per rank of the engine's buffers at the peak of a Lloyd step."""
     mem = {
         "shard": float(n_local * d * cfg.storage_bytes) if resident else 0.0,
@@ -394,9 +390,7 @@ def _runs(lv: dict[str, Any], kind: str) -> list[tuple[str, dict[str, Any], int]
 
 
 def _table(head: list[str], rows: list[list[str]]) -> list[str]:
-    return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + [
-        "| " + " | ".join(r) + " |" for r in rows
-    ]
+    return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + ["| " + " | ".join(r) + " |" for r in rows]
 
 
 def render(res: dict[str, Any], command: str) -> str:
@@ -451,9 +445,7 @@ def render(res: dict[str, Any], command: str) -> str:
                 _f(ll["flops"]),
                 _b(ll["rows_bytes"]),
                 _b(ll["score_bytes"]),
-                f"{_b(ll['allreduce_bytes'])} ({_t(ll['t_allreduce'])})"
-                if lv["world"] > 1
-                else "none (replicated)",
+                f"{_b(ll['allreduce_bytes'])} ({_t(ll['t_allreduce'])})" if lv["world"] > 1 else "none (replicated)",
                 _t(ll["t_iter"]),
                 _t(lv["t_lloyd"]),
                 _t(lv["t_kpp"]),
@@ -542,10 +534,7 @@ def render(res: dict[str, Any], command: str) -> str:
             fits = "yes" if ll["resident"] else f"no: stream it ({_b(ll['memory']['total'])})"
             rows.append(
                 [f"{lv['name']} ({tag})"]
-                + [
-                    _b(m[key])
-                    for key in ("shard", "centroids", "sums_f64", "update_temps", "scores", "labels")
-                ]
+                + [_b(m[key]) for key in ("shard", "centroids", "sums_f64", "update_temps", "scores", "labels")]
                 + [_b(m["total"]), fits]
             )
     head = ["level (run)", "shard", "centroids", "float64 sums", "update temps", "scores chunk", "labels"]
@@ -656,9 +645,7 @@ def variant_section(cfg: Config, per_cluster: float) -> list[str]:
     both = None
     if cfg.upper_replicated:
         both = compute(
-            dataclasses.replace(
-                cfg, init_points_per_cluster=per_cluster, row_passes=1, upper_replicated=False
-            )
+            dataclasses.replace(cfg, init_points_per_cluster=per_cluster, row_passes=1, upper_replicated=False)
         )
     rows = [
         [

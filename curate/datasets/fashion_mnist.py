@@ -46,9 +46,7 @@ def fashion_mnist_dir() -> Path:
             ["dpkg", "-L", "dataset-fashion-mnist"], capture_output=True, text=True, check=True
         ).stdout.splitlines()
     except (OSError, subprocess.CalledProcessError) as err:
-        raise FileNotFoundError(
-            f"Debian package dataset-fashion-mnist is not installed: {_INSTALL_HINT}"
-        ) from err
+        raise FileNotFoundError(f"Debian package dataset-fashion-mnist is not installed: {_INSTALL_HINT}") from err
     for line in listing:
         if line.endswith(_FILES["train"][0]):
             return Path(line).parent

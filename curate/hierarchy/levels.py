@@ -44,9 +44,7 @@ class LevelSpec:
             spec = dict(spec) if hasattr(spec, "keys") else asdict(spec)
         unknown = set(spec) - {"k", "resample_steps", "sample_size", "n_splits"}
         if unknown:
-            raise ValueError(
-                f"unknown level keys {sorted(unknown)}; allowed: k, resample_steps, sample_size, n_splits"
-            )
+            raise ValueError(f"unknown level keys {sorted(unknown)}; allowed: k, resample_steps, sample_size, n_splits")
         return cls(**{key: int(value) for key, value in spec.items()})
 
 

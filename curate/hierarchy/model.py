@@ -117,9 +117,7 @@ class HierarchicalKMeans:
         self.specs = [LevelSpec.of(spec) for spec in levels]
         validate_levels(self.specs)
         if resample_strategy not in RESAMPLE_STRATEGIES:
-            raise ValueError(
-                f"resample_strategy must be one of {RESAMPLE_STRATEGIES}, got {resample_strategy!r}"
-            )
+            raise ValueError(f"resample_strategy must be one of {RESAMPLE_STRATEGIES}, got {resample_strategy!r}")
         if n_iter < 0:
             raise ValueError(f"n_iter must be >= 0, got {n_iter}")
         self.n_iter, self.seed, self.device = int(n_iter), int(seed), device
@@ -231,9 +229,7 @@ class HierarchicalKMeans:
             centroids, labels, sq, split_stats = self._split(spec, x, km, labels, sharded, t)
             stats["split"] = split_stats
         for step in range(1, spec.resample_steps + 1):
-            centroids, labels, sq, inertia = self._resample_step(
-                t, step, spec, x, centroids, labels, sq, sharded
-            )
+            centroids, labels, sq, inertia = self._resample_step(t, step, spec, x, centroids, labels, sq, sharded)
             stats["inertia"].append(inertia)
         level = Level.from_assignment(centroids, labels, sq, stats)
         level.stats.update(
@@ -262,9 +258,7 @@ class HierarchicalKMeans:
         rows = LocalRows(
             source,
             torch.device(self.device),
-            chunk_rows=chunk_rows_for(
-                int(self.memory_budget_mb * 2**20), spec.n_splits, source.d, self.device
-            ),
+            chunk_rows=chunk_rows_for(int(self.memory_budget_mb * 2**20), spec.n_splits, source.d, self.device),
             cosine=self.distance == "cosine",
             cache_bytes=1 << 31,
         )
@@ -308,9 +302,7 @@ class HierarchicalKMeans:
             )
         source = RowSource(x)
         offset = (
-            int(dist.all_gather_stack(torch.tensor([source.n])).flatten()[: dist.get_rank()].sum())
-            if sharded
-            else 0
+            int(dist.all_gather_stack(torch.tensor([source.n])).flatten()[: dist.get_rank()].sum()) if sharded else 0
         )
         mine = picked[(picked >= offset) & (picked < offset + source.n)] - offset
         sample = source.take(torch.from_numpy(mine), "cpu")
@@ -329,16 +321,12 @@ class HierarchicalKMeans:
         return result
 
     # -- sampling ---------------------------------------------------------------------------
-    def sample(
-        self, target: int | float, strategy: str = "random", seed: int = 0, multiplier: int = 1
-    ) -> np.ndarray:
+    def sample(self, target: int | float, strategy: str = "random", seed: int = 0, multiplier: int = 1) -> np.ndarray:
         """Hierarchical balanced sample: ``(target,)`` int64 item indices (see curate.sampling)."""
         from curate.sampling import hierarchical_sample
 
         self._require_fitted()
-        return hierarchical_sample(
-            self.levels_, target, strategy=strategy, multiplier=multiplier, seed=seed
-        ).indices
+        return hierarchical_sample(self.levels_, target, strategy=strategy, multiplier=multiplier, seed=seed).indices
 
     def _require_fitted(self) -> None:
         if not self.levels_:
@@ -362,8 +350,7 @@ class HierarchicalKMeans:
                 "n_items": self.n_items_,
                 "dim": self.dim_,
                 "levels": [
-                    {"k": level.k, "n_inputs": int(len(level.assign)), "stats": level.stats}
-                    for level in self.levels_
+                    {"k": level.k, "n_inputs": int(len(level.assign)), "stats": level.stats} for level in self.levels_
                 ],
                 "versions": _versions(),
                 **(extra or {}),
@@ -391,8 +378,7 @@ class HierarchicalKMeans:
             init_max_points=config["init_max_points"],
         )
         hkm.levels_ = [
-            Level.load(folder / f"level{t}", entry["stats"])
-            for t, entry in enumerate(manifest["levels"], start=1)
+            Level.load(folder / f"level{t}", entry["stats"]) for t, entry in enumerate(manifest["levels"], start=1)
         ]
         hkm.n_items_, hkm.dim_ = manifest["n_items"], manifest["dim"]
         return hkm

@@ -61,9 +61,7 @@ def _constrained_assign(
         ``slot (m,)`` int64 (``parent * s + j``) and ``sq_dist (m,)`` float32.
     """
     s = sub.shape[1]
-    scores = torch.baddbmm(sub_sqnorm[parent].unsqueeze(2), sub[parent], x.unsqueeze(2), alpha=-2.0).squeeze(
-        2
-    )
+    scores = torch.baddbmm(sub_sqnorm[parent].unsqueeze(2), sub[parent], x.unsqueeze(2), alpha=-2.0).squeeze(2)
     best, j = scores.min(dim=1)
     return parent * s + j, (best + x.square().sum(dim=1)).clamp_min_(0.0)
 

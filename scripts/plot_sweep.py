@@ -2,13 +2,15 @@
 
     python scripts/plot_sweep.py outputs/multirun/cluster/ablation_toy --out ablation_toy.png
     python scripts/plot_sweep.py outputs/multirun/sample/ablation_toy --out sample.png --metrics kl_sample rarest_share
+    python scripts/plot_sweep.py outputs/multirun/cluster/ablation_toy --mean-over seed   # mean +- std over seeds
 
 Every run of a Hydra sweep (``-m``) writes ``metrics.json`` in its folder (or one per budget
 folder for the sample stage); the run's overrides come from its ``.hydra/overrides.yaml``. Keys
 that take several values across the runs become the table's first columns, then every metric
 (lists are shown as ``a/b/c``). The table is printed and written next to the PNG (``.md``); the
 PNG has one horizontal bar chart per metric in ``--metrics`` (default: the balance metrics that
-are present).
+are present). ``--mean-over KEY`` pools the runs that differ only in ``KEY`` (e.g. ``seed``): each
+numeric metric becomes ``mean +- std`` over them (error bars in the PNG).
 """
 
 from __future__ import annotations
@@ -65,6 +67,31 @@ def collect(sweep_dir: str | Path) -> tuple[list[str], list[dict[str, Any]]]:
     return swept, rows
 
 
+def mean_over(swept: list[str], rows: list[dict[str, Any]], key: str) -> tuple[list[str], list[dict[str, Any]]]:
+    """Pool the rows that differ only in ``key``: numeric metrics -> their mean, with the
+    (population) std in ``row["_std"]`` and the number of runs in ``row["_n"]``."""
+    if key not in swept:
+        raise SystemExit(f"error: --mean-over {key}: not a swept key; swept: {swept}")
+    rest = [k for k in swept if k != key]
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(tuple(row["overrides"].get(k, "") for k in rest), []).append(row)
+    pooled = []
+    for values, members in groups.items():
+        row: dict[str, Any] = {"overrides": dict(zip(rest, values)), "run": f"{len(members)} runs", "_std": {}}
+        row["_n"] = len(members)
+        for name in metric_names(members):
+            numbers = [m[name] for m in members if isinstance(m.get(name), int | float)]
+            if len(numbers) == len(members):
+                mean = sum(numbers) / len(numbers)
+                row[name] = mean
+                row["_std"][name] = math.sqrt(sum((v - mean) ** 2 for v in numbers) / len(numbers))
+            elif all(m.get(name) == members[0].get(name) for m in members):  # e.g. the same k list
+                row[name] = members[0].get(name)
+        pooled.append(row)
+    return rest, pooled
+
+
 def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}" if math.isfinite(value) else str(value)
@@ -78,7 +105,7 @@ def metric_names(rows: list[dict[str, Any]]) -> list[str]:
     names: list[str] = []
     for row in rows:
         for key, value in row.items():
-            if key not in ("overrides", "run") and not isinstance(value, dict) and key not in names:
+            if key not in ("overrides", "run", "_std", "_n") and not isinstance(value, dict) and key not in names:
                 names.append(key)
     return names
 
@@ -86,11 +113,17 @@ def metric_names(rows: list[dict[str, Any]]) -> list[str]:
 def markdown_table(swept: list[str], rows: list[dict[str, Any]]) -> str:
     """A markdown table: swept keys, then every metric; one line per run."""
     metrics = [m for m in metric_names(rows) if m not in swept]
-    head = (swept or ["run"]) + metrics
+    head = (swept or ["run"]) + metrics + (["runs"] if rows and "_n" in rows[0] else [])
+
+    def cell(row: dict[str, Any], m: str) -> str:
+        std = row.get("_std", {}).get(m)
+        return _fmt(row.get(m, "")) + ("" if std is None else f" ± {std:.2g}")
+
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
         first = [row["overrides"].get(k, "") for k in swept] if swept else [row["run"]]
-        lines.append("| " + " | ".join([*first, *(_fmt(row.get(m, "")) for m in metrics)]) + " |")
+        runs = [str(row["_n"])] if "_n" in row else []
+        lines.append("| " + " | ".join([*first, *(cell(row, m) for m in metrics), *runs]) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -107,7 +140,8 @@ def plot(swept: list[str], rows: list[dict[str, Any]], metrics: list[str], path:
     )
     for ax, metric in zip(axes[0], metrics):
         values = [float(row[metric]) if isinstance(row.get(metric), int | float) else math.nan for row in rows]
-        ax.barh(range(len(rows)), values, color="tab:blue")
+        errors = [row.get("_std", {}).get(metric, 0.0) for row in rows]
+        ax.barh(range(len(rows)), values, xerr=errors if any(errors) else None, color="tab:blue")
         ax.set_title(metric)
         ax.set_yticks(range(len(rows)), labels, fontsize=8)
         ax.invert_yaxis()
@@ -123,8 +157,11 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("sweep_dir", help="the sweep folder (hydra.sweep.dir), e.g. outputs/multirun/cluster/<name>")
     parser.add_argument("--out", default=None, help="PNG to write (default: <sweep_dir>/sweep.png)")
     parser.add_argument("--metrics", nargs="+", default=None, help="metrics to plot (default: balance metrics)")
+    parser.add_argument("--mean-over", default=None, help="pool runs differing only in this key (e.g. seed)")
     args = parser.parse_args(argv)
     swept, rows = collect(args.sweep_dir)
+    if args.mean_over:
+        swept, rows = mean_over(swept, rows, args.mean_over)
     table = markdown_table(swept, rows)
     out = Path(args.out) if args.out else Path(args.sweep_dir) / "sweep.png"
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -146,3 +146,20 @@ def test_plot_sweep_reports_an_empty_folder(tmp_path):
     plot_sweep = load_script("plot_sweep")
     with pytest.raises(FileNotFoundError, match="no metrics.json"):
         plot_sweep.main([str(tmp_path)])
+
+
+def test_plot_sweep_mean_over_seeds(tmp_path):
+    plot_sweep = load_script("plot_sweep")
+    for levels, seed, kl in [(1, 0, 0.30), (1, 1, 0.40), (2, 0, 0.10), (2, 1, 0.12), (2, 2, 0.14)]:
+        run = tmp_path / f"cluster=l{levels},seed={seed}"
+        (run / ".hydra").mkdir(parents=True)
+        (run / ".hydra" / "overrides.yaml").write_text(f"- cluster=l{levels}\n- seed={seed}\n")
+        (run / "metrics.json").write_text(json.dumps({"kl_top": kl, "k": [300]}))
+    table = plot_sweep.main([str(tmp_path), "--mean-over", "seed", "--out", str(tmp_path / "m.png")])
+    lines = table.splitlines()
+    assert lines[0] == "| cluster | kl_top | k | runs |"
+    assert lines[2] == "| l1 | 0.35 ± 0.05 | 300 | 2 |"
+    assert lines[3].startswith("| l2 | 0.12 ± 0.016 | 300 | 3 |")
+    assert (tmp_path / "m.png").stat().st_size > 5_000
+    with pytest.raises(SystemExit, match="not a swept key"):
+        plot_sweep.main([str(tmp_path), "--mean-over", "init"])

@@ -82,7 +82,8 @@ def mean_over(swept: list[str], rows: list[dict[str, Any]], key: str) -> tuple[l
         row["_n"] = len(members)
         for name in metric_names(members):
             numbers = [m[name] for m in members if isinstance(m.get(name), int | float)]
-            if len(numbers) == len(members):
+            spread = max(numbers) - min(numbers) if numbers else 0.0
+            if len(numbers) == len(members) and spread > 1e-12 * max(1.0, abs(max(numbers))):
                 mean = sum(numbers) / len(numbers)
                 row[name] = mean
                 row["_std"][name] = math.sqrt(sum((v - mean) ** 2 for v in numbers) / len(numbers))

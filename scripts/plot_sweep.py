@@ -82,11 +82,11 @@ def mean_over(swept: list[str], rows: list[dict[str, Any]], key: str) -> tuple[l
         row["_n"] = len(members)
         for name in metric_names(members):
             numbers = [m[name] for m in members if isinstance(m.get(name), int | float)]
-            spread = max(numbers) - min(numbers) if numbers else 0.0
-            if len(numbers) == len(members) and spread > 1e-12 * max(1.0, abs(max(numbers))):
+            if len(numbers) == len(members):
                 mean = sum(numbers) / len(numbers)
                 row[name] = mean
-                row["_std"][name] = math.sqrt(sum((v - mean) ** 2 for v in numbers) / len(numbers))
+                if max(numbers) - min(numbers) > 1e-12 * max(1.0, abs(mean)):  # else: constant, no ±
+                    row["_std"][name] = math.sqrt(sum((v - mean) ** 2 for v in numbers) / len(numbers))
             elif all(m.get(name) == members[0].get(name) for m in members):  # e.g. the same k list
                 row[name] = members[0].get(name)
         pooled.append(row)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import sys
@@ -14,22 +13,14 @@ import pytest
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
 
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(f"_scripts_{name}", SCRIPTS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+@pytest.fixture(scope="module")
+def bench(load_script):
+    return load_script("bench_kmeans")
 
 
 @pytest.fixture(scope="module")
-def bench():
-    return _load("bench_kmeans")
-
-
-@pytest.fixture(scope="module")
-def scaling():
-    return _load("scaling")
+def scaling(load_script):
+    return load_script("scaling")
 
 
 def test_bench_tiny_rows(bench, tmp_path):
@@ -152,9 +143,9 @@ def test_bench_dedup_rows_agree_and_compare_with_the_peer(tmp_path):
     assert "machine:" in proc.stdout and "2 ranks vs 1" in proc.stdout
 
 
-def test_bench_dedup_peer_is_the_greedy_rule():
+def test_bench_dedup_peer_is_the_greedy_rule(load_script):
     pytest.importorskip("faiss")
-    module = _load("bench_dedup")
+    module = load_script("bench_dedup")
     x = module.make_pool(400, 8, 0.3, seed=2)
     from curate.dedup import deduplicate
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -16,24 +15,16 @@ from curate.report import CurationSettings
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
 
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(f"_scripts_{name}", SCRIPTS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+@pytest.fixture(scope="module")
+def wordnet_demo(load_script):
+    return load_script("demo_text_wordnet")
 
 
 @pytest.fixture(scope="module")
-def wordnet_demo():
-    return _load("demo_text_wordnet")
-
-
-@pytest.fixture(scope="module")
-def fmnist_demo():
+def fmnist_demo(load_script):
     if str(SCRIPTS) not in sys.path:  # the demo imports reproduce_curation_ssl from scripts/
         sys.path.insert(0, str(SCRIPTS))
-    return _load("demo_images_fmnist")
+    return load_script("demo_images_fmnist")
 
 
 def long_tail(n_labels: int = 8, head: int = 800, tail: int = 20, dim: int = 16, seed: int = 0):

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,23 +11,15 @@ import pytest
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
 
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(f"_scripts_{name}", SCRIPTS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
-def fig3():
+def fig3(load_script):
     pytest.importorskip("sklearn")
-    return _load("reproduce_fig3")
+    return load_script("reproduce_fig3")
 
 
 @pytest.fixture(scope="module")
-def fig1a():
-    return _load("reproduce_fig1a")
+def fig1a(load_script):
+    return load_script("reproduce_fig1a")
 
 
 def test_fig3_reduced_run_writes_everything_and_orders_the_methods(fig3, tmp_path, capsys):

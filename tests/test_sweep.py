@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -21,14 +20,6 @@ from curate.submit import StageJob
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = str(ROOT / "configs")
 ENV = {**os.environ, "HYDRA_FULL_ERROR": "1", "OMP_NUM_THREADS": "1"}
-
-
-def load_script(name: str):
-    spec = importlib.util.spec_from_file_location(f"_scripts_{name}", ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def compose_cfg(config: str, overrides: list[str]):
@@ -79,7 +70,7 @@ def test_resample_steps_override_applies_to_every_level():
         validate_cluster(cfg)
 
 
-def test_submitit_local_sweep_names_runs_by_overrides_and_relaunch_skips(tmp_path):
+def test_submitit_local_sweep_names_runs_by_overrides_and_relaunch_skips(tmp_path, load_script):
     rng = np.random.default_rng(0)
     np.save(tmp_path / "x.npy", rng.normal(size=(500, 2)).astype(np.float32))
     np.save(tmp_path / "labels.npy", (rng.random(500) < 0.1).astype(np.int64))
@@ -142,13 +133,13 @@ def test_submitit_local_sweep_names_runs_by_overrides_and_relaunch_skips(tmp_pat
     assert table.splitlines()[0].startswith("| method |") and "normalized_entropy_top" in table
 
 
-def test_plot_sweep_reports_an_empty_folder(tmp_path):
+def test_plot_sweep_reports_an_empty_folder(tmp_path, load_script):
     plot_sweep = load_script("plot_sweep")
     with pytest.raises(FileNotFoundError, match="no metrics.json"):
         plot_sweep.main([str(tmp_path)])
 
 
-def test_plot_sweep_mean_over_seeds(tmp_path):
+def test_plot_sweep_mean_over_seeds(tmp_path, load_script):
     plot_sweep = load_script("plot_sweep")
     for levels, seed, kl in [(1, 0, 0.30), (1, 1, 0.40), (2, 0, 0.10), (2, 1, 0.12), (2, 2, 0.14)]:
         run = tmp_path / f"cluster=l{levels},seed={seed}"

@@ -76,8 +76,10 @@ def open_input(
 
     if isinstance(subset, np.ndarray):
         rows = subset
+        if len(rows) and rows[-1] >= array.shape[0]:
+            raise ValueError(f"the clustered items name row {rows[-1]} but {path} has {array.shape[0]} rows")
     else:
-        rows = read_subset(subset, array.shape[0], ids)
+        rows = read_subset(subset, array.shape[0], ids, store=path)
         description["subset"] = str(Path(subset).expanduser().resolve())
     description["subset_rows"] = int(len(rows))
     return (

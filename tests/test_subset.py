@@ -139,6 +139,11 @@ def test_dedup_then_cluster_the_kept_rows(tmp_path):
     assert "120 items" in proc.stdout
     run("curate.report", "--cluster", str(cdir), "--sample", str(sdir), "--out", str(tmp_path / "report"))
     assert (tmp_path / "report" / "report.html").exists()
+    # a dedup of another store is refused, naming both
+    other, *_ = _pool_with_copies(tmp_path / "other")
+    subset = f"input.subset={tmp_path / 'dd'}"
+    proc = run("curate.cluster", *common, f"input.path={other}", subset, "name=o", check=False)
+    assert proc.returncode == 2 and "is a dedup of" in proc.stderr and str(other) in proc.stderr
     # a subset naming an id the store does not have: one line, naming the file
     (tmp_path / "ids.txt").write_text("item1\nnot-an-id\n")
     proc = run(
@@ -146,3 +151,13 @@ def test_dedup_then_cluster_the_kept_rows(tmp_path):
     )
     assert proc.returncode == 2 and "ids.txt: 1 id(s) are not in the store" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_items_beyond_a_changed_input_are_refused(tmp_path):
+    from curate.stage import open_input
+
+    np.save(tmp_path / "x.npy", np.zeros((10, 3), np.float32))
+    array, _, _, description = open_input(tmp_path / "x.npy", np.array([2, 9]))
+    assert array.shape == (2, 3) and description["subset_rows"] == 2
+    with pytest.raises(ValueError, match="name row 12 but .* has 10 rows"):
+        open_input(tmp_path / "x.npy", np.array([2, 12]))

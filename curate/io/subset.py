@@ -7,6 +7,7 @@ them back to store rows.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -15,7 +16,9 @@ from typing import Any
 import numpy as np
 
 
-def read_subset(path: str | os.PathLike, n_rows: int, ids: Sequence | None = None) -> np.ndarray:
+def read_subset(
+    path: str | os.PathLike, n_rows: int, ids: Sequence | None = None, store: str | os.PathLike | None = None
+) -> np.ndarray:
     """The store rows a subset file names, increasing.
 
     Args:
@@ -23,6 +26,8 @@ def read_subset(path: str | os.PathLike, n_rows: int, ids: Sequence | None = Non
             indices, or a text file of ids, one per line (matched against the store's ``ids``).
         n_rows: rows in the store.
         ids: the store's ids (needed for a text file; strings or ints).
+        store: the store's path; a dedup folder must have been computed on it (its
+            ``dedup.json`` names its input and row count).
 
     Returns:
         ``(m,) int64`` sorted, unique row indices in ``[0, n_rows)``.
@@ -34,6 +39,7 @@ def read_subset(path: str | os.PathLike, n_rows: int, ids: Sequence | None = Non
     """
     path = Path(path).expanduser()
     if path.is_dir():
+        _check_dedup_input(path, n_rows, store)
         path = path / "kept_indices.npy"
     if not path.exists():
         raise FileNotFoundError(f"subset not found: {path}")
@@ -57,6 +63,21 @@ def read_subset(path: str | os.PathLike, n_rows: int, ids: Sequence | None = Non
     if repeated.size:
         raise ValueError(f"subset {path}: row {repeated[0]} is listed more than once")
     return rows
+
+
+def _check_dedup_input(folder: Path, n_rows: int, store: str | os.PathLike | None) -> None:
+    """A dedup folder's ``dedup.json`` must describe this store: same path and row count."""
+    summary_path = folder / "dedup.json"
+    if not summary_path.exists():
+        return  # a hand-made folder holding kept_indices.npy: nothing to compare
+    summary = json.loads(summary_path.read_text())
+    if summary.get("count") != n_rows or (
+        store is not None and summary.get("input") != str(Path(store).expanduser().resolve())
+    ):
+        raise ValueError(
+            f"subset {folder} is a dedup of {summary.get('input')} ({summary.get('count')} rows), "
+            f"not of {store} ({n_rows} rows)"
+        )
 
 
 def _rows_of_ids(path: Path, ids: Sequence | None) -> np.ndarray:

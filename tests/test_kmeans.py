@@ -318,3 +318,28 @@ def test_low_dimensional_assignment_is_exact_with_packed_centroids():
     ref = (x - c.T).abs()
     assert torch.equal(ref.gather(1, labels[:, None]).squeeze(1), ref.min(1).values)
     torch.testing.assert_close(d2, ref.min(1).values.square())
+
+
+class _CountingRows:
+    """An on-disk-like input (not an ndarray, so it is streamed) that counts its row-range reads."""
+
+    def __init__(self, x: np.ndarray) -> None:
+        self.x, self.shape, self.dtype, self.slices = x, x.shape, x.dtype, 0
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            self.slices += 1
+        return self.x[index]
+
+
+def test_kmeanspp_reads_a_streamed_input_once_not_once_per_centroid(blobs):
+    streamed = _CountingRows(blobs)
+    km = KMeans(k=20, n_iter=0, seed=4, memory_budget_mb=1.0).fit(streamed)
+    ref = KMeans(k=20, n_iter=0, seed=4, memory_budget_mb=1.0).fit(blobs)
+    assert torch.equal(km.centroids, ref.centroids)
+    chunks = -(-len(blobs) // chunk_rows_for(2**20, 20, blobs.shape[1]))
+    # the scan, the in-memory copy for k-means++ and the final assignment: not 20 passes
+    assert streamed.slices <= 3 * chunks
+    capped = _CountingRows(blobs)
+    KMeans(k=20, n_iter=0, seed=4, memory_budget_mb=1.0, cache_mb=0.01).fit(capped)  # too big to hold
+    assert capped.slices >= 20 * chunks

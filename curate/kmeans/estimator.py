@@ -59,7 +59,8 @@ class KMeans:
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
         memory_budget_mb: working memory per chunk on the device; sets the chunk size.
         cache_mb: an in-memory input whose float32 copy fits is prepared once and kept on the
-            device; memory-mapped inputs are always streamed.
+            device; memory-mapped inputs are streamed, except that k-means++ (which reads the
+            shard once per centroid) holds a shard that fits in memory for the initialisation.
         storage_dtype: ``"float32"`` or ``"bfloat16"`` for the prepared rows kept on the device
             (arithmetic stays float32).
         allow_tf32: allow TF32 matmuls on CUDA.
@@ -239,6 +240,9 @@ class KMeans:
         init_rows = rows
         if self.init_max_points is not None and self.init_max_points < rows.n_global:
             init_rows = _subset(rows, self.init_max_points, generator)
+        elif self.init != "random" and _fits_everywhere(rows, self.cache_mb * 2**20):
+            # k-means++ reads the shard once per centroid: read a streamed shard from disk once
+            init_rows = _in_memory(rows)
         if self.init == "random":
             return random_init(init_rows, self.k, generator)
         with self._matmul_precision(work=float(init_rows.n) * init_rows.d * (2 + math.log(self.k)), dim=init_rows.d):
@@ -395,13 +399,33 @@ def _cpu_threads(n: int | None) -> Iterator[None]:
             torch.set_num_threads(before)
 
 
+def _fits_everywhere(rows: LocalRows, cache_bytes: float) -> bool:
+    """Whether the shard is streamed and every rank's shard fits ``cache_bytes`` (the same answer
+    on every rank, so all take the same branch)."""
+    ok = rows._cache is None and rows.n * rows.d * 4 <= cache_bytes
+    return bool(dist.all_reduce_(torch.tensor([int(ok)]), "min")[0])
+
+
+def _in_memory(rows: LocalRows) -> LocalRows:
+    """The shard's prepared rows read once into memory (on the device), as a cached ``LocalRows``."""
+    local = torch.empty(rows.n, rows.d, dtype=torch.float32, device=rows.device)
+    for start, x in rows.chunks():
+        local[start : start + len(x)] = x
+    return _prepared(rows, local, "in memory")
+
+
 def _subset(rows: LocalRows, m: int, generator: torch.Generator) -> LocalRows:
     """A seeded uniform subset of ``m`` global rows; each rank keeps the ones it owns."""
     chosen = distinct_random_indices(rows.n_global, m, generator).sort().values
     mine = chosen[(chosen >= rows.offset) & (chosen < rows.offset + rows.n)] - rows.offset
     local = rows.take(mine) if len(mine) else torch.empty(0, rows.d, device=rows.device)
+    return _prepared(rows, local, "init subset")
+
+
+def _prepared(rows: LocalRows, local: torch.Tensor, what: str) -> LocalRows:
+    """A cached ``LocalRows`` over already prepared rows ``local: (m, d)`` of this rank."""
     sub = LocalRows(
-        RowSource(local, name=f"{rows.source.name} (init subset)"),
+        RowSource(local, name=f"{rows.source.name} ({what})"),
         rows.device,
         chunk_rows=rows.chunk_rows,
         cosine=False,  # rows are already prepared

@@ -107,6 +107,9 @@ class ClusterStageConf:
     shard_min_rows: int = 65536
     # level-1 split: device memory for sub-centroids + float64 sums; beyond it clusters go in batches
     split_memory_mb: float = 4096.0
+    # k-means++ of a streamed (memory-mapped) input that fits in this many MB reads it into memory
+    # once instead of once per centroid (0: stay out of core)
+    init_cache_mb: float = 0.0
     # build levels 1..t (kept in <out>/checkpoints) and exit; the next run resumes from them
     stop_after_level: int | None = None
     logger: LoggerConf = field(default_factory=LoggerConf)

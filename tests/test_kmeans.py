@@ -332,14 +332,17 @@ class _CountingRows:
         return self.x[index]
 
 
-def test_kmeanspp_reads_a_streamed_input_once_not_once_per_centroid(blobs):
-    streamed = _CountingRows(blobs)
-    km = KMeans(k=20, n_iter=0, seed=4, memory_budget_mb=1.0).fit(streamed)
-    ref = KMeans(k=20, n_iter=0, seed=4, memory_budget_mb=1.0).fit(blobs)
-    assert torch.equal(km.centroids, ref.centroids)
+def test_kmeanspp_reads_a_streamed_input_once_when_asked(blobs):
     chunks = -(-len(blobs) // chunk_rows_for(2**20, 20, blobs.shape[1]))
-    # the scan, the in-memory copy for k-means++ and the final assignment: not 20 passes
-    assert streamed.slices <= 3 * chunks
-    capped = _CountingRows(blobs)
-    KMeans(k=20, n_iter=0, seed=4, memory_budget_mb=1.0, cache_mb=0.01).fit(capped)  # too big to hold
-    assert capped.slices >= 20 * chunks
+    ref = KMeans(k=20, n_iter=0, seed=4, memory_budget_mb=1.0).fit(blobs)
+    # by default a streamed input stays out of core: k-means++ reads it once per centroid
+    default = _CountingRows(blobs)
+    km = KMeans(k=20, n_iter=0, seed=4, memory_budget_mb=1.0).fit(default)
+    assert default.slices >= 20 * chunks and torch.equal(km.centroids, ref.centroids)
+    # with init_cache_mb: the scan, one copy into memory and the final assignment
+    held = _CountingRows(blobs)
+    km = KMeans(k=20, n_iter=0, seed=4, memory_budget_mb=1.0, init_cache_mb=64).fit(held)
+    assert held.slices <= 3 * chunks and torch.equal(km.centroids, ref.centroids)
+    too_small = _CountingRows(blobs)  # 3000 x 8 float32 = 94 kB does not fit 0.01 MB
+    KMeans(k=20, n_iter=0, seed=4, memory_budget_mb=1.0, init_cache_mb=0.01).fit(too_small)
+    assert too_small.slices >= 20 * chunks

@@ -95,6 +95,7 @@ class HierarchicalKMeans:
             split; more clusters are split in batches (the result is the same).
         on_iteration: called after every Lloyd iteration of every k-means run with its stats
             record plus ``level`` and ``run`` (0: the full run, ``m``: resampling step ``m``).
+        init_cache_mb: passed to :class:`KMeans` (k-means++ of a streamed shard in memory).
     """
 
     def __init__(
@@ -113,6 +114,7 @@ class HierarchicalKMeans:
         shard_min_rows: int = 65536,
         split_memory_mb: float = 4096.0,
         on_iteration: Callable[[dict[str, Any]], None] | None = None,
+        init_cache_mb: float = 0.0,
     ) -> None:
         self.specs = [LevelSpec.of(spec) for spec in levels]
         validate_levels(self.specs)
@@ -128,6 +130,7 @@ class HierarchicalKMeans:
         self.shard_min_rows = int(shard_min_rows)
         self.split_memory_mb = float(split_memory_mb)
         self.on_iteration = on_iteration
+        self.init_cache_mb = float(init_cache_mb)
         self._sharded: set[int] = set()  # the levels of this fit that run sharded
         self.levels_: list[Level] = []
         self.n_items_: int = 0
@@ -164,6 +167,7 @@ class HierarchicalKMeans:
             hook = lambda stats: self.on_iteration({"level": level, "run": step, **stats})  # noqa: E731
         return KMeans(
             on_iteration=hook,
+            init_cache_mb=self.init_cache_mb,
             k=k,
             n_iter=self.n_iter,
             init=init or self.init,

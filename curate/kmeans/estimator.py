@@ -59,8 +59,10 @@ class KMeans:
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
         memory_budget_mb: working memory per chunk on the device; sets the chunk size.
         cache_mb: an in-memory input whose float32 copy fits is prepared once and kept on the
-            device; memory-mapped inputs are streamed, except that k-means++ (which reads the
-            shard once per centroid) holds a shard that fits in memory for the initialisation.
+            device; memory-mapped inputs are always streamed.
+        init_cache_mb: k-means++ reads the shard once per centroid; a streamed shard whose
+            float32 copy fits in this many MB is read into memory once for the initialisation
+            instead (0, the default: never, so a memory-mapped input stays out of core).
         storage_dtype: ``"float32"`` or ``"bfloat16"`` for the prepared rows kept on the device
             (arithmetic stays float32).
         allow_tf32: allow TF32 matmuls on CUDA.
@@ -85,6 +87,7 @@ class KMeans:
         device: str | torch.device = "cpu",
         memory_budget_mb: float = 256.0,
         cache_mb: float = 2048.0,
+        init_cache_mb: float = 0.0,
         storage_dtype: str = "float32",
         allow_tf32: bool = True,
         init_max_points: int | None = None,
@@ -112,7 +115,7 @@ class KMeans:
             raise ValueError(f"device={device!r} but CUDA is not available; use device='cpu'")
         self.k, self.n_iter, self.tol = int(k), int(n_iter), float(tol)
         self.init, self.distance, self.seed = init, distance, int(seed)
-        self.memory_budget_mb, self.cache_mb = memory_budget_mb, cache_mb
+        self.memory_budget_mb, self.cache_mb, self.init_cache_mb = memory_budget_mb, cache_mb, init_cache_mb
         self.storage_dtype, self.allow_tf32 = storage_dtype, allow_tf32
         self.init_max_points = init_max_points
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
@@ -240,7 +243,7 @@ class KMeans:
         init_rows = rows
         if self.init_max_points is not None and self.init_max_points < rows.n_global:
             init_rows = _subset(rows, self.init_max_points, generator)
-        elif self.init != "random" and _fits_everywhere(rows, self.cache_mb * 2**20):
+        elif self.init != "random" and self.init_cache_mb > 0 and _fits_everywhere(rows, self.init_cache_mb * 2**20):
             # k-means++ reads the shard once per centroid: read a streamed shard from disk once
             init_rows = _in_memory(rows)
         if self.init == "random":

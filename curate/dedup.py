@@ -117,15 +117,16 @@ class DedupResult:
     """Outcome of :func:`deduplicate` for ``N`` rows.
 
     Attributes:
-        keep: ``(N,) bool``, True for kept rows.
+        keep: ``(N,) bool``, True for kept rows (on every rank).
         duplicate_of: ``(N,) int64``: for a removed row, its most similar earlier kept row; -1 for
-            kept rows.
-        similarity: ``(N,) float32``: the cosine similarity to ``duplicate_of`` (NaN for kept rows).
+            kept rows. Rank 0 only (None on the other ranks: 12 bytes a row they do not need).
+        similarity: ``(N,) float32``: the cosine similarity to ``duplicate_of`` (NaN for kept rows);
+            rank 0 only.
     """
 
     keep: np.ndarray
-    duplicate_of: np.ndarray
-    similarity: np.ndarray
+    duplicate_of: np.ndarray | None
+    similarity: np.ndarray | None
 
     @property
     def kept_indices(self) -> np.ndarray:
@@ -276,12 +277,14 @@ class _Progress:
     """Decisions for rows ``[0, next_row)``; the rest is undecided."""
 
     keep: np.ndarray
-    duplicate_of: np.ndarray
-    similarity: np.ndarray
+    duplicate_of: np.ndarray | None  # rank 0 only
+    similarity: np.ndarray | None  # rank 0 only
     next_row: int = 0
 
     @classmethod
-    def fresh(cls, n: int) -> _Progress:
+    def fresh(cls, n: int, details: bool) -> _Progress:
+        if not details:
+            return cls(np.zeros(n, bool), None, None)
         return cls(np.zeros(n, bool), np.full(n, -1, np.int64), np.full(n, np.nan, np.float32))
 
 
@@ -302,8 +305,8 @@ def _save_checkpoint(path: Path, progress: _Progress, fingerprint: str) -> None:
         )
 
 
-def _load_checkpoint(path: Path | None, n: int, fingerprint: str) -> _Progress:
-    progress = _Progress.fresh(n)
+def _load_checkpoint(path: Path | None, n: int, fingerprint: str, details: bool) -> _Progress:
+    progress = _Progress.fresh(n, details)
     if path is None or not path.exists():
         return progress
     with np.load(path) as saved:
@@ -313,8 +316,9 @@ def _load_checkpoint(path: Path | None, n: int, fingerprint: str) -> _Progress:
             )
         stop = int(saved["next_row"])
         progress.keep[:stop] = saved["keep"]
-        progress.duplicate_of[:stop] = saved["duplicate_of"]
-        progress.similarity[:stop] = saved["similarity"]
+        if details:
+            progress.duplicate_of[:stop] = saved["duplicate_of"]
+            progress.similarity[:stop] = saved["similarity"]
     progress.next_row = stop
     log.info("resuming dedup from %s at row %d of %d", path, stop, n)
     return progress
@@ -386,7 +390,8 @@ def deduplicate(
     """Remove near-duplicates with the sequential greedy rule (see the module docstring).
 
     Called on every rank of a ``torch.distributed`` group with the same arguments, the ranks
-    share the work and all return the same result; alone, it runs in one process.
+    share the work and all return the same ``keep`` (``duplicate_of`` and ``similarity`` on rank 0
+    only); alone, it runs in one process.
 
     Args:
         x: ``(N, d)`` rows: array, memmap, :class:`~curate.io.store.ConcatenatedRows` or tensor;
@@ -413,7 +418,7 @@ def deduplicate(
     n, d = int(x.shape[0]), int(x.shape[1])
     checkpoint = None if checkpoint is None else Path(checkpoint)
     fingerprint = _fingerprint(n, d, threshold)
-    progress = _load_checkpoint(checkpoint, n, fingerprint)
+    progress = _load_checkpoint(checkpoint, n, fingerprint, details=rank == 0)
     chunk_size, sim_budget = default_sizes(device, chunk_size, sim_budget)
     block = max(1, sim_budget // chunk_size)
     kept: Any = _KeptRows(d, device, chunk_size, block) if backend == "torch" else _FaissKept(d)
@@ -442,8 +447,9 @@ def deduplicate(
         dup_sim = torch.where(from_window, in_best, best)
         rows = slice(w0, w0 + m)
         progress.keep[rows] = keep.cpu().numpy()
-        progress.duplicate_of[rows] = dup.cpu().numpy()
-        progress.similarity[rows] = np.where(progress.keep[rows], np.nan, dup_sim.cpu().numpy())
+        if progress.duplicate_of is not None:
+            progress.duplicate_of[rows] = dup.cpu().numpy()
+            progress.similarity[rows] = np.where(progress.keep[rows], np.nan, dup_sim.cpu().numpy())
         progress.next_row = w0 + m
         # 3. this rank's kept rows join its shard
         mine_keep = keep[lo - w0 : hi - w0]

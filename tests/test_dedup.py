@@ -250,6 +250,34 @@ def test_ranks_share_the_work_and_match_one_process(tmp_path, free_port, world, 
     assert not (tmp_path / "dd" / "checkpoint.npz").exists()
 
 
+def _result_rank(rank: int, world: int, port: int, x: np.ndarray, out_dir: str) -> None:
+    import os
+
+    import torch.distributed as torch_dist
+
+    from curate import dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world))
+    dist.init_distributed(backend="gloo")
+    try:
+        result = deduplicate(x, threshold=0.95, chunk_size=32)
+        np.save(f"{out_dir}/keep_{rank}.npy", result.keep)
+        if result.duplicate_of is not None:
+            np.save(f"{out_dir}/dup_{rank}.npy", result.duplicate_of)
+    finally:
+        torch_dist.destroy_process_group()
+
+
+def test_only_rank_zero_holds_the_per_row_details(tmp_path, free_port):
+    x, _, is_original = planted(7)
+    mp.spawn(_result_rank, args=(2, free_port, x, str(tmp_path)), nprocs=2)
+    single = deduplicate(x, threshold=0.95, chunk_size=32)
+    for rank in range(2):
+        np.testing.assert_array_equal(np.load(tmp_path / f"keep_{rank}.npy"), is_original)
+    np.testing.assert_array_equal(np.load(tmp_path / "dup_0.npy"), single.duplicate_of)
+    assert not (tmp_path / "dup_1.npy").exists()  # 12 bytes a row that rank 1 does not need
+
+
 def test_bad_row_fails_on_every_rank(tmp_path, free_port):
     x, _, _ = planted()
     x[200, 5] = np.nan  # in rank 1's chunk of the second window

@@ -175,3 +175,37 @@ def test_interrupted_job_requeues_and_matches_uninterrupted_run(tmp_path, toy):
     assert log.count("Starting with JobEnvironment") == 2
     assert_same_levels(tmp_path / "ref" / "cluster" / "r", out, 2)
     assert interrupted_early, "the job finished before the signal; the test did not exercise the requeue"
+
+
+@pytest.mark.parametrize("stage, overrides", [("dedup", ["input=x", "out=y"]), ("embed", ["out=y"])])
+def test_dedup_and_embed_take_the_launchers(stage, overrides):
+    from hydra import compose, initialize_config_dir
+
+    import curate.dedup  # noqa: F401  (registers the schemas)
+    import curate.embed.run  # noqa: F401
+
+    configs = str(Path(__file__).resolve().parents[1] / "configs")
+    expected = {"local": "BasicLauncher", "submitit_local": "LocalLauncher", "submitit_slurm": "SlurmLauncher"}
+    with initialize_config_dir(configs, version_base="1.3"):
+        for launcher, target in expected.items():
+            cfg = compose(stage, overrides=[*overrides, f"launcher={launcher}"], return_hydra_config=True)
+            assert cfg.hydra.launcher._target_.endswith(target)
+            assert {"out", "launcher"} <= set(cfg.hydra.job.config.override_dirname.exclude_keys)
+        slurm = compose(stage, overrides=[*overrides, "launcher=submitit_slurm"], return_hydra_config=True)
+        assert slurm.hydra.launcher.tasks_per_node == slurm.hydra.launcher.gpus_per_node  # a rank per GPU
+
+
+def test_dedup_runs_through_submitit_local(tmp_path):
+    import subprocess
+    import sys
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 16)).astype(np.float32)
+    np.save(tmp_path / "x.npy", np.concatenate([x, 2 * x[:50]]))  # 50 scaled copies at the end
+    cmd = [sys.executable, "-m", "curate.dedup", "-m", "launcher=submitit_local"]
+    cmd += [f"input={tmp_path / 'x.npy'}", f"out={tmp_path / 'dd'}", "device=cpu"]
+    env = {**os.environ, "HYDRA_FULL_ERROR": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    np.testing.assert_array_equal(np.load(tmp_path / "dd" / "kept_indices.npy"), np.arange(300))
+    assert list((tmp_path / "dd" / ".submitit").iterdir())  # it went through submitit's executor

@@ -3,6 +3,7 @@
 import importlib.util
 import os
 import socket
+import subprocess
 import sys
 from pathlib import Path
 
@@ -50,6 +51,25 @@ def load_script():
         return module
 
     return load
+
+
+class _Cli:
+    """Run ``python <args>`` the way a user does: one thread, Hydra's one-line errors."""
+
+    def __init__(self) -> None:
+        self.env = {**os.environ, "HYDRA_FULL_ERROR": "0", "OMP_NUM_THREADS": "1"}
+
+    def __call__(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        proc = subprocess.run([sys.executable, *args], capture_output=True, text=True, env=self.env, timeout=300)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"{args} failed:\n{proc.stderr[-3000:]}")
+        return proc
+
+
+@pytest.fixture(scope="session")
+def cli() -> _Cli:
+    """``cli("-m", "curate.cluster", ...)`` -> ``CompletedProcess``; ``cli.env`` for ``Popen``."""
+    return _Cli()
 
 
 @pytest.fixture

@@ -195,17 +195,11 @@ def test_dedup_and_embed_take_the_launchers(stage, overrides):
         assert slurm.hydra.launcher.tasks_per_node == slurm.hydra.launcher.gpus_per_node  # a rank per GPU
 
 
-def test_dedup_runs_through_submitit_local(tmp_path):
-    import subprocess
-    import sys
-
+def test_dedup_runs_through_submitit_local(tmp_path, cli):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(300, 16)).astype(np.float32)
     np.save(tmp_path / "x.npy", np.concatenate([x, 2 * x[:50]]))  # 50 scaled copies at the end
-    cmd = [sys.executable, "-m", "curate.dedup", "-m", "launcher=submitit_local"]
-    cmd += [f"input={tmp_path / 'x.npy'}", f"out={tmp_path / 'dd'}", "device=cpu"]
-    env = {**os.environ, "HYDRA_FULL_ERROR": "1", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    args = [f"input={tmp_path / 'x.npy'}", f"out={tmp_path / 'dd'}", "device=cpu"]
+    cli("-m", "curate.dedup", "-m", "launcher=submitit_local", *args)
     np.testing.assert_array_equal(np.load(tmp_path / "dd" / "kept_indices.npy"), np.arange(300))
     assert list((tmp_path / "dd" / ".submitit").iterdir())  # it went through submitit's executor

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -20,14 +19,6 @@ from curate.conf import validate_cluster, validate_sample
 
 CONFIGS = str(Path(__file__).resolve().parents[1] / "configs")
 PRESETS = sorted(p.stem for p in Path(CONFIGS, "cluster").glob("*.yaml"))
-ENV = {**os.environ, "HYDRA_FULL_ERROR": "0", "OMP_NUM_THREADS": "1"}
-
-
-def run(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, *args], capture_output=True, text=True, env=ENV, timeout=300)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{args} failed:\n{proc.stderr[-3000:]}")
-    return proc
 
 
 @pytest.fixture
@@ -82,20 +73,20 @@ def test_cluster_validation_names_the_field(overrides, match):
         validate_cluster(cfg)
 
 
-def test_stage_errors_are_one_line_not_tracebacks(tmp_path):
-    proc = run(
+def test_stage_errors_are_one_line_not_tracebacks(tmp_path, cli):
+    proc = cli(
         "-m", "curate.cluster", "input.toy=null", f"input.path={tmp_path}/nope.npy", f"out_dir={tmp_path}", check=False
     )
     assert proc.returncode == 2
     assert "error: input not found" in proc.stderr and "Traceback" not in proc.stderr
-    proc = run("-m", "curate.sample", "name=missing", f"out_dir={tmp_path}", check=False)
+    proc = cli("-m", "curate.sample", "name=missing", f"out_dir={tmp_path}", check=False)
     assert proc.returncode == 2 and "manifest.json not found" in proc.stderr
 
 
-def test_cluster_then_sample_end_to_end(tmp_path, toy):
+def test_cluster_then_sample_end_to_end(tmp_path, toy, cli):
     out = tmp_path / "out"
     common = [f"out_dir={out}", "name=e2e"]
-    run(
+    cli(
         "-m",
         "curate.cluster",
         "input.toy=null",
@@ -113,7 +104,7 @@ def test_cluster_then_sample_end_to_end(tmp_path, toy):
     iterations = [json.loads(line) for line in (cdir / "kmeans.jsonl").read_text().splitlines()]
     assert {(r["level"], r["run"]) for r in iterations} == {(1, 0), (2, 0), (2, 1), (2, 2)}
     assert [r["index"] for r in iterations] == list(range(len(iterations)))
-    run("-m", "curate.sample", "targets=[300,0.5]", "strategy=closest", *common)
+    cli("-m", "curate.sample", "targets=[300,0.5]", "strategy=closest", *common)
     sdir = out / "sample" / "e2e"
     for size in (300, 1000):
         idx = np.load(sdir / f"n{size}" / "indices.npy")
@@ -127,7 +118,7 @@ def test_cluster_then_sample_end_to_end(tmp_path, toy):
     # re-running a finished clustering is a no-op; other settings into the same folder are refused
     assert (
         "nothing to do"
-        in run(
+        in cli(
             "-m",
             "curate.cluster",
             "input.toy=null",
@@ -138,15 +129,15 @@ def test_cluster_then_sample_end_to_end(tmp_path, toy):
             *common,
         ).stderr
     )
-    proc = run(
+    proc = cli(
         "-m", "curate.cluster", "input.toy=null", f"input.path={toy}", "cluster=kmeans_flat", *common, check=False
     )
     assert proc.returncode == 2 and "other settings" in proc.stderr
 
 
-def test_budget_larger_than_pool_is_reported(tmp_path, toy):
+def test_budget_larger_than_pool_is_reported(tmp_path, toy, cli):
     common = [f"out_dir={tmp_path}", "name=big"]
-    run(
+    cli(
         "-m",
         "curate.cluster",
         "input.toy=null",
@@ -156,13 +147,13 @@ def test_budget_larger_than_pool_is_reported(tmp_path, toy):
         "cluster.n_iter=3",
         *common,
     )
-    proc = run("-m", "curate.sample", "targets=[5000]", "plot=false", *common)
+    proc = cli("-m", "curate.sample", "targets=[5000]", "plot=false", *common)
     stats = json.loads((tmp_path / "sample" / "big" / "stats.json").read_text())
     assert stats["returned"] == 2000 and stats["shortfall"] == 3000
     assert "smaller than" in proc.stderr
 
 
-def test_killed_cluster_run_resumes_to_identical_files(tmp_path, toy):
+def test_killed_cluster_run_resumes_to_identical_files(tmp_path, toy, cli):
     args = [
         "-m",
         "curate.cluster",
@@ -173,11 +164,11 @@ def test_killed_cluster_run_resumes_to_identical_files(tmp_path, toy):
         "cluster.n_iter=30",
         "checkpoint_every=2",
     ]
-    run(*args, f"out_dir={tmp_path}/ref", "name=r")
+    cli(*args, f"out_dir={tmp_path}/ref", "name=r")
     ckpt = tmp_path / "killed" / "cluster" / "r" / "checkpoints"
     proc = subprocess.Popen(
         [sys.executable, *args, f"out_dir={tmp_path}/killed", "name=r"],
-        env=ENV,
+        env=cli.env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -187,7 +178,7 @@ def test_killed_cluster_run_resumes_to_identical_files(tmp_path, toy):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     killed_early = not (tmp_path / "killed" / "cluster" / "r" / "manifest.json").exists()
-    run(*args, f"out_dir={tmp_path}/killed", "name=r")
+    cli(*args, f"out_dir={tmp_path}/killed", "name=r")
     for name in ("centroids", "assign", "dist", "offsets", "members"):
         for level in ("level1", "level2"):
             a = (tmp_path / "ref" / "cluster" / "r" / level / f"{name}.npy").read_bytes()

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,15 +12,6 @@ from curate.io.shards import NpyRows
 from curate.io.store import load_embeddings, write_store
 from curate.io.subset import SubsetIds, SubsetRows, read_subset
 from curate.stage import to_positions
-
-ENV = {**os.environ, "HYDRA_FULL_ERROR": "0", "OMP_NUM_THREADS": "1"}
-
-
-def run(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, env=ENV, timeout=300)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{args} failed:\n{proc.stderr[-3000:]}")
-    return proc
 
 
 def test_read_subset_forms_and_errors(tmp_path):
@@ -109,14 +97,15 @@ def _pool_with_copies(tmp_path: Path) -> tuple[Path, np.ndarray, list[str], np.n
     return tmp_path / "pool", x, ids, labels
 
 
-def test_dedup_then_cluster_the_kept_rows(tmp_path):
+def test_dedup_then_cluster_the_kept_rows(tmp_path, cli):
     pool, x, ids, labels = _pool_with_copies(tmp_path)
-    run("curate.dedup", f"input={pool}", f"out={tmp_path / 'dd'}", "device=cpu", "write_store=true")
+    cli("-m", "curate.dedup", f"input={pool}", f"out={tmp_path / 'dd'}", "device=cpu", "write_store=true")
     kept = np.load(tmp_path / "dd" / "kept_indices.npy")
     assert len(kept) == 600 and kept.max() < 600  # the copies come last, so the originals stay
     common = ["input.toy=null", "cluster=kmeans_flat", "cluster.levels=[{k:30},{k:4}]", "cluster.n_iter=5"]
-    run("curate.cluster", *common, f"input.path={pool}", f"input.subset={tmp_path / 'dd'}", f"out_dir={tmp_path}/o")
-    run("curate.cluster", *common, f"input.path={tmp_path / 'dd' / 'store'}", f"out_dir={tmp_path}/ref")
+    subset = f"input.subset={tmp_path / 'dd'}"
+    cli("-m", "curate.cluster", *common, f"input.path={pool}", subset, f"out_dir={tmp_path}/o")
+    cli("-m", "curate.cluster", *common, f"input.path={tmp_path / 'dd' / 'store'}", f"out_dir={tmp_path}/ref")
     cdir = tmp_path / "o" / "cluster" / "kmeans_flat"
     manifest = json.loads((cdir / "manifest.json").read_text())
     assert manifest["input"]["subset"] == str((tmp_path / "dd").resolve()) and manifest["input"]["subset_rows"] == 600
@@ -125,7 +114,7 @@ def test_dedup_then_cluster_the_kept_rows(tmp_path):
     ref = tmp_path / "ref" / "cluster" / "kmeans_flat"
     for name in ("level1/centroids.npy", "level1/assign.npy", "level2/assign.npy"):
         np.testing.assert_array_equal(np.load(cdir / name), np.load(ref / name))
-    run("curate.sample", f"out_dir={tmp_path}/o", "name=kmeans_flat", "targets=[120]", "plot=false")
+    cli("-m", "curate.sample", f"out_dir={tmp_path}/o", "name=kmeans_flat", "targets=[120]", "plot=false")
     sdir = tmp_path / "o" / "sample" / "kmeans_flat"
     indices = np.load(sdir / "indices.npy")
     assert len(indices) == 120 and np.isin(indices, kept).all()  # store rows of kept items
@@ -135,20 +124,18 @@ def test_dedup_then_cluster_the_kept_rows(tmp_path):
         stats["labels"]["curated"]["share"], np.bincount(labels[indices], minlength=4) / 120, atol=1e-9
     )
     # inspect and report read the sample's store rows back as the clustering's items
-    proc = run("curate.inspect", str(cdir), "--sample", str(sdir), "--labels", str(pool / "labels.npy"))
+    proc = cli("-m", "curate.inspect", str(cdir), "--sample", str(sdir), "--labels", str(pool / "labels.npy"))
     assert "120 items" in proc.stdout
-    run("curate.report", "--cluster", str(cdir), "--sample", str(sdir), "--out", str(tmp_path / "report"))
+    cli("-m", "curate.report", "--cluster", str(cdir), "--sample", str(sdir), "--out", str(tmp_path / "report"))
     assert (tmp_path / "report" / "report.html").exists()
     # a dedup of another store is refused, naming both
     other, *_ = _pool_with_copies(tmp_path / "other")
-    subset = f"input.subset={tmp_path / 'dd'}"
-    proc = run("curate.cluster", *common, f"input.path={other}", subset, "name=o", check=False)
+    proc = cli("-m", "curate.cluster", *common, f"input.path={other}", subset, "name=o", check=False)
     assert proc.returncode == 2 and "is a dedup of" in proc.stderr and str(other) in proc.stderr
     # a subset naming an id the store does not have: one line, naming the file
     (tmp_path / "ids.txt").write_text("item1\nnot-an-id\n")
-    proc = run(
-        "curate.cluster", *common, f"input.path={pool}", f"input.subset={tmp_path / 'ids.txt'}", "name=bad", check=False
-    )
+    ids_subset = f"input.subset={tmp_path / 'ids.txt'}"
+    proc = cli("-m", "curate.cluster", *common, f"input.path={pool}", ids_subset, "name=bad", check=False)
     assert proc.returncode == 2 and "ids.txt: 1 id(s) are not in the store" in proc.stderr
     assert "Traceback" not in proc.stderr
 

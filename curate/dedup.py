@@ -369,7 +369,7 @@ def _window_edges(
 def default_sizes(device: torch.device, chunk_size: int | None, sim_budget: int | None) -> tuple[int, int]:
     """``(chunk_size, sim_budget)`` with the device's defaults for the unset ones.
 
-    On a CPU, tiles of 1024 x 1024 similarities (4 MB) stay in cache: 1.6x faster than 4096 x
+    On a CPU, tiles of 1024 x 1024 similarities (4 MB) stay in cache: 1.76x faster than 4096 x
     8192 for 30k x 128 rows on one thread (docs/benchmarks.md). A GPU wants large tiles (few
     kernel launches): 8192 rows and 2^27 similarities (512 MB).
     """

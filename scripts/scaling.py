@@ -641,12 +641,10 @@ def breaks_first(res: dict[str, Any]) -> list[str]:
 def variant_section(cfg: Config, per_cluster: float) -> list[str]:
     """Totals again with k-means++ on at most ``per_cluster x k`` rows."""
     base = compute(cfg)
-    var = compute(dataclasses.replace(cfg, init_points_per_cluster=per_cluster, row_passes=1))
+    var = compute(dataclasses.replace(cfg, init_points_per_cluster=per_cluster))
     both = None
     if cfg.upper_replicated:
-        both = compute(
-            dataclasses.replace(cfg, init_points_per_cluster=per_cluster, row_passes=1, upper_replicated=False)
-        )
+        both = compute(dataclasses.replace(cfg, init_points_per_cluster=per_cluster, upper_replicated=False))
     rows = [
         [
             a["name"],

@@ -112,6 +112,9 @@ class ClusterStageConf:
     init_cache_mb: float = 0.0
     # build levels 1..t (kept in <out>/checkpoints) and exit; the next run resumes from them
     stop_after_level: int | None = None
+    # replace what an earlier run left in the output folder (checkpoints or a finished clustering
+    # of other settings or another input) instead of refusing
+    overwrite: bool = False
     logger: LoggerConf = field(default_factory=LoggerConf)
     submit: SubmitConf = field(default_factory=SubmitConf)
 

@@ -13,7 +13,8 @@ Which exceptions are the user's:
 - ``OSError`` of a kind the environment causes: a missing file, a directory where a file was
   expected or the reverse, a permission, a full disk or quota, a symlink loop, a read-only file
   system, a name too long (see :data:`USER_ERRNOS`);
-- ``omegaconf`` validation errors (a wrong type for a key).
+- ``omegaconf`` validation errors (a wrong type for a key) and Hydra's composition errors (an
+  unknown config group or override).
 """
 
 from __future__ import annotations
@@ -79,19 +80,20 @@ def user_message(err: BaseException) -> str | None:
         return text if err.strerror is None or text != f"[Errno {err.errno}] {err.strerror}" else what
     if isinstance(err, UserError | ValueError | FileNotFoundError):
         return str(err) or type(err).__name__
-    try:
-        from omegaconf.errors import ValidationError
-    except ImportError:  # pragma: no cover - omegaconf is a dependency
-        return None
-    if isinstance(err, ValidationError):
-        return str(err).splitlines()[0]
+    from hydra.errors import HydraException
+    from omegaconf.errors import ValidationError
+
+    if isinstance(err, ValidationError | HydraException):  # a config value or override
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        return " ".join(lines[:2]) or type(err).__name__
     return None
 
 
 def wants_traceback(hydra: bool = False) -> bool:
-    """Whether the user asked to see tracebacks (``--traceback``; ``HYDRA_FULL_ERROR=1`` for Hydra apps)."""
-    if os.environ.get("CURATE_TRACEBACK") == "1":
-        return True
+    """Whether the user asked to see tracebacks (``--traceback``; ``HYDRA_FULL_ERROR=1`` for Hydra
+    apps). :func:`hydra_entry` records the answer in ``CURATE_TRACEBACK`` (inherited by jobs)."""
+    if "CURATE_TRACEBACK" in os.environ:
+        return os.environ["CURATE_TRACEBACK"] == "1"
     return hydra and os.environ.get("HYDRA_FULL_ERROR") == "1"
 
 
@@ -132,8 +134,13 @@ def cli_entry(main: Callable[..., T], argv: list[str] | None = None) -> T:
 
 
 def hydra_entry(main: Callable[[], Any], single_components: tuple[str, ...] = ()) -> None:
-    """Start a Hydra app from ``__main__``: drop ``--traceback`` and check path-like overrides
-    before Hydra creates any folder.
+    """Start a Hydra app from ``__main__`` with the same error handling as its body.
+
+    Drops ``--traceback``, checks path-like overrides before Hydra creates any folder, and lets
+    Hydra's own failures (composing the config, an override of an unknown key, creating the run
+    folder) reach :func:`run_guarded` instead of Hydra's exit code 1: Hydra re-raises them when
+    ``HYDRA_FULL_ERROR=1``, so that is set for Hydra, and whether the *user* asked for tracebacks
+    is kept in ``CURATE_TRACEBACK``.
 
     Args:
         main: the ``@hydra.main`` function (its body calls :func:`run_guarded`).
@@ -142,11 +149,14 @@ def hydra_entry(main: Callable[[], Any], single_components: tuple[str, ...] = ()
             Hydra makes ``../x``).
     """
     take_traceback_flag()
+    if "CURATE_TRACEBACK" not in os.environ:
+        os.environ["CURATE_TRACEBACK"] = "1" if os.environ.get("HYDRA_FULL_ERROR") == "1" else "0"
+    os.environ["HYDRA_FULL_ERROR"] = "1"
     for arg in sys.argv[1:]:
         key, sep, value = arg.lstrip("+~").partition("=")
         if sep and key in single_components:
             run_guarded(check_component, key, value, hydra=True)
-    main()
+    run_guarded(main, hydra=True)
 
 
 def check_component(key: str, value: Any) -> str:
@@ -168,3 +178,13 @@ def as_int(value: Any, key: str, minimum: int | None = None) -> int:
     if minimum is not None and value < minimum:
         raise InputError(f"{key} must be >= {minimum}, got {value}")
     return int(value)
+
+
+def resolve(path: str | os.PathLike, key: str) -> Any:
+    """``Path(path).expanduser().resolve()``; a symlink loop is an :class:`InputError` naming ``key``."""
+    from pathlib import Path
+
+    try:
+        return Path(path).expanduser().resolve()
+    except RuntimeError as err:  # Python < 3.13 reports a symlink loop so
+        raise InputError(f"{key}={path}: {err} (a symlink loop)") from None

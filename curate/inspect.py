@@ -25,10 +25,12 @@ from typing import Any
 
 import numpy as np
 
+from curate.errors import IdentityError, cli_entry
 from curate.hierarchy import HierarchicalKMeans, Level
+from curate.io.identity import file_sha256
 from curate.metrics import cluster_balance, label_shares
 from curate.sampling import cluster_item_counts
-from curate.stage import item_rows, to_positions
+from curate.stage import item_rows, read_clustering_manifest, read_json, to_positions
 
 __all__ = ["label_report", "level_report", "load_indices", "main", "plot_report", "top_cluster_shares"]
 
@@ -303,8 +305,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    """Print the report; returns it (``levels``, and ``shares`` / ``labels`` when asked for)."""
-    args = parse_args(argv)
+    """Print the report; returns it (``levels``, and ``shares`` / ``labels`` when asked for).
+    Raises on bad input; ``python -m curate.inspect`` runs it in :func:`curate.errors.cli_entry`
+    (one ``error:`` line and exit code 2; ``--traceback``: the traceback)."""
+    return inspect_clustering(parse_args(argv))
+
+
+def inspect_clustering(args: argparse.Namespace) -> dict[str, Any]:
+    """The body of :func:`main` on parsed arguments."""
+    read_clustering_manifest(args.dir)  # a clustering, with the files its manifest vouches for
+    if args.sample is not None:
+        check_sample_of(args.sample, args.dir)
     hkm = HierarchicalKMeans.load(args.dir)
     levels = hkm.levels_
     n_items = int(len(levels[0].assign))
@@ -337,5 +348,22 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     return {"levels": report, "shares": shares, "labels": labels}
 
 
+def check_sample_of(sample: Path, cluster_dir: Path) -> None:
+    """A sample folder whose ``stats.json`` names its clustering must name this one, unchanged
+    since (the manifest's hash); samples without that record (older ones, plain ``.npy``) pass."""
+    stats_path = Path(sample) / "stats.json"
+    if not Path(sample).is_dir() or not stats_path.exists():
+        return
+    record = read_json(stats_path).get("clustering")
+    if not isinstance(record, dict):
+        return
+    same_dir = record.get("path") == str(Path(cluster_dir).resolve())
+    if not same_dir or record.get("manifest_sha256") != file_sha256(Path(cluster_dir) / "manifest.json"):
+        raise IdentityError(
+            f"sample {sample} was drawn from the clustering {record.get('path')}, not from {cluster_dir} as it is "
+            f"now; draw the sample again ({stats_path})"
+        )
+
+
 if __name__ == "__main__":
-    main()
+    cli_entry(main)

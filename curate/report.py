@@ -25,7 +25,6 @@ import json
 import logging
 import math
 import os
-import sys
 import time
 import warnings
 from collections.abc import Sequence
@@ -1426,14 +1425,14 @@ def main(argv: list[str] | None = None) -> Path:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     target: int | float = int(args.target) if args.target >= 1 else args.target
-    try:
-        path = build_report(args.cluster, args.sample, args.out, args.input, target, args.seed, args.examples)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
+    from curate.errors import run_guarded
+
+    path = run_guarded(build_report, args.cluster, args.sample, args.out, args.input, target, args.seed, args.examples)
     print(f"report written to {path}")
     return path
 
 
 if __name__ == "__main__":
-    main()
+    from curate.errors import cli_entry
+
+    cli_entry(main)

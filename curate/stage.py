@@ -13,7 +13,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from curate import dist
-from curate.errors import IdentityError, InputError, check_component, run_guarded
+from curate.errors import IdentityError, InputError, check_component, resolve, run_guarded
 from curate.io.guard import check_disjoint, output_lock, remove_stray_tmp
 from curate.io.identity import check_identity, input_identity, verify_files
 from curate.io.shards import NpyRows
@@ -67,7 +67,7 @@ def open_input(
         ``(array, ids or None, labels or None, description)``; ``array`` is memory-mapped (a
         :class:`~curate.io.subset.SubsetRows` view with a subset; its ``rows`` are store rows).
     """
-    path = Path(path).expanduser().resolve()
+    path = resolve(path, "input.path")
     if not path.exists():
         raise FileNotFoundError(f"input not found: {path}")
     description: dict[str, Any]
@@ -102,7 +102,7 @@ def open_input(
             raise ValueError(f"the clustered items name row {rows[-1]} but {path} has {array.shape[0]} rows")
     else:
         rows = read_subset(subset, array.shape[0], ids, store=path)
-        description["subset"] = str(Path(subset).expanduser().resolve())
+        description["subset"] = str(resolve(subset, "input.subset"))
         subset_file = Path(description["subset"])
         subset_file = subset_file / "kept_indices.npy" if subset_file.is_dir() else subset_file
         description["subset_identity"] = input_identity(subset_file, rows=False)

@@ -42,6 +42,7 @@ from typing import Any
 import submitit
 from omegaconf import DictConfig, OmegaConf
 
+from curate.errors import run_guarded, take_traceback_flag
 from curate.io.atomic import atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -207,13 +208,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(__doc__)
         return
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(levelname)s %(name)s: %(message)s")
-    from hydra.errors import HydraException
-
-    try:
-        out, jobs = submit_levels(args)
-    except (ValueError, FileNotFoundError, HydraException) as err:
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
+    out, jobs = run_guarded(submit_levels, take_traceback_flag(args), hydra=True)
     for t, job in enumerate(jobs, start=1):
         print(f"level {t}: job {job.job_id}")
     print(f"output: {out}")
@@ -222,4 +217,4 @@ def main(argv: Sequence[str] | None = None) -> None:
 if __name__ == "__main__":
     from curate.submit import main as _main  # so the pickled jobs refer to curate.submit, not __main__
 
-    _main()
+    _main()  # guarded inside (run_guarded), --traceback accepted

@@ -84,7 +84,7 @@ def _rank_worker(rank: int, world: int, port: int, path: str, args: dict, out: s
     torch.set_num_threads(args["threads"])
     dist.init_distributed(backend="gloo")
     try:
-        x = np.load(path, mmap_mode="r")
+        x = np.load(path, mmap_mode="r", allow_pickle=False)
         dist.barrier()
         result, wall, cpu = _timed(
             lambda: deduplicate(x, args["threshold"], args["chunk_size"], args["device"], "torch", args["sim_budget"])
@@ -105,7 +105,7 @@ def run_ranks(path: Path, world: int, args: argparse.Namespace, tmp: Path) -> tu
     spec = {k: getattr(args, k) for k in ("threshold", "chunk_size", "device", "sim_budget", "threads")}
     mp.spawn(_rank_worker, args=(world, port, str(path), spec, str(tmp)), nprocs=world)
     times = [json.loads(Path(tmp, f"time_{r}.json").read_text()) for r in range(world)]
-    kept = [np.load(tmp / f"kept_{r}.npy") for r in range(world)]
+    kept = [np.load(tmp / f"kept_{r}.npy", allow_pickle=False) for r in range(world)]
     if any(not np.array_equal(k, kept[0]) for k in kept):
         raise AssertionError("the ranks disagree on the kept rows")
     return kept[0], max(t["wall"] for t in times), sum(t["cpu"] for t in times)
@@ -199,4 +199,6 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
 
 
 if __name__ == "__main__":
-    main()
+    from curate.errors import cli_entry
+
+    cli_entry(main)

@@ -395,7 +395,7 @@ def train_ssl(
     out.mkdir(parents=True, exist_ok=True)
     rows_path = out / "train_rows.npy"
     train_rows = np.asarray(train_rows, dtype=np.int64)
-    if rows_path.exists() and not np.array_equal(np.load(rows_path), train_rows):
+    if rows_path.exists() and not np.array_equal(np.load(rows_path, allow_pickle=False), train_rows):
         raise ValueError(f"{rows_path} holds another training set than this run's; use another --out")
     atomic_save_npy(rows_path, train_rows)
     manifest = out / "manifest.json"
@@ -875,8 +875,8 @@ def run_experiment(settings: Settings, out: str | Path) -> dict[str, Any]:
     t0 = time.perf_counter()
     base_train = train_ssl(s, out / "base", splits["seed_set"], seed=0, iterations=s.base_iterations, device=device)
     feats_path = out / "base" / "pool_feats.npy"
-    if feats_path.exists() and np.load(feats_path, mmap_mode="r").shape[0] == len(pool):
-        pool_feats = np.load(feats_path)
+    if feats_path.exists() and np.load(feats_path, mmap_mode="r", allow_pickle=False).shape[0] == len(pool):
+        pool_feats = np.load(feats_path, allow_pickle=False)
     else:
         pool_feats = embed_rows(base_train["backbone"], train_images[pool], s.embed_batch_size, device)
         atomic_save_npy(feats_path, pool_feats)
@@ -911,7 +911,7 @@ def run_experiment(settings: Settings, out: str | Path) -> dict[str, Any]:
         atomic_save_npy(cur_path, idx)
         atomic_save_npy(rnd_path, random_subset(len(pool), s.budget, seed))
         selections[("curated", seed)] = idx
-        selections[("random", seed)] = np.load(rnd_path)
+        selections[("random", seed)] = np.load(rnd_path, allow_pickle=False)
         selections[("full", seed)] = np.arange(len(pool), dtype=np.int64)
         curation_stats.append({"seed": seed, **stats})
         log.info("curation seed %d: %.1fs, %d items", seed, stats["seconds"], len(idx))
@@ -1126,15 +1126,18 @@ def investigate(out: str | Path) -> dict[str, Any]:
     tail = results["tail_classes"]
     train_images, train_labels = load_fashion_mnist("train")
     test_images, test_labels = load_fashion_mnist("test")
-    pool = np.load(out / "splits" / "pool.npy")
-    eval_train, test_rows = np.load(out / "splits" / "eval_train.npy"), np.load(out / "splits" / "test.npy")
+    pool = np.load(out / "splits" / "pool.npy", allow_pickle=False)
+    eval_train, test_rows = (
+        np.load(out / "splits" / "eval_train.npy", allow_pickle=False),
+        np.load(out / "splits" / "test.npy", allow_pickle=False),
+    )
     eval_images = (train_images[eval_train], test_images[test_rows])
     eval_labels = (train_labels[eval_train], test_labels[test_rows])
     pool_labels = train_labels[pool]
     seed = s.seeds[0]
 
     embeddings = {
-        "base SSL (seed set)": np.load(out / "base" / "pool_feats.npy"),
+        "base SSL (seed set)": np.load(out / "base" / "pool_feats.npy", allow_pickle=False),
         f"SSL on full pool (seed {seed})": embed_rows(
             out / "runs" / f"full_seed{seed}" / "backbone.pt", train_images[pool], s.embed_batch_size, device
         ),
@@ -1277,4 +1280,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    from curate.errors import cli_entry
+
+    cli_entry(main)

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
 
+from curate.errors import hydra_entry, run_guarded
 from curate.io.atomic import atomic_write_json
 from selfsup.config import EvalDataConfig, EvalSchema, config_to_dict, to_eval_schema
 from selfsup.data import ImageSet, load_index_file, open_image_set
@@ -364,8 +365,8 @@ def main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 
     cfg.out = HydraConfig.get().runtime.output_dir
-    evaluate(cfg)
+    run_guarded(evaluate, cfg, hydra=True)
 
 
 if __name__ == "__main__":
-    main()
+    hydra_entry(main)

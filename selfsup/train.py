@@ -40,6 +40,7 @@ from curate.dist import (
     is_distributed,
     setup_logging,
 )
+from curate.errors import IdentityError, hydra_entry, run_guarded
 from curate.io.atomic import atomic_path, atomic_write_json, atomic_write_text
 from selfsup.augment import MultiCrop
 from selfsup.config import TrainSchema, WandbConfig, config_to_dict, to_train_schema
@@ -285,6 +286,12 @@ def _train(cfg: TrainSchema) -> dict[str, Any]:
     if ckpt_path.exists():
         ckpt = load_checkpoint(ckpt_path)
         changed = _diff_keys(ckpt.get("config", {}), config_dict)
+        arch = [key for key in changed if key.startswith("model.")]
+        if arch:  # the weights would not fit the model: refuse before load_state_dict fails on them
+            raise IdentityError(
+                f"{ckpt_path} was written with another model ({', '.join(arch)} changed); resume with the same "
+                f"model settings, or start afresh in another out= (or delete the checkpoint) ({arch[0]})"
+            )
         if changed:
             log.warning("resuming %s with a changed config: %s", ckpt_path, ", ".join(changed))
         meta.student.load_state_dict(ckpt["student"])
@@ -479,8 +486,8 @@ def main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 
     cfg.out = HydraConfig.get().runtime.output_dir
-    train(cfg)
+    run_guarded(train, cfg, hydra=True)
 
 
 if __name__ == "__main__":
-    main()
+    hydra_entry(main)

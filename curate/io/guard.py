@@ -19,7 +19,7 @@ import socket
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-from curate.errors import LockedError, UnsafeOutputError
+from curate.errors import LockedError, UnsafeOutputError, resolve
 
 log = logging.getLogger(__name__)
 
@@ -104,9 +104,9 @@ def remove_stray_tmp(folder: str | os.PathLike) -> list[Path]:
     return removed
 
 
-def overlaps(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+def overlaps(a: str | os.PathLike, b: str | os.PathLike, keys: tuple[str, str] = ("path", "path")) -> bool:
     """Whether ``a`` and ``b`` are the same path or one lies inside the other (after resolving)."""
-    pa, pb = Path(a).expanduser().resolve(), Path(b).expanduser().resolve()
+    pa, pb = resolve(a, keys[0]), resolve(b, keys[1])
     return pa == pb or pa in pb.parents or pb in pa.parents
 
 
@@ -122,7 +122,7 @@ def check_disjoint(out: str | os.PathLike, inputs: Mapping[str, str | os.PathLik
         UnsafeOutputError: naming both keys and paths.
     """
     for key, path in inputs.items():
-        if path is not None and overlaps(out, path):
+        if path is not None and overlaps(out, path, (out_key, key)):
             raise UnsafeOutputError(
                 f"{out_key}={out} overlaps the input {key}={path}: a stage never writes into, over or around "
                 f"its input; choose an output folder outside it ({out_key})"

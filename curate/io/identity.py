@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from curate.errors import IdentityError
+from curate.errors import IdentityError, resolve
 
 N_FIXED_ROWS = 8
 SMALL_FILE = 1 << 20  # files up to this size are hashed in the manifest, larger ones only sized
@@ -93,7 +93,7 @@ def input_identity(path: str | os.PathLike, array: Any = None, rows: bool = True
         array: the ``(n, d)`` rows already opened from ``path`` (avoids opening them again).
         rows: hash a few rows of ``path`` as an ``(n, d)`` array.
     """
-    resolved = Path(path).expanduser().resolve()
+    resolved = resolve(path, "input")
     files = _store_files(resolved) if resolved.is_dir() else [resolved]
     stats = [f.stat() for f in files]
     identity: dict[str, Any] = {

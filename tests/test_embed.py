@@ -442,7 +442,7 @@ def test_misspelled_key_is_an_error(override):
 def test_invalid_values(tmp_path, text_file):
     with pytest.raises(Exception, match="shard_size"):
         compose_embed(["shard_size=many"])
-    base = ["data=text_lines", f"data.path={text_file}", f"out={tmp_path}", "encoder=random_projection"]
+    base = ["data=text_lines", f"data.path={text_file}", f"out={tmp_path / 'store'}", "encoder=random_projection"]
     for override, field in [
         ("shard_size=0", "shard_size"),
         ("dtype=int8", "dtype"),

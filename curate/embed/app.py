@@ -26,4 +26,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    hydra_entry(main)
+    hydra_entry(main, outputs={"out": ("data.root", "data.path")})

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from curate import dist
-from curate.errors import IdentityError
+from curate.errors import IdentityError, InputError
 from curate.hierarchy.levels import LEVEL_ARRAYS, Level, LevelSpec, validate_levels
 from curate.hierarchy.split import split_clusters
 from curate.io.atomic import atomic_write_json
@@ -375,7 +375,14 @@ class HierarchicalKMeans:
         manifest_path = folder / "manifest.json"
         if not manifest_path.exists():
             raise FileNotFoundError(f"{manifest_path} not found: no finished clustering in {folder}")
-        manifest = json.loads(manifest_path.read_text())
+        try:
+            manifest = json.loads(manifest_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise InputError(f"{manifest_path} is not valid JSON: {err}") from None
+        if not isinstance(manifest, dict):
+            raise InputError(f"{manifest_path} holds a JSON {type(manifest).__name__}, expected an object")
+        if "levels" not in manifest or "config" not in manifest:
+            raise InputError(f"{folder} is not a clustering (its manifest.json has no levels) ({manifest_path})")
         config = manifest["config"]
         hkm = cls(
             levels=config["levels"],

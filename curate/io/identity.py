@@ -138,10 +138,11 @@ def check_identity(recorded: Any, current: dict[str, Any], what: str, fresh: str
     was = recorded.get("path") if isinstance(recorded, dict) else None
     explain = {"path": "another file", "size": "its size changed", "mtime_ns": "it was modified"}
     reasons = ", ".join(explain.get(key, "its rows differ") for key in changed)
-    raise IdentityError(
-        f"{what} was made from {was or 'an unrecorded input'} but the input is now {current['path']} "
-        f"({reasons}); {fresh}"
-    )
+    if "path" in changed:
+        told = f"was made from {was or 'an unrecorded input'} but the input is now {current['path']}"
+    else:
+        told = f"was made from {was}, which changed since"
+    raise IdentityError(f"{what} {told} ({reasons}); {fresh}")
 
 
 def file_sha256(path: str | os.PathLike) -> str:

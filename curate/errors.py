@@ -152,10 +152,24 @@ def hydra_entry(
         outputs: ``{output key: input keys}``: an output folder given on the command line that
             overlaps one of those inputs is refused before Hydra creates it (and its ``.hydra/``).
     """
+    saved = {key: os.environ.get(key) for key in ("CURATE_TRACEBACK", "HYDRA_FULL_ERROR")}
     take_traceback_flag()
     if "CURATE_TRACEBACK" not in os.environ:
         os.environ["CURATE_TRACEBACK"] = "1" if os.environ.get("HYDRA_FULL_ERROR") == "1" else "0"
     os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        _hydra_entry(main, single_components, outputs or {})
+    finally:  # as found (an in-process run, e.g. curate.submit's debug executor, must not leak it)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _hydra_entry(
+    main: Callable[[], Any], single_components: tuple[str, ...], outputs: dict[str, tuple[str, ...]]
+) -> None:
     given = {}
     for arg in sys.argv[1:]:
         key, sep, value = arg.lstrip("+~").partition("=")
@@ -166,7 +180,7 @@ def hydra_entry(
     if "-m" not in sys.argv and "--multirun" not in sys.argv:  # sweeps: checked in every job
         from curate.io.guard import check_disjoint
 
-        for out_key, input_keys in (outputs or {}).items():
+        for out_key, input_keys in outputs.items():
             if given.get(out_key):
                 inputs = {key: given[key] for key in input_keys if given.get(key)}
                 run_guarded(check_disjoint, given[out_key], inputs, out_key, hydra=True)

@@ -11,7 +11,10 @@ Writes ``<out_dir>/cluster/<name>/``: ``level<t>/{centroids,assign,dist,offsets,
 of this attempt: level, run, objective, shift, seconds), ``metrics.json`` (balance summary),
 ``items.npy`` (with ``input.subset``: the input rows of the clustered items) and ``manifest.json``
 (last). A re-run resumes from ``checkpoints/`` (levels, resampling steps, k-means iterations); a
-finished run with the same settings is skipped. ``stop_after_level=t`` builds levels 1..t into
+finished run with the same settings and input is skipped (after checking the files its manifest
+vouches for; a missing or changed one is rebuilt). Checkpoints or a clustering of another input
+or other settings are refused; ``overwrite=true`` replaces them (only what this stage wrote).
+The run holds ``<out>/.lock``. ``stop_after_level=t`` builds levels 1..t into
 ``checkpoints/`` and exits (``curate.submit`` sends one such job per level).
 """
 

@@ -154,8 +154,9 @@ def level_parameters(cfg: DictConfig, kind: str, t: int, after: str | None) -> d
 
 def level_overrides(overrides: Sequence[str], out_dir: Path, t: int, n_levels: int) -> list[str]:
     """The stage overrides of the level-``t`` job (absolute ``out_dir``; ``stop_after_level`` but for
-    the last level)."""
-    kept = [o for o in overrides if o.lstrip("+~").split("=", 1)[0] not in OWN_KEYS]
+    the last level; ``overwrite`` for the first job only: later ones continue its checkpoints)."""
+    own = (*OWN_KEYS, "overwrite") if t > 1 else OWN_KEYS
+    kept = [o for o in overrides if o.lstrip("+~").split("=", 1)[0] not in own]
     kept.append(f"out_dir={out_dir}")
     if t < n_levels:
         kept.append(f"stop_after_level={t}")

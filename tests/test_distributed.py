@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import numpy as np
@@ -162,6 +163,10 @@ def test_hierarchy_world_size_two_equals_one(tmp_path, blobs, levels, options, f
     single = HierarchicalKMeans(levels, n_iter=5, seed=2).fit(blobs)
     mp.spawn(_hierarchy_worker, args=(2, free_port, str(data), str(tmp_path / "h"), levels, options), nprocs=2)
     double = HierarchicalKMeans.load(tmp_path / "h")
+    # the checkpoints' data digest (run identity) does not depend on the number of ranks
+    from curate.io.identity import rows_digest
+
+    assert json.loads((tmp_path / "h_ckpt" / "config.json").read_text())["data"] == rows_digest(blobs)
     for a, b in zip(single.levels_, double.levels_):
         np.testing.assert_allclose(a.centroids, b.centroids, rtol=1e-5, atol=1e-5)
         np.testing.assert_array_equal(a.assign, b.assign)

@@ -272,3 +272,11 @@ def test_np_load_never_unpickles():
                 if "allow_pickle=False" not in text[match.start() : end]:
                     missing.append(f"{path.relative_to(ROOT)}:{text[: match.start()].count(chr(10)) + 1}")
     assert missing == []
+
+
+def test_submit_passes_overwrite_to_the_first_level_job_only(tmp_path):
+    from curate.submit import level_overrides
+
+    first = level_overrides(["overwrite=true", "seed=1"], tmp_path, 1, 3)
+    later = level_overrides(["overwrite=true", "seed=1"], tmp_path, 2, 3)
+    assert "overwrite=true" in first and "overwrite=true" not in later and "seed=1" in later

@@ -341,3 +341,46 @@ def test_meta_arch_uses_the_batch_plan_by_default():
     assert torch.equal(masks, batch_masks(batch["positions"], 4, 2, (4, 4), (0.1, 0.5), 0.5, "block", 0))
     independent = SSLMetaArch(make_cfg("ibot.mask_sampling=independent"))
     assert independent.ibot_masks(batch) is batch["masks"]
+
+
+# ---- ResNet backbone (DINO + KoLeo) -----------------------------------------------------------
+def test_resnet_backbone_trains_with_dino_and_koleo_and_exports(tmp_path):
+    from selfsup.export import embed_images, load_backbone
+    from selfsup.train import train
+
+    images = np.random.default_rng(0).integers(0, 256, size=(32, 28, 28), dtype=np.uint8)
+    np.save(tmp_path / "images.npy", images)
+    resnet = ["model.arch=resnet", "model.resnet_channels=[8,16]", "model.resnet_blocks=[1,1]"]
+    with pytest.raises(ValueError, match="ibot.loss_weight"):
+        make_cfg(*resnet)  # iBOT needs patch tokens
+    cfg = make_cfg(
+        *resnet,
+        "model.resnet_stem_width=8",
+        "ibot.loss_weight=0",
+        "data.source=npy",
+        f"data.path={tmp_path / 'images.npy'}",
+        f"out={tmp_path / 'run'}",
+        "train.iterations=3",
+        "train.batch_size=8",
+    )
+    meta = SSLMetaArch(cfg).train()
+    assert meta.teacher.training  # BatchNorm teacher: batch statistics, as in DINO's ResNet recipe
+    assert {g["lr_multiplier"] for g in param_groups(meta.student, cfg.optim)} == {1.0}  # no ViT layers
+    summary = train(cfg)
+    assert np.isfinite(summary["last"]["loss"]) and "koleo" in summary["last"] and "ibot" not in summary["last"]
+    payload = torch.load(tmp_path / "run" / "backbone.pt", weights_only=True)
+    assert payload["model_kwargs"]["arch"] == "resnet" and payload["embed_dim"] == 16
+    assert payload["state_dict"]["features.1.running_mean"].abs().sum() > 0  # the teacher's own BN statistics
+    encoder = load_backbone(tmp_path / "run" / "backbone.pt")
+    feats = embed_images(encoder, images[:5])
+    assert feats.shape == (5, 16) and np.isfinite(feats).all()
+
+
+def test_resnet_cpu_model_config_composes():
+    from hydra import compose, initialize_config_dir
+
+    configs = str(Path(__file__).resolve().parents[1] / "configs")
+    with initialize_config_dir(config_dir=configs, version_base="1.3"):
+        cfg = to_train_schema(compose("train", overrides=["model=resnet_cpu", "ibot.loss_weight=0"]))
+    assert cfg.model.arch == "resnet" and cfg.model.resnet_channels == [16, 32, 64, 128]
+    assert SSLMetaArch(cfg).student.backbone.embed_dim == 128

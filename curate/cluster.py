@@ -90,7 +90,7 @@ def balance_metrics(model: HierarchicalKMeans) -> dict:
 def cluster(cfg: DictConfig) -> Path:
     """Run the stage; returns the output folder."""
     validate_cluster(cfg)
-    dist.init_distributed()
+    dist.init_distributed(device=cfg.device)
     dist.setup_logging()
     out = output_dir()
     path = cfg.input.path if cfg.input.path is not None else toy_input(cfg.input.toy, cfg.out_dir)

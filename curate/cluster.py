@@ -65,6 +65,7 @@ def build_model(cfg: DictConfig, checkpoint_dir: Path | None) -> HierarchicalKMe
         shard_min_rows=cfg.shard_min_rows,
         split_memory_mb=cfg.split_memory_mb,
         init_cache_mb=cfg.init_cache_mb,
+        allow_tf32=cfg.allow_tf32,
     )
 
 

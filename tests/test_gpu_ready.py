@@ -319,7 +319,8 @@ def test_kmeans_tf32_within_tolerance(device, d):
     got = KMeans(k=8, n_iter=8, seed=1, init="random", device=device, allow_tf32=True).fit(x)
     assert (got.labels_.numpy() == ref.labels_.numpy()).mean() >= 0.999
     torch.testing.assert_close(got.centroids.cpu(), ref.centroids, rtol=1e-2, atol=1e-2)
-    assert abs(got.inertia - ref.inertia) <= 1e-3 * ref.inertia
+    # distances through the TF32 expansion: ~1e-2 per point, averaging out over the points
+    assert abs(got.inertia - ref.inertia) <= 5e-3 * ref.inertia
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -356,3 +357,28 @@ def test_dedup_device_matches_cpu(device, d, on_disk):
     np.testing.assert_array_equal(got.keep, ref.keep)
     np.testing.assert_array_equal(got.duplicate_of, ref.duplicate_of)
     assert 1500 - 10 <= ref.keep.sum() <= 1500  # the copies go (a random pair rarely passes 0.95)
+
+
+# ---- scripts/gpu_check.sh --------------------------------------------------------------------
+GPU_CHECK = Path(__file__).resolve().parents[1] / "scripts" / "gpu_check.sh"
+
+
+def test_gpu_check_fits_one_device_call():
+    """The steps' limits (the GPU run's, not --dry-run's extra step) and the setup fit in the
+    budget, and the budget in one 10-minute call with a minute to spare; at most 8 result files."""
+    import re
+
+    text = GPU_CHECK.read_text()
+    budget = int(re.search(r'BUDGET_S="\$\{GPU_CHECK_BUDGET_S:-(\d+)\}"', text).group(1))
+    steps = dict(re.findall(r"^step (\w+) (\d+) ", text, flags=re.M))
+    assert set(steps) == {"pytest_gpu", "bench_kmeans", "bench_dedup"}
+    assert sum(map(int, steps.values())) + 15 <= budget <= 600 - 60
+    files = {"summary.txt"} | {f"{name}.txt" for name in steps} | set(re.findall(r"\$OUT/(\w+\.jsonl?)", text))
+    assert len(files) <= 8, files
+
+
+def test_gpu_check_rejects_an_unknown_option():
+    import subprocess
+
+    proc = subprocess.run(["bash", str(GPU_CHECK), "--dryrun"], capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 2 and proc.stderr.startswith("error: unknown option --dryrun")

@@ -123,6 +123,10 @@ def test_scaling_writes_markdown(scaling, tmp_path, capsys):
     assert "python scripts/scaling.py --n 1e8 --gpus 32,8,4,4" in text
     assert "## What would break first" in text and "| level |" in text
     assert "2 n k d" in text
+    # a hand-written section below the marker survives a regeneration
+    out.write_text(text + "\n" + scaling.HAND_WRITTEN + "\n## By hand\n\nkept\n")
+    again = scaling.main(["--n", "1e8", "--gpus", "32,8,4,4", "--out", str(out)])
+    assert out.read_text().startswith(again.rstrip("\n")) and out.read_text().endswith("## By hand\n\nkept\n")
 
 
 def test_scaling_validates(scaling):

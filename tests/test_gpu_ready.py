@@ -382,3 +382,33 @@ def test_gpu_check_rejects_an_unknown_option():
 
     proc = subprocess.run(["bash", str(GPU_CHECK), "--dryrun"], capture_output=True, text=True, timeout=30)
     assert proc.returncode == 2 and proc.stderr.startswith("error: unknown option --dryrun")
+
+
+def test_assign_syncs_once_and_names_a_bad_row():
+    x = np.random.default_rng(6).normal(size=(4000, 16)).astype(np.float32)
+    totals = []
+    for budget in (0.05, 1.0):  # ~70 and ~4 chunks
+        km = KMeans(k=10, n_iter=2, seed=0, init="random", memory_budget_mb=budget).fit(x)
+        with count_host_syncs() as c:
+            labels, _ = km.assign(x)
+        np.testing.assert_array_equal(labels.numpy(), km.labels_.numpy())
+        totals.append(c.total)
+    # the bad-row flag read once, the two copies out, the shard offsets: nothing per chunk
+    assert totals[0] == totals[1] <= 6, totals
+    x[[2500, 3999], 3] = np.inf
+    with pytest.raises(ValueError, match="row 2500 contains NaN or Inf"):
+        km.assign(x)
+
+
+def test_cublas_workspace_is_set_before_cuda_can_start():
+    """cuBLAS reads CUBLAS_WORKSPACE_CONFIG at its first handle: importing the trainer sets it,
+    before any CUDA work (setting it inside train() could come too late)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import os; os.environ.pop('CUBLAS_WORKSPACE_CONFIG', None); import torch, selfsup.train; "
+        "print(os.environ.get('CUBLAS_WORKSPACE_CONFIG'), torch.cuda.is_initialized())"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.stdout.split() == [":4096:8", "False"], proc.stderr[-2000:]

@@ -270,7 +270,7 @@ class HierarchicalKMeans:
             torch.device(self.device),
             chunk_rows=chunk_rows_for(int(self.memory_budget_mb * 2**20), spec.n_splits, source.d, self.device),
             cosine=self.distance == "cosine",
-            cache_bytes=1 << 31,
+            cache_bytes=int(resolve_memory_mb(self.device, self.memory_budget_mb, None)[1] * 2**20),
         )
         rows.scan()
         with matmul_precision(self.device, self.allow_tf32):  # the batched matmul, like KMeans'

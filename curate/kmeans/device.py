@@ -43,12 +43,13 @@ def default_memory_mb(device: str | torch.device, free_bytes: int | None = None)
 
 
 def free_device_bytes(device: str | torch.device) -> int | None:
-    """Free memory of a CUDA device (bytes), None on a CPU."""
+    """Memory a CUDA device can still give this process (bytes), None on a CPU: the driver's free
+    memory plus what PyTorch's caching allocator holds unused (a previous fit's freed cache)."""
     device = torch.device(device)
     if device.type != "cuda":
         return None
     free, _ = torch.cuda.mem_get_info(device)
-    return int(free)
+    return int(free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device))
 
 
 def resolve_memory_mb(

@@ -192,16 +192,23 @@ class KMeans:
             rows = self._local_rows(source)
             rows.shift = self._shift
             c = self._internal_centroids()
-            labels = torch.empty(rows.n, dtype=torch.int64)
-            sq = torch.empty(rows.n, dtype=torch.float32)
+            # on the device until the end: one host read for the pass, not three per chunk
+            labels = torch.empty(rows.n, dtype=torch.int64, device=self.device)
+            sq = torch.empty(rows.n, dtype=torch.float32, device=self.device)
+            none = torch.iinfo(torch.int64).max
+            first_bad = torch.full((), none, dtype=torch.int64, device=self.device)
             c_sqnorm = c.square().sum(dim=1)
             scratch = self._scratch(rows, c.shape[0])
             for start, xb in rows.chunks():
-                self._check_finite_chunk(xb, start, rows)
-                lab, d2 = assign_chunk(xb, c, c_sqnorm, out=scratch)
-                labels[start : start + len(xb)] = lab.cpu()
-                sq[start : start + len(xb)] = d2.cpu()
-        return labels, sq
+                at = torch.arange(start, start + len(xb), device=self.device)
+                first_bad = torch.minimum(first_bad, torch.where(torch.isfinite(xb).all(dim=1), none, at).min())
+                labels[start : start + len(xb)], sq[start : start + len(xb)] = assign_chunk(
+                    xb, c, c_sqnorm, out=scratch
+                )
+            bad = int(first_bad)
+            if bad != none:
+                raise ValueError(f"{rows.source.name}: row {rows.offset + bad} contains NaN or Inf")
+        return labels.cpu(), sq.cpu()
 
     # -- internals --------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -231,12 +238,6 @@ class KMeans:
             cache_bytes=int(self.cache_mb * 2**20),
             storage_dtype=_STORAGE[self.storage_dtype],
         )
-
-    def _check_finite_chunk(self, xb: torch.Tensor, start: int, rows: LocalRows) -> None:
-        bad = ~torch.isfinite(xb).all(dim=1)
-        if bool(bad.any()):
-            row = rows.offset + start + int(bad.nonzero()[0])
-            raise ValueError(f"{rows.source.name}: row {row} contains NaN or Inf")
 
     def _initialise(self, rows: LocalRows) -> torch.Tensor:
         generator = torch.Generator().manual_seed(self.seed)

@@ -74,7 +74,8 @@ class RowSource:
         block = np.ascontiguousarray(block, dtype=np.float32)
         if not block.flags.writeable:  # a read-only memmap view: copy it out of the page cache
             block = block.copy()
-        return torch.from_numpy(block).to(device)
+        out = torch.from_numpy(block)
+        return out if torch.device(device).type == "cpu" else out.to(device)
 
     def read_into(self, start: int, stop: int, out: torch.Tensor) -> None:
         """Copy rows ``[start, stop)`` into the float32 host tensor ``out: (stop - start, d)``

@@ -412,3 +412,16 @@ def test_cublas_workspace_is_set_before_cuda_can_start():
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.stdout.split() == [":4096:8", "False"], proc.stderr[-2000:]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_bfloat16_cache_is_the_prepared_rows_rounded(tmp_path, device):
+    """bfloat16 storage takes the two-pass fill (centre in float32, then round): not raw rows
+    rounded first, which would lose what the centring keeps."""
+    x = (np.random.default_rng(7).normal(size=(700, 24)) + 100).astype(np.float32)
+    rows = LocalRows(RowSource(x), torch.device(device), 128, False, 1 << 30, storage_dtype=torch.bfloat16)
+    rows.scan()
+    assert rows._cache is not None and rows._cache.dtype == torch.bfloat16
+    centred = torch.from_numpy(x) - rows.shift.cpu()
+    got = torch.cat([c for _, c in rows.chunks()]).cpu()
+    torch.testing.assert_close(got, centred.to(torch.bfloat16).float(), rtol=0, atol=0)

@@ -169,7 +169,7 @@ def test_sync_counter_sees_the_calls_that_block_a_gpu():
     assert c.total == 0
 
 
-def _lloyd_syncs(x: np.ndarray, n_iter: int, budget_mb: float) -> tuple[int, int]:
+def _lloyd_syncs(x, n_iter: int, budget_mb: float) -> tuple[int, int]:
     km = KMeans(k=20, n_iter=n_iter, seed=0, init="random", memory_budget_mb=budget_mb)
     with count_host_syncs() as c:
         km.fit(x)
@@ -178,15 +178,21 @@ def _lloyd_syncs(x: np.ndarray, n_iter: int, budget_mb: float) -> tuple[int, int
     return c.total, n_chunks
 
 
-def test_lloyd_iteration_syncs_once_whatever_the_chunking():
+@pytest.mark.parametrize("where", ["memory", "memmap"])  # cached, streamed
+def test_lloyd_iteration_syncs_once_whatever_the_chunking(tmp_path, where):
     x = np.random.default_rng(3).uniform(size=(6000, 16)).astype(np.float32)
-    per_iter = {}
+    if where == "memmap":
+        np.save(tmp_path / "x.npy", x)
+        x = np.load(tmp_path / "x.npy", mmap_mode="r")
+    per_iter, fits = {}, set()
     for budget in (0.05, 0.5):  # ~20 and ~2 chunks
         lo, chunks = _lloyd_syncs(x, 2, budget)
         hi, _ = _lloyd_syncs(x, 6, budget)
         per_iter[chunks] = (hi - lo) / 4
+        fits.add(hi)
     assert len(per_iter) == 2 and max(per_iter) >= 10 * max(1, min(per_iter))
     assert set(per_iter.values()) == {1.0}, per_iter  # one host read per iteration
+    assert len(fits) == 1  # and the whole fit (scan, init, final assignment) none per chunk
 
 
 def test_split_iteration_does_not_sync():

@@ -65,6 +65,7 @@ def build_model(cfg: DictConfig, checkpoint_dir: Path | None) -> HierarchicalKMe
         shard_min_rows=cfg.shard_min_rows,
         split_memory_mb=cfg.split_memory_mb,
         init_cache_mb=cfg.init_cache_mb,
+        allow_tf32=cfg.allow_tf32,
     )
 
 
@@ -90,7 +91,7 @@ def balance_metrics(model: HierarchicalKMeans) -> dict:
 def cluster(cfg: DictConfig) -> Path:
     """Run the stage; returns the output folder."""
     validate_cluster(cfg)
-    dist.init_distributed()
+    dist.init_distributed(device=cfg.device)
     dist.setup_logging()
     out = output_dir()
     path = cfg.input.path if cfg.input.path is not None else toy_input(cfg.input.toy, cfg.out_dir)

@@ -495,7 +495,7 @@ def run_dedup(cfg: DictConfig) -> dict:
         The content of ``dedup.json``.
     """
     validate(cfg)
-    dist.init_distributed()
+    dist.init_distributed(device=cfg.device if cfg.backend == "torch" else "cpu")
     out = Path(cfg.out)
     array, ids = load_embeddings(cfg.input)
     done = out / "dedup.json"
@@ -601,7 +601,7 @@ def _device(device: str) -> torch.device:
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="dedup")
 def main(cfg: DictConfig) -> None:
     """Run the dedup stage on the composed config."""
-    dist.init_distributed()
+    dist.init_distributed(device=cfg.device if cfg.backend == "torch" else "cpu")
     dist.setup_logging()  # after init: only rank 0 logs
     run_stage(run_dedup, cfg)
 

@@ -38,6 +38,7 @@ from curate.dist import (
     get_world_size,
     init_distributed,
     is_distributed,
+    local_cuda_device,
     setup_logging,
 )
 from curate.io.atomic import atomic_path, atomic_write_json, atomic_write_text
@@ -49,6 +50,10 @@ from selfsup.meta_arch import SSLMetaArch
 from selfsup.schedules import cosine_schedule, warmup_then_constant
 
 log = logging.getLogger(__name__)
+
+# cuBLAS reads this once, when the process creates its first handle: set it on import, before any
+# CUDA work, so train.deterministic=true holds on a GPU (set inside train() it can come too late).
+os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
 # configs/ of this repository as an absolute path: Hydra reads a relative config_path against the
 # *package* of the task function when it is not ``__main__``, so ``"../configs"`` would only work
@@ -73,7 +78,7 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cpu")
     if not torch.cuda.is_available():
         raise ValueError("train.device=cuda but no CUDA device is available")
-    return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return local_cuda_device()
 
 
 def total_iterations(cfg: TrainSchema, n_train: int) -> int:
@@ -333,7 +338,7 @@ def train(cfg: TrainSchema | DictConfig) -> dict[str, Any]:
 
 def _train(cfg: TrainSchema) -> dict[str, Any]:
     t_start = time.perf_counter()
-    rank, world_size = init_distributed()
+    rank, world_size = init_distributed(device=cfg.train.device)
     if rank != 0:
         setup_logging()  # warnings only on other ranks; rank 0 keeps the app's (Hydra's) logging
     device = resolve_device(cfg.train.device)

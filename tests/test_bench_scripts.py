@@ -28,9 +28,13 @@ def test_bench_tiny_rows(bench, tmp_path):
     pytest.importorskip("sklearn")
     out = tmp_path / "rows.json"
     argv = ["--size", "tiny", "--iters", "3", "--init", "same", "--threads", "1", "--in-process"]
-    bench.main(argv + ["--json", str(out), "--tmp", str(tmp_path / "data")])
+    lines = tmp_path / "runs.jsonl"
+    bench.main(argv + ["--json", str(out), "--tmp", str(tmp_path / "data"), "--jsonl", str(lines)])
     rows = json.loads(out.read_text())
     assert [r["impl"] for r in rows] == ["ours", "faiss", "sklearn"]
+    runs = [json.loads(line) for line in lines.read_text().splitlines()]  # a line per run, as it ended
+    assert [r["impl"] for r in runs] == ["ours", "faiss", "sklearn"]
+    assert [r["sec_per_iter"] for r in runs] == [r["sec_per_iter"] for r in rows]
     for r in rows:
         assert set(bench.ROW_KEYS) <= set(r)
         assert (r["n"], r["d"], r["k"]) == (5000, 16, 32)
@@ -119,6 +123,10 @@ def test_scaling_writes_markdown(scaling, tmp_path, capsys):
     assert "python scripts/scaling.py --n 1e8 --gpus 32,8,4,4" in text
     assert "## What would break first" in text and "| level |" in text
     assert "2 n k d" in text
+    # a hand-written section below the marker survives a regeneration
+    out.write_text(text + "\n" + scaling.HAND_WRITTEN + "\n## By hand\n\nkept\n")
+    again = scaling.main(["--n", "1e8", "--gpus", "32,8,4,4", "--out", str(out)])
+    assert out.read_text().startswith(again.rstrip("\n")) and out.read_text().endswith("## By hand\n\nkept\n")
 
 
 def test_scaling_validates(scaling):

@@ -197,12 +197,21 @@ def test_epochs_schedules_and_param_groups(tmp_path, fmnist_npy):
     assert not any(n.endswith(".bias") or "norm" in n for n in names)
 
 
+@pytest.fixture(scope="module")
+def synthetic_npy(tmp_path_factory):
+    """64 random 28 x 28 grey images as ``images.npy``: no dataset needed (the GPU machine has none)."""
+    folder = tmp_path_factory.mktemp("synthetic")
+    rng = np.random.default_rng(0)
+    np.save(folder / "images.npy", rng.integers(0, 256, size=(64, 28, 28), dtype=np.uint8))
+    return folder
+
+
 @pytest.mark.gpu
-def test_bf16_cuda_run(tmp_path, fmnist_npy):
-    summary = train(tiny_cfg(tmp_path / "gpu", fmnist_npy, "train.iterations=4", "train.device=cuda"))
+def test_bf16_cuda_run(tmp_path, synthetic_npy):
+    summary = train(tiny_cfg(tmp_path / "gpu", synthetic_npy, "train.iterations=4", "train.device=cuda"))
     assert np.isfinite(summary["last"]["loss"])
     encoder = load_backbone(tmp_path / "gpu" / "backbone.pt")
-    feats = embed_images(encoder, np.load(fmnist_npy / "images.npy")[:8], 4, device="cuda")
+    feats = embed_images(encoder, np.load(synthetic_npy / "images.npy")[:8], 4, device="cuda")
     assert feats.shape == (8, 64) and np.isfinite(feats).all()
 
 
@@ -275,7 +284,11 @@ def _ddp_worker(rank: int, world: int, port: int, folder: str, cfg_dict: dict) -
 
 @pytest.mark.slow
 def test_ddp_two_gloo_ranks_match_one_process(tmp_path, fmnist_npy, free_port):
-    cfg = tiny_cfg(tmp_path / "single_run", fmnist_npy, "train.iterations=3", "koleo.loss_weight=0.5")
+    # device=cpu: the ranks are gloo ranks on the CPU, also on a machine with GPUs (auto would put
+    # rank 1 on cuda:1 through LOCAL_RANK)
+    cfg = tiny_cfg(
+        tmp_path / "single_run", fmnist_npy, "train.iterations=3", "koleo.loss_weight=0.5", "train.device=cpu"
+    )
     images = open_image_set("npy", path=str(fmnist_npy / "images.npy"))
     ds = MultiCropDataset(
         images, MultiCrop(cfg.crops, 1, cfg.data.mean, cfg.data.std), (4, 4), (0.1, 0.5), 1.0, "block", 0

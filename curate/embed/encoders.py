@@ -413,10 +413,12 @@ class RandomProjectionEncoder(Encoder):
 
 
 def resolve_device(device: str) -> torch.device:
-    """``auto`` -> this rank's GPU (``LOCAL_RANK``) when CUDA is available, else CPU."""
+    """``auto`` -> this rank's GPU (:func:`curate.dist.local_rank`) when CUDA is available, else CPU."""
     if device == "auto":
         if torch.cuda.is_available():
-            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
+            from curate.dist import local_cuda_device
+
+            return local_cuda_device()
         return torch.device("cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"device={device!r} but CUDA is not available")

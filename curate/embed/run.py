@@ -140,7 +140,7 @@ def run_embed(cfg: DictConfig) -> dict:
         The store's manifest.
     """
     validate(cfg)
-    rank, world = init_distributed()
+    rank, world = init_distributed(device=cfg.device)
     out = Path(cfg.out)
     if cfg.overwrite and rank == 0:
         _remove_store(out)

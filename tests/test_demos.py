@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from curate.analysis import CurationSettings
 from curate.io.store import write_store
-from curate.report import CurationSettings
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
@@ -116,11 +116,3 @@ def test_fmnist_demo_core(fmnist_demo, tmp_path: Path) -> None:
     assert png.is_file()
     table = fmnist_demo.class_table({"ssl": res})
     assert len(table.splitlines()) == 5  # header, rule, pool, one random and one curated row
-
-
-def test_fmnist_pixels_pca(fmnist_demo, tmp_path: Path) -> None:
-    rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, size=(300, 28, 28), dtype=np.uint8)
-    feats = fmnist_demo.pixels_pca(images, tmp_path / "pca", pca_dim=8, fit_items=200)
-    assert feats.shape == (300, 8) and feats.dtype == np.float32
-    assert (tmp_path / "pca" / "pca-components.npy").is_file()

@@ -9,10 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from curate.analysis import knn_agreement, knn_radius, sample_balance
 from curate.hierarchy import HierarchicalKMeans
 from curate.io.atomic import atomic_save_npy
 from curate.io.store import write_store
-from curate.report import build_report, knn_agreement, knn_radius, main, sample_balance
+from curate.report import build_report, main
 
 
 class _Page(HTMLParser):
@@ -114,7 +115,7 @@ def test_report_on_2d_toy(tmp_path: Path) -> None:
     # with a sample folder (as curate.sample writes it), through the CLI
     indices = np.sort(np.random.default_rng(1).choice(len(x), 500, replace=False))
     atomic_save_npy(tmp_path / "sample" / "indices.npy", indices)
-    html_path = main(["--cluster", str(cluster), "--sample", str(tmp_path / "sample")])
+    html_path = main([f"cluster={cluster}", f"sample={tmp_path / 'sample'}"])
     assert html_path == tmp_path / "sample" / "report" / "report.html"
     page = _parse(html_path)
     assert "500 items" in "".join(page.text)
@@ -160,7 +161,7 @@ def test_report_on_fashion_mnist_store(tmp_path: Path) -> None:
 
 def test_report_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as err:
-        main(["--cluster", str(tmp_path / "nowhere")])
+        main([f"cluster={tmp_path / 'nowhere'}"])
     assert err.value.code == 2
     assert "nowhere" in capsys.readouterr().err
     x = np.random.default_rng(0).normal(size=(200, 3)).astype(np.float32)
@@ -182,7 +183,7 @@ def test_report_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
 
 
 def test_load_texts_wordnet_and_jsonl(tmp_path: Path) -> None:
-    from curate.report import load_texts
+    from curate.analysis.data import load_texts
 
     try:
         from curate.datasets.wordnet import load_wordnet

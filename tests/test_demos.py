@@ -82,6 +82,7 @@ def test_wordnet_demo_core_rare_labels_gain(wordnet_demo, tmp_path: Path) -> Non
     assert again["summary"]["curated"]["rarest_share"] == s["curated"]["rarest_share"]
 
 
+@pytest.mark.slow
 def test_wordnet_demo_main_on_a_tiny_store(wordnet_demo, tmp_path: Path) -> None:
     x, labels = long_tail(n_labels=6, head=300, tail=15, seed=1)
     x /= np.linalg.norm(x, axis=1, keepdims=True)

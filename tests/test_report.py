@@ -144,7 +144,8 @@ def test_report_on_text_store(tmp_path: Path) -> None:
 
 
 def test_report_on_fashion_mnist_store(tmp_path: Path) -> None:
-    fm = pytest.importorskip("curate.datasets.fashion_mnist")
+    import curate.datasets.fashion_mnist as fm
+
     try:
         _, train_labels = fm.load_fashion_mnist("train")
     except FileNotFoundError:
@@ -200,3 +201,29 @@ def test_load_texts_wordnet_and_jsonl(tmp_path: Path) -> None:
         "first",
     ]
     assert load_texts({"kind": "jsonl", "path": str(path), "field": "text", "id_field": None}, [2]) == ["second"]
+
+
+def test_report_in_a_real_browser(tmp_path: Path, headless_page) -> None:
+    """The page loads in headless Chromium with every image decoded and no console error."""
+    from curate.datasets.toy import toy_2d
+
+    x, labels = toy_2d(0, n_scale=0.1)
+    atomic_save_npy(tmp_path / "data" / "x.npy", x.astype(np.float32))
+    atomic_save_npy(tmp_path / "data" / "labels.npy", labels.astype(np.int64))
+    cluster = _fit(
+        x.astype(np.float32),
+        tmp_path / "cluster",
+        {"kind": "npy", "path": str(tmp_path / "data" / "x.npy")},
+        [{"k": 20}, {"k": 5}],
+    )
+    html_path = build_report(cluster, out=tmp_path / "report", target=0.2)
+    shown = headless_page.load(html_path.resolve().as_uri())
+    assert not shown["errors"], shown["errors"]
+    assert {img["src"] for img in shown["images"]} == set(_parse(html_path).images)
+    for img in shown["images"]:
+        assert img["complete"] and img["width"] > 50 and img["height"] > 50, img
+    # the check sees a broken page: a missing image is reported
+    broken = html_path.with_name("broken.html")
+    broken.write_text(html_path.read_text().replace("labels.png", "nowhere.png"))
+    shown = headless_page.load(broken.resolve().as_uri())
+    assert shown["errors"] and any(img["width"] == 0 for img in shown["images"])

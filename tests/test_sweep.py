@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
+from conftest import compose_config
 
 import curate.cluster  # noqa: F401  (registers the schemas)
 import curate.sample  # noqa: F401
@@ -18,13 +19,10 @@ from curate.conf import validate_cluster, validate_sample
 from curate.submit import StageJob
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = str(ROOT / "configs")
 ENV = {**os.environ, "HYDRA_FULL_ERROR": "1", "OMP_NUM_THREADS": "1"}
 
 
-def compose_cfg(config: str, overrides: list[str]):
-    with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
-        return compose(config_name=config, overrides=overrides, return_hydra_config=True)
+compose_cfg = functools.partial(compose_config, hydra=True)
 
 
 @pytest.mark.parametrize("launcher", ["local", "submitit_local", "submitit_slurm"])
@@ -70,6 +68,7 @@ def test_resample_steps_override_applies_to_every_level():
         validate_cluster(cfg)
 
 
+@pytest.mark.slow
 def test_submitit_local_sweep_names_runs_by_overrides_and_relaunch_skips(tmp_path, load_script):
     rng = np.random.default_rng(0)
     np.save(tmp_path / "x.npy", rng.normal(size=(500, 2)).astype(np.float32))

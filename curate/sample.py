@@ -22,7 +22,7 @@ import hydra
 import numpy as np
 from omegaconf import DictConfig
 
-from curate import dist
+from curate import CONFIG_DIR, dist
 from curate.analysis.balance import label_balance
 from curate.analysis.plots import plot_pool_vs_samples
 from curate.conf import register_configs, validate_sample
@@ -137,7 +137,7 @@ def sample(cfg: DictConfig) -> Path:
     return out
 
 
-@hydra.main(version_base="1.3", config_path="../configs", config_name="sample")
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="sample")
 def main(cfg: DictConfig) -> None:
     run_stage(sample, cfg)
 

@@ -28,6 +28,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from curate.hierarchy.levels import item_clusters
+
 __all__ = [
     "STRATEGIES",
     "ClusterLevel",
@@ -579,9 +581,7 @@ def sample_stats(levels: Sequence[ClusterLevel], indices: np.ndarray) -> dict[st
         raise ValueError(f"indices hold item ids outside [0, {n_items})")
     item_counts = _item_counts(levels)
     out_levels: list[dict[str, Any]] = []
-    ids = indices
-    for t, level in enumerate(levels):
-        ids = np.asarray(level.assign, dtype=np.int64)[ids]
+    for t, ids in enumerate(item_clusters(levels, indices)):
         c = np.bincount(ids, minlength=ks[t])
         touched = c[c > 0]
         n_nonempty = int(np.count_nonzero(item_counts[t]))

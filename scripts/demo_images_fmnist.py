@@ -58,7 +58,7 @@ from curate.analysis import (  # noqa: E402
     cached_knn_radius,
     compare_over_seeds,
     embedding_diagnostics,
-    hardware_info,
+    machine_info,
     label_gains,
     summary_table,
     top_level_purity,
@@ -298,7 +298,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "encoders": results,
         "figure": str(figure),
         "timings": timings,
-        "hardware": hardware_info(),
+        "hardware": machine_info(),
         "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
     }
     atomic_write_json(args.out / "results.json", out)

@@ -36,17 +36,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:  # run as `python scripts/reproduce_fig1a.py` from a checkout
-    sys.path.insert(0, str(REPO))
-
+from curate.analysis.machine import machine_info  # noqa: E402
 from curate.datasets.toy import mixture_1d, mixture_1d_density  # noqa: E402
 from curate.io.atomic import atomic_path, atomic_write_json  # noqa: E402
 
@@ -240,8 +236,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "seed": args.seed,
         "init_seconds": init_seconds if args.lloyd == "exact" else None,
         "fit_seconds": fit_seconds,
-        "cpu_count": os.cpu_count(),
-        "load_average": list(os.getloadavg()),
+        "machine": machine_info(),
     }
     args.out.mkdir(parents=True, exist_ok=True)
     plot(bins, fit, args.k, args.out / "fig1a.png")

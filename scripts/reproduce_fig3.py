@@ -36,17 +36,13 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:  # run as `python scripts/reproduce_fig3.py` from a checkout
-    sys.path.insert(0, str(REPO))
-
+from curate.analysis.machine import machine_info  # noqa: E402
 from curate.datasets.toy import toy_2d  # noqa: E402
 from curate.io.atomic import atomic_path, atomic_write_json  # noqa: E402
 from curate.metrics import kde_grid, kl_to_uniform  # noqa: E402
@@ -401,8 +397,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, Any]]:
         "estimated_idle_seconds": estimate,
         "dbscan": {"eps": DBSCAN_EPS / np.sqrt(args.n_scale), "min_samples": DBSCAN_MIN_SAMPLES, "by_seed": dbscan},
         "ordering_failures": failed,
-        "cpu_count": os.cpu_count(),
-        "load_average": list(os.getloadavg()),
+        "machine": machine_info(),
     }
     atomic_write_json(out / "fig3_run.json", run)
     print(markdown_table(table, args.seeds))

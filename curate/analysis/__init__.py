@@ -32,7 +32,7 @@ from curate.analysis.compare import (
     reference_clustering,
     summary_table,
 )
-from curate.analysis.machine import hardware_info
+from curate.analysis.machine import machine_info, machine_line
 from curate.analysis.neighbours import cached_knn_radius, embedding_diagnostics, knn_agreement, knn_radius
 
 __all__ = [
@@ -43,11 +43,12 @@ __all__ = [
     "compare_over_seeds",
     "embedding_diagnostics",
     "fit_hierarchy",
-    "hardware_info",
     "knn_agreement",
     "knn_radius",
     "label_balance",
     "label_gains",
+    "machine_info",
+    "machine_line",
     "mean_std",
     "random_baseline",
     "reference_clustering",

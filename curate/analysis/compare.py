@@ -182,8 +182,6 @@ def compare_over_seeds(
         every level of this seed's hierarchy), ``summary``
         (``{"curated" | "random" | "pool": {metric: mean_std}}``), ``ref_seconds`` and the settings.
     """
-    from curate.sampling import hierarchical_sample, sample_stats
-
     n = len(x)
     ref_seconds = 0.0
     if ref_assign is None:
@@ -192,38 +190,14 @@ def compare_over_seeds(
     if density:
         radius, radius_seconds = cached_knn_radius(x, settings.distance, out)
     pool = sample_balance(np.arange(n), labels, n_rarest, ref_assign, radius=radius)
+    measure = {"labels": labels, "n_rarest": n_rarest, "ref_assign": ref_assign, "radius": radius}
     runs = []
     for seed in seeds:
-        folder = out / f"cluster_seed{seed}" if out is not None else None
-        model, seconds, reused = fit_hierarchy(x, settings, seed, folder, input_desc)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # a shortfall is reported through `n` below
-            curated = hierarchical_sample(model.levels_, budget, strategy=settings.leaf_strategy, seed=seed).indices
-        random = random_baseline(n, len(curated), seed)
-        if out is not None:
-            for name, idx in (("sample", curated), ("random", random)):
-                atomic_save_npy(out / f"{name}_seed{seed}" / "indices.npy", idx)
-                atomic_write_json(
-                    out / f"{name}_seed{seed}" / "stats.json",
-                    {"seed": seed, "returned": int(len(idx)), "requested": int(budget), "cluster_dir": str(folder)},
-                )
-        run: dict[str, Any] = {
-            "seed": int(seed),
-            "cluster_seconds": seconds,
-            "reused": reused,
-            "levels_k": [level.k for level in model.levels_],
-        }
-        for name, idx in (("curated", curated), ("random", random), ("pool", np.arange(n))):
-            balance = sample_balance(idx, labels, n_rarest, ref_assign, radius=radius) if name != "pool" else {}
-            own = sample_stats(model.levels_, idx)["levels"]
-            balance["level_entropy"] = [lv["normalized_entropy"] for lv in own]
-            balance["top_normalized_entropy"] = own[-1]["normalized_entropy"]
-            run[name] = balance
-        runs.append(run)
+        runs.append(_one_seed(x, settings, budget, seed, measure, out, input_desc))
         log.info(
             "seed %d: %d items; ref entropy curated %.4f / random %.4f%s",
             seed,
-            len(curated),
+            runs[-1]["curated"]["n"],
             runs[-1]["curated"].get("ref_normalized_entropy", math.nan),
             runs[-1]["random"].get("ref_normalized_entropy", math.nan),
             ""
@@ -231,14 +205,6 @@ def compare_over_seeds(
             else f"; rarest share curated {runs[-1]['curated']['rarest_share']:.4f} / "
             f"random {runs[-1]['random']['rarest_share']:.4f} (pool {pool['rarest_share']:.4f})",
         )
-    summary: dict[str, dict[str, Any]] = {"pool": {k: pool[k] for k in SCALARS if k in pool}}
-    summary["pool"]["top_normalized_entropy"] = float(np.mean([r["pool"]["top_normalized_entropy"] for r in runs]))
-    for name in ("curated", "random"):
-        summary[name] = {k: mean_std([r[name][k] for r in runs]) for k in SCALARS if k in runs[0][name]}
-    if labels is not None:
-        for name in ("curated", "random"):
-            gains = [r[name]["rarest_share"] / pool["rarest_share"] for r in runs]
-            summary[name]["rarest_gain"] = mean_std(gains)
     return {
         "settings": asdict(settings),
         "budget": int(budget),
@@ -246,10 +212,66 @@ def compare_over_seeds(
         "n_rarest": int(n_rarest),
         "pool": pool,
         "runs": runs,
-        "summary": summary,
+        "summary": _summarise(pool, runs, labels is not None),
         "ref_seconds": ref_seconds,
         "radius_seconds": radius_seconds,
     }
+
+
+def _one_seed(
+    x: Any,
+    settings: CurationSettings,
+    budget: int,
+    seed: int,
+    measure: dict[str, Any],
+    out: Path | None,
+    input_desc: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """One seed of :func:`compare_over_seeds`: fit (or reuse), sample, draw the baseline, measure."""
+    from curate.sampling import hierarchical_sample, sample_stats
+
+    n = len(x)
+    folder = out / f"cluster_seed{seed}" if out is not None else None
+    model, seconds, reused = fit_hierarchy(x, settings, seed, folder, input_desc)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a shortfall is reported through `n`
+        curated = hierarchical_sample(model.levels_, budget, strategy=settings.leaf_strategy, seed=seed).indices
+    random = random_baseline(n, len(curated), seed)
+    if out is not None:
+        for name, idx in (("sample", curated), ("random", random)):
+            atomic_save_npy(out / f"{name}_seed{seed}" / "indices.npy", idx)
+            atomic_write_json(
+                out / f"{name}_seed{seed}" / "stats.json",
+                {"seed": seed, "returned": int(len(idx)), "requested": int(budget), "cluster_dir": str(folder)},
+            )
+    run: dict[str, Any] = {
+        "seed": int(seed),
+        "cluster_seconds": seconds,
+        "reused": reused,
+        "levels_k": [level.k for level in model.levels_],
+    }
+    for name, idx in (("curated", curated), ("random", random), ("pool", np.arange(n))):
+        balance = {}
+        if name != "pool":
+            balance = sample_balance(
+                idx, measure["labels"], measure["n_rarest"], measure["ref_assign"], radius=measure["radius"]
+            )
+        own = sample_stats(model.levels_, idx)["levels"]
+        balance["level_entropy"] = [lv["normalized_entropy"] for lv in own]
+        balance["top_normalized_entropy"] = own[-1]["normalized_entropy"]
+        run[name] = balance
+    return run
+
+
+def _summarise(pool: dict[str, Any], runs: list[dict[str, Any]], has_labels: bool) -> dict[str, dict[str, Any]]:
+    """``{"pool" | "curated" | "random": {metric: value or mean_std over seeds}}``."""
+    summary: dict[str, dict[str, Any]] = {"pool": {k: pool[k] for k in SCALARS if k in pool}}
+    summary["pool"]["top_normalized_entropy"] = float(np.mean([r["pool"]["top_normalized_entropy"] for r in runs]))
+    for name in ("curated", "random"):
+        summary[name] = {k: mean_std([r[name][k] for r in runs]) for k in SCALARS if k in runs[0][name]}
+        if has_labels:
+            summary[name]["rarest_gain"] = mean_std([r[name]["rarest_share"] / pool["rarest_share"] for r in runs])
+    return summary
 
 
 METRIC_LABELS = {

@@ -111,6 +111,8 @@ def figure_inspect(
     path: str | Path,
 ) -> None:
     """PNG: the size histograms (items per cluster, log-2 bins, log counts) per level, then share bars."""
+    from matplotlib.ticker import MaxNLocator
+
     plt = pyplot()
     n_panels = len(report) + (shares is not None) + (labels is not None)
     fig, axes = plt.subplots(1, n_panels, figsize=(4 * n_panels, 3.4), squeeze=False)
@@ -121,6 +123,7 @@ def figure_inspect(
             edges = np.array(hist["bin_edges"])
             ax.bar(edges[:-1], hist["counts"], width=np.diff(edges), align="edge", color="tab:blue", edgecolor="k")
             log_axis(ax, "x", base=2)
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))  # counts of clusters
         ax.set_xlabel("cluster size (items)")
         ax.set_ylabel("clusters")
         ax.set_title(f"level {r['level']}: {r['n_clusters']} clusters", fontsize=9)

@@ -13,7 +13,7 @@ import numpy as np
 
 from curate.hierarchy import Level, item_clusters
 from curate.metrics import cluster_balance, label_shares
-from curate.sampling import cluster_item_counts
+from curate.sampling import cluster_item_counts, log2_histogram
 
 __all__ = [
     "cluster_members",
@@ -29,22 +29,6 @@ __all__ = [
 ]
 
 N_SHOWN = 10
-
-
-def log2_histogram(sizes: np.ndarray) -> dict[str, list[int]]:
-    """Histogram of positive sizes over power-of-two bins ``[1, 2), [2, 4), ...`` (zeros are left out).
-
-    Returns:
-        ``{"bin_edges": [1, 2, 4, ...], "counts": [...]}`` (``len(counts) == len(bin_edges) - 1``).
-    """
-    pos = np.asarray(sizes, dtype=np.int64)
-    pos = pos[pos > 0]
-    if pos.size == 0:
-        return {"bin_edges": [], "counts": []}
-    n_bins = int(np.floor(np.log2(pos.max()))) + 1
-    edges = 2 ** np.arange(n_bins + 1, dtype=np.int64)
-    counts, _ = np.histogram(pos, bins=edges)
-    return {"bin_edges": edges.tolist(), "counts": counts.tolist()}
 
 
 def level_report(levels: Sequence[Level]) -> list[dict[str, Any]]:

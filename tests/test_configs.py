@@ -19,7 +19,10 @@ PRIMARIES = sorted(p.stem for p in ROOT.glob("*.yaml"))
 # the keys a primary leaves ??? (the user must give them)
 REQUIRED = {"dedup": ["input=x.npy", "out=y"], "embed": ["out=y"]}
 # options that need a value to pass their stage's checks
-NEEDS = {("encoder", "timm"): ["encoder.random_init=true"]}
+NEEDS = {
+    ("encoder", "timm"): ["encoder.random_init=true"],
+    ("model", "resnet_cpu"): ["ibot.loss_weight=0"],  # a model group option cannot set ibot.* (its header says so)
+}
 # which primary each experiment overrides (an experiment missing here fails test_every_experiment_is_listed)
 EXPERIMENTS = {"ablation_toy": "cluster", "ablation_toy_sample": "sample", "web_4level": "cluster"}
 

@@ -58,8 +58,8 @@ from curate.analysis import (  # noqa: E402
     cached_knn_radius,
     compare_over_seeds,
     embedding_diagnostics,
-    machine_info,
     label_gains,
+    machine_info,
     summary_table,
     top_level_purity,
 )

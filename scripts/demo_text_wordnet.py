@@ -57,8 +57,8 @@ from curate.analysis import (  # noqa: E402
     cached_knn_radius,
     compare_over_seeds,
     embedding_diagnostics,
-    machine_info,
     label_gains,
+    machine_info,
     summary_table,
 )
 from curate.analysis.plots import plot_density_shares, plot_label_shares, plot_ref_shares, save_figure  # noqa: E402

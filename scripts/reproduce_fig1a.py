@@ -35,7 +35,6 @@ and the log-log fit).
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -249,7 +248,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"alpha = {fit['alpha']:.3f}{after_init} over {fit['n_bins']} bins, expected 1/3 = d/(d+2) in 1-D; "
         f"TV to p^(1/3) {result['tv_to_p_one_third']:.3f}, to p {result['tv_to_p']:.3f}, "
         f"to uniform {result['tv_to_uniform']:.3f}; wall {result['wall_seconds']:.1f}s "
-        f"(load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)"
+        f"(load average {result['machine']['load_avg'][0]:.1f} on {result['machine']['cores']} CPUs)"
     )
     return result
 

@@ -444,7 +444,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, Any]]:
     print(markdown_table(table, args.seeds))
     print(
         f"\nwall time {wall:.1f}s (clustering + KL {compute_seconds:.1f}s) with {args.workers} worker(s), "
-        f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; CPU time of the tasks "
+        f"load average {run['machine']['load_avg'][0]:.1f} on {run['machine']['cores']} CPUs; CPU time of the tasks "
         f"{run['cpu_seconds_total']:.1f}s, i.e. about {estimate:.0f}s of clustering on {args.workers} idle core(s)"
     )
     if args.n_scale != 1:

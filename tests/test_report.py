@@ -165,6 +165,11 @@ def test_report_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
         main([f"cluster={tmp_path / 'nowhere'}"])
     assert err.value.code == 2
     assert "nowhere" in capsys.readouterr().err
+    for argv, key in (([f"cluster={tmp_path}", "targt=5"], "targt"), ([f"cluster={tmp_path}", "seed=x"], "seed")):
+        with pytest.raises(SystemExit) as err:
+            main(argv)  # refused before anything is read
+        line = capsys.readouterr().err.strip()
+        assert err.value.code == 2 and line.startswith("error: ") and key in line and "\n" not in line
     x = np.random.default_rng(0).normal(size=(200, 3)).astype(np.float32)
     atomic_save_npy(tmp_path / "x.npy", x)
     cluster = _fit(x, tmp_path / "cluster", {"kind": "npy", "path": str(tmp_path / "x.npy")}, [{"k": 10}])

@@ -26,7 +26,7 @@ import hydra
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from curate import dist
+from curate import CONFIG_DIR, dist
 from curate.conf import level_specs, register_configs, validate_cluster
 from curate.hierarchy import HierarchicalKMeans
 from curate.io.atomic import atomic_save_npy, atomic_write_json
@@ -135,7 +135,7 @@ def cluster(cfg: DictConfig) -> Path:
     return out
 
 
-@hydra.main(version_base="1.3", config_path="../configs", config_name="cluster")
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="cluster")
 def main(cfg: DictConfig) -> None:
     run_stage(cluster, cfg)
 

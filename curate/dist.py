@@ -70,6 +70,25 @@ def get_world_size() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
+def resolve_device(name: str, key: str = "device") -> torch.device:
+    """The device a stage's ``device`` setting names, for this rank.
+
+    ``auto``: this rank's GPU (``LOCAL_RANK``) when CUDA is available, else the CPU; ``cuda``: this
+    rank's GPU; ``cuda:N`` and ``cpu`` as given.
+
+    Raises:
+        ValueError: a CUDA device is asked for but CUDA is not available (the message names ``key``).
+    """
+    name = str(name)
+    if name == "cpu" or (name == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise ValueError(f"{key}={name!r} but CUDA is not available")
+    if name in ("auto", "cuda"):
+        return local_cuda_device()
+    return torch.device(name)
+
+
 def is_main_process() -> bool:
     """True on global rank 0, also inside :func:`local_only` (file writes stay on one rank)."""
     return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0

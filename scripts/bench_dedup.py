@@ -23,19 +23,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import socket
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:  # run as `python scripts/bench_dedup.py` from a checkout
-    sys.path.insert(0, str(REPO))
 
 
 def make_pool(n: int, d: int, dup_frac: float, seed: int = 0) -> np.ndarray:
@@ -142,6 +136,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit("--device cuda: torch sees no CUDA device here")
 
+    from curate.analysis.machine import machine_info, machine_line
     from curate.dedup import deduplicate
 
     torch.set_num_threads(args.threads)
@@ -152,12 +147,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     except ImportError:
         faiss = None
     x = make_pool(args.n, args.d, args.dup_frac)
-    gpu = f" ({torch.cuda.get_device_name()})" if args.device.startswith("cuda") else ""
     print(
-        f"machine: {platform.node()} {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-        f"load {os.getloadavg()[0]:.1f}; torch {torch.__version__}"
-        + (f", faiss {faiss.__version__}" if faiss else "")
-        + f"; {args.threads} thread(s) per process; device {args.device}{gpu}",
+        machine_line(machine_info(args.device)) + f"; {args.threads} thread(s) per process; device {args.device}",
         flush=True,
     )
     print(f"data: n={args.n} d={args.d}, {args.dup_frac:.0%} near-duplicate copies, threshold {args.threshold}")

@@ -24,8 +24,6 @@ def scaling(load_script):
 
 
 def test_bench_tiny_rows(bench, tmp_path):
-    pytest.importorskip("faiss")
-    pytest.importorskip("sklearn")
     out = tmp_path / "rows.json"
     argv = ["--size", "tiny", "--iters", "3", "--init", "same", "--threads", "1", "--in-process"]
     lines = tmp_path / "runs.jsonl"
@@ -48,8 +46,8 @@ def test_bench_tiny_rows(bench, tmp_path):
     assert abs(ours["inertia_ratio_to_sklearn"] - 1) < 0.03
 
 
+@pytest.mark.slow
 def test_bench_worker_runs_in_a_subprocess(bench, tmp_path):
-    pytest.importorskip("faiss")
     data = bench.write_dataset(tmp_path / "x.npy", n=2000, d=8, k=16)
     spec = {"impl": "faiss", "data": str(data), "n": 2000, "d": 8, "k": 16, "iters": 3, "seed": 0}
     res = bench.spawn_worker(dict(spec, threads=1, device="cpu", mmap=False), threads=1)
@@ -136,10 +134,10 @@ def test_scaling_validates(scaling):
         scaling.compute(scaling.Config(levels=(500_000, 600_000, 10_000)))
 
 
+@pytest.mark.slow
 def test_bench_dedup_rows_agree_and_compare_with_the_peer(tmp_path):
     import subprocess
 
-    pytest.importorskip("faiss")
     out = tmp_path / "dedup.json"
     cmd = [sys.executable, str(SCRIPTS / "bench_dedup.py"), "--n", "3000", "--d", "16", "--chunk-size", "256"]
     proc = subprocess.run([*cmd, "--json", str(out)], capture_output=True, text=True, timeout=300)
@@ -152,7 +150,6 @@ def test_bench_dedup_rows_agree_and_compare_with_the_peer(tmp_path):
 
 
 def test_bench_dedup_peer_is_the_greedy_rule(load_script):
-    pytest.importorskip("faiss")
     module = load_script("bench_dedup")
     x = module.make_pool(400, 8, 0.3, seed=2)
     from curate.dedup import deduplicate

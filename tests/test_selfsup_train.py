@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from hydra import compose, initialize_config_dir
+from conftest import compose_config
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
@@ -22,7 +22,6 @@ from selfsup.export import embed_images, load_backbone
 from selfsup.meta_arch import SSLMetaArch
 from selfsup.train import build_schedules, param_groups, total_iterations, train
 
-CONFIGS = str(Path(__file__).resolve().parents[1] / "configs")
 TINY = [
     "model.depth=2",
     "model.embed_dim=64",
@@ -217,10 +216,9 @@ def test_bf16_cuda_run(tmp_path, synthetic_npy):
 
 def test_embed_stage_reads_the_exported_backbone(tmp_path, fmnist_npy):
     """``curate.embed``'s ``encoder=selfsup`` path (PIL -> RGB -> normalise -> module) gives our features."""
-    encoders = pytest.importorskip("curate.embed.encoders")
-    if not hasattr(encoders, "selfsup_encoder"):
-        pytest.skip("curate.embed has no selfsup encoder")
     from PIL import Image
+
+    import curate.embed.encoders as encoders
 
     train(tiny_cfg(tmp_path / "run", fmnist_npy, "train.iterations=1"))
     enc = encoders.selfsup_encoder(str(tmp_path / "run" / "backbone.pt"), torch.device("cpu"))
@@ -322,16 +320,12 @@ def test_ddp_two_gloo_ranks_match_one_process(tmp_path, fmnist_npy, free_port):
 
 # ---- configs ----------------------------------------------------------------------------------
 def test_train_and_eval_configs_compose_and_validate():
-    with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
-        cfg = compose("train", overrides=["train.iterations=5"])
-        schema = to_train_schema(cfg)
-        assert schema.train.iterations == 5 and schema.out == "runs/selfsup/fmnist_cpu"
-        assert (schema.model.depth, schema.model.embed_dim, schema.model.patch_size) == (6, 192, 7)
-        for preset in ("vit_tiny", "vit_small", "vit_base", "vit_large", "vit_cpu"):
-            to_train_schema(compose("train", overrides=[f"model={preset}"]))
-        assert to_train_schema(compose("train", overrides=["model=vit_large"])).model.depth == 24
-        ev = to_eval_schema(compose("eval", overrides=["name=abc"]))
-        assert ev.backbone == "runs/selfsup/abc/backbone.pt" and ev.eval.knn_k == 20
+    schema = to_train_schema(compose_config("train", ["train.iterations=5"]))
+    assert schema.train.iterations == 5 and schema.out == "runs/selfsup/fmnist_cpu"
+    assert (schema.model.depth, schema.model.embed_dim, schema.model.patch_size) == (6, 192, 7)
+    assert to_train_schema(compose_config("train", ["model=vit_large"])).model.depth == 24
+    ev = to_eval_schema(compose_config("eval", ["name=abc"]))
+    assert ev.backbone == "runs/selfsup/abc/backbone.pt" and ev.eval.knn_k == 20
 
 
 @pytest.mark.parametrize(
@@ -343,32 +337,29 @@ def test_train_and_eval_configs_compose_and_validate():
     ],
 )
 def test_misspelled_keys_fail(config, override):
-    with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
-        with pytest.raises(ConfigCompositionException):
-            compose(config, overrides=[override])
+    with pytest.raises(ConfigCompositionException):
+        compose_config(config, [override])
 
 
 def test_appended_unknown_key_is_refused_by_the_schema():
     """Hydra's ``+key=value`` may append to a struct config; the schema conversion still refuses it."""
-    with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
-        cfg = compose("train", overrides=["+optim.momentum=0.9"])
-        with pytest.raises(ValueError, match="optim.momentum"):
-            to_train_schema(cfg)
+    cfg = compose_config("train", ["+optim.momentum=0.9"])
+    with pytest.raises(ValueError, match="optim.momentum"):
+        to_train_schema(cfg)
 
 
 def test_validate_names_the_bad_field():
-    with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
-        for override, field in [
-            ("crops.local_size=15", "crops.local_size"),
-            ("model.num_heads=5", "model.num_heads"),
-            ("dino.centering=median", "dino.centering"),
-            ("data.mean=[0.5,0.5,0.5]", "data.mean"),
-            ("logger.wandb.mode=maybe", "logger.wandb.mode"),
-        ]:
-            with pytest.raises(ValueError, match=field):
-                to_train_schema(compose("train", overrides=[override]))
-        with pytest.raises(ValueError, match="eval.val_fraction"):
-            to_eval_schema(compose("eval", overrides=["eval.val_fraction=1.5"]))
+    for override, field in [
+        ("crops.local_size=15", "crops.local_size"),
+        ("model.num_heads=5", "model.num_heads"),
+        ("dino.centering=median", "dino.centering"),
+        ("data.mean=[0.5,0.5,0.5]", "data.mean"),
+        ("logger.wandb.mode=maybe", "logger.wandb.mode"),
+    ]:
+        with pytest.raises(ValueError, match=field):
+            to_train_schema(compose_config("train", [override]))
+    with pytest.raises(ValueError, match="eval.val_fraction"):
+        to_eval_schema(compose_config("eval", ["eval.val_fraction=1.5"]))
 
 
 # ---- the Hydra apps, in process ---------------------------------------------------------------

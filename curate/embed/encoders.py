@@ -412,19 +412,6 @@ class RandomProjectionEncoder(Encoder):
         return dict(self.info)
 
 
-def resolve_device(device: str) -> torch.device:
-    """``auto`` -> this rank's GPU (:func:`curate.dist.local_rank`) when CUDA is available, else CPU."""
-    if device == "auto":
-        if torch.cuda.is_available():
-            from curate.dist import local_cuda_device
-
-            return local_cuda_device()
-        return torch.device("cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device={device!r} but CUDA is not available")
-    return torch.device(device)
-
-
 def build_encoder(cfg: Any, modality: str, device: torch.device) -> Encoder:
     """The :class:`Encoder` of an ``encoder`` config node, for a source of ``modality``."""
     kind = cfg.kind

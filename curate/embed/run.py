@@ -25,9 +25,9 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset
 
-from curate.dist import barrier, init_distributed
+from curate.dist import barrier, init_distributed, resolve_device
 from curate.embed.config import validate
-from curate.embed.encoders import Encoder, build_encoder, resolve_device
+from curate.embed.encoders import Encoder, build_encoder
 from curate.embed.sources import Source, build_source
 from curate.io.shards import shard_range
 from curate.io.store import MANIFEST, PARTS, StoreWriter, finalize_store, read_manifest

@@ -29,7 +29,7 @@ import hydra
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from curate import dist
+from curate import CONFIG_DIR, dist
 from curate.conf import level_specs, register_configs, validate_cluster
 from curate.errors import IdentityError, InputError, hydra_entry
 from curate.hierarchy import HierarchicalKMeans
@@ -70,6 +70,7 @@ def build_model(cfg: DictConfig, checkpoint_dir: Path | None) -> HierarchicalKMe
         shard_min_rows=cfg.shard_min_rows,
         split_memory_mb=cfg.split_memory_mb,
         init_cache_mb=cfg.init_cache_mb,
+        allow_tf32=cfg.allow_tf32,
     )
 
 
@@ -101,7 +102,7 @@ def cluster(cfg: DictConfig) -> Path:
     """Run the stage; returns the output folder."""
     validate_cluster(cfg)
     stage_name(cfg)
-    dist.init_distributed()
+    dist.init_distributed(device=cfg.device)
     dist.setup_logging()
     out = output_dir()
     path = cfg.input.path if cfg.input.path is not None else toy_input(cfg.input.toy, cfg.out_dir)
@@ -203,7 +204,7 @@ def _check_finite_objective(model: HierarchicalKMeans, source: dict) -> None:
             )
 
 
-@hydra.main(version_base="1.3", config_path="../configs", config_name="cluster")
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="cluster")
 def main(cfg: DictConfig) -> None:
     run_stage(cluster, cfg)
 

@@ -52,7 +52,7 @@ import torch.nn.functional as F
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig
 
-from curate import dist
+from curate import CONFIG_DIR, dist
 from curate.errors import IdentityError, UnsafeOutputError, hydra_entry
 from curate.io.atomic import atomic_path, atomic_save_npy, atomic_write_json, atomic_write_text
 from curate.io.identity import check_identity, input_identity
@@ -61,7 +61,6 @@ from curate.stage import guarded_output, read_json, run_stage
 
 log = logging.getLogger(__name__)
 
-CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "configs")
 PROGRESS_EVERY_S = 30.0  # rank 0 logs a progress line this often
 RULE = "sequential greedy: keep row i unless a kept row j < i has cosine(x_i, x_j) > threshold"
 
@@ -512,7 +511,7 @@ def run_dedup(cfg: DictConfig) -> dict:
         The content of ``dedup.json``.
     """
     validate(cfg)
-    dist.init_distributed()
+    dist.init_distributed(device=cfg.device if cfg.backend == "torch" else "cpu")
     out = Path(cfg.out)
     with guarded_output(out, {"input": cfg.input}, "out"):
         return _run_dedup(cfg, out)
@@ -538,7 +537,7 @@ def _run_dedup(cfg: DictConfig, out: Path) -> dict:
         raise IdentityError(
             f"{out} already holds a dedup of another input or threshold; set overwrite=true or choose another out="
         )
-    device = _device(cfg.device)
+    device = dist.resolve_device(cfg.device)
     started = time.perf_counter()
     result = deduplicate(
         array,
@@ -657,18 +656,10 @@ def _write_kept_store(src: Path, dst: Path, array: Any, ids: Any, kept: np.ndarr
     return result
 
 
-def _device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device={device!r} but CUDA is not available")
-    return torch.device(device)
-
-
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="dedup")
 def main(cfg: DictConfig) -> None:
     """Run the dedup stage on the composed config."""
-    dist.init_distributed()
+    dist.init_distributed(device=cfg.device if cfg.backend == "torch" else "cpu")
     dist.setup_logging()  # after init: only rank 0 logs
     run_stage(run_dedup, cfg)
 

@@ -176,6 +176,25 @@ def open_clustered_input(
     return array, ids, labels, rows
 
 
+def check_sample_of(sample: str | Path, cluster_dir: str | Path) -> None:
+    """A sample folder whose ``stats.json`` names its clustering (``curate.sample`` records it) must
+    name this one, unchanged since (the manifest's hash); samples without the record pass."""
+    from curate.io.identity import file_sha256
+
+    stats_path = Path(sample) / "stats.json"
+    if not Path(sample).is_dir() or not stats_path.exists():
+        return
+    record = read_json(stats_path).get("clustering")
+    if not isinstance(record, dict):
+        return
+    same_dir = record.get("path") == str(Path(cluster_dir).resolve())
+    if not same_dir or record.get("manifest_sha256") != file_sha256(Path(cluster_dir) / "manifest.json"):
+        raise IdentityError(
+            f"sample {sample} was drawn from the clustering {record.get('path')}, not from {cluster_dir} as it is "
+            f"now; draw the sample again ({stats_path})"
+        )
+
+
 def check_labels(labels: np.ndarray, where: Any) -> np.ndarray:
     """``(N,)`` labels as int64: integer, non-negative; float or negative labels are refused."""
     labels = np.asarray(labels)

@@ -141,7 +141,7 @@ def test_embed_inspect_and_report_errors_are_one_line(tmp_path, cli):
     _one_error_line(cli("-m", "curate.inspect", str(tmp_path / "store"), check=False), "is not a clustering")
     (tmp_path / "c").mkdir()
     (tmp_path / "c" / "manifest.json").write_text("[1, 2]")
-    _one_error_line(cli("-m", "curate.report", "--cluster", str(tmp_path / "c"), check=False), "holds a JSON list")
+    _one_error_line(cli("-m", "curate.report", f"cluster={tmp_path / 'c'}", check=False), "holds a JSON list")
     proc = cli("-m", "curate.inspect", str(tmp_path / "store"), "--traceback", check=False)
     assert proc.returncode == 1 and "Traceback" in proc.stderr
 

@@ -117,6 +117,10 @@ def test_rows_of_a_replaced_input_are_refused(tmp_path):
     atomic_save_npy(path, _data(0, n=5))  # 300 rows -> 5: a sample would name rows up to 299
     with pytest.raises(IdentityError, match="its size changed"):
         open_clustered_input(tmp_path / "c")
+    from curate.analysis.data import load_report_data  # what curate.report and curate.inspect read
+
+    with pytest.raises(IdentityError, match="its size changed"):
+        load_report_data(tmp_path / "c", target=None)
     (tmp_path / "c" / "manifest.json").write_text("[1, 2]")
     with pytest.raises(InputError, match="holds a JSON list"):
         open_clustered_input(tmp_path / "c")

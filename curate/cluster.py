@@ -31,7 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from curate import CONFIG_DIR, dist
 from curate.conf import level_specs, register_configs, validate_cluster
-from curate.errors import IdentityError, InputError, hydra_entry
+from curate.errors import IdentityError, InputError, check_device, hydra_entry
 from curate.hierarchy import HierarchicalKMeans
 from curate.io.atomic import atomic_save_npy, atomic_write_json
 from curate.io.identity import check_identity, verify_files, vouch
@@ -102,6 +102,7 @@ def cluster(cfg: DictConfig) -> Path:
     """Run the stage; returns the output folder."""
     validate_cluster(cfg)
     stage_name(cfg)
+    check_device(cfg.device)
     dist.init_distributed(device=cfg.device)
     dist.setup_logging()
     out = output_dir()

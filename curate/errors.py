@@ -216,3 +216,16 @@ def resolve(path: str | os.PathLike, key: str) -> Any:
         return Path(path).expanduser().resolve()
     except RuntimeError as err:  # Python < 3.13 reports a symlink loop so
         raise InputError(f"{key}={path}: {err} (a symlink loop)") from None
+
+
+def check_device(name: Any, key: str = "device") -> None:
+    """``name`` must be a device string torch knows (``cpu``, ``cuda``, ``cuda:N``, ``auto`` is
+    left to the caller); :class:`InputError` naming ``key`` otherwise (torch raises RuntimeError)."""
+    import torch
+
+    if str(name) == "auto":
+        return
+    try:
+        torch.device(str(name))
+    except (RuntimeError, TypeError) as err:
+        raise InputError(f"{key}={name!r} is not a device torch knows: {str(err).split(':')[0]} ({key})") from None

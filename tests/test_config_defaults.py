@@ -18,6 +18,10 @@ import selfsup.config  # noqa: F401
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 PRIMARY = ("cluster", "sample", "dedup", "embed", "train", "eval")
+# group options backed by a schema of their own (configs/data/ is the data registry's; configs/model/
+# presets spell out the architecture they name)
+GROUPS = ("cluster", "encoder")
+OPTIONS = tuple(f"{group}/{path.stem}" for group in GROUPS for path in sorted((CONFIGS / group).glob("*.yaml")))
 
 
 def _leaves(node: Any, prefix: str = "") -> dict[str, Any]:
@@ -31,12 +35,14 @@ def _leaves(node: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def repeated_defaults(configs: Path, name: str) -> tuple[list[str], int]:
-    """The keys of ``configs/<name>.yaml`` whose value equals its schema's default, and the number of
-    keys it sets (``defaults`` and ``hydra`` left out). The schema is the first entry of its defaults."""
+    """The keys of ``configs/<name>.yaml`` (``name``: a primary, or ``<group>/<option>``) whose value
+    equals its schema's default, and the number of keys it sets (``defaults`` and ``hydra`` left out).
+    The schema is the first entry of its defaults list (in the option's group)."""
     raw = OmegaConf.to_container(OmegaConf.load(configs / f"{name}.yaml"), resolve=False)
     schema_name = raw.pop("defaults")[0]
     raw.pop("hydra", None)
-    schema = ConfigStore.instance().load(f"{schema_name}.yaml").node
+    group = f"{name.rsplit('/', 1)[0]}/" if "/" in name else ""
+    schema = ConfigStore.instance().load(f"{group}{schema_name}.yaml").node
     defaults = _leaves(OmegaConf.to_container(schema, resolve=False, enum_to_str=True))
     given = _leaves(raw)
     missing = object()
@@ -44,8 +50,8 @@ def repeated_defaults(configs: Path, name: str) -> tuple[list[str], int]:
     return same, len(given)
 
 
-@pytest.mark.parametrize("name", PRIMARY)
-def test_primary_yaml_repeats_no_dataclass_default(name):
+@pytest.mark.parametrize("name", PRIMARY + OPTIONS)
+def test_yaml_repeats_no_dataclass_default(name):
     same, total = repeated_defaults(CONFIGS, name)
     assert not same, f"configs/{name}.yaml repeats {len(same)} of its {total} keys' dataclass defaults: {same}"
 
@@ -60,6 +66,9 @@ def test_repeat_counter_sees_a_repeated_default(tmp_path):
     assert repeated_defaults(tmp_path, "dedup") == (["input"], 2)
     (tmp_path / "sample.yaml").write_text("defaults: [sample_schema]\nstrategy: random\nmethod: flat\n")
     assert repeated_defaults(tmp_path, "sample") == (["strategy"], 2)
+    (tmp_path / "cluster").mkdir()
+    (tmp_path / "cluster" / "p.yaml").write_text("defaults: [hierarchy_schema]\nname: p\nn_iter: 50\ninit: random\n")
+    assert repeated_defaults(tmp_path, "cluster/p") == (["n_iter"], 3)
 
 
 def test_enum_fields_hold_the_engine_choices():

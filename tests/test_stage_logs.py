@@ -81,3 +81,12 @@ def test_setup_logging_keeps_file_handlers_and_formats_them_like_the_console(tmp
                 root.addHandler(handler)
         root.setLevel(before[1])
         file_handler.close()
+
+
+@pytest.mark.slow
+def test_train_log(tmp_path, cli):
+    tiny = ["model.depth=1", "model.embed_dim=32", "model.num_heads=2", "crops.local_number=0", "ibot.loss_weight=0"]
+    heads = ["dino.head.n_prototypes=16", "dino.head.hidden_dim=16", "dino.head.bottleneck_dim=8"]
+    args = [f"out={tmp_path / 'run'}", *tiny, *heads, "train.batch_size=8", "train.iterations=2", "train.log_every=1"]
+    proc = cli("-m", "selfsup.train", *args)
+    assert_log_holds_console(proc, tmp_path / "run" / "selfsup_train.log", "it 2/2")

@@ -43,17 +43,13 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:  # run as `python scripts/reproduce_fig3.py` from a checkout
-    sys.path.insert(0, str(REPO))
-
+from curate.analysis.machine import machine_info  # noqa: E402
 from curate.datasets.toy import toy_2d  # noqa: E402
 from curate.io.atomic import atomic_path, atomic_write_json  # noqa: E402
 from curate.metrics import kde_grid, kl_to_uniform  # noqa: E402
@@ -442,14 +438,13 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, Any]]:
         "dbscan": {"min_samples": DBSCAN_MIN_SAMPLES, "eps_rank": DBSCAN_EPS_RANK, "by_seed": dbscan},
         "kmeans": {"restarts": KMEANS_RESTARTS, "by_seed": kmeans},
         "ordering_failures": failed,
-        "cpu_count": os.cpu_count(),
-        "load_average": list(os.getloadavg()),
+        "machine": machine_info(),
     }
     atomic_write_json(out / "fig3_run.json", run)
     print(markdown_table(table, args.seeds))
     print(
         f"\nwall time {wall:.1f}s (clustering + KL {compute_seconds:.1f}s) with {args.workers} worker(s), "
-        f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; CPU time of the tasks "
+        f"load average {run['machine']['load_avg'][0]:.1f} on {run['machine']['cores']} CPUs; CPU time of the tasks "
         f"{run['cpu_seconds_total']:.1f}s, i.e. about {estimate:.0f}s of clustering on {args.workers} idle core(s)"
     )
     if args.n_scale != 1:

@@ -31,6 +31,7 @@ import torch
 import torchvision
 from omegaconf import DictConfig
 
+from curate import CONFIG_DIR
 from curate.dist import (
     all_reduce_sum_,
     barrier,
@@ -38,6 +39,7 @@ from curate.dist import (
     get_world_size,
     init_distributed,
     is_distributed,
+    resolve_device,
     setup_logging,
 )
 from curate.io.atomic import atomic_path, atomic_write_json, atomic_write_text
@@ -50,10 +52,9 @@ from selfsup.schedules import cosine_schedule, warmup_then_constant
 
 log = logging.getLogger(__name__)
 
-# configs/ of this repository as an absolute path: Hydra reads a relative config_path against the
-# *package* of the task function when it is not ``__main__``, so ``"../configs"`` would only work
-# for ``python -m selfsup.<stage>``, not when a driver imports and calls ``main()``.
-CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "configs")
+# cuBLAS reads this once, when the process creates its first handle: set it on import, before any
+# CUDA work, so train.deterministic=true holds on a GPU (set inside train() it can come too late).
+os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
 CHECKPOINT_FORMAT = "selfsup.checkpoint/1"
 # Config keys that may change between a run and its resumption without a warning.
@@ -65,15 +66,6 @@ _RESUME_FREE_KEYS = (
     "data.num_workers",
     "train.device",
 )
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> the local CUDA device when available, else CPU."""
-    if name == "cpu" or (name == "auto" and not torch.cuda.is_available()):
-        return torch.device("cpu")
-    if not torch.cuda.is_available():
-        raise ValueError("train.device=cuda but no CUDA device is available")
-    return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
 
 
 def total_iterations(cfg: TrainConfig, n_train: int) -> int:
@@ -333,10 +325,10 @@ def train(cfg: TrainConfig | DictConfig) -> dict[str, Any]:
 
 def _train(cfg: TrainConfig) -> dict[str, Any]:
     t_start = time.perf_counter()
-    rank, world_size = init_distributed()
+    rank, world_size = init_distributed(device=cfg.train.device)
     if rank != 0:
         setup_logging()  # warnings only on other ranks; rank 0 keeps the app's (Hydra's) logging
-    device = resolve_device(cfg.train.device)
+    device = resolve_device(cfg.train.device, key="train.device")
     out_dir = Path(cfg.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     config_dict = config_to_dict(cfg)

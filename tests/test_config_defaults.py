@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import CONFIGS
 from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
@@ -16,7 +17,7 @@ import curate.embed.run  # noqa: F401
 import curate.sample  # noqa: F401
 import selfsup.config  # noqa: F401
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = Path(CONFIGS)
 PRIMARY = ("cluster", "sample", "dedup", "embed", "train", "eval")
 # group options backed by a schema of their own (configs/data/ is the data registry's; configs/model/
 # presets spell out the architecture they name)

@@ -13,7 +13,6 @@ SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
 @pytest.fixture(scope="module")
 def fig3(load_script):
-    pytest.importorskip("sklearn")
     return load_script("reproduce_fig3")
 
 

@@ -38,14 +38,6 @@ def fake_slurm(tmp_path, monkeypatch) -> Path:
     return tmp_path / "sbatch"
 
 
-@pytest.fixture
-def toy(tmp_path) -> Path:
-    rng = np.random.default_rng(0)
-    x = np.concatenate([rng.normal(-1, 0.5, (1600, 2)), rng.normal(1, 0.3, (300, 2)), rng.uniform(-3, 3, (100, 2))])
-    np.save(tmp_path / "x.npy", x.astype(np.float32))
-    return tmp_path / "x.npy"
-
-
 def sbatch_flags(script: str) -> set[str]:
     return {line for line in script.splitlines() if line.startswith("#SBATCH")}
 
@@ -147,8 +139,10 @@ def test_stop_after_level_keeps_checkpoints_and_no_manifest(tmp_path, toy):
     assert not (out / "checkpoints" / "level2").exists() and not (out / "manifest.json").exists()
 
 
+@pytest.mark.slow
 def test_interrupted_job_requeues_and_matches_uninterrupted_run(tmp_path, toy):
-    psutil = pytest.importorskip("psutil")
+    import psutil
+
     overrides = [
         "input.toy=null",
         f"input.path={toy}",
@@ -179,21 +173,14 @@ def test_interrupted_job_requeues_and_matches_uninterrupted_run(tmp_path, toy):
 
 
 @pytest.mark.parametrize("stage, overrides", [("dedup", ["input=x", "out=y"]), ("embed", ["out=y"])])
-def test_dedup_and_embed_take_the_launchers(stage, overrides):
-    from hydra import compose, initialize_config_dir
-
-    import curate.dedup  # noqa: F401  (registers the schemas)
-    import curate.embed.run  # noqa: F401
-
-    configs = str(Path(__file__).resolve().parents[1] / "configs")
+def test_dedup_and_embed_take_the_launchers(stage, overrides, compose_config):
     expected = {"local": "BasicLauncher", "submitit_local": "LocalLauncher", "submitit_slurm": "SlurmLauncher"}
-    with initialize_config_dir(configs, version_base="1.3"):
-        for launcher, target in expected.items():
-            cfg = compose(stage, overrides=[*overrides, f"launcher={launcher}"], return_hydra_config=True)
-            assert cfg.hydra.launcher._target_.endswith(target)
-            assert {"out", "launcher"} <= set(cfg.hydra.job.config.override_dirname.exclude_keys)
-        slurm = compose(stage, overrides=[*overrides, "launcher=submitit_slurm"], return_hydra_config=True)
-        assert slurm.hydra.launcher.tasks_per_node == slurm.hydra.launcher.gpus_per_node  # a rank per GPU
+    for launcher, target in expected.items():
+        cfg = compose_config(stage, [*overrides, f"launcher={launcher}"], hydra=True)
+        assert cfg.hydra.launcher._target_.endswith(target)
+        assert {"out", "launcher"} <= set(cfg.hydra.job.config.override_dirname.exclude_keys)
+    slurm = compose_config(stage, [*overrides, "launcher=submitit_slurm"], hydra=True)
+    assert slurm.hydra.launcher.tasks_per_node == slurm.hydra.launcher.gpus_per_node  # a rank per GPU
 
 
 def test_dedup_runs_through_submitit_local(tmp_path, cli):
@@ -210,15 +197,11 @@ def test_dedup_runs_through_submitit_local(tmp_path, cli):
 def _sbatch_of(stage: str, overrides: list[str], folder: Path, fake_slurm: Path) -> set[str]:
     """The #SBATCH lines of a job sent with the parameters ``launcher=submitit_slurm`` composes for
     ``stage`` (the mapping hydra-submitit-launcher and curate.submit apply), through submitit."""
-    from hydra import compose, initialize_config_dir
+    from conftest import compose_config
 
-    import curate.dedup  # noqa: F401  (registers the schemas)
-    import curate.embed.run  # noqa: F401
-    import curate.sample  # noqa: F401
-    from curate.submit import CONFIGS, launcher_parameters
+    from curate.submit import launcher_parameters
 
-    with initialize_config_dir(str(CONFIGS), version_base="1.3", job_name=stage):
-        cfg = compose(stage, overrides=[*overrides, "launcher=submitit_slurm"], return_hydra_config=True)
+    cfg = compose_config(stage, [*overrides, "launcher=submitit_slurm", f"hydra.job.name={stage}"], hydra=True)
     executor = submitit.AutoExecutor(folder=folder, cluster="slurm")
     executor.update_parameters(**launcher_parameters(cfg, "slurm"))
     job = executor.submit(int)

@@ -376,11 +376,7 @@ def test_resnet_backbone_trains_with_dino_and_koleo_and_exports(tmp_path):
     assert feats.shape == (5, 16) and np.isfinite(feats).all()
 
 
-def test_resnet_cpu_model_config_composes():
-    from hydra import compose, initialize_config_dir
-
-    configs = str(Path(__file__).resolve().parents[1] / "configs")
-    with initialize_config_dir(config_dir=configs, version_base="1.3"):
-        cfg = to_train_config(compose("train", overrides=["model=resnet_cpu", "ibot.loss_weight=0"]))
+def test_resnet_cpu_model_config_composes(compose_config):
+    cfg = to_train_config(compose_config("train", ["model=resnet_cpu", "ibot.loss_weight=0"]))
     assert cfg.model.arch == "resnet" and cfg.model.resnet_channels == [16, 32, 64, 128]
     assert SSLMetaArch(cfg).student.backbone.embed_dim == 128

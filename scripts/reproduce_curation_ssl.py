@@ -343,12 +343,12 @@ def item_cluster_ids(levels: list[Any]) -> list[np.ndarray]:
 # SSL training and embedding
 # ----------------------------------------------------------------------------------------------
 def train_config(s: Settings, out: Path, rows_path: Path, seed: int, iterations: int, device: str) -> Any:
-    """The :class:`selfsup.config.TrainSchema` of one run (Fashion-MNIST train restricted to ``rows_path``)."""
+    """The :class:`selfsup.config.TrainConfig` of one run (Fashion-MNIST train restricted to ``rows_path``)."""
     from omegaconf import OmegaConf
 
-    from selfsup.config import TrainSchema, to_train_schema
+    from selfsup.config import TrainConfig, to_train_config
 
-    cfg = OmegaConf.structured(TrainSchema)
+    cfg = OmegaConf.structured(TrainConfig)
     head = [
         f"n_prototypes={s.n_prototypes}",
         f"hidden_dim={s.head_hidden_dim}",
@@ -378,7 +378,7 @@ def train_config(s: Settings, out: Path, rows_path: Path, seed: int, iterations:
             f"train.checkpoint_every={max(1, iterations // 4)}",
         ]
     )
-    return to_train_schema(cfg)
+    return to_train_config(cfg)
 
 
 def train_ssl(

@@ -26,7 +26,7 @@ from curate import CONFIG_DIR
 from curate.dist import resolve_device
 from curate.errors import hydra_entry, run_guarded
 from curate.io.atomic import atomic_write_json
-from selfsup.config import EvalDataConfig, EvalSchema, config_to_dict, to_eval_schema
+from selfsup.config import EvalConfig, EvalDataConfig, config_to_dict, to_eval_config
 from selfsup.data import ImageSet, load_index_file, open_image_set
 from selfsup.export import Encoder, embed_images, load_backbone
 
@@ -277,14 +277,14 @@ def embed_image_set(encoder: Encoder, images: ImageSet, batch_size: int, device:
     return np.concatenate(parts) if parts else np.empty((0, encoder.embed_dim), np.float32)
 
 
-def evaluate(cfg: EvalSchema | DictConfig) -> dict[str, Any]:
+def evaluate(cfg: EvalConfig | DictConfig) -> dict[str, Any]:
     """Embed the train/test sets with the backbone, run k-NN and the linear probe, write ``eval.json``.
 
     Returns:
         The report written to ``<out>/eval.json``.
     """
     t0 = time.perf_counter()
-    cfg = to_eval_schema(cfg)
+    cfg = to_eval_config(cfg)
     e = cfg.eval
     device = resolve_device(e.device, key="eval.device")
     encoder = load_backbone(cfg.backbone)

@@ -167,21 +167,21 @@ def test_resume_with_another_model_is_refused_up_front(tmp_path):
     from omegaconf import OmegaConf
 
     from curate.errors import IdentityError
-    from selfsup.config import TrainSchema, to_train_schema
+    from selfsup.config import TrainConfig, to_train_config
     from selfsup.train import train
 
     images = np.random.default_rng(0).integers(0, 255, size=(32, 28, 28), dtype=np.uint8)
     np.save(tmp_path / "images.npy", images)
 
-    def cfg(*overrides: str) -> TrainSchema:
-        node = OmegaConf.structured(TrainSchema)
+    def cfg(*overrides: str) -> TrainConfig:
+        node = OmegaConf.structured(TrainConfig)
         tiny = ["model.embed_dim=32", "model.num_heads=2", "dino.head.n_prototypes=32", "dino.head.hidden_dim=32",
                 "dino.head.bottleneck_dim=16", "ibot.head.n_prototypes=32", "ibot.head.hidden_dim=32",
                 "ibot.head.bottleneck_dim=16", "crops.local_number=1", "train.batch_size=8"]  # fmt: skip
         node.merge_with_dotlist(
             [f"out={tmp_path / 'run'}", "data.source=npy", f"data.path={tmp_path / 'images.npy'}", *tiny, *overrides]
         )
-        return to_train_schema(node)
+        return to_train_config(node)
 
     train(cfg("model.depth=1", "train.iterations=1", "train.checkpoint_every=1"))
     assert (tmp_path / "run" / "checkpoint.pt").exists()

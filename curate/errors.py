@@ -84,8 +84,14 @@ def user_message(err: BaseException) -> str | None:
     from omegaconf.errors import ValidationError
 
     if isinstance(err, ValidationError | HydraException):  # a config value or override
-        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-        return " ".join(lines[:2]) or type(err).__name__
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()][:2]
+        cause = err.__cause__  # Hydra wraps the reason ("expected one of [...]") as the cause
+        if cause is not None:
+            lines += [line.strip() for line in str(cause).splitlines() if line.strip()][:2]
+        text = ""
+        for line in lines:
+            text += line if not text else (" " if text.endswith((".", ":")) else ": ") + line
+        return text or type(err).__name__
     return None
 
 

@@ -11,6 +11,7 @@ The analysis library behind ``python -m curate.report`` (the HTML page), ``pytho
 - :mod:`~curate.analysis.data`: loading a clustering, its input, labels and a sample once.
 - :mod:`~curate.analysis.plots` / :mod:`~curate.analysis.figures`: matplotlib panels and PNGs.
 - :mod:`~curate.analysis.features`: raw-pixel PCA; :mod:`~curate.analysis.machine`: machine facts.
+- :mod:`~curate.analysis.sweep`: a Hydra sweep's ``metrics.json`` files as a table and a figure.
 
 Submodules import matplotlib and torch lazily; importing this package is cheap.
 """

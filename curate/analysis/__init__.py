@@ -12,6 +12,8 @@ The analysis library behind ``python -m curate.report`` (the HTML page), ``pytho
 - :mod:`~curate.analysis.plots` / :mod:`~curate.analysis.figures`: matplotlib panels and PNGs.
 - :mod:`~curate.analysis.features`: raw-pixel PCA; :mod:`~curate.analysis.machine`: machine facts.
 - :mod:`~curate.analysis.sweep`: a Hydra sweep's ``metrics.json`` files as a table and a figure.
+- :mod:`~curate.analysis.study`: one labelled embedding, curated vs random, its figure and notes.
+- :mod:`~curate.analysis.density`: centroid density vs data density in 1-D (Zador's exponent).
 
 Submodules import matplotlib and torch lazily; importing this package is cheap.
 """

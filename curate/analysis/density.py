@@ -15,8 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from curate.analysis.plots import pyplot
-from curate.io.atomic import atomic_path
+from curate.analysis.plots import pyplot, save_figure
 
 __all__ = [
     "bin_densities",
@@ -148,6 +147,4 @@ def plot_centroid_density(bins: dict[str, np.ndarray], fit: dict[str, Any], k: i
     ax2.set_xlabel("log p (bin average)")
     ax2.set_ylabel("log centroid density")
     ax2.legend(fontsize=8)
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    save_figure(fig, path, dpi=110, tight=True)

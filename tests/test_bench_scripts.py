@@ -181,3 +181,18 @@ def test_bench_dedup_peer_is_the_greedy_rule():
 
     x = near_duplicate_pool(400, 8, 0.3, seed=2)
     np.testing.assert_array_equal(faiss_allpairs(x, 0.95), deduplicate(x, 0.95).kept_indices)
+
+
+def test_bench_peak_memory_sees_an_allocation_and_ratios_need_both_sides():
+    from curate.bench import PeakMemory, add_ratios
+
+    with PeakMemory(every_s=0.01) as idle:
+        pass
+    with PeakMemory(every_s=0.01) as busy:
+        block = np.ones(64 * 2**20 // 8)  # 64 MiB of private pages, touched, alive at the exit
+    del block
+    assert busy.anon_mb - idle.anon_mb > 48 and busy.rss_mb >= busy.anon_mb
+    rows = [{"impl": "ours", "t": 2.0, "c": 1.0}, {"impl": "peer", "t": 4.0}]
+    add_ratios(rows, ("peer", "absent"), {"time": "t", "cpu": "c"})
+    assert rows[0]["time_ratio_to_peer"] == 0.5 and rows[1]["time_ratio_to_peer"] == 1.0
+    assert "cpu_ratio_to_peer" not in rows[0] and not any("absent" in key for key in rows[0])

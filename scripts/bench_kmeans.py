@@ -40,7 +40,6 @@ from curate.analysis.machine import machine_info, machine_line
 from curate.bench import append_jsonl, matmul_gflops, write_clustered_npy, write_rows
 from curate.bench.kmeans import (
     IMPLS,
-    ROW_KEYS,  # noqa: F401 - the row's guaranteed keys, read by the tests
     RUN_KEYS,
     SIZES,
     add_peer_ratios,

@@ -232,17 +232,6 @@ def all_gather_rows(tensor: torch.Tensor) -> torch.Tensor:
     return torch.cat([stacked[r, : int(n)] for r, n in enumerate(sizes)])
 
 
-def broadcast_(tensor: torch.Tensor, src: int = 0) -> torch.Tensor:
-    """Overwrite ``tensor`` on every rank with rank ``src``'s value (no-op at world size 1)."""
-    if not is_distributed():
-        return tensor
-    comm = tensor.to(_comm_device())
-    dist.broadcast(comm, src=src)
-    if comm is not tensor:
-        tensor.copy_(comm)
-    return tensor
-
-
 def barrier() -> None:
     if is_distributed():
         dist.barrier()

@@ -51,8 +51,9 @@ def run_two_ranks(tmp_path, x: np.ndarray, kwargs: dict, split: int, port: int):
         dict(k=24, n_iter=8, seed=3),
         dict(k=24, n_iter=8, seed=3, init="random", distance="cosine"),
         dict(k=24, n_iter=4, seed=1, init_max_points=900),
+        dict(k=24, n_iter=4, seed=2, init="k-means||"),
     ],
-    ids=["kmeans++-l2", "random-cosine", "init-subset"],
+    ids=["kmeans++-l2", "random-cosine", "init-subset", "kmeans||"],
 )
 def test_world_size_two_equals_one(tmp_path, blobs, kwargs, free_port):
     single = KMeans(**kwargs).fit(blobs)

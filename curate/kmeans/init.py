@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 
+import numpy as np
 import torch
 
 from curate import dist
@@ -21,6 +22,7 @@ from curate.kmeans.kernels import (
     sq_dists,
 )
 from curate.kmeans.shard import LocalRows
+from curate.kmeans.source import RowSource
 
 _INIT_BUDGET_BYTES = 64 << 20
 # rows of a k-means++ step's block: the (rows x t) scores and their float64 sum stay in cache
@@ -286,3 +288,109 @@ def _first_occurrences(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def random_init(rows: LocalRows, k: int, generator: torch.Generator) -> torch.Tensor:
     """``k`` distinct rows chosen uniformly at random: ``(k, d)`` float32, identical on every rank."""
     return rows.fetch_global(distinct_random_indices(rows.n_global, k, generator))
+
+
+# rows per block of the per-row uniforms of k-means||: each block has its own seeded generator,
+# so a row's draw depends on its global index only, not on how rows are split over ranks
+_ROW_BLOCK = 1 << 16
+
+
+def _row_uniforms(rows: LocalRows, seed: int, round_: int) -> torch.Tensor:
+    """``(n_local,)`` float64 uniforms, one per row, a function of (seed, round, global row)."""
+    out = torch.empty(rows.n, dtype=torch.float64)
+    lo, hi = rows.offset, rows.offset + rows.n
+    for block in range(lo // _ROW_BLOCK, -(-hi // _ROW_BLOCK)):  # the blocks this shard overlaps
+        b_lo = block * _ROW_BLOCK
+        state = int(np.random.SeedSequence([seed, round_, block]).generate_state(1, np.uint64)[0] >> 1)
+        u = torch.rand(_ROW_BLOCK, generator=torch.Generator().manual_seed(state), dtype=torch.float64)
+        s, e = max(lo, b_lo), min(hi, b_lo + _ROW_BLOCK)
+        out[s - lo : e - lo] = u[s - b_lo : e - b_lo]
+    return out.to(rows.device)
+
+
+def _nearest_update_(
+    rows: LocalRows, c: torch.Tensor, first_label: int, x_sq: torch.Tensor, pot: torch.Tensor, label: torch.Tensor
+) -> None:
+    """Lower ``pot: (n,)`` to the squared distance to the nearest row of ``c: (m, d)`` where that
+    is closer, and set ``label`` there to ``first_label + `` its index (exact zeros for duplicates)."""
+    chunk = chunk_rows_for(_INIT_BUDGET_BYTES, len(c), rows.d, "cuda")
+    for start, x in rows.chunks(chunk):
+        stop = start + len(x)
+        best, arg = sq_dists(x, c, x_sq[start:stop]).min(dim=1)
+        closer = best < pot[start:stop]
+        pot[start:stop] = torch.where(closer, best, pot[start:stop])
+        label[start:stop] = torch.where(closer, arg + first_label, label[start:stop])
+
+
+def kmeans_parallel(
+    rows: LocalRows,
+    k: int,
+    generator: torch.Generator,
+    rounds: int = 5,
+    oversampling: float = 2.0,
+) -> torch.Tensor:
+    """k-means|| (Bahmani et al. 2012, "Scalable k-means++"), distributed and world-size independent.
+
+    From one uniformly drawn row, ``rounds`` oversampling rounds each keep every row
+    independently with probability ``min(1, l d^2 / phi)`` (``l = oversampling * k``, ``d^2``
+    the squared distance to the nearest candidate so far, ``phi`` their total), so about ``l``
+    candidates per round; each candidate is weighted by the rows nearest to it, and a weighted
+    greedy k-means++ on the candidates (replicated on every rank) picks the ``k`` centroids.
+    A row's draw depends on the seed, the round and its global index only, and only the chosen
+    rows cross ranks, so the result does not depend on the number of ranks. Rounds continue
+    (with ``l`` doubled) while fewer than ``k`` distinct candidates are found.
+
+    Cost: ``rounds`` passes over the shard, each scoring ~``l`` candidates in one matmul
+    (compute-bound, ~``2 rounds x oversampling`` Lloyd iterations), instead of k-means++'s ``k``
+    memory-bound passes; the candidate k-means++ is local.
+
+    Args:
+        rows: this rank's shard (``rows.n_global >= k``).
+        k: number of centroids.
+        generator: CPU generator, in the same state on every rank.
+        rounds: oversampling rounds (Bahmani et al.: 5 suffice; Spark MLlib's default is 2).
+        oversampling: ``l / k``.
+
+    Returns:
+        ``(k, d)`` float32 centroids in the prepared space, identical on every rank.
+
+    Raises:
+        TooFewDistinctPoints: when the data has fewer than ``k`` distinct rows.
+    """
+    seed = int(torch.randint(2**62, (1,), generator=generator))
+    first = torch.randint(rows.n_global, (1,), generator=generator)
+    chunk = chunk_rows_for(_INIT_BUDGET_BYTES, 1, rows.d, "cuda")
+    x_sq = _local_row_sqnorms(rows, chunk)
+    found = [rows.fetch_global(first)]
+    pot = _local_sq_dists_to(rows, found[0], chunk, x_sq).squeeze(1)
+    label = torch.zeros(rows.n, dtype=torch.int64, device=rows.device)
+    n_found, ell, round_ = 1, oversampling * k, 0
+    while round_ < rounds or n_found < k:
+        total = float(dist.all_reduce_sum_(pot.sum(dtype=torch.float64).reshape(1).cpu()))
+        if total <= 0.0:  # every row sits on a candidate
+            break
+        if round_ >= rounds:  # short of k candidates: draw more per round
+            ell *= 2
+        keep = _row_uniforms(rows, seed, round_) * total < ell * pot.double()
+        new = dist.all_gather_rows(rows.take(keep.nonzero().squeeze(1)))  # rank order = global order
+        if len(new):
+            _nearest_update_(rows, new, n_found, x_sq, pot, label)
+            found.append(new)
+            n_found += len(new)
+        round_ += 1
+    candidates = torch.cat(found)
+    weight = torch.bincount(label, minlength=n_found).to(torch.float64)
+    dist.all_reduce_sum_(weight)
+    # identical candidates (duplicate rows drawn in one round) pool their weights
+    candidates, inverse = torch.unique(candidates, dim=0, return_inverse=True)
+    weight = torch.zeros(len(candidates), dtype=torch.float64, device=weight.device).index_add_(0, inverse, weight)
+    if len(candidates) < k:
+        raise TooFewDistinctPoints(
+            f"only {len(candidates)} distinct points found, fewer than k={k}; lower k or deduplicate the data"
+        )
+    with dist.local_only():
+        local = LocalRows(
+            RowSource(candidates), candidates.device, chunk_rows=len(candidates), cosine=False, cache_bytes=1 << 62
+        )
+        local._cache = candidates
+        return kmeans_plusplus(local, k, generator, weights=weight.float())

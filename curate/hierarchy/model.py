@@ -277,6 +277,7 @@ class HierarchicalKMeans:
             self._seed(t, 1_000_000),
             self.memory_budget_mb,
             self.split_memory_mb,
+            init="random" if self.init == "random" else "k-means++",
         )
         if self.distance != "cosine":
             sub = sub + rows.shift.cpu().numpy()

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from curate import dist
-from curate.kmeans.kernels import _CANCELLATION_RTOL, _DIRECT_MAX_D, normalize_rows, row_sqnorms
+from curate.kmeans.kernels import _CANCELLATION_RTOL, _DIRECT_MAX_D, accumulate_, normalize_rows, row_sqnorms
 from curate.kmeans.shard import LocalRows
 
 SPLIT_INITS = ("k-means++", "random")
@@ -350,8 +350,7 @@ def _lloyd_batch(
                 s_lab, s_d2 = _constrained_assign(x, parent - lo, sub3, sqnorm)
                 slot[at], sq[at] = s_lab + lo * n_splits, s_d2
                 if it < n_iter:
-                    sums.index_add_(0, s_lab, x.double())
-                    counts += torch.bincount(s_lab, minlength=k * n_splits)
+                    accumulate_(x, s_lab, sums, counts)
         if it == n_iter:
             break
         dist.all_reduce_sum_(sums)

@@ -136,3 +136,29 @@ def test_kmeans_parallel_more_rounds_when_short_and_too_few_points():
     dup = np.repeat(np.eye(3, dtype=np.float32), 10, axis=0)
     with pytest.raises(TooFewDistinctPoints, match="only 3 distinct points found, fewer than k=5"):
         KMeans(k=5, init="k-means||").fit(dup)
+
+
+def test_scaling_model_of_the_inits(load_script):
+    scaling = load_script("scaling")
+    cfg = scaling.Config()
+    par = scaling.kmeans_parallel(cfg.n, cfg.level1_k, cfg.d, cfg.gpus[0], cfg)
+    ell = cfg.kpar_oversampling * cfg.level1_k
+    assert par["candidates"] == cfg.kpar_rounds * ell + 1 and par["l"] == ell
+    assert par["flops"] == pytest.approx(
+        cfg.kpar_rounds * 2 * cfg.n * ell * cfg.d
+        + 2 * cfg.level1_k * (2 + int(math.log(cfg.level1_k))) * par["candidates"] * cfg.d
+    )
+    # k-means|| replaces k sequential passes over 743M rows by 5: far cheaper than k-means++ on all rows
+    base = scaling.compute(cfg)
+    par_cfg = scaling.Config(inits=("k-means||", "k-means++", "k-means++", "k-means++"))
+    with_par = scaling.compute(par_cfg)
+    assert with_par["levels"][0]["t_kpp"] < base["levels"][0]["t_kpp"] / 3
+    # ... but its local k-means++ on the candidates is slower when k is large against n (level 2)
+    lv2 = base["levels"][1]
+    assert scaling.kmeans_parallel(lv2["n_in"], lv2["k"], cfg.d, lv2["world"], cfg)["t_total"] > lv2["kpp"]["t_total"]
+    # the split's k-means++ init costs n_splits passes; random members cost nothing
+    assert base["levels"][0]["split"]["t_init"] > 0
+    assert scaling.compute(scaling.Config(split_init="random"))["levels"][0]["split"]["t_init"] == 0
+    with pytest.raises(ValueError, match="inits"):
+        scaling.compute(scaling.Config(inits=("k-means||",)))
+    assert "Init of each level's first k-means" in scaling.main(["--init-max-points", "25.6e6"])

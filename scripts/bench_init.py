@@ -7,6 +7,7 @@ in the same run (absolute times on a shared machine are noisy)::
     python scripts/bench_init.py load                          # accumulation / Lloyd, +busy process
     python scripts/bench_init.py curation                      # 14.4k x 32, 3 levels
     python scripts/bench_init.py curation --repo /path/to/other/checkout   # the same, other code
+    python scripts/bench_init.py quality --seeds 5 --hierarchy # Fig. 3 KL rows per init
 
 ``init``: on bench_kmeans.py's data of that size (Zipf-weighted Gaussian mixture), times our
 greedy k-means++ and k-means|| (on the prepared rows, the init alone), scikit-learn's
@@ -18,6 +19,11 @@ init: the potential (sum of squared distances to the initial centroids) and the 
 ``load``: float64 ``index_add_`` (raw, on 1 and 2 threads), our ``accumulate_`` and one same-init
 Lloyd iteration of ``KMeans``, first as the machine is, then with a busy-loop process started by
 this script competing for the cores.
+
+``quality``: on the 2-D toy of Fig. 3, per init (k-means++, k-means||) and seed: the KL to uniform
+of the 300 centroids of a flat k-means, and with ``--hierarchy`` of the (3000, 1000, 300) hierarchy
+with resampling (the init of each level's first k-means; resampling steps use k-means++) and of a
+900-point hierarchical sample, plus that sample's share of the dense mode.
 
 ``curation``: ``HierarchicalKMeans`` on 14,400 points in 32-d, k = n/10, n/50, n/250 with 10
 resampling steps each (r = 5, 3, 2), seconds per fit.
@@ -258,15 +264,50 @@ def bench_curation(args: argparse.Namespace, out: list[dict[str, Any]]) -> None:
         )
 
 
+# -- quality -------------------------------------------------------------------------------------
+def bench_quality(args: argparse.Namespace, out: list[dict[str, Any]]) -> None:
+    """Fig. 3 KL rows (300 centroids on the 2-D toy) and the balance of a hierarchical sample, per init."""
+    from curate.datasets.toy import toy_2d
+    from curate.hierarchy import HierarchicalKMeans
+    from curate.kmeans import KMeans
+    from curate.metrics import kl_to_uniform
+    from curate.sampling import hierarchical_sample
+
+    levels = [dict(k=k, resample_steps=10, sample_size=2) for k in (3000, 1000, 300)]
+    for seed in range(args.seeds):
+        x, labels = toy_2d(seed)
+        for init in ("k-means++", "k-means||"):
+            t0 = time.perf_counter()
+            km = KMeans(k=300, n_iter=50, seed=seed, init=init).fit(x)
+            row = {
+                "what": "quality",
+                "init": init,
+                "seed": seed,
+                "kmeans_300_kl": kl_to_uniform(km.centroids.numpy()),
+                "kmeans_inertia": km.inertia,
+            }
+            if args.hierarchy:
+                hkm = HierarchicalKMeans(levels, n_iter=50, seed=seed, init=init).fit(x)
+                pick = hierarchical_sample(hkm.levels_, 900, strategy="random", seed=seed).indices
+                row.update(
+                    hkmeans_3_resampling_kl=kl_to_uniform(hkm.levels_[-1].centroids),
+                    sample_900_kl=kl_to_uniform(x[pick]),
+                    sample_900_dense_mode_share=float((labels[pick] == 0).mean()),
+                )
+            row["seconds"] = time.perf_counter() - t0
+            _emit(row, out)
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("what", choices=("init", "load", "curation"))
+    p.add_argument("what", choices=("init", "load", "curation", "quality"))
     p.add_argument("--size", default="small", help="bench_kmeans.py size (init)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: as set)")
     p.add_argument("--seeds", type=int, default=1)
     p.add_argument("--rounds", type=int, default=5, help="k-means|| rounds")
     p.add_argument("--lloyd-iters", type=int, default=20)
     p.add_argument("--skip-sklearn", action="store_true")
+    p.add_argument("--hierarchy", action="store_true", help="quality: also the 3-level hierarchy and its sample")
     p.add_argument("--repo", type=Path, default=REPO, help="checkout whose curate package to import")
     p.add_argument("--json", type=Path, default=None, help="also write the rows here")
     return p.parse_args(argv)
@@ -281,7 +322,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         torch.set_num_threads(args.threads)
     out: list[dict[str, Any]] = []
     _emit(_machine(), out)
-    {"init": bench_init, "load": bench_load, "curation": bench_curation}[args.what](args, out)
+    {"init": bench_init, "load": bench_load, "curation": bench_curation, "quality": bench_quality}[args.what](args, out)
     if args.json:
         args.json.write_text(json.dumps(out, indent=1))
     return out

@@ -31,7 +31,7 @@ import torch
 
 from curate import dist
 from curate.hierarchy.levels import Level, LevelSpec, validate_levels
-from curate.hierarchy.split import split_clusters
+from curate.hierarchy.split import split_clusters, split_clusters_regrouped
 from curate.io.atomic import atomic_write_json
 from curate.io.shards import rank_rows
 from curate.kmeans import KMeans, RowSource
@@ -96,6 +96,10 @@ class HierarchicalKMeans:
         on_iteration: called after every Lloyd iteration of every k-means run with its stats
             record plus ``level`` and ``run`` (0: the full run, ``m``: resampling step ``m``).
         init_cache_mb: passed to :class:`KMeans` (k-means++ of a streamed shard in memory).
+        split_regroup: distributed level-1 split: regroup the rows by cluster across ranks once
+            (all-to-all) and split each rank's clusters alone, with no communication per
+            iteration (the prepared rows are then held in host memory); False: every rank splits
+            its own rows and the slot sums are all-reduced every iteration. Same result.
     """
 
     def __init__(
@@ -115,6 +119,7 @@ class HierarchicalKMeans:
         split_memory_mb: float = 4096.0,
         on_iteration: Callable[[dict[str, Any]], None] | None = None,
         init_cache_mb: float = 0.0,
+        split_regroup: bool = True,
     ) -> None:
         self.specs = [LevelSpec.of(spec) for spec in levels]
         validate_levels(self.specs)
@@ -131,6 +136,7 @@ class HierarchicalKMeans:
         self.split_memory_mb = float(split_memory_mb)
         self.on_iteration = on_iteration
         self.init_cache_mb = float(init_cache_mb)
+        self.split_regroup = bool(split_regroup)
         self._sharded: set[int] = set()  # the levels of this fit that run sharded
         self.levels_: list[Level] = []
         self.n_items_: int = 0
@@ -267,7 +273,8 @@ class HierarchicalKMeans:
             cache_bytes=1 << 31,
         )
         rows.scan()
-        sub, slot_local, sq_local, stats = split_clusters(
+        split = split_clusters_regrouped if sharded and dist.is_distributed() and self.split_regroup else split_clusters
+        sub, slot_local, sq_local, stats = split(
             rows,
             km.labels_,
             labels,

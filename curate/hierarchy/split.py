@@ -23,6 +23,7 @@ import torch
 from curate import dist
 from curate.kmeans.kernels import _CANCELLATION_RTOL, _DIRECT_MAX_D, accumulate_, normalize_rows, row_sqnorms
 from curate.kmeans.shard import LocalRows
+from curate.kmeans.source import RowSource
 
 SPLIT_INITS = ("k-means++", "random")
 
@@ -133,6 +134,7 @@ def _kmeanspp_in_clusters(
     n_splits: int,
     seed: int,
     chunk: int,
+    first_id: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Greedy k-means++ inside every cluster of the batch, all clusters at once.
 
@@ -140,8 +142,9 @@ def _kmeanspp_in_clusters(
     step) from its members by their potential, scores each row against its own cluster's
     candidates only and keeps, per cluster, the one that lowers the cluster's potential most:
     ``n_splits`` passes over the batch's rows. A cluster with fewer distinct members than
-    ``n_splits`` fills only as many slots. The draws of cluster ``c`` at step ``j`` come from a
-    generator seeded by ``(seed, j)``, so they do not depend on the batching or the ranks.
+    ``n_splits`` fills only as many slots. The draws of cluster ``c`` (global id ``first_id + c``)
+    at step ``j`` come from a generator seeded by ``(seed, j)``, so they do not depend on the
+    batching or the ranks.
 
     Returns:
         ``sub ((hi - lo) * n_splits, d)`` float32 and ``used ((hi - lo) * n_splits,)`` bool.
@@ -161,8 +164,9 @@ def _kmeanspp_in_clusters(
     pot = torch.ones(rows.n, dtype=torch.float32, device=device)
     for j in range(s):
         tj = 1 if j == 0 else t
-        u = torch.rand(hi, tj, generator=torch.Generator().manual_seed(_mixed_seed(seed, j)), dtype=torch.float64)
-        picked, total = _segment_sample(rows, pot, order, p_sorted, m, u[lo:hi])
+        gen = torch.Generator().manual_seed(_mixed_seed(seed, j))
+        u = torch.rand(first_id + hi, tj, generator=gen, dtype=torch.float64)[first_id + lo :]
+        picked, total = _segment_sample(rows, pot, order, p_sorted, m, u)
         cand = rows.fetch_global(picked.flatten()).view(m, tj, d)
         sums = torch.zeros(m, tj, dtype=torch.float64, device=device)
         trial = torch.empty(rows.n, tj, dtype=torch.float32, device=device)
@@ -255,6 +259,8 @@ def split_clusters(
     memory_budget_mb: float = 256.0,
     memory_mb: float = 4096.0,
     init: str = "k-means++",
+    first_id: int = 0,
+    seeds: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, torch.Tensor, torch.Tensor, dict]:
     """Batched in-cluster k-means (k-means++ or random-member init, Lloyd) of every cluster.
 
@@ -268,6 +274,8 @@ def split_clusters(
         memory_mb: bounds the sub-centroids and float64 sums held at once (a batch of clusters).
         init: ``"k-means++"`` (greedy, inside every cluster, all clusters at once) or
             ``"random"`` (distinct random members).
+        first_id: global id of cluster 0 here (a rank splitting its own range of clusters).
+        seeds: the random init's ``(rows, slots)`` when already drawn (local rows, local slots).
 
     Returns:
         ``centroids (k * n_splits, d)`` float32 numpy in the prepared space (unused slots are
@@ -278,7 +286,9 @@ def split_clusters(
     d, device = rows.d, rows.device
     centroids = np.full((k * n_splits, d), np.nan, dtype=np.float32)  # on the host
     if init == "random":
-        seed_rows, seed_slots = pick_split_seeds(parent_global, k, n_splits, np.random.default_rng(seed))
+        if seeds is None:
+            seeds = pick_split_seeds(parent_global, k, n_splits, np.random.default_rng(seed))
+        seed_rows, seed_slots = seeds
         centroids[seed_slots] = rows.fetch_global(torch.from_numpy(seed_rows)).cpu().numpy()
     per_cluster = n_splits * (12 * d + 21)  # sub float32 + sums float64 + counts, norms, flags
     batch = int(max(1, min(k, memory_mb * 2**20 // per_cluster)))
@@ -295,7 +305,7 @@ def split_clusters(
             used = ~torch.isnan(sub[:, 0])
             sub[~used] = 0.0
         else:
-            sub, used = _kmeanspp_in_clusters(rows, parent_local, clusters, n_splits, seed, chunk)
+            sub, used = _kmeanspp_in_clusters(rows, parent_local, clusters, n_splits, seed, chunk, first_id)
         n_seeded += int(used.sum())
         empty, reseeded = _lloyd_batch(rows, parent_local, clusters, n_splits, n_iter, chunk, sub, used, slot, sq)
         n_empty, n_reseeded = n_empty + empty, n_reseeded + reseeded
@@ -366,3 +376,113 @@ def _lloyd_batch(
             n_reseeded += len(slots)
             n_empty -= len(slots)
     return n_empty, n_reseeded
+
+
+def cluster_owners(counts: torch.Tensor, world: int) -> torch.Tensor:
+    """``(world + 1,)`` cluster boundaries: rank ``r`` owns clusters ``[b[r], b[r + 1])``, contiguous
+    ranges with about ``N / world`` rows each (``counts: (k,)`` global rows per cluster)."""
+    ends = torch.cumsum(counts, 0)
+    n = int(ends[-1]) if len(ends) else 0
+    starts = ends - counts
+    # a cluster goes to the rank where its first row would fall in an even split of the rows
+    owner = torch.clamp(starts * world // max(n, 1), max=world - 1)
+    bounds = torch.searchsorted(owner, torch.arange(world + 1), right=False)
+    bounds[-1] = len(counts)
+    return bounds
+
+
+def _exchange(t: torch.Tensor, send: list[int], recv: list[int]) -> torch.Tensor:
+    """All-to-all of the rows of ``t`` (``send[r]`` rows to rank ``r``, in order)."""
+    nccl = torch.distributed.get_backend() == "nccl"
+    comm = torch.device("cuda", torch.cuda.current_device()) if nccl else torch.device("cpu")
+    out = torch.empty((sum(recv), *t.shape[1:]), dtype=t.dtype, device=comm)
+    torch.distributed.all_to_all_single(out, t.to(comm).contiguous(), output_split_sizes=recv, input_split_sizes=send)
+    return out.cpu()
+
+
+def split_clusters_regrouped(
+    rows: LocalRows,
+    parent_local: torch.Tensor,
+    parent_global: np.ndarray,
+    k: int,
+    n_splits: int,
+    n_iter: int,
+    seed: int,
+    memory_budget_mb: float = 256.0,
+    memory_mb: float = 4096.0,
+    init: str = "k-means++",
+) -> tuple[np.ndarray, torch.Tensor, torch.Tensor, dict]:
+    """:func:`split_clusters` with the rows regrouped by cluster: no communication per iteration.
+
+    Ranks own contiguous ranges of clusters balanced by rows (:func:`cluster_owners`); one
+    all-to-all sends every prepared row to the owner of its cluster (received in global row
+    order), each rank splits its clusters alone, another all-to-all returns the rows' slots and
+    distances, and one all-gather shares the sub-centroids. Per split iteration nothing crosses
+    ranks, against an all-reduce of ``k * n_splits * d`` float64 sums; the price is one exchange
+    of the shard each way (on the CPU backend via the host). The result equals a single
+    process's, row for row.
+
+    Args and returns: as :func:`split_clusters` (distributed; ``rows`` prepared and scanned).
+    """
+    world, device = dist.get_world_size(), rows.device
+    counts = dist.all_reduce_sum_(torch.bincount(parent_local.cpu(), minlength=k))
+    bounds = cluster_owners(counts, world)
+    parent_cpu = parent_local.cpu()
+    owner = torch.searchsorted(bounds[1:], parent_cpu, right=True)
+    order = torch.argsort(owner, stable=True)
+    send = torch.bincount(owner, minlength=world)
+    recv = dist.all_gather_stack(send)[:, dist.get_rank()]
+    send_l, recv_l = send.tolist(), recv.tolist()
+    local_x = torch.empty(rows.n, rows.d, dtype=torch.float32)
+    for start, x in rows.chunks():
+        local_x[start : start + len(x)] = x.cpu()
+    x_mine = _exchange(local_x[order], send_l, recv_l)
+    parent_mine = _exchange(parent_cpu[order], send_l, recv_l)
+    gidx_mine = _exchange(order + rows.offset, send_l, recv_l)
+    lo, hi = int(bounds[dist.get_rank()]), int(bounds[dist.get_rank() + 1])
+    seeds = None
+    if init == "random":
+        seed_rows, seed_slots = pick_split_seeds(parent_global, k, n_splits, np.random.default_rng(seed))
+        mine = (seed_slots >= lo * n_splits) & (seed_slots < hi * n_splits)
+        local_rows = torch.searchsorted(gidx_mine, torch.from_numpy(seed_rows[mine])).numpy()
+        seeds = (local_rows, seed_slots[mine] - lo * n_splits)
+    with dist.local_only():
+        mine_rows = LocalRows(
+            RowSource(x_mine.to(device)), device, chunk_rows=rows.chunk_rows, cosine=False, cache_bytes=1 << 62
+        )
+        mine_rows._cache = x_mine.to(device) if len(x_mine) else None
+        mine_rows.cosine = rows.cosine  # rows are prepared already; the flag re-normalises centroids
+        if hi > lo:
+            sub, slot, sq, stats = split_clusters(
+                mine_rows,
+                (parent_mine - lo).to(device),
+                np.empty(0, np.int64),
+                hi - lo,
+                n_splits,
+                n_iter,
+                seed,
+                memory_budget_mb,
+                memory_mb,
+                init,
+                first_id=lo,
+                seeds=seeds,
+            )
+        else:
+            sub = np.empty((0, rows.d), np.float32)
+            slot, sq = torch.empty(0, dtype=torch.int64), torch.empty(0, dtype=torch.float32)
+            stats = {"n_splits": n_splits, "init": init, "cluster_batches": 0}
+    back_slot = _exchange(slot + lo * n_splits, recv_l, send_l)
+    back_sq = _exchange(sq, recv_l, send_l)
+    slot_local = torch.empty(rows.n, dtype=torch.int64)
+    sq_local = torch.empty(rows.n, dtype=torch.float32)
+    slot_local[order], sq_local[order] = back_slot, back_sq
+    centroids = dist.all_gather_rows(torch.from_numpy(sub)).numpy()
+    totals = torch.tensor([stats.get(key, 0) for key in _SUMMED_STATS], dtype=torch.int64)
+    dist.all_reduce_sum_(totals)
+    stats.update(zip(_SUMMED_STATS, totals.tolist()))
+    stats["cluster_batches"] = int(dist.all_reduce_(torch.tensor([stats["cluster_batches"]]), "max")[0])
+    stats["regrouped"] = True
+    return centroids, slot_local, sq_local, stats
+
+
+_SUMMED_STATS = ("seeded_slots", "empty_reseeded", "empty_after_lloyd")

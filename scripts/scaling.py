@@ -84,6 +84,9 @@ class Config:
     kpar_rounds: int = 5  # KMeans(init="k-means||"): oversampling rounds ...
     kpar_oversampling: float = 2.0  # ... of l = oversampling x k candidates each
     split_init: str = "k-means++"  # level-1 split: "k-means++" inside every cluster or "random" members
+    # HierarchicalKMeans(split_regroup=...): rows regrouped by cluster across ranks once (all-to-all),
+    # each rank splits its own clusters with no per-iteration communication; False: slot all-reduce
+    split_regroup: bool = True
     hw: Hardware = field(default_factory=Hardware)
 
     def validate(self) -> None:
@@ -151,7 +154,11 @@ R = per-GPU matmul rate (peak x efficiency), B_hbm / B_host / B_net = bandwidths
   every cluster, all clusters at once: n_splits steps, each one pass over the shard scoring each row
   against its own cluster's t = 2 + ln n_splits candidates (a (chunk, t, d) gather: 4 n_loc t d bytes)
   plus the candidates' fetch, an all-reduce of 4 k1 t d bytes, and the k1 t float64 trial sums;
-  run per batch of clusters (one more read of the shard per step and batch)
+  run per batch of clusters (one more read of the shard per step and batch).
+  Regrouped (`split_regroup=True`, the default when distributed): ranks own contiguous ranges of
+  clusters balanced by rows; one all-to-all sends each row to its cluster's rank (4 n_loc d bytes per
+  rank), slots and distances return (12 n_loc), the leaf centroids are all-gathered (4 k1 n_splits d);
+  then no communication per iteration or init step, and a rank holds only its k1 / W clusters' slots
 - **upper levels** (2..T) run data-parallel over their W GPUs in `curate.hierarchy` when the
   level input has at least `shard_min_rows` (65,536) rows per GPU, replicated otherwise (every
   rank computes the same thing on the whole level input, no collectives): W_eff = 1
@@ -305,15 +312,17 @@ def first_init(n: int, k: int, d: int, world: int, cfg: Config, init: str) -> di
 
 
 def split_init_cost(cfg: Config, n_local: int, world: int, batches: int, shard_bytes: float) -> float:
-    """Seconds of the level-1 split's in-cluster k-means++ (0 for random members)."""
+    """Seconds of the level-1 split's in-cluster k-means++ (0 for random members). Regrouped, a
+    rank draws from its own clusters: no collectives (``world`` = 1 here)."""
     if cfg.split_init != "k-means++":
         return 0.0
     hw, d, k1 = cfg.hw, cfg.d, cfg.level1_k
+    k_here = k1 if world > 1 else math.ceil(k1 / cfg.gpus[0])
     t = kpp_trials(cfg.n_splits)
     per_step = (
         max(2.0 * n_local * t * d / hw.rate, 4.0 * n_local * t * d / (hw.hbm_gbps * GB))
-        + ring_allreduce_s(4.0 * k1 * t * d, world, hw)  # the candidates, fetched by an all-reduce
-        + ring_allreduce_s(8.0 * k1 * t * 2 + 8.0 * k1 * world, world, hw)  # trial sums, picks, totals
+        + ring_allreduce_s(4.0 * k_here * t * d, world, hw)  # the candidates, fetched by an all-reduce
+        + ring_allreduce_s(8.0 * k_here * t * 2 + 8.0 * k_here * world, world, hw)  # trial sums, picks
         + (batches - 1) * shard_bytes / (hw.hbm_gbps * GB)
         + hw.step_overhead_us * 1e-6
     )
@@ -334,19 +343,28 @@ def compute(cfg: Config) -> dict[str, Any]:
     n1_local = math.ceil(cfg.n / w1)
     split_flops = it * 2.0 * cfg.n * cfg.n_splits * d
     gather_bytes = 4.0 * n1_local * cfg.n_splits * d  # sub[parent] materialised, per rank and iteration
-    split_ar_bytes = leaves * d * 8.0 + leaves * 8
-    batches = max(1, math.ceil(leaves * (12.0 * d + 21) / (cfg.split_memory_mb * 2**20)))
+    regroup = cfg.split_regroup and w1 > 1
+    split_ar_bytes = 0.0 if regroup else leaves * d * 8.0 + leaves * 8
+    own_leaves = math.ceil(cfg.level1_k / w1) * cfg.n_splits if regroup else leaves  # slots a rank holds
+    batches = max(1, math.ceil(own_leaves * (12.0 * d + 21) / (cfg.split_memory_mb * 2**20)))
     shard_bytes = float(n1_local * d * cfg.storage_bytes)
-    t_split_init = split_init_cost(cfg, n1_local, w1, batches, shard_bytes)
+    t_split_init = split_init_cost(cfg, n1_local, 1 if regroup else w1, batches, shard_bytes)
+    # regrouped: the shard's rows go to their cluster's rank once (all-to-all at the network rate),
+    # slots and distances come back (12 bytes a row), the leaf centroids are all-gathered
+    t_regroup = (
+        (4.0 * n1_local * d + 12.0 * n1_local + 4.0 * leaves * d * (w1 - 1) / w1) / (hw.net_gbps * GB)
+        if regroup
+        else 0.0
+    )
     t_split_iter = (
         max(2.0 * n1_local * cfg.n_splits * d / hw.rate, gather_bytes / (hw.hbm_gbps * GB))
         + ring_allreduce_s(split_ar_bytes, w1, hw)
-        + 3 * 8.0 * leaves * d / (hw.hbm_gbps * GB)
+        + 3 * 8.0 * own_leaves * d / (hw.hbm_gbps * GB)
         + (batches - 1) * shard_bytes / (hw.hbm_gbps * GB)  # each extra batch reads the shard again
     )
     split_mem = {
-        "sub_centroids": 4.0 * leaves * d / batches,
-        "sums_f64": (8.0 * leaves * d + 8.0 * leaves) / batches,
+        "sub_centroids": 4.0 * own_leaves * d / batches,
+        "sums_f64": (8.0 * own_leaves * d + 8.0 * own_leaves) / batches,
         "shard": shard_bytes,
         "gather_chunk": cfg.memory_budget_mb * 2**20,
     }
@@ -358,9 +376,11 @@ def compute(cfg: Config) -> dict[str, Any]:
         "gather_bytes_per_rank": gather_bytes,
         "allreduce_bytes": split_ar_bytes,
         "t_allreduce": ring_allreduce_s(split_ar_bytes, w1, hw),
+        "regroup": regroup,
+        "t_regroup": t_regroup,
         "t_iter": t_split_iter,
         "t_init": t_split_init,
-        "t": (it + 1) * t_split_iter + t_split_init,
+        "t": (it + 1) * t_split_iter + t_split_init + t_regroup,
         "memory": split_mem,
         "fits": split_mem["total"] <= 0.9 * hw.gpu_mem_gb * GB,
         "leaves": leaves,
@@ -594,8 +614,14 @@ def render(res: dict[str, Any], command: str) -> str:
         "",
         f"Level-1 split (batched constrained Lloyd, {cfg['n_iter']} iterations + a final assignment): "
         f"{_f(sp['flops'])} in all, but each iteration gathers {_b(sp['gather_bytes_per_rank'])} of "
-        f"sub-centroids per rank and all-reduces {_b(sp['allreduce_bytes'])} of float64 slot sums "
-        f"({_t(sp['t_allreduce'])}): {_t(sp['t_iter'])} per iteration, in {sp['batches']} batch(es) of "
+        f"sub-centroids per rank and "
+        + (
+            f"all-reduces nothing (rows regrouped by cluster once: {_t(sp['t_regroup'])} for the all-to-all "
+            "of the shard, the slots back and the all-gather of the leaf centroids)"
+            if sp["regroup"]
+            else f"all-reduces {_b(sp['allreduce_bytes'])} of float64 slot sums ({_t(sp['t_allreduce'])})"
+        )
+        + f": {_t(sp['t_iter'])} per iteration, in {sp['batches']} batch(es) of "
         f"clusters (`split_memory_mb` = {cfg['split_memory_mb']:,.0f}); its {cfg['split_init']} init "
         f"({cfg['n_splits']} steps): {_t(sp['t_init'])}. Memory per rank: sub-centroids "
         f"{_b(sp['memory']['sub_centroids'])} + float64 sums {_b(sp['memory']['sums_f64'])} + shard "
@@ -669,17 +695,30 @@ def breaks_first(res: dict[str, Any]) -> list[str]:
             f"{_b(mem['sums_f64'])} + the {_b(mem['shard'])} shard = {_b(mem['total'])} per rank against "
             f"{hw['gpu_mem_gb']:.0f} GB: lower `split_memory_mb`."
         )
-    out.append(
-        f"{len(out) + 1}. **The level-1 split's slot sums.** {sp['leaves']:,} slots: "
-        f"{_b(sp['leaf_centroid_bytes'])} of sub-centroids (on the host between batches) and a "
-        f"{_b(sp['allreduce_bytes'])} all-reduce per iteration ({_t(sp['t_allreduce'])}, "
-        f"{sp['t_allreduce'] / sp['t_iter']:.0%} of a split iteration). In {sp['batches']} batches the device "
-        f"holds {_b(mem['sub_centroids'] + mem['sums_f64'])} ({_b(mem['total'])} with the shard), at the "
-        f"price of {sp['batches'] - 1} extra reads of the shard per iteration. Regrouping the rows by "
-        f"cluster once (an all-to-all of {_b(shuffle)}, "
-        f"{_t(shuffle / lv1['gpus'] / (hw['net_gbps'] * GB))} at the network rate) would let each rank "
-        "split whole clusters with no all-reduce."
-    )
+    if sp["regroup"]:
+        out.append(
+            f"{len(out) + 1}. **The level-1 split's exchange.** Regrouped by cluster "
+            "(`HierarchicalKMeans(split_regroup=True)`, the default), a rank splits its own "
+            f"{math.ceil(cfg['level1_k'] / lv1['gpus']):,} clusters with no communication per iteration; the "
+            f"price is one all-to-all of the shard ({_b(shuffle)} in all) plus the slots back and the "
+            f"all-gather of the {_b(sp['leaf_centroid_bytes'])} of leaf centroids: {_t(sp['t_regroup'])} once, "
+            f"against {_t(ring_allreduce_s(8.0 * sp['leaves'] * (cfg['d'] + 1), lv1['gpus'], Hardware(**hw)))} "
+            f"of slot all-reduce per iteration ({cfg['n_iter'] + 1} iterations) with `split_regroup=False`. "
+            "The regrouped rows are held in host memory, and ranks are balanced by rows, not by work: a "
+            "cluster larger than N / W rows leaves its rank the long pole."
+        )
+    else:
+        out.append(
+            f"{len(out) + 1}. **The level-1 split's slot sums.** {sp['leaves']:,} slots: "
+            f"{_b(sp['leaf_centroid_bytes'])} of sub-centroids (on the host between batches) and a "
+            f"{_b(sp['allreduce_bytes'])} all-reduce per iteration ({_t(sp['t_allreduce'])}, "
+            f"{sp['t_allreduce'] / sp['t_iter']:.0%} of a split iteration). In {sp['batches']} batches the device "
+            f"holds {_b(mem['sub_centroids'] + mem['sums_f64'])} ({_b(mem['total'])} with the shard), at the "
+            f"price of {sp['batches'] - 1} extra reads of the shard per iteration. Regrouping the rows by "
+            f"cluster once (an all-to-all of {_b(shuffle)}, "
+            f"{_t(shuffle / lv1['gpus'] / (hw['net_gbps'] * GB))} at the network rate, `split_regroup=True`) lets "
+            "each rank split whole clusters with no all-reduce."
+        )
     if cfg["upper_replicated"]:
         pp2 = lv2["kpp"]
         m2r = ll2["memory_resident"]
@@ -830,6 +869,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--kpar-rounds", type=int, default=cfg.kpar_rounds, help="k-means|| rounds")
     p.add_argument("--split-init", default=cfg.split_init, choices=("k-means++", "random"))
+    p.add_argument(
+        "--split-allreduce", action="store_true", help="level-1 split with slot all-reduce (split_regroup=False)"
+    )
     p.add_argument("--out", type=Path, default=None, help="also write the markdown here")
     return p.parse_args(argv)
 
@@ -856,6 +898,7 @@ def config_from_args(a: argparse.Namespace) -> Config:
         inits=tuple(v for v in a.inits.split(",") if v),
         kpar_rounds=a.kpar_rounds,
         split_init=a.split_init,
+        split_regroup=not a.split_allreduce,
         hw=Hardware(**{name: getattr(a, name) for name in hw_fields}),
     )
 

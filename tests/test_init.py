@@ -159,6 +159,12 @@ def test_scaling_model_of_the_inits(load_script):
     # the split's k-means++ init costs n_splits passes; random members cost nothing
     assert base["levels"][0]["split"]["t_init"] > 0
     assert scaling.compute(scaling.Config(split_init="random"))["levels"][0]["split"]["t_init"] == 0
+    # regrouped split: no all-reduce per iteration, one exchange of the shard, a rank's own slots only
+    sp, ar = base["levels"][0]["split"], scaling.compute(scaling.Config(split_regroup=False))["levels"][0]["split"]
+    assert sp["regroup"] and sp["allreduce_bytes"] == 0 and ar["allreduce_bytes"] > 0
+    n_local = math.ceil(cfg.n / cfg.gpus[0])
+    assert sp["t_regroup"] >= 4.0 * n_local * cfg.d / (cfg.hw.net_gbps * 1e9)
+    assert sp["t_iter"] < ar["t_iter"] and sp["memory"]["sums_f64"] < ar["memory"]["sums_f64"] * ar["batches"]
     with pytest.raises(ValueError, match="inits"):
         scaling.compute(scaling.Config(inits=("k-means||",)))
     assert "Init of each level's first k-means" in scaling.main(["--init-max-points", "25.6e6"])

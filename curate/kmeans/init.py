@@ -7,6 +7,7 @@ of ranks.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Iterator
 
@@ -18,6 +19,8 @@ from curate.kmeans.kernels import (
     _CANCELLATION_RTOL,
     _DIRECT_MAX_D,
     chunk_rows_for,
+    cpu_threads,
+    one_cpu_thread,
     row_sqnorms,
     sq_dists,
 )
@@ -106,10 +109,34 @@ def kmeans_plusplus(
     x_sq = _local_row_sqnorms(rows, chunk)
     first = rows.fetch_global(chosen[:1].cpu())
     pot = _local_sq_dists_to(rows, first, chunk, x_sq).squeeze(1)
-    step = _TrialStep(rows, x_sq, n_trials, chunk, weights)
+    threads = torch.get_num_threads() if device.type == "cpu" else 1
+    step = _TrialStep(rows, x_sq, n_trials, chunk, weights, threads)
     cum = torch.empty(rows.n, dtype=torch.float64, device=device)
     totals = torch.empty(max(k - 1, 0), dtype=torch.float64, device=device)
     check_now = device.type == "cpu"  # on an accelerator the check waits for the end of the loop
+    # on a CPU the step's short ops run on one thread: with two OpenMP threads on a machine where
+    # other processes run, a step took 1.7-2.3 s instead of 0.15 s (every op waits for the
+    # descheduled thread); only the one matmul per step uses the threads (docs/benchmarks.md)
+    with one_cpu_thread() if device.type == "cpu" else contextlib.nullcontext():
+        _steps(rows, k, uniforms, weights, pot, step, cum, totals, chosen, check_now)
+    if not check_now and len(totals) and not bool((totals > 0).all()):
+        _raise_too_few(int((totals > 0).long().argmin()) + 1, k)
+    return rows.fetch_global(chosen.cpu() if distributed else chosen)
+
+
+def _steps(
+    rows: LocalRows,
+    k: int,
+    uniforms: torch.Tensor,
+    weights: torch.Tensor | None,
+    pot: torch.Tensor,
+    step: _TrialStep,
+    cum: torch.Tensor,
+    totals: torch.Tensor,
+    chosen: torch.Tensor,
+    check_now: bool,
+) -> None:
+    """Steps ``1 .. k-1`` of :func:`kmeans_plusplus`: fill ``chosen[1:]`` (global row indices)."""
     for j in range(1, k):  # sequential by definition: each centroid depends on the previous ones
         target = pot if weights is None else pot * weights
         picked, total = _sample_by_potential(rows, target, uniforms[j - 1], cum)
@@ -121,9 +148,6 @@ def kmeans_plusplus(
         candidates = rows.fetch_global(picked)
         best, pot = step(candidates, pot)
         chosen[j : j + 1] = picked[best.to(picked.device)]
-    if not check_now and len(totals) and not bool((totals > 0).all()):
-        _raise_too_few(int((totals > 0).long().argmin()) + 1, k)
-    return rows.fetch_global(chosen.cpu() if distributed else chosen)
 
 
 def _raise_too_few(j: int, k: int) -> None:
@@ -145,8 +169,17 @@ class _TrialStep:
     ``d <= 8`` the distances are summed coordinate by coordinate instead (exact).
     """
 
-    def __init__(self, rows: LocalRows, x_sq: torch.Tensor, t: int, chunk: int, weights: torch.Tensor | None) -> None:
+    def __init__(
+        self,
+        rows: LocalRows,
+        x_sq: torch.Tensor,
+        t: int,
+        chunk: int,
+        weights: torch.Tensor | None,
+        matmul_threads: int = 1,
+    ) -> None:
         n, device = rows.n, rows.device
+        self.matmul_threads = matmul_threads
         self.rows, self.x_sq, self.weights = rows, x_sq, weights
         self.direct = rows.d <= _DIRECT_MAX_D
         self.trial = torch.empty(t, n, dtype=torch.float32, device=device)
@@ -185,11 +218,17 @@ class _TrialStep:
         if not self.direct:
             torch.sum(candidates.square(), 1, keepdim=True, out=c_sq)
             torch.sub(pot, self.x_sq, out=self.q)
+        one_matmul = self.matmul_threads > 1 and self.whole is not None and not self.direct
+        if one_matmul:  # one threaded matmul over the whole shard; the short ops stay on one thread
+            with cpu_threads(self.matmul_threads):
+                torch.addmm(c_sq, candidates, self.whole.T, alpha=-2.0, out=trial)
         i = 0
         for start, x in self._blocks():
             stop = start + (x.shape[1] if self.direct else len(x))
             out = trial[:, start:stop]
-            if self.direct:  # exact squared distances, one coordinate at a time
+            if one_matmul:
+                torch.clamp(out, min=self.neg_x_sq[start:stop], max=self.q[start:stop], out=out)
+            elif self.direct:  # exact squared distances, one coordinate at a time
                 torch.sub(x[0], candidates[:, :1], out=out).square_()
                 for j in range(1, x.shape[0]):  # <= 8 coordinates
                     out.add_((x[j] - candidates[:, j : j + 1]).square_())

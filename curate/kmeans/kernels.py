@@ -135,6 +135,19 @@ def sq_dists(x: torch.Tensor, c: torch.Tensor, x_sq: torch.Tensor | None = None)
 
 
 @contextlib.contextmanager
+def cpu_threads(n: int) -> Iterator[None]:
+    """Run the block's torch CPU ops on ``n`` threads, then restore the previous count."""
+    before = torch.get_num_threads()
+    if n != before:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
+
+
+@contextlib.contextmanager
 def one_cpu_thread() -> Iterator[None]:
     """Run the block's torch CPU ops on one thread.
 
@@ -143,14 +156,8 @@ def one_cpu_thread() -> Iterator[None]:
     1-2 ms on one thread (the other thread is descheduled at every synchronisation;
     docs/benchmarks.md). Switching the pool size costs microseconds.
     """
-    before = torch.get_num_threads()
-    if before > 1:
-        torch.set_num_threads(1)
-    try:
+    with cpu_threads(1):
         yield
-    finally:
-        if before > 1:
-            torch.set_num_threads(before)
 
 
 def accumulate_(x: torch.Tensor, labels: torch.Tensor, sums: torch.Tensor, counts: torch.Tensor) -> None:

@@ -3,9 +3,12 @@
 The paper reaches ~10M level-1 clusters as 100k clusters split 100-way by an in-cluster k-means.
 Here the in-cluster k-means of *all* clusters runs as one batched, constrained Lloyd: a row is
 compared only with the ``n_splits`` sub-centroids of its own cluster (a gather + batched matmul),
-sums go to ``k * n_splits`` slots with ``index_add_``. Every rank processes its own shard and
-only the slot sums and counts are all-reduced, so the work follows the data (balanced by rows,
-whatever the cluster sizes) and no Python loop runs over clusters.
+sums go to ``k * n_splits`` slots with ``index_add_``; no Python loop runs over clusters. The
+sub-centroids start from a greedy k-means++ inside every cluster, also batched over all clusters
+(or from random members). Distributed, either every rank processes its own shard and the slot
+sums and counts are all-reduced every iteration (:func:`split_clusters`), or the rows are first
+regrouped by cluster across ranks with one all-to-all and each rank splits its own clusters with
+no further communication (:func:`split_clusters_regrouped`); both give the single-process result.
 
 Clusters are independent, so when the sub-centroids and float64 sums of all slots exceed
 ``memory_mb`` they are split in batches of clusters, each run to the end before the next (one

@@ -169,13 +169,15 @@ def bench_init(args: argparse.Namespace, out: list[dict[str, Any]]) -> None:
         )
 
     for seed in range(args.seeds):
-        t0 = time.perf_counter()
-        c = kmeans_plusplus(rows, k, torch.Generator().manual_seed(seed))
-        row(f"ours k-means++ (seed {seed})", time.perf_counter() - t0, c)
-        t0 = time.perf_counter()
-        c = kmeans_parallel(rows, k, torch.Generator().manual_seed(seed), rounds=args.rounds)
-        row(f"ours k-means|| {args.rounds} rounds (seed {seed})", time.perf_counter() - t0, c)
-    if not args.skip_sklearn:
+        if "k-means++" in args.impls:
+            t0 = time.perf_counter()
+            c = kmeans_plusplus(rows, k, torch.Generator().manual_seed(seed))
+            row(f"ours k-means++ (seed {seed})", time.perf_counter() - t0, c)
+        if "k-means||" in args.impls:
+            t0 = time.perf_counter()
+            c = kmeans_parallel(rows, k, torch.Generator().manual_seed(seed), rounds=args.rounds)
+            row(f"ours k-means|| {args.rounds} rounds (seed {seed})", time.perf_counter() - t0, c)
+    if "sklearn" in args.impls:
         from sklearn.cluster import kmeans_plusplus as sk_kmeans_plusplus
         from threadpoolctl import threadpool_limits
 
@@ -306,7 +308,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seeds", type=int, default=1)
     p.add_argument("--rounds", type=int, default=5, help="k-means|| rounds")
     p.add_argument("--lloyd-iters", type=int, default=20)
-    p.add_argument("--skip-sklearn", action="store_true")
+    p.add_argument("--impls", default="k-means++,k-means||,sklearn", help="init: which inits to run")
     p.add_argument("--hierarchy", action="store_true", help="quality: also the 3-level hierarchy and its sample")
     p.add_argument("--repo", type=Path, default=REPO, help="checkout whose curate package to import")
     p.add_argument("--json", type=Path, default=None, help="also write the rows here")

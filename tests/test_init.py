@@ -3,6 +3,7 @@ k-means++, k-means|| quality and world-size independence of its draws."""
 
 from __future__ import annotations
 
+import json
 import math
 from types import SimpleNamespace
 
@@ -168,3 +169,16 @@ def test_scaling_model_of_the_inits(load_script):
     with pytest.raises(ValueError, match="inits"):
         scaling.compute(scaling.Config(inits=("k-means||",)))
     assert "Init of each level's first k-means" in scaling.main(["--init-max-points", "25.6e6"])
+
+
+def test_bench_init_rows(load_script, tmp_path):
+    bench = load_script("bench_init")
+    out = tmp_path / "rows.json"
+    rows = bench.main(["init", "--size", "tiny", "--lloyd-iters", "2", "--json", str(out)])
+    assert [r["what"] for r in rows] == ["machine", "bound", "init", "init", "init"]
+    bound, inits = rows[1], {r["impl"].split(" (")[0]: r for r in rows[2:]}
+    assert set(inits) == {"ours k-means++", "ours k-means|| 5 rounds", "sklearn kmeans_plusplus"}
+    assert bound["kmeanspp_bound_s"] == pytest.approx(32 * bound["sum_pass_s"])
+    for r in inits.values():  # Lloyd from an init never ends above the init's potential
+        assert 0 < r["inertia_after_2"] <= r["potential"] * (1 + 1e-6)
+    assert len(json.loads(out.read_text())) == len(rows)

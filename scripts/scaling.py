@@ -743,8 +743,9 @@ def breaks_first(res: dict[str, Any]) -> list[str]:
         f"{_t(lv1['t_lloyd'])} for all {cfg['n_iter']} Lloyd iterations. In FLOPs it is only "
         f"{p1['trials']} Lloyd iterations; the time is the {p1['k']:,} memory-bound steps. Remedies: "
         "`init_max_points` (the pass shrinks with the subset, the step count does not), k-means|| "
-        "(O(log n) rounds instead of k steps), or random init for the resampled runs. The variant below "
-        "quantifies the first.",
+        '(`init="k-means||"`: a few passes instead of k, but k sequential steps of a local k-means++ '
+        "on ~R l candidates remain; the init table above says where it pays), or random init for the "
+        "resampled runs. The variant below quantifies the first.",
     ]
     out += [
         f"{len(out) + 1}. **All-reduce volume.** Level 1: {_b(ll1['allreduce_bytes'])} of float64 sums per "

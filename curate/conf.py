@@ -62,6 +62,7 @@ class WandbConf:
     mode: str = "disabled"  # disabled | offline | online
     project: str = "ssl-curate"
     entity: str | None = None
+    group: str | None = None  # wandb group; None: the run's name (curate.pipeline sets the experiment's)
     init_timeout: float = 60.0  # seconds; online falls back to offline when init fails or times out
 
 

@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader, Dataset
 from curate.dist import barrier, init_distributed
 from curate.embed.config import validate
 from curate.embed.encoders import Encoder, build_encoder, resolve_device
-from curate.embed.sources import Source, build_source
+from curate.embed.sources import Source, build_source, default_num_workers
 from curate.io.shards import shard_range
 from curate.io.store import MANIFEST, PARTS, StoreWriter, finalize_store, read_manifest
 
@@ -83,11 +83,11 @@ def collate_items(batch: list[tuple[int, Any, str | None]]) -> tuple[np.ndarray,
     return indices, items, bad
 
 
-def _loader(dataset: ItemDataset, batches: list[list[int]], num_workers: int, pin: bool) -> DataLoader:
+def _loader(dataset: ItemDataset, batches: list[list[int]], num_workers: int | None, pin: bool) -> DataLoader:
     return DataLoader(
         dataset,
         batch_sampler=batches,
-        num_workers=num_workers,
+        num_workers=default_num_workers() if num_workers is None else num_workers,
         collate_fn=collate_items,
         pin_memory=pin,
         persistent_workers=False,

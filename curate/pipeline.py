@@ -1,0 +1,495 @@
+"""From an image folder to an evaluated backbone: the stages chained through their files.
+
+    python -m curate.pipeline +experiment=curation_ssl_quick data=image_folder data.root=<POOL> \\
+        eval.train_root=<LABELLED TRAIN FOLDER> eval.test_root=<LABELLED TEST FOLDER> name=<NAME>
+    python -m curate.pipeline -m +experiment=curation_ssl seed=0,1,2 ...     # one pipeline per seed
+    python -m curate.pipeline ... launcher=submitit_slurm submit=true        # one SLURM job per stage
+
+Runs embed -> dedup -> cluster -> sample -> train -> eval (``stages``: any of them, in this
+order) by calling each stage's own entry function (``curate.embed.run.run_embed``,
+``curate.dedup.run_dedup``, ``curate.cluster.cluster``, ``curate.sample.sample``,
+``selfsup.train.train``, ``selfsup.eval.evaluate``) with its own config: the stage's primary
+config (``configs/<stage>.yaml``) composed by Hydra, the pipeline's ``data`` / ``encoder`` / paths
+filled in, then the pipeline's ``<stage>`` node merged over it (``train.train.iterations=...`` is
+``train.iterations`` of ``selfsup.train``). Every stage writes its usual folder under
+``<out_dir>/<name>/<stage>/`` (the Hydra run dir of the pipeline; ``-m`` adds the job's overrides),
+plus ``pipeline.json``: the stage's resolved config, a key (hash of that config, minus where-it-runs
+settings, and of the keys of the stages it reads) and ``status`` running / complete.
+
+Re-running: a stage whose key is unchanged and complete is skipped; one left running (killed) is
+run again and resumes through its own resume (embed shards, dedup checkpoint, k-means checkpoints,
+trainer checkpoint); one whose key changed (its settings or an earlier stage's) has its folder,
+which the pipeline made, removed and runs again, so a changed train setting re-runs train and eval,
+not clustering. ``baselines: [random, full]`` adds trainings on a uniform random sample of the same
+size from the deduplicated pool (``sample_random/``) and on that whole pool, each evaluated
+(``train_<b>/``, ``eval_<b>/``). The run ends by writing ``summary.json``: ``pool_size``,
+``kept_after_dedup``, ``sample_size``, ``train_images`` (distinct items the trainer drew),
+``knn_top1`` / ``linear_top1`` (and ``_tail``, in %), ``baselines`` and the stages' folders and times.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import hydra
+import numpy as np
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+import curate.embed.config  # noqa: F401  (registers the data / encoder group schemas)
+from curate.io.atomic import atomic_write_json, atomic_write_text
+
+log = logging.getLogger(__name__)
+
+CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "configs")
+STAGES = ("embed", "dedup", "cluster", "sample", "train", "eval")
+BASELINES = ("random", "full")
+STAMP = "pipeline.json"
+# settings that say where or how a stage runs, not what it computes: they do not enter its key
+RUN_ONLY = {
+    "embed": ("num_workers", "device", "progress", "overwrite", "batch_size", "amp"),
+    "dedup": ("device", "chunk_size", "sim_budget", "checkpoint_every_s", "backend"),
+    "cluster": ("device", "memory_budget_mb", "checkpoint_every", "shard_min_rows", "split_memory_mb",
+                "init_cache_mb", "stop_after_level", "logger", "submit", "launcher"),  # fmt: skip
+    "sample": ("plot", "logger", "launcher"),
+    "train": ("logger", "train.num_workers", "train.device", "train.log_every", "train.checkpoint_every"),
+    "eval": ("logger", "eval.num_workers", "eval.device", "eval.batch_size"),
+}
+
+
+@dataclass
+class EvalStageConf:
+    """``eval.train_root`` / ``eval.test_root``: labelled image folders (one sub-folder per class);
+    other keys are merged into ``selfsup.eval``'s config (e.g. ``eval.eval.knn_k``)."""
+
+    train_root: str | None = None
+    test_root: str | None = None
+
+
+@dataclass
+class WandbConf:
+    mode: str = "disabled"
+    project: str = "ssl-curate"
+    entity: str | None = None
+
+
+@dataclass
+class PipelineConf:
+    """``python -m curate.pipeline`` (see the module docstring).
+
+    Attributes:
+        name: the experiment; outputs under ``<out_dir>/<name>/`` and wandb group.
+        seed: seed of the clustering, the sampling, the random baseline and the training.
+        stages: the stages to run (in pipeline order); a stage left out reuses its finished folder.
+        only: run this one stage (its inputs must be finished): what a submitted stage job runs.
+        baselines: ``random`` and / or ``full`` trainings beside the curated one.
+        submit: send the stages as dependent jobs through the launcher (``curate.submit``) and return.
+        resources: per-stage job resources for ``submit`` (``{train: {gpus_per_node: 1}}``).
+        data, encoder: the ``data`` and ``encoder`` groups (the same items for every stage).
+        embed, dedup, cluster, sample, train, eval: merged into each stage's own config.
+    """
+
+    name: str = "pipeline"
+    out_dir: str = "outputs"
+    seed: int = 0
+    stages: list[str] = field(default_factory=lambda: list(STAGES))
+    only: str | None = None
+    baselines: list[str] = field(default_factory=list)
+    submit: bool = False
+    resources: dict[str, Any] = field(default_factory=dict)
+    data: Any = MISSING
+    encoder: Any = MISSING
+    embed: dict[str, Any] = field(default_factory=dict)
+    dedup: dict[str, Any] = field(default_factory=dict)
+    cluster: dict[str, Any] = field(default_factory=dict)
+    sample: dict[str, Any] = field(default_factory=dict)
+    train: dict[str, Any] = field(default_factory=dict)
+    eval: EvalStageConf = field(default_factory=EvalStageConf)
+    logger: dict[str, Any] = field(default_factory=lambda: {"wandb": WandbConf()})
+
+
+ConfigStore.instance().store(name="pipeline_schema", node=PipelineConf)
+
+
+def validate(cfg: DictConfig) -> None:
+    """Cross-field checks of a pipeline config; raises ``ValueError`` naming the key."""
+    unknown = [s for s in cfg.stages if s not in STAGES]
+    if unknown or not cfg.stages:
+        raise ValueError(f"stages: {unknown or 'empty'}; choose from {list(STAGES)}")
+    if cfg.only is not None and cfg.only not in STAGES:
+        raise ValueError(f"only: {cfg.only!r} is not a stage of {list(STAGES)}")
+    bad = [b for b in cfg.baselines if b not in BASELINES]
+    if bad:
+        raise ValueError(f"baselines: {bad}; choose from {list(BASELINES)}")
+    if cfg.data.get("selection") is not None:
+        raise ValueError("data.selection: the pipeline selects the items itself (sample stage); leave it unset")
+    targets = cfg.sample.get("targets")
+    if targets is not None and len(targets) != 1:
+        raise ValueError(f"sample.targets: the pipeline trains on one budget, got {list(targets)}")
+
+
+# ---- composing a stage's own config ----------------------------------------------------------
+def compose_stage(config_name: str, overrides: list[str]) -> DictConfig:
+    """The stage's primary config (``configs/<config_name>.yaml``) with ``overrides``, composed
+    by Hydra (inside a running Hydra app, through its global instance)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    import curate.cluster  # noqa: F401  (register the stages' schemas)
+    import curate.dedup  # noqa: F401
+    import selfsup.config  # noqa: F401
+
+    if GlobalHydra.instance().is_initialized():
+        return compose(config_name=config_name, overrides=overrides)
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose(config_name=config_name, overrides=overrides)
+
+
+def _merge(cfg: DictConfig, settings: Any, where: str) -> DictConfig:
+    """``settings`` merged over a stage config (struct: a key the stage does not have is an error)."""
+    try:
+        return OmegaConf.merge(cfg, OmegaConf.create(OmegaConf.to_container(settings, resolve=True)))
+    except OmegaConfBaseException as err:
+        raise ValueError(f"{where}: {str(err).splitlines()[0]}") from None
+
+
+def _set(cfg: DictConfig, key: str, value: Any) -> None:
+    """Replace a node wholesale (a data node of another source kind has other keys)."""
+    OmegaConf.update(cfg, key, value, merge=False, force_add=True)
+
+
+def _container(node: Any) -> Any:
+    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
+
+
+@contextlib.contextmanager
+def hydra_output_dir(path: Path) -> Iterator[None]:
+    """Stages that read their folder from ``HydraConfig`` (cluster, sample) get ``path``; the
+    pipeline's own Hydra state is put back afterwards."""
+    from hydra.core.hydra_config import HydraConfig
+
+    instance = HydraConfig.instance()
+    saved = instance.cfg
+    instance.cfg = OmegaConf.create({"hydra": {"runtime": {"output_dir": str(path)}}})
+    try:
+        yield
+    finally:
+        instance.cfg = saved
+
+
+# ---- keys and stamps ---------------------------------------------------------------------------
+def _drop(tree: dict, dotted: str) -> None:
+    head, _, rest = dotted.partition(".")
+    if head in tree:
+        if rest and isinstance(tree[head], dict):
+            _drop(tree[head], rest)
+        elif not rest:
+            del tree[head]
+
+
+def stage_key(stage: str, cfg: DictConfig, upstream: list[str]) -> str:
+    """Hash of what a stage computes: its resolved config minus :data:`RUN_ONLY` settings, and the
+    keys of the stages it reads."""
+    tree = OmegaConf.to_container(cfg, resolve=True)
+    for key in RUN_ONLY.get(stage.split("_")[0], ()):
+        _drop(tree, key)
+    text = json.dumps({"config": tree, "upstream": upstream}, sort_keys=True, default=str)
+    return hashlib.sha1(text.encode()).hexdigest()[:16]
+
+
+def read_stamp(folder: Path) -> dict | None:
+    path = folder / STAMP
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def prepare(stage: str, folder: Path, key: str) -> bool:
+    """Decide what to do with a stage folder; returns True when the stage is already complete.
+
+    Raises:
+        ValueError: the folder exists, is not empty and was not made by the pipeline.
+    """
+    stamp = read_stamp(folder)
+    if stamp is None:
+        if folder.exists() and any(folder.iterdir()):
+            raise ValueError(f"{folder} exists and was not made by curate.pipeline ({STAMP} missing); pick another name")
+        return False
+    if stamp["key"] == key:
+        return stamp["status"] == "complete"
+    log.info("%s: settings changed (key %s -> %s): removing %s and running it again", stage, stamp["key"], key, folder)
+    shutil.rmtree(folder)
+    return False
+
+
+def write_stamp(folder: Path, stage: str, key: str, status: str, cfg: DictConfig, result: Any = None) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    record = {"stage": stage, "key": key, "status": status, "config": OmegaConf.to_container(cfg, resolve=True)}
+    if result is not None:
+        record["result"] = result
+    atomic_write_json(folder / STAMP, record)
+
+
+# ---- the pipeline --------------------------------------------------------------------------------
+class Pipeline:
+    """The stages of one pipeline config under ``root`` (see the module docstring)."""
+
+    def __init__(self, cfg: DictConfig, root: Path) -> None:
+        validate(cfg)
+        self.cfg = cfg
+        self.root = Path(root).expanduser().resolve()
+        self.keys: dict[str, str] = {}
+        self.report: dict[str, dict] = {}
+
+    def tracked(self, cfg: DictConfig, key: str = "logger.wandb") -> DictConfig:
+        """The pipeline's wandb settings in a stage's logger node; the experiment's name as group."""
+        wb = self.cfg.logger.wandb
+        node = OmegaConf.select(cfg, key)
+        node.mode, node.project, node.group = wb.mode, wb.project, self.cfg.name
+        if wb.get("entity") is not None:
+            node.entity = wb.entity
+        return cfg
+
+    def folder(self, stage: str) -> Path:
+        return self.root / stage
+
+    def wanted(self, stage: str) -> bool:
+        """In ``stages`` (or ``only``); a baseline's stages count as the stage they repeat."""
+        kind = stage.split("_")[0]
+        return kind in self.cfg.stages if self.cfg.only is None else kind == self.cfg.only
+
+    def available(self, stage: str) -> bool:
+        """Run in this pipeline, or finished earlier (with the key it would have now)."""
+        if self.wanted(stage):
+            return True
+        stamp = read_stamp(self.folder(stage))
+        return stamp is not None and stamp["status"] == "complete" and stamp["key"] == self.keys.get(stage)
+
+    # -- stage configs (the stage's own config with the pipeline's paths) --
+    def embed_config(self) -> DictConfig:
+        cfg = compose_stage("embed", [f"out={self.folder('embed')}"])
+        _set(cfg, "data", _container(self.cfg.data))
+        _set(cfg, "encoder", _container(self.cfg.encoder))
+        return _merge(cfg, self.cfg.embed, "embed")
+
+    def dedup_config(self) -> DictConfig:
+        cfg = compose_stage("dedup", [f"input={self.folder('embed')}", f"out={self.folder('dedup')}"])
+        return _merge(cfg, self.cfg.dedup, "dedup")
+
+    def cluster_config(self) -> DictConfig:
+        overrides = [f"input.path={self.folder('embed')}", "input.toy=null", f"name={self.cfg.name}"]
+        if self.available("dedup"):
+            overrides.append(f"input.subset={self.folder('dedup')}")
+        cfg = compose_stage("cluster", [*overrides, f"out_dir={self.root}", f"seed={self.cfg.seed}"])
+        return self.tracked(_merge(cfg, self.cfg.cluster, "cluster"))
+
+    def sample_config(self) -> DictConfig:
+        overrides = [f"cluster_dir={self.folder('cluster')}", f"name={self.cfg.name}", f"out_dir={self.root}"]
+        cfg = _merge(compose_stage("sample", [*overrides, f"seed={self.cfg.seed}"]), self.cfg.sample, "sample")
+        return self.tracked(cfg)
+
+    def train_config(self, folder: Path, selection: Path | None) -> DictConfig:
+        cfg = compose_stage("train", [f"out={folder}", f"name={self.cfg.name}", f"train.seed={self.cfg.seed}"])
+        data = dict(_container(self.cfg.data), selection=None if selection is None else str(selection))
+        _set(cfg, "data", data)
+        return self.tracked(_merge(cfg, self.cfg.train, "train"))
+
+    def eval_config(self, folder: Path, train_dir: Path) -> DictConfig:
+        cfg = compose_stage("eval", [f"out={folder}", f"name={self.cfg.name}", f"backbone={train_dir / 'backbone.pt'}"])
+        for split in ("train", "test"):
+            root = self.cfg.eval.get(f"{split}_root")
+            if root is not None:
+                _set(cfg, f"data.{split}", {"kind": "image_folder", "root": str(root), "labels_from_dirs": True})
+        labels = self.folder("embed") / "labels.npy"
+        if labels.exists():
+            cfg.eval.pool_labels = str(labels)
+        settings = {k: v for k, v in _container(self.cfg.eval).items() if k not in ("train_root", "test_root")}
+        return self.tracked(_merge(cfg, OmegaConf.create(settings), "eval"))
+
+    # -- running --
+    def step(self, stage: str, cfg: DictConfig, upstream: list[str], body: Any) -> Any:
+        """Key, skip or (re)run one stage; returns its result (from the stamp when skipped)."""
+        folder = self.folder(stage)
+        key = stage_key(stage, cfg, [self.keys[u] for u in upstream if u in self.keys])
+        self.keys[stage] = key
+        if not self.wanted(stage):
+            if not self.available(stage):
+                raise ValueError(f"stages: {stage} is needed (by a later stage) but {folder} holds no finished run of it")
+            return read_stamp(folder).get("result")
+        if prepare(stage, folder, key):
+            log.info("%s: up to date in %s, skipped", stage, folder)
+            self.report[stage] = {"dir": str(folder), "ran": False}
+            return read_stamp(folder).get("result")
+        write_stamp(folder, stage, key, "running", cfg)
+        log.info("%s: running in %s", stage, folder)
+        t0 = time.perf_counter()
+        result = body(cfg)
+        seconds = time.perf_counter() - t0
+        write_stamp(folder, stage, key, "complete", cfg, result)
+        self.report[stage] = {"dir": str(folder), "ran": True, "seconds": seconds}
+        return result
+
+    def run(self) -> dict[str, Any] | None:
+        """Run the pipeline; returns the summary (None when ``only`` runs a single stage)."""
+        from curate.cluster import cluster
+        from curate.dedup import run_dedup
+        from curate.embed.run import run_embed
+        from curate.sample import sample
+        from selfsup.eval import evaluate
+        from selfsup.train import train
+
+        self.root.mkdir(parents=True, exist_ok=True)
+        manifest = self.step("embed", self.embed_config(), [], lambda c: _store_summary(run_embed(c)))
+        dedup = None
+        reads = ["embed"]
+        dedup_cfg = self.dedup_config()
+        self.keys["dedup"] = stage_key("dedup", dedup_cfg, [self.keys["embed"]])
+        if self.available("dedup"):
+            dedup = self.step("dedup", dedup_cfg, ["embed"], lambda c: _dedup_summary(run_dedup(c)))
+            reads.append("dedup")
+        else:
+            del self.keys["dedup"]
+
+        def in_folder(fn: Any, stage: str) -> Any:
+            def body(c: DictConfig) -> Any:
+                with hydra_output_dir(self.folder(stage)):
+                    return str(fn(c))
+
+            return body
+
+        self.step("cluster", self.cluster_config(), reads, in_folder(cluster, "cluster"))
+        self.step("sample", self.sample_config(), ["cluster"], in_folder(sample, "sample"))
+        train_dir, eval_dir = self.folder("train"), self.folder("eval")
+        self.step("train", self.train_config(train_dir, self.folder("sample")), ["sample"], _train_summary(train))
+        self.step("eval", self.eval_config(eval_dir, train_dir), ["train"], _eval_summary(evaluate))
+        if self.cfg.only is not None and self.cfg.only != "eval":
+            return None
+
+        baselines = {}
+        for name in self.cfg.baselines:
+            pool = self.folder("dedup") if dedup is not None else None
+            if name == "random":
+                selection = self.random_selection(pool)
+                upstream = ["sample_random"]
+            else:
+                selection, upstream = pool, reads
+            tdir, edir = self.folder(f"train_{name}"), self.folder(f"eval_{name}")
+            self.step(f"train_{name}", self.train_config(tdir, selection), upstream, _train_summary(train))
+            self.step(f"eval_{name}", self.eval_config(edir, tdir), [f"train_{name}"], _eval_summary(evaluate))
+            baselines[name] = self.results(f"train_{name}", f"eval_{name}")
+        summary = {
+            "name": self.cfg.name,
+            "root": str(self.root),
+            "seed": self.cfg.seed,
+            "pool_size": manifest["count"],
+            "kept_after_dedup": dedup["kept"] if dedup is not None else manifest["count"],
+            "sample_size": int(len(np.load(self.folder("sample") / "indices.npy"))),
+            **self.results("train", "eval"),
+            "baselines": baselines,
+            "stages": self.report,
+            "keys": self.keys,
+        }
+        atomic_write_json(self.root / "summary.json", summary)
+        log.info(
+            "summary: pool %d, kept %d, sample %d, trained on %d, k-NN %.1f%%, linear %.1f%% -> %s",
+            summary["pool_size"],
+            summary["kept_after_dedup"],
+            summary["sample_size"],
+            summary["train_images"],
+            summary["knn_top1"],
+            summary["linear_top1"],
+            self.root / "summary.json",
+        )
+        return summary
+
+    def results(self, train_stage: str, eval_stage: str) -> dict[str, Any]:
+        trained = read_stamp(self.folder(train_stage))["result"]
+        scores = read_stamp(self.folder(eval_stage))["result"]
+        return {"train_images": trained["distinct_items_seen"], "n_train": trained["n_train"], **scores}
+
+    def random_selection(self, pool: Path | None) -> Path:
+        """``sample_random/ids.txt``: as many ids as the curated sample, uniform without replacement
+        from the (deduplicated) pool, drawn with ``seed``."""
+        folder = self.folder("sample_random")
+        n = int(len(np.load(self.folder("sample") / "indices.npy")))
+        cfg = OmegaConf.create({"size": n, "seed": self.cfg.seed, "pool": None if pool is None else str(pool)})
+
+        def body(c: DictConfig) -> dict:
+            if pool is not None:
+                ids = (pool / "kept_ids.txt").read_text().splitlines()
+            else:
+                from curate.io.store import load_embeddings
+
+                _, store_ids = load_embeddings(self.folder("embed"))
+                ids = [str(i) for i in store_ids]
+            rng = np.random.default_rng([int(c.seed), 7])
+            pick = np.sort(rng.choice(len(ids), size=min(n, len(ids)), replace=False))
+            atomic_write_text(folder / "ids.txt", "".join(f"{ids[i]}\n" for i in pick))
+            return {"count": int(len(pick))}
+
+        upstream = ["sample", "dedup" if pool is not None else "embed"]
+        self.step("sample_random", cfg, upstream, body)
+        return folder
+
+
+def _store_summary(manifest: dict) -> dict:
+    return {"count": int(manifest["count"]), "dim": int(manifest["dim"])}
+
+
+def _dedup_summary(summary: dict) -> dict:
+    return {"count": int(summary["count"]), "kept": int(summary["kept"])}
+
+
+def _train_summary(train: Any) -> Any:
+    def body(cfg: DictConfig) -> dict:
+        out = train(cfg)
+        return {k: out[k] for k in ("iterations", "start_iteration", "n_train", "distinct_items_seen")}
+
+    return body
+
+
+def _eval_summary(evaluate: Any) -> Any:
+    def body(cfg: DictConfig) -> dict:
+        report = evaluate(cfg)
+        out = {f"{m}_top1": 100.0 * report[m]["top1"] for m in ("knn", "linear")}
+        for m in ("knn", "linear"):
+            tail = report[m]["tail_mean"]
+            out[f"{m}_tail"] = None if tail is None else 100.0 * tail
+        return {**out, "n_eval_train": report["n_train"], "n_test": report["n_test"]}
+
+    return body
+
+
+def run_pipeline(cfg: DictConfig, root: str | Path | None = None) -> dict[str, Any] | None:
+    """Run (or resume, or submit) the pipeline of ``cfg`` under ``root`` (default
+    ``<out_dir>/<name>``); returns the summary."""
+    root = Path(root) if root is not None else Path(cfg.out_dir) / cfg.name
+    if cfg.submit:
+        from curate.submit import submit_pipeline
+
+        submit_pipeline(cfg, root)
+        return None
+    return Pipeline(cfg, root).run()
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="pipeline")
+def main(cfg: DictConfig) -> None:
+    """Hydra entry point: ``python -m curate.pipeline [overrides]``."""
+    from curate.dist import setup_logging
+    from curate.stage import output_dir, run_stage
+
+    setup_logging()
+    root = output_dir()
+    run_stage(lambda c: run_pipeline(c, root), cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -52,7 +52,7 @@ from curate.io.atomic import atomic_write_json, atomic_write_text
 log = logging.getLogger(__name__)
 
 CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "configs")
-STAGES = ("embed", "dedup", "cluster", "sample", "train", "eval")
+STAGES = ("base", "embed", "dedup", "cluster", "sample", "train", "eval")
 BASELINES = ("random", "full")
 STAMP = "pipeline.json"
 # settings that say where or how a stage runs, not what it computes: they do not enter its key
@@ -62,6 +62,7 @@ RUN_ONLY = {
     "cluster": ("device", "memory_budget_mb", "checkpoint_every", "shard_min_rows", "split_memory_mb",
                 "init_cache_mb", "stop_after_level", "logger", "submit", "launcher"),  # fmt: skip
     "sample": ("plot", "logger", "launcher"),
+    "base": ("logger", "train.num_workers", "train.device", "train.log_every", "train.checkpoint_every"),
     "train": ("logger", "train.num_workers", "train.device", "train.log_every", "train.checkpoint_every"),
     "eval": ("logger", "eval.num_workers", "eval.device", "eval.batch_size"),
 }
@@ -70,10 +71,21 @@ RUN_ONLY = {
 @dataclass
 class EvalStageConf:
     """``eval.train_root`` / ``eval.test_root``: labelled image folders (one sub-folder per class);
-    other keys are merged into ``selfsup.eval``'s config (e.g. ``eval.eval.knn_k``)."""
+    ``eval.eval`` is merged into ``selfsup.eval``'s ``eval`` options (e.g. ``eval.eval.knn_k``)."""
 
     train_root: str | None = None
     test_root: str | None = None
+    eval: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class BaseStageConf:
+    """``base.root``: an image folder to train the curation embedding on first (the paper's
+    ImageNet-trained model); embed then uses its backbone (``encoder=selfsup``). ``base.train``
+    is merged over the pipeline's ``train`` node for that run."""
+
+    root: str | None = None
+    train: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -96,19 +108,21 @@ class PipelineConf:
         submit: send the stages as dependent jobs through the launcher (``curate.submit``) and return.
         resources: per-stage job resources for ``submit`` (``{train: {gpus_per_node: 1}}``).
         data, encoder: the ``data`` and ``encoder`` groups (the same items for every stage).
+        base: optional training of the curation embedding on another folder (``base.root``).
         embed, dedup, cluster, sample, train, eval: merged into each stage's own config.
     """
 
     name: str = "pipeline"
     out_dir: str = "outputs"
     seed: int = 0
-    stages: list[str] = field(default_factory=lambda: list(STAGES))
+    stages: list[str] = field(default_factory=lambda: list(STAGES[1:]))
     only: str | None = None
     baselines: list[str] = field(default_factory=list)
     submit: bool = False
     resources: dict[str, Any] = field(default_factory=dict)
     data: Any = MISSING
     encoder: Any = MISSING
+    base: BaseStageConf = field(default_factory=BaseStageConf)
     embed: dict[str, Any] = field(default_factory=dict)
     dedup: dict[str, Any] = field(default_factory=dict)
     cluster: dict[str, Any] = field(default_factory=dict)
@@ -123,6 +137,12 @@ ConfigStore.instance().store(name="pipeline_schema", node=PipelineConf)
 
 def validate(cfg: DictConfig) -> None:
     """Cross-field checks of a pipeline config; raises ``ValueError`` naming the key."""
+    for key in ("data", "base.root", "eval.train_root", "eval.test_root"):
+        if OmegaConf.is_missing(cfg, key):
+            raise ValueError(f"{key}: required by this experiment (e.g. {key}=<folder>)")
+    missing = [k for k, v in _container(cfg.data).items() if v == "???"] if isinstance(cfg.data, DictConfig) else []
+    if missing:
+        raise ValueError(f"data.{missing[0]}: required by data.kind={cfg.data.kind} (data.{missing[0]}=...)")
     unknown = [s for s in cfg.stages if s not in STAGES]
     if unknown or not cfg.stages:
         raise ValueError(f"stages: {unknown or 'empty'}; choose from {list(STAGES)}")
@@ -262,9 +282,12 @@ class Pipeline:
         return self.root / stage
 
     def wanted(self, stage: str) -> bool:
-        """In ``stages`` (or ``only``); a baseline's stages count as the stage they repeat."""
+        """In ``stages`` (or ``only``); a baseline's stages count as the stage they repeat, and
+        ``base`` runs with ``embed``."""
         kind = stage.split("_")[0]
-        return kind in self.cfg.stages if self.cfg.only is None else kind == self.cfg.only
+        if self.cfg.only is not None:
+            return kind == self.cfg.only
+        return kind in self.cfg.stages or (kind == "base" and "embed" in self.cfg.stages)
 
     def available(self, stage: str) -> bool:
         """Run in this pipeline, or finished earlier (with the key it would have now)."""
@@ -277,8 +300,16 @@ class Pipeline:
     def embed_config(self) -> DictConfig:
         cfg = compose_stage("embed", [f"out={self.folder('embed')}"])
         _set(cfg, "data", _container(self.cfg.data))
-        _set(cfg, "encoder", _container(self.cfg.encoder))
+        encoder = _container(self.cfg.encoder)
+        if self.cfg.base.root is not None:
+            encoder = {"kind": "selfsup", "name": "selfsup", "checkpoint": str(self.folder("base") / "backbone.pt")}
+        _set(cfg, "encoder", encoder)
         return _merge(cfg, self.cfg.embed, "embed")
+
+    def base_config(self) -> DictConfig:
+        cfg = self.train_config(self.folder("base"), None)
+        _set(cfg, "data", {"kind": "image_folder", "root": str(self.cfg.base.root)})
+        return _merge(cfg, self.cfg.base.train, "base.train")
 
     def dedup_config(self) -> DictConfig:
         cfg = compose_stage("dedup", [f"input={self.folder('embed')}", f"out={self.folder('dedup')}"])
@@ -311,8 +342,7 @@ class Pipeline:
         labels = self.folder("embed") / "labels.npy"
         if labels.exists():
             cfg.eval.pool_labels = str(labels)
-        settings = {k: v for k, v in _container(self.cfg.eval).items() if k not in ("train_root", "test_root")}
-        return self.tracked(_merge(cfg, OmegaConf.create(settings), "eval"))
+        return self.tracked(_merge(cfg, OmegaConf.create({"eval": _container(self.cfg.eval.eval)}), "eval.eval"))
 
     # -- running --
     def step(self, stage: str, cfg: DictConfig, upstream: list[str], body: Any) -> Any:
@@ -347,7 +377,11 @@ class Pipeline:
         from selfsup.train import train
 
         self.root.mkdir(parents=True, exist_ok=True)
-        manifest = self.step("embed", self.embed_config(), [], lambda c: _store_summary(run_embed(c)))
+        embed_reads = []
+        if self.cfg.base.root is not None:
+            self.step("base", self.base_config(), [], _train_summary(train))
+            embed_reads = ["base"]
+        manifest = self.step("embed", self.embed_config(), embed_reads, lambda c: _store_summary(run_embed(c)))
         dedup = None
         reads = ["embed"]
         dedup_cfg = self.dedup_config()

@@ -1,0 +1,195 @@
+"""curate.pipeline: one data registry from embed to train, the stages chained through their files,
+skip / resume / re-run of what changed, the summary contract."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_dir
+from PIL import Image
+
+from curate.pipeline import CONFIG_DIR, STAMP, run_pipeline
+
+TINY_TRAIN = (
+    "{model: {depth: 1, embed_dim: 32, num_heads: 2},"
+    " dino: {head: {n_prototypes: 64, hidden_dim: 32, bottleneck_dim: 16}},"
+    " ibot: {head: {n_prototypes: 64, hidden_dim: 32, bottleneck_dim: 16}}, crops: {local_number: 1},"
+    " train: {batch_size: 16, iterations: 4, num_workers: 0, log_every: 2, checkpoint_every: 2}}"
+)
+TINY = [
+    "++embed={batch_size: 64, num_workers: 0, progress: false}",
+    "++dedup={threshold: 0.99}",
+    "++cluster={cluster: {name: tiny, levels: [{k: 12, resample_steps: 1, sample_size: 2},"
+    " {k: 3, resample_steps: 1, sample_size: 2}], n_iter: 5}}",
+    "++sample={targets: [40], plot: false}",
+    f"++train={TINY_TRAIN}",
+    "++eval.eval={knn_k: 5, linear_epochs: 2, linear_lrs: [0.01], num_workers: 0}",
+]
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory) -> Path:
+    """A 150-image long-tailed Fashion-MNIST pool and labelled train / test folders (PNG files)."""
+    from curate.datasets.fmnist_folders import write_fmnist_folders
+
+    out = tmp_path_factory.mktemp("fmnist")
+    write_fmnist_folders(out, seed_per_class=2, eval_train_per_class=8, test_per_class=5, pool_size=150)
+    return out
+
+
+def pipeline_cfg(folders: Path, *overrides: str):
+    base = [
+        "data=image_folder",
+        f"data.root={folders / 'pool'}",
+        "data.labels_from_dirs=true",
+        f"eval.train_root={folders / 'train'}",
+        f"eval.test_root={folders / 'test'}",
+        "name=tiny",
+    ]
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose("pipeline", overrides=[*base, *TINY, *overrides])
+
+
+def lines(path: Path) -> list[str]:
+    return path.read_text().splitlines()
+
+
+def test_train_on_an_image_folder_selection_sees_exactly_the_selected_ids(tmp_path):
+    """embed skips an unreadable file, so store rows and folder positions differ; the trainer still
+    trains on exactly the items the selection names, matched by id."""
+    from omegaconf import OmegaConf
+
+    from curate.embed.run import run_embed
+    from curate.pipeline import compose_stage
+    from selfsup.train import train
+
+    rng = np.random.default_rng(0)
+    root = tmp_path / "pool"
+    for i in range(30):
+        folder = root / f"c{i % 3}"
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (28, 28), dtype=np.uint8), mode="L").save(folder / f"{i:02d}.png")
+    (root / "c0" / "00_broken.png").write_bytes(b"not a png")  # sorted first: shifts every later row
+    cfg = compose_stage(
+        "embed", [f"out={tmp_path / 'store'}", "num_workers=0", "progress=false", "data=image_folder", f"data.root={root}"]
+    )
+    cfg.data.labels_from_dirs = True
+    data = OmegaConf.to_container(cfg.data)
+    manifest = run_embed(cfg)
+    assert manifest["count"] == 30 and manifest["skipped"] == 1
+    ids = [line for line in lines(tmp_path / "store" / "ids-00000.txt")]
+    chosen = sorted(rng.choice(30, size=11, replace=False).tolist())
+    sample = tmp_path / "sample"
+    sample.mkdir()
+    (sample / "ids.txt").write_text("".join(f"{ids[i]}\n" for i in chosen))
+    np.save(sample / "indices.npy", np.asarray(chosen, dtype=np.int64))  # store rows: not folder positions
+    tcfg = compose_stage("train", [f"out={tmp_path / 'run'}"])
+    OmegaConf.update(tcfg, "data", {**data, "selection": str(sample)}, merge=False)
+    tcfg = OmegaConf.merge(tcfg, OmegaConf.create(TINY_TRAIN.replace("iterations: 4", "iterations: 2")))
+    summary = train(tcfg)
+    assert lines(tmp_path / "run" / "train_ids.txt") == [ids[i] for i in chosen]
+    assert summary["n_train"] == 11 and summary["distinct_items_seen"] == 11  # 2 x 16 draws cover the 11
+    selection = json.loads((tmp_path / "run" / "manifest.json").read_text())["selection"]
+    assert selection["count"] == 11 and selection["file"] == "ids.txt"
+    assert len(selection["sha1"]) == 40
+
+
+def test_pipeline_end_to_end_then_skips_what_is_done(tmp_path, folders):
+    cfg = pipeline_cfg(folders, "baselines=[random,full]")
+    summary = run_pipeline(cfg, tmp_path / "tiny")
+    root = tmp_path / "tiny"
+    assert json.loads((root / "summary.json").read_text()) == json.loads(json.dumps(summary))
+    assert summary["pool_size"] == 150 and 0 < summary["kept_after_dedup"] <= 150
+    assert summary["sample_size"] == 40 and summary["train_images"] == 40 and summary["n_train"] == 40
+    # the trainer saw exactly the sampled items, by id
+    assert sorted(lines(root / "train" / "train_ids.txt")) == sorted(lines(root / "sample" / "ids.txt"))
+    for key in ("knn_top1", "linear_top1"):
+        assert 0.0 <= summary[key] <= 100.0
+    assert summary["knn_tail"] is not None  # pool labels (from the class folders) name the tail
+    random, full = summary["baselines"]["random"], summary["baselines"]["full"]
+    assert random["n_train"] == 40 and full["n_train"] == summary["kept_after_dedup"]
+    assert set(lines(root / "sample_random" / "ids.txt")) <= set(lines(root / "dedup" / "kept_ids.txt"))
+    for stage in ("embed", "dedup", "cluster", "sample", "train", "eval"):
+        assert json.loads((root / stage / STAMP).read_text())["status"] == "complete"
+    # a second run skips every stage
+    again = run_pipeline(pipeline_cfg(folders, "baselines=[random,full]"), root)
+    assert not any(entry["ran"] for entry in again["stages"].values())
+    assert again["knn_top1"] == summary["knn_top1"]
+
+
+class SimulatedKill(BaseException):
+    """Like a SIGKILL for the code under test: no ``except Exception`` handler catches it."""
+
+
+def test_resume_after_a_kill_and_rerun_of_what_changed_only(tmp_path, folders, monkeypatch):
+    import selfsup.train
+
+    real_save = selfsup.train.save_checkpoint
+
+    def save_then_die(path, meta, optimizer, state):
+        real_save(path, meta, optimizer, state)
+        raise SimulatedKill  # killed right after the checkpoint of iteration 2 (of 4)
+
+    root = tmp_path / "tiny"
+    monkeypatch.setattr(selfsup.train, "save_checkpoint", save_then_die)
+    with pytest.raises(SimulatedKill):
+        run_pipeline(pipeline_cfg(folders), root)
+    assert json.loads((root / "train" / STAMP).read_text())["status"] == "running"
+    monkeypatch.setattr(selfsup.train, "save_checkpoint", real_save)
+    cluster_manifest = (root / "cluster" / "manifest.json").stat().st_mtime_ns
+    summary = run_pipeline(pipeline_cfg(folders), root)
+    ran = {stage for stage, entry in summary["stages"].items() if entry["ran"]}
+    assert ran == {"train", "eval"}
+    assert json.loads((root / "train" / STAMP).read_text())["result"]["start_iteration"] == 2  # resumed
+    assert summary["train_images"] == 40
+
+    # a changed train setting re-runs train and eval, not the clustering
+    changed = TINY_TRAIN.replace("iterations: 4", "iterations: 6")
+    summary = run_pipeline(pipeline_cfg(folders, f"++train={changed}"), root)
+    assert {s for s, e in summary["stages"].items() if e["ran"]} == {"train", "eval"}
+    assert (root / "cluster" / "manifest.json").stat().st_mtime_ns == cluster_manifest
+    assert json.loads((root / "train" / "manifest.json").read_text())["iterations"] == 6
+    assert json.loads((root / "train" / STAMP).read_text())["result"]["start_iteration"] == 0  # a fresh run
+
+    # a changed sample budget re-runs sample and everything after it
+    summary = run_pipeline(pipeline_cfg(folders, f"++train={changed}", "sample.targets=[30]"), root)
+    assert {s for s, e in summary["stages"].items() if e["ran"]} == {"sample", "train", "eval"}
+    assert summary["sample_size"] == 30 and summary["train_images"] == 30
+
+
+def test_a_folder_not_made_by_the_pipeline_is_refused(tmp_path, folders):
+    (tmp_path / "tiny" / "cluster").mkdir(parents=True)
+    (tmp_path / "tiny" / "cluster" / "precious.txt").write_text("mine")
+    with pytest.raises(ValueError, match="not made by curate.pipeline"):
+        run_pipeline(pipeline_cfg(folders), tmp_path / "tiny")
+    assert (tmp_path / "tiny" / "cluster" / "precious.txt").read_text() == "mine"
+
+
+@pytest.mark.slow
+def test_contract_command_line(tmp_path, folders, cli):
+    """The documented command (+experiment=curation_ssl_quick), shrunk by overrides; a bad input is
+    one error line and exit code 2."""
+    args = [
+        "-m",
+        "curate.pipeline",
+        "+experiment=curation_ssl_quick",
+        "data=image_folder",
+        f"data.root={folders / 'pool'}",
+        f"eval.train_root={folders / 'train'}",
+        f"eval.test_root={folders / 'test'}",
+        "name=contract",
+        f"out_dir={tmp_path}",
+        "baselines=[random]",
+        *TINY,
+    ]
+    cli(*args)
+    summary = json.loads((tmp_path / "contract" / "summary.json").read_text())
+    for key in ("pool_size", "kept_after_dedup", "sample_size", "train_images", "knn_top1", "linear_top1"):
+        assert key in summary
+    assert summary["train_images"] == summary["sample_size"] == 40 and "random" in summary["baselines"]
+    bad = cli(*[a if not a.startswith("data.root=") else f"data.root={tmp_path / 'nope'}" for a in args], check=False)
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith("error: ")
+    assert "nope" in bad.stderr

@@ -59,8 +59,18 @@ STAMP = "pipeline.json"
 RUN_ONLY = {
     "embed": ("num_workers", "device", "progress", "overwrite", "batch_size", "amp"),
     "dedup": ("device", "chunk_size", "sim_budget", "checkpoint_every_s", "backend"),
-    "cluster": ("device", "memory_budget_mb", "checkpoint_every", "shard_min_rows", "split_memory_mb",
-                "init_cache_mb", "stop_after_level", "logger", "submit", "launcher"),  # fmt: skip
+    "cluster": (
+        "device",
+        "memory_budget_mb",
+        "checkpoint_every",
+        "shard_min_rows",
+        "split_memory_mb",
+        "init_cache_mb",
+        "stop_after_level",
+        "logger",
+        "submit",
+        "launcher",
+    ),  # fmt: skip
     "sample": ("plot", "logger", "launcher"),
     "base": ("logger", "train.num_workers", "train.device", "train.log_every", "train.checkpoint_every"),
     "train": ("logger", "train.num_workers", "train.device", "train.log_every", "train.checkpoint_every"),
@@ -241,7 +251,7 @@ def prepare(stage: str, folder: Path, key: str) -> bool:
     stamp = read_stamp(folder)
     if stamp is None:
         if folder.exists() and any(folder.iterdir()):
-            raise ValueError(f"{folder} exists and was not made by curate.pipeline ({STAMP} missing); pick another name")
+            raise ValueError(f"{folder} exists and was not made by curate.pipeline (no {STAMP}); pick another name")
         return False
     if stamp["key"] == key:
         return stamp["status"] == "complete"
@@ -352,7 +362,7 @@ class Pipeline:
         self.keys[stage] = key
         if not self.wanted(stage):
             if not self.available(stage):
-                raise ValueError(f"stages: {stage} is needed (by a later stage) but {folder} holds no finished run of it")
+                raise ValueError(f"stages: {stage} is needed by a later stage but {folder} holds no finished run of it")
             return read_stamp(folder).get("result")
         if prepare(stage, folder, key):
             log.info("%s: up to date in %s, skipped", stage, folder)

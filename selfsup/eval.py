@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
 
-from curate.io.atomic import atomic_write_json
 from curate.embed.sources import default_num_workers
+from curate.io.atomic import atomic_write_json
 from curate.tracking import Tracker
 from selfsup.config import EvalSchema, config_to_dict, to_eval_schema
 from selfsup.data import ImageSet, ResizedImages, open_image_set, stack_arrays
@@ -285,7 +285,8 @@ def _read_labels(path: str) -> np.ndarray:
         raise FileNotFoundError(f"eval.pool_labels: {path} not found")
     labels = np.load(path, allow_pickle=False)
     if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer) or (len(labels) and labels.min() < 0):
-        raise ValueError(f"eval.pool_labels: {path} must be a 1-D array of labels >= 0, got {labels.dtype} {labels.shape}")
+        got = f"{labels.dtype} {labels.shape}"
+        raise ValueError(f"eval.pool_labels: {path} must be a 1-D array of labels >= 0, got {got}")
     return labels.astype(np.int64)
 
 

@@ -73,9 +73,8 @@ def test_train_on_an_image_folder_selection_sees_exactly_the_selected_ids(tmp_pa
         folder.mkdir(parents=True, exist_ok=True)
         Image.fromarray(rng.integers(0, 256, (28, 28), dtype=np.uint8), mode="L").save(folder / f"{i:02d}.png")
     (root / "c0" / "00_broken.png").write_bytes(b"not a png")  # sorted first: shifts every later row
-    cfg = compose_stage(
-        "embed", [f"out={tmp_path / 'store'}", "num_workers=0", "progress=false", "data=image_folder", f"data.root={root}"]
-    )
+    overrides = ["num_workers=0", "progress=false", "data=image_folder", f"data.root={root}"]
+    cfg = compose_stage("embed", [f"out={tmp_path / 'store'}", *overrides])
     cfg.data.labels_from_dirs = True
     data = OmegaConf.to_container(cfg.data)
     manifest = run_embed(cfg)

@@ -100,8 +100,10 @@ def write_fmnist_folders(out: str | Path, **split_args: int | None) -> dict:
     splits = curation_splits(train_labels, test_labels, **split_args)
     info: dict = {"settings": split_args, "classes": [class_folder(c) for c in range(len(CLASSES))], "folders": {}}
     for name, rows in splits.items():
-        images, labels, prefix = (test_images, test_labels, "test") if name == "test" else (train_images, train_labels, "train")
+        prefix = "test" if name == "test" else "train"
+        images, labels = (test_images, test_labels) if name == "test" else (train_images, train_labels)
         write_image_folder(images, labels, rows, out / name, prefix)
-        info["folders"][name] = {"count": int(len(rows)), "class_counts": np.bincount(labels[rows], minlength=10).tolist()}
+        counts = np.bincount(labels[rows], minlength=len(CLASSES)).tolist()
+        info["folders"][name] = {"count": int(len(rows)), "class_counts": counts}
     atomic_write_json(out / "splits.json", json.loads(json.dumps(info)))
     return info

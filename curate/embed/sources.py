@@ -221,14 +221,16 @@ class NpyImagesSource(Source):
             images = np.load(self.path, mmap_mode="r", allow_pickle=False)
         except ValueError as err:
             raise ValueError(f"cannot read {self.path} as a .npy array: {err}") from None
-        if images.dtype != np.uint8 or images.ndim not in (3, 4) or (images.ndim == 4 and images.shape[3] not in (1, 3)):
-            raise ValueError(f"{self.path}: expected uint8 (n, H, W) or (n, H, W, C), got {images.dtype} {images.shape}")
+        shape_ok = images.ndim == 3 or (images.ndim == 4 and images.shape[3] in (1, 3))
+        if images.dtype != np.uint8 or not shape_ok:
+            raise ValueError(f"{self.path}: expected uint8 (n, H, W[, C]), got {images.dtype} {images.shape}")
         self.images = images[: _limit(len(images), limit)]
         self._labels = None
         if labels_path is not None:
             labels = np.load(labels_path, allow_pickle=False)
             if labels.shape != (len(images),) or not np.issubdtype(labels.dtype, np.integer):
-                raise ValueError(f"labels {labels_path}: expected ({len(images)},) integers, got {labels.dtype} {labels.shape}")
+                got = f"{labels.dtype} {labels.shape}"
+                raise ValueError(f"labels {labels_path}: expected ({len(images)},) integers, got {got}")
             self._labels = labels[: len(self.images)].astype(np.int64)
         self.config = {"kind": "npy", "path": str(self.path.resolve()), "count": len(self.images)}
 
@@ -316,7 +318,8 @@ def read_selection(path: str | os.PathLike, source: Source) -> tuple[np.ndarray,
     if path.suffix == ".npy":
         positions = np.load(path, allow_pickle=False)
         if positions.ndim != 1 or not np.issubdtype(positions.dtype, np.integer):
-            raise ValueError(f"data.selection: {path} must be a 1-D integer array, got {positions.dtype} {positions.shape}")
+            got = f"{positions.dtype} {positions.shape}"
+            raise ValueError(f"data.selection: {path} must be a 1-D integer array, got {got}")
         positions = positions.astype(np.int64)
         if len(positions) and (positions.min() < 0 or positions.max() >= n):
             raise ValueError(f"data.selection: {path} holds positions outside [0, {n}) of the source")

@@ -85,7 +85,7 @@ class EvalStageConf:
 
     train_root: str | None = None
     test_root: str | None = None
-    eval: dict[str, Any] = field(default_factory=dict)
+    eval: Any = None
 
 
 @dataclass
@@ -95,7 +95,7 @@ class BaseStageConf:
     is merged over the pipeline's ``train`` node for that run."""
 
     root: str | None = None
-    train: dict[str, Any] = field(default_factory=dict)
+    train: Any = None
 
 
 @dataclass
@@ -129,15 +129,15 @@ class PipelineConf:
     only: str | None = None
     baselines: list[str] = field(default_factory=list)
     submit: bool = False
-    resources: dict[str, Any] = field(default_factory=dict)
+    resources: Any = None
     data: Any = MISSING
     encoder: Any = MISSING
     base: BaseStageConf = field(default_factory=BaseStageConf)
-    embed: dict[str, Any] = field(default_factory=dict)
-    dedup: dict[str, Any] = field(default_factory=dict)
-    cluster: dict[str, Any] = field(default_factory=dict)
-    sample: dict[str, Any] = field(default_factory=dict)
-    train: dict[str, Any] = field(default_factory=dict)
+    embed: Any = None
+    dedup: Any = None
+    cluster: Any = None
+    sample: Any = None
+    train: Any = None
     eval: EvalStageConf = field(default_factory=EvalStageConf)
     logger: dict[str, Any] = field(default_factory=lambda: {"wandb": WandbConf()})
 
@@ -163,7 +163,7 @@ def validate(cfg: DictConfig) -> None:
         raise ValueError(f"baselines: {bad}; choose from {list(BASELINES)}")
     if cfg.data.get("selection") is not None:
         raise ValueError("data.selection: the pipeline selects the items itself (sample stage); leave it unset")
-    targets = cfg.sample.get("targets")
+    targets = (cfg.sample or {}).get("targets")
     if targets is not None and len(targets) != 1:
         raise ValueError(f"sample.targets: the pipeline trains on one budget, got {list(targets)}")
 
@@ -187,6 +187,8 @@ def compose_stage(config_name: str, overrides: list[str]) -> DictConfig:
 
 def _merge(cfg: DictConfig, settings: Any, where: str) -> DictConfig:
     """``settings`` merged over a stage config (struct: a key the stage does not have is an error)."""
+    if settings is None:
+        return cfg
     try:
         return OmegaConf.merge(cfg, OmegaConf.create(OmegaConf.to_container(settings, resolve=True)))
     except OmegaConfBaseException as err:
@@ -352,7 +354,7 @@ class Pipeline:
         labels = self.folder("embed") / "labels.npy"
         if labels.exists():
             cfg.eval.pool_labels = str(labels)
-        return self.tracked(_merge(cfg, OmegaConf.create({"eval": _container(self.cfg.eval.eval)}), "eval.eval"))
+        return self.tracked(_merge(cfg, OmegaConf.create({"eval": _container(self.cfg.eval.eval) or {}}), "eval.eval"))
 
     # -- running --
     def step(self, stage: str, cfg: DictConfig, upstream: list[str], body: Any) -> Any:
@@ -361,9 +363,11 @@ class Pipeline:
         key = stage_key(stage, cfg, [self.keys[u] for u in upstream if u in self.keys])
         self.keys[stage] = key
         if not self.wanted(stage):
-            if not self.available(stage):
-                raise ValueError(f"stages: {stage} is needed by a later stage but {folder} holds no finished run of it")
-            return read_stamp(folder).get("result")
+            if self.available(stage):
+                return read_stamp(folder).get("result")
+            if self.cfg.only is not None and STAGES.index(stage.split("_")[0]) > STAGES.index(self.cfg.only):
+                return None  # a later stage job runs it
+            raise ValueError(f"stages: {stage} is needed by a later stage but {folder} holds no finished run of it")
         if prepare(stage, folder, key):
             log.info("%s: up to date in %s, skipped", stage, folder)
             self.report[stage] = {"dir": str(folder), "ran": False}
@@ -414,10 +418,6 @@ class Pipeline:
         train_dir, eval_dir = self.folder("train"), self.folder("eval")
         self.step("train", self.train_config(train_dir, self.folder("sample")), ["sample"], _train_summary(train))
         self.step("eval", self.eval_config(eval_dir, train_dir), ["train"], _eval_summary(evaluate))
-        if self.cfg.only is not None and self.cfg.only != "eval":
-            return None
-
-        baselines = {}
         for name in self.cfg.baselines:
             pool = self.folder("dedup") if dedup is not None else None
             if name == "random":
@@ -428,7 +428,9 @@ class Pipeline:
             tdir, edir = self.folder(f"train_{name}"), self.folder(f"eval_{name}")
             self.step(f"train_{name}", self.train_config(tdir, selection), upstream, _train_summary(train))
             self.step(f"eval_{name}", self.eval_config(edir, tdir), [f"train_{name}"], _eval_summary(evaluate))
-            baselines[name] = self.results(f"train_{name}", f"eval_{name}")
+        if self.cfg.only not in (None, "eval"):
+            return None  # a stage job of a submitted chain: the eval job writes the summary
+        baselines = {name: self.results(f"train_{name}", f"eval_{name}") for name in self.cfg.baselines}
         summary = {
             "name": self.cfg.name,
             "root": str(self.root),
@@ -463,10 +465,10 @@ class Pipeline:
         """``sample_random/ids.txt``: as many ids as the curated sample, uniform without replacement
         from the (deduplicated) pool, drawn with ``seed``."""
         folder = self.folder("sample_random")
-        n = int(len(np.load(self.folder("sample") / "indices.npy")))
-        cfg = OmegaConf.create({"size": n, "seed": self.cfg.seed, "pool": None if pool is None else str(pool)})
+        cfg = OmegaConf.create({"seed": self.cfg.seed, "pool": None if pool is None else str(pool)})
 
         def body(c: DictConfig) -> dict:
+            n = int(len(np.load(self.folder("sample") / "indices.npy")))
             if pool is not None:
                 ids = (pool / "kept_ids.txt").read_text().splitlines()
             else:
@@ -512,15 +514,16 @@ def _eval_summary(evaluate: Any) -> Any:
     return body
 
 
-def run_pipeline(cfg: DictConfig, root: str | Path | None = None) -> dict[str, Any] | None:
-    """Run (or resume, or submit) the pipeline of ``cfg`` under ``root`` (default
-    ``<out_dir>/<name>``); returns the summary."""
-    root = Path(root) if root is not None else Path(cfg.out_dir) / cfg.name
-    if cfg.submit:
-        from curate.submit import submit_pipeline
+def chain(cfg: DictConfig) -> list[str]:
+    """The stage jobs of a submitted pipeline, in order (each runs with ``only=<stage>``)."""
+    stages = [s for s in STAGES if s in cfg.stages or (s == "base" and cfg.base.root is not None)]
+    return stages
 
-        submit_pipeline(cfg, root)
-        return None
+
+def run_pipeline(cfg: DictConfig, root: str | Path | None = None) -> dict[str, Any] | None:
+    """Run (or resume) the pipeline of ``cfg`` under ``root`` (default ``<out_dir>/<name>``);
+    returns the summary (None for a stage job, ``only``)."""
+    root = Path(root) if root is not None else Path(cfg.out_dir) / cfg.name
     return Pipeline(cfg, root).run()
 
 
@@ -532,6 +535,15 @@ def main(cfg: DictConfig) -> None:
 
     setup_logging()
     root = output_dir()
+    if cfg.submit:
+        from hydra.core.hydra_config import HydraConfig
+
+        from curate.submit import submit_pipeline
+
+        hc = HydraConfig.get()
+        launcher = OmegaConf.to_container(hc.launcher, resolve=True)
+        run_stage(lambda c: submit_pipeline(c, root, list(hc.overrides.task), launcher), cfg)
+        return
     run_stage(lambda c: run_pipeline(c, root), cfg)
 
 

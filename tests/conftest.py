@@ -3,6 +3,7 @@
 import importlib.util
 import os
 import socket
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -70,6 +71,29 @@ class _Cli:
 def cli() -> _Cli:
     """``cli("-m", "curate.cluster", ...)`` -> ``CompletedProcess``; ``cli.env`` for ``Popen``."""
     return _Cli()
+
+
+FAKE_SBATCH = """#!/bin/bash
+# test double of sbatch: keeps the script, answers like SLURM
+mkdir -p "$FAKE_SLURM_DIR"
+n=$(( $(ls "$FAKE_SLURM_DIR" | wc -l) + 1001 ))
+cp "$1" "$FAKE_SLURM_DIR/$n.sh"
+echo "Submitted batch job $n"
+"""
+
+
+@pytest.fixture
+def fake_slurm(tmp_path, monkeypatch) -> Path:
+    """``sbatch`` and ``srun`` doubles on PATH; returns the folder where the submitted scripts land."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "sbatch").write_text(FAKE_SBATCH)
+    (bin_dir / "srun").write_text("#!/bin/bash\nexit 1\n")
+    for tool in ("sbatch", "srun"):
+        (bin_dir / tool).chmod(stat.S_IRWXU)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_SLURM_DIR", str(tmp_path / "sbatch"))
+    return tmp_path / "sbatch"
 
 
 @pytest.fixture

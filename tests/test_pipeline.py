@@ -192,3 +192,73 @@ def test_contract_command_line(tmp_path, folders, cli):
     bad = cli(*[a if not a.startswith("data.root=") else f"data.root={tmp_path / 'nope'}" for a in args], check=False)
     assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith("error: ")
     assert "nope" in bad.stderr
+
+
+def run_main(monkeypatch, args: list[str]) -> None:
+    """``python -m curate.pipeline <args>`` in this process."""
+    import sys
+
+    import curate.pipeline
+
+    monkeypatch.setattr(sys, "argv", ["curate.pipeline", *args])
+    curate.pipeline.main()
+
+
+def test_submit_queues_one_dependent_job_per_stage_on_slurm(tmp_path, folders, fake_slurm, monkeypatch, capsys):
+    import submitit
+
+    args = [
+        "data=image_folder",
+        f"data.root={folders / 'pool'}",
+        "name=chain",
+        f"out_dir={tmp_path}",
+        "launcher=submitit_slurm",
+        "submit=true",
+        "hydra.launcher.partition=p",
+        "resources={embed: {gpus_per_node: 1, tasks_per_node: 1}, train: {gpus_per_node: 1, tasks_per_node: 1},"
+        " cluster: {gpus_per_node: 0, tasks_per_node: 1, cpus_per_task: 32}}",
+    ]
+    run_main(monkeypatch, args)
+    stages = ["embed", "dedup", "cluster", "sample", "train", "eval"]
+    assert sorted(p.name for p in fake_slurm.iterdir()) == [f"{1001 + i}.sh" for i in range(6)]
+    printed = capsys.readouterr().out
+    flags = {s: {x for x in (fake_slurm / f"{1001 + i}.sh").read_text().splitlines() if x.startswith("#SBATCH")}
+             for i, s in enumerate(stages)}  # fmt: skip
+    for i, stage in enumerate(stages):
+        assert f"{stage}: job {1001 + i}" in printed
+        assert f"#SBATCH --job-name=chain-{stage}" in flags[stage] and "#SBATCH --partition=p" in flags[stage]
+        assert (f"#SBATCH --dependency=afterok:{1000 + i}" in flags[stage]) == (i > 0)
+    assert "#SBATCH --gpus-per-node=1" in flags["train"] and "#SBATCH --gpus-per-node=1" in flags["embed"]
+    assert "#SBATCH --cpus-per-task=32" in flags["cluster"] and "#SBATCH --gpus-per-node=8" in flags["sample"]
+    folder = tmp_path / "chain" / ".submitit"
+    job = submitit.SlurmJob(folder=folder / "%j", job_id="1005").submission().function
+    assert job.stage == "curate.pipeline" and "only=train" in job.overrides and "submit=true" not in job.overrides
+    listed = json.loads((tmp_path / "chain" / "submit.json").read_text())["jobs"]
+    assert listed[4] == {"stage": "train", "job_id": "1005"}
+
+
+@pytest.mark.slow
+def test_submitted_chain_runs_through_submitit_local(tmp_path, folders, monkeypatch):
+    args = [
+        "data=image_folder",
+        f"data.root={folders / 'pool'}",
+        f"eval.train_root={folders / 'train'}",
+        f"eval.test_root={folders / 'test'}",
+        "name=local",
+        f"out_dir={tmp_path}",
+        "stages=[embed,cluster,sample,train,eval]",
+        "launcher=submitit_local",
+        "submit=true",
+        *TINY,
+    ]
+    run_main(monkeypatch, args)
+    root = tmp_path / "local"
+    jobs = json.loads((root / "submit.json").read_text())
+    assert [j["stage"] for j in jobs["jobs"]] == ["embed", "cluster", "sample", "train", "eval"]
+    assert jobs["executor"] == "local"
+    assert sorted(p.name for p in (root / ".submitit").iterdir() if p.name.isdigit()) == sorted(
+        j["job_id"] for j in jobs["jobs"]
+    )
+    summary = json.loads((root / "summary.json").read_text())  # written by the eval job
+    assert summary["train_images"] == summary["sample_size"] == 40
+    assert summary["kept_after_dedup"] == summary["pool_size"] == 150  # no dedup stage

@@ -39,7 +39,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +51,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig
 
 from curate import dist
+from curate.conf import LoggerConf
 from curate.io.atomic import atomic_path, atomic_save_npy, atomic_write_json, atomic_write_text
 from curate.io.store import MANIFEST, StoreWriter, finalize_store, load_embeddings, read_manifest
 from curate.stage import run_stage
@@ -91,6 +92,7 @@ class DedupConfig:
     write_store: bool = False
     shard_size: int = 50000
     checkpoint_every_s: float = 300.0
+    logger: LoggerConf = field(default_factory=LoggerConf)  # metrics.jsonl in out (+ wandb)
 
 
 ConfigStore.instance().store(name="dedup_schema", node=DedupConfig)
@@ -550,6 +552,13 @@ def run_dedup(cfg: DictConfig) -> dict:
             _write_kept_store(Path(cfg.input), out / "store", array, ids, kept, cfg)
         atomic_write_json(done, summary)
         (out / "checkpoint.npz").unlink(missing_ok=True)
+        if "logger" in cfg:
+            from curate.tracking import stage_tracker
+
+            record = {k: summary[k] for k in ("count", "kept", "removed", "threshold")}
+            with stage_tracker(cfg, out, "dedup", fresh=True) as tracker:
+                tracker.log({**record, "seconds": elapsed}, step=0)
+                tracker.summary(record)
     dist.barrier()
     return summary
 

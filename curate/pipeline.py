@@ -57,8 +57,8 @@ BASELINES = ("random", "full")
 STAMP = "pipeline.json"
 # settings that say where or how a stage runs, not what it computes: they do not enter its key
 RUN_ONLY = {
-    "embed": ("num_workers", "device", "progress", "overwrite", "batch_size", "amp"),
-    "dedup": ("device", "chunk_size", "sim_budget", "checkpoint_every_s", "backend"),
+    "embed": ("num_workers", "device", "progress", "overwrite", "batch_size", "amp", "logger"),
+    "dedup": ("device", "chunk_size", "sim_budget", "checkpoint_every_s", "backend", "logger"),
     "cluster": (
         "device",
         "memory_budget_mb",
@@ -169,9 +169,10 @@ def validate(cfg: DictConfig) -> None:
 
 
 # ---- composing a stage's own config ----------------------------------------------------------
-def compose_stage(config_name: str, overrides: list[str]) -> DictConfig:
+def compose_stage(config_name: str, overrides: list[str], values: dict[str, Any] | None = None) -> DictConfig:
     """The stage's primary config (``configs/<config_name>.yaml``) with ``overrides``, composed
-    by Hydra (inside a running Hydra app, through its global instance)."""
+    by Hydra (inside a running Hydra app, through its global instance), then ``values`` set by
+    dotted key (paths are set, not parsed: a multirun folder such as ``seed=0`` is no override)."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
@@ -180,9 +181,13 @@ def compose_stage(config_name: str, overrides: list[str]) -> DictConfig:
     import selfsup.config  # noqa: F401
 
     if GlobalHydra.instance().is_initialized():
-        return compose(config_name=config_name, overrides=overrides)
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return compose(config_name=config_name, overrides=overrides)
+        cfg = compose(config_name=config_name, overrides=overrides)
+    else:
+        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+            cfg = compose(config_name=config_name, overrides=overrides)
+    for key, value in (values or {}).items():
+        OmegaConf.update(cfg, key, value, merge=False)
+    return cfg
 
 
 def _merge(cfg: DictConfig, settings: Any, where: str) -> DictConfig:
@@ -310,13 +315,13 @@ class Pipeline:
 
     # -- stage configs (the stage's own config with the pipeline's paths) --
     def embed_config(self) -> DictConfig:
-        cfg = compose_stage("embed", [f"out={self.folder('embed')}"])
+        cfg = compose_stage("embed", [], {"out": str(self.folder("embed"))})
         _set(cfg, "data", _container(self.cfg.data))
         encoder = _container(self.cfg.encoder)
         if self.cfg.base.root is not None:
             encoder = {"kind": "selfsup", "name": "selfsup", "checkpoint": str(self.folder("base") / "backbone.pt")}
         _set(cfg, "encoder", encoder)
-        return _merge(cfg, self.cfg.embed, "embed")
+        return self.tracked(_merge(cfg, self.cfg.embed, "embed"))
 
     def base_config(self) -> DictConfig:
         cfg = self.train_config(self.folder("base"), None)
@@ -324,37 +329,57 @@ class Pipeline:
         return _merge(cfg, self.cfg.base.train, "base.train")
 
     def dedup_config(self) -> DictConfig:
-        cfg = compose_stage("dedup", [f"input={self.folder('embed')}", f"out={self.folder('dedup')}"])
-        return _merge(cfg, self.cfg.dedup, "dedup")
+        cfg = compose_stage("dedup", [], {"input": str(self.folder("embed")), "out": str(self.folder("dedup"))})
+        return self.tracked(_merge(cfg, self.cfg.dedup, "dedup"))
 
     def cluster_config(self) -> DictConfig:
-        overrides = [f"input.path={self.folder('embed')}", "input.toy=null", f"name={self.cfg.name}"]
+        values = {"input.path": str(self.folder("embed")), "input.toy": None, "name": self.cfg.name}
         if self.available("dedup"):
-            overrides.append(f"input.subset={self.folder('dedup')}")
-        cfg = compose_stage("cluster", [*overrides, f"out_dir={self.root}", f"seed={self.cfg.seed}"])
+            values["input.subset"] = str(self.folder("dedup"))
+        cfg = compose_stage("cluster", [], {**values, "out_dir": str(self.root), "seed": self.cfg.seed})
         return self.tracked(_merge(cfg, self.cfg.cluster, "cluster"))
 
     def sample_config(self) -> DictConfig:
-        overrides = [f"cluster_dir={self.folder('cluster')}", f"name={self.cfg.name}", f"out_dir={self.root}"]
-        cfg = _merge(compose_stage("sample", [*overrides, f"seed={self.cfg.seed}"]), self.cfg.sample, "sample")
+        values = {"cluster_dir": str(self.folder("cluster")), "name": self.cfg.name, "out_dir": str(self.root)}
+        cfg = _merge(compose_stage("sample", [], {**values, "seed": self.cfg.seed}), self.cfg.sample, "sample")
         return self.tracked(cfg)
 
     def train_config(self, folder: Path, selection: Path | None) -> DictConfig:
-        cfg = compose_stage("train", [f"out={folder}", f"name={self.cfg.name}", f"train.seed={self.cfg.seed}"])
+        cfg = compose_stage("train", [], {"out": str(folder), "name": self.cfg.name, "train.seed": self.cfg.seed})
         data = dict(_container(self.cfg.data), selection=None if selection is None else str(selection))
         _set(cfg, "data", data)
         return self.tracked(_merge(cfg, self.cfg.train, "train"))
 
     def eval_config(self, folder: Path, train_dir: Path) -> DictConfig:
-        cfg = compose_stage("eval", [f"out={folder}", f"name={self.cfg.name}", f"backbone={train_dir / 'backbone.pt'}"])
+        values = {"out": str(folder), "name": self.cfg.name, "backbone": str(train_dir / "backbone.pt")}
+        cfg = compose_stage("eval", [], values)
         for split in ("train", "test"):
             root = self.cfg.eval.get(f"{split}_root")
             if root is not None:
                 _set(cfg, f"data.{split}", {"kind": "image_folder", "root": str(root), "labels_from_dirs": True})
-        labels = self.folder("embed") / "labels.npy"
-        if labels.exists():
-            cfg.eval.pool_labels = str(labels)
+        tail = self.tail_classes()
+        if tail is not None:
+            cfg.eval.tail_classes = tail
+        elif (self.folder("embed") / "labels.npy").exists():
+            cfg.eval.pool_labels = str(self.folder("embed") / "labels.npy")
         return self.tracked(_merge(cfg, OmegaConf.create({"eval": _container(self.cfg.eval.eval) or {}}), "eval.eval"))
+
+    def tail_classes(self) -> list[int] | None:
+        """The rarest classes of the pool (``eval.num_tail_classes`` of them, absent ones first) as
+        class ids of the labelled train folder, matched by class name (a pool missing a class
+        numbers its folders differently); None without pool labels or a train folder."""
+        from curate.embed.sources import ImageFolderSource
+
+        store, root = self.folder("embed"), self.cfg.eval.get("train_root")
+        if root is None or not (store / "label_names.json").exists() or not (store / "labels.npy").exists():
+            return None
+        names = json.loads((store / "label_names.json").read_text())
+        counts = np.bincount(np.load(store / "labels.npy"), minlength=len(names))
+        pool = dict(zip(names, counts.tolist()))
+        eval_names = ImageFolderSource(root, labels_from_dirs=True).label_names
+        n_tail = int((self.cfg.eval.eval or {}).get("num_tail_classes", 3))
+        sizes = np.asarray([pool.get(name, 0) for name in eval_names])
+        return sorted(int(c) for c in np.argsort(sizes, kind="stable")[:n_tail])
 
     # -- running --
     def step(self, stage: str, cfg: DictConfig, upstream: list[str], body: Any) -> Any:

@@ -252,7 +252,8 @@ def submit_pipeline(
     for stage in stages:
         ex = submitit.AutoExecutor(folder=folder, cluster=kind, **init)
         ex.update_parameters(**pipeline_stage_parameters(cfg, launcher, kind, stage, jobs[-1].job_id if jobs else None))
-        job = ex.submit(StageJob("curate.pipeline", [*kept, f"only={stage}", f"hydra.run.dir={root}"], root))
+        run_dir = "hydra.run.dir='" + str(root).replace("\\", "\\\\").replace("'", "\\'") + "'"  # quoted: seed=0
+        job = ex.submit(StageJob("curate.pipeline", [*kept, f"only={stage}", run_dir], root))
         log.info("%s: job %s", stage, job.job_id)
         print(f"{stage}: job {job.job_id}")
         jobs.append(job)

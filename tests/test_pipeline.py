@@ -31,13 +31,8 @@ TINY = [
 
 
 @pytest.fixture(scope="module")
-def folders(tmp_path_factory) -> Path:
-    """A 150-image long-tailed Fashion-MNIST pool and labelled train / test folders (PNG files)."""
-    from curate.datasets.fmnist_folders import write_fmnist_folders
-
-    out = tmp_path_factory.mktemp("fmnist")
-    write_fmnist_folders(out, seed_per_class=2, eval_train_per_class=8, test_per_class=5, pool_size=150)
-    return out
+def folders(fmnist_folders) -> Path:
+    return fmnist_folders
 
 
 def pipeline_cfg(folders: Path, *overrides: str):

@@ -13,6 +13,8 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
+from curate.conf import LoggerConf
+
 IMAGE_EXTENSIONS = [".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".ppm", ".pgm"]
 
 
@@ -232,6 +234,7 @@ class EmbedConfig:
     dtype: str = "float32"
     overwrite: bool = False
     progress: bool = True
+    logger: LoggerConf = field(default_factory=LoggerConf)  # metrics.jsonl in the store (+ wandb)
 
 
 SOURCES: dict[str, type] = {

@@ -214,6 +214,7 @@ def run_embed(cfg: DictConfig) -> dict:
     barrier()
     if rank == 0:
         manifest = finalize_store(out, expected_shards=n_shards)
+        _log_metrics(cfg, out, manifest, n_todo, elapsed)
         log.info(
             "store %s: %d rows of dim %d, %d skipped",
             out,
@@ -223,6 +224,19 @@ def run_embed(cfg: DictConfig) -> dict:
         )
     barrier()
     return read_manifest(out)
+
+
+def _log_metrics(cfg: DictConfig, out: Path, manifest: dict, n_done: int, seconds: float) -> None:
+    """One record in ``<out>/metrics.jsonl`` (and wandb, ``job_type=embed``) for this attempt."""
+    from curate.tracking import stage_tracker
+
+    if "logger" not in cfg:
+        return
+    record = {"rows": manifest["count"], "dim": manifest["dim"], "skipped": manifest["skipped"]}
+    record.update(embedded=n_done, seconds=seconds, items_per_s=n_done / max(seconds, 1e-9))
+    with stage_tracker(cfg, out, "embed") as tracker:
+        tracker.log(record, step=0)
+        tracker.summary(record)
 
 
 def _encode(encoder: Encoder, items: Any, amp: bool, normalize: bool) -> torch.Tensor:

@@ -318,8 +318,11 @@ class Pipeline:
         cfg = compose_stage("embed", [], {"out": str(self.folder("embed"))})
         _set(cfg, "data", _container(self.cfg.data))
         encoder = _container(self.cfg.encoder)
-        if self.cfg.base.root is not None:
-            encoder = {"kind": "selfsup", "name": "selfsup", "checkpoint": str(self.folder("base") / "backbone.pt")}
+        if self.cfg.base.root is not None:  # the base model's backbone, with the selfsup encoder's defaults
+            from curate.embed.config import SelfsupEncoder
+
+            backbone = str(self.folder("base") / "backbone.pt")
+            encoder = OmegaConf.to_container(OmegaConf.structured(SelfsupEncoder(checkpoint=backbone)))
         _set(cfg, "encoder", encoder)
         return self.tracked(_merge(cfg, self.cfg.embed, "embed"))
 

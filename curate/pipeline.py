@@ -55,6 +55,7 @@ CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "configs")
 STAGES = ("base", "embed", "dedup", "cluster", "sample", "train", "eval")
 BASELINES = ("random", "full")
 STAMP = "pipeline.json"
+SUMMARY_KEYS = ("pool_size", "kept_after_dedup", "sample_size", "train_images", "knn_top1", "linear_top1")
 # settings that say where or how a stage runs, not what it computes: they do not enter its key
 RUN_ONLY = {
     "embed": ("num_workers", "device", "progress", "overwrite", "batch_size", "amp", "logger"),
@@ -306,6 +307,11 @@ class Pipeline:
             return kind == self.cfg.only
         return kind in self.cfg.stages or (kind == "base" and "embed" in self.cfg.stages)
 
+    def needed(self, stage: str) -> bool:
+        """Whether a stage this run executes comes after ``stage`` (and may read it)."""
+        order = STAGES.index(stage.split("_")[0])
+        return any(self.wanted(s) for s in STAGES[order + 1 :])
+
     def available(self, stage: str) -> bool:
         """Run in this pipeline, or finished earlier (with the key it would have now)."""
         if self.wanted(stage):
@@ -393,8 +399,8 @@ class Pipeline:
         if not self.wanted(stage):
             if self.available(stage):
                 return read_stamp(folder).get("result")
-            if self.cfg.only is not None and STAGES.index(stage.split("_")[0]) > STAGES.index(self.cfg.only):
-                return None  # a later stage job runs it
+            if not self.needed(stage):
+                return None  # left out, and no stage of this run reads it (or a later job runs it)
             raise ValueError(f"stages: {stage} is needed by a later stage but {folder} holds no finished run of it")
         if prepare(stage, folder, key):
             log.info("%s: up to date in %s, skipped", stage, folder)
@@ -458,36 +464,32 @@ class Pipeline:
             self.step(f"eval_{name}", self.eval_config(edir, tdir), [f"train_{name}"], _eval_summary(evaluate))
         if self.cfg.only not in (None, "eval"):
             return None  # a stage job of a submitted chain: the eval job writes the summary
-        baselines = {name: self.results(f"train_{name}", f"eval_{name}") for name in self.cfg.baselines}
-        summary = {
-            "name": self.cfg.name,
-            "root": str(self.root),
-            "seed": self.cfg.seed,
-            "pool_size": manifest["count"],
-            "kept_after_dedup": dedup["kept"] if dedup is not None else manifest["count"],
-            "sample_size": int(len(np.load(self.folder("sample") / "indices.npy"))),
-            **self.results("train", "eval"),
-            "baselines": baselines,
-            "stages": self.report,
-            "keys": self.keys,
-        }
+        summary: dict[str, Any] = {"name": self.cfg.name, "root": str(self.root), "seed": self.cfg.seed}
+        if manifest is not None:
+            summary["pool_size"] = manifest["count"]
+            summary["kept_after_dedup"] = dedup["kept"] if dedup is not None else manifest["count"]
+        if (self.folder("sample") / "indices.npy").exists() and self.available("sample"):
+            summary["sample_size"] = int(len(np.load(self.folder("sample") / "indices.npy")))
+        summary.update(self.results("train", "eval"))
+        summary["baselines"] = {name: self.results(f"train_{name}", f"eval_{name}") for name in self.cfg.baselines}
+        summary.update(stages=self.report, keys=self.keys)
         atomic_write_json(self.root / "summary.json", summary)
-        log.info(
-            "summary: pool %d, kept %d, sample %d, trained on %d, k-NN %.1f%%, linear %.1f%% -> %s",
-            summary["pool_size"],
-            summary["kept_after_dedup"],
-            summary["sample_size"],
-            summary["train_images"],
-            summary["knn_top1"],
-            summary["linear_top1"],
-            self.root / "summary.json",
-        )
+        shown = ", ".join(f"{k} {summary[k]:.4g}" for k in SUMMARY_KEYS if summary.get(k) is not None)
+        log.info("summary: %s -> %s", shown, self.root / "summary.json")
         return summary
 
     def results(self, train_stage: str, eval_stage: str) -> dict[str, Any]:
-        trained = read_stamp(self.folder(train_stage))["result"]
-        scores = read_stamp(self.folder(eval_stage))["result"]
-        return {"train_images": trained["distinct_items_seen"], "n_train": trained["n_train"], **scores}
+        """The training's sizes and the evaluation's scores (those of the two that finished)."""
+        out: dict[str, Any] = {}
+        for stage in (train_stage, eval_stage):
+            stamp = read_stamp(self.folder(stage))
+            if stamp is not None and stamp["status"] == "complete" and stamp["key"] == self.keys.get(stage):
+                result = dict(stamp["result"])
+                if "distinct_items_seen" in result:
+                    out.update(train_images=result["distinct_items_seen"], n_train=result["n_train"])
+                else:
+                    out.update(result)
+        return out
 
     def random_selection(self, pool: Path | None) -> Path:
         """``sample_random/ids.txt``: as many ids as the curated sample, uniform without replacement

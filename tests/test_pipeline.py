@@ -257,3 +257,22 @@ def test_submitted_chain_runs_through_submitit_local(tmp_path, folders, monkeypa
     summary = json.loads((root / "summary.json").read_text())  # written by the eval job
     assert summary["train_images"] == summary["sample_size"] == 40
     assert summary["kept_after_dedup"] == summary["pool_size"] == 150  # no dedup stage
+
+
+def test_base_model_embeds_the_pool_and_later_stages_are_optional(tmp_path, folders):
+    """base.root trains the curation embedding first; stages=[embed,cluster,sample] stops there."""
+    cfg = pipeline_cfg(
+        folders,
+        f"base.root={folders / 'seed'}",
+        "++base.train={train: {iterations: 2}}",
+        "stages=[embed,cluster,sample]",
+    )
+    summary = run_pipeline(cfg, tmp_path / "tiny")
+    root = tmp_path / "tiny"
+    assert {s for s, e in summary["stages"].items() if e["ran"]} == {"base", "embed", "cluster", "sample"}
+    base = json.loads((root / "base" / "manifest.json").read_text())
+    assert base["iterations"] == 2 and base["n_train"] == 20  # the seed folder, not the pool
+    store = json.loads((root / "embed" / "manifest.json").read_text())
+    assert store["meta"]["encoder_config"]["kind"] == "selfsup"
+    assert store["meta"]["encoder_config"]["checkpoint"] == str(root / "base" / "backbone.pt")
+    assert summary["sample_size"] == 40 and "knn_top1" not in summary and not (root / "train").exists()

@@ -102,7 +102,10 @@ class ClusterStageConf:
     out_dir: str = "outputs"
     seed: int = 0
     device: str = "cpu"
-    memory_budget_mb: float = 256.0
+    # working memory per chunk (null: 256 on a CPU, a share of the free memory on CUDA)
+    memory_budget_mb: float | None = None
+    # TF32 float32 matmuls on CUDA (every k-means and the level-1 split)
+    allow_tf32: bool = True
     checkpoint_every: int = 10
     # distributed: an upper level runs sharded when its input has this many rows per rank
     shard_min_rows: int = 65536

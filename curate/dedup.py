@@ -50,7 +50,7 @@ import torch.nn.functional as F
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig
 
-from curate import dist
+from curate import CONFIG_DIR, dist
 from curate.conf import LoggerConf
 from curate.io.atomic import atomic_path, atomic_save_npy, atomic_write_json, atomic_write_text
 from curate.io.store import MANIFEST, StoreWriter, finalize_store, load_embeddings, read_manifest
@@ -58,7 +58,6 @@ from curate.stage import run_stage
 
 log = logging.getLogger(__name__)
 
-CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "configs")
 PROGRESS_EVERY_S = 30.0  # rank 0 logs a progress line this often
 RULE = "sequential greedy: keep row i unless a kept row j < i has cosine(x_i, x_j) > threshold"
 
@@ -497,7 +496,7 @@ def run_dedup(cfg: DictConfig) -> dict:
         The content of ``dedup.json``.
     """
     validate(cfg)
-    dist.init_distributed()
+    dist.init_distributed(device=cfg.device if cfg.backend == "torch" else "cpu")
     out = Path(cfg.out)
     array, ids = load_embeddings(cfg.input)
     done = out / "dedup.json"
@@ -508,7 +507,7 @@ def run_dedup(cfg: DictConfig) -> dict:
             log.info("%s already holds this dedup; nothing to do", out)
             return summary
         raise ValueError(f"{out} already holds a dedup of another input or threshold; pick another out= or delete it")
-    device = _device(cfg.device)
+    device = dist.resolve_device(cfg.device)
     started = time.perf_counter()
     result = deduplicate(
         array,
@@ -599,18 +598,10 @@ def _write_kept_store(src: Path, dst: Path, array: Any, ids: Any, kept: np.ndarr
     return finalize_store(dst, expected_shards=n_shards)
 
 
-def _device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device={device!r} but CUDA is not available")
-    return torch.device(device)
-
-
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="dedup")
 def main(cfg: DictConfig) -> None:
     """Run the dedup stage on the composed config."""
-    dist.init_distributed()
+    dist.init_distributed(device=cfg.device if cfg.backend == "torch" else "cpu")
     dist.setup_logging()  # after init: only rank 0 logs
     run_stage(run_dedup, cfg)
 

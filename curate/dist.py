@@ -6,14 +6,18 @@ One place resolves how this process was launched:
 - SLURM (``SLURM_PROCID``/``SLURM_NTASKS``; submitit sets these),
 - nothing: a single process, where every collective below is a no-op.
 
-The backend is NCCL when CUDA is available and gloo otherwise. Collectives move small tensors
-to the communication device and back, so callers may keep CPU tensors even under NCCL.
+The backend follows the stage's device: NCCL for a stage that runs on CUDA, gloo for a CPU
+stage (even on a machine with GPUs: under NCCL every collective of a CPU stage would go through a
+GPU). Each rank's GPU is ``LOCAL_RANK``, else ``rank % device_count`` (a plain RANK/WORLD_SIZE
+launch then still spreads the ranks over the GPUs). Collectives move small tensors to the
+communication device and back, so callers may keep CPU tensors even under NCCL.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime
+import inspect
 import logging
 import os
 import subprocess
@@ -27,6 +31,8 @@ log = logging.getLogger(__name__)
 
 
 _LOCAL_ONLY = threading.local()
+# init_process_group(device_id=...) binds the group to this rank's GPU (torch >= 2.3)
+_TAKES_DEVICE_ID = dist.is_available() and "device_id" in inspect.signature(dist.init_process_group).parameters
 
 
 def is_distributed() -> bool:
@@ -64,6 +70,25 @@ def get_world_size() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
+def resolve_device(name: str, key: str = "device") -> torch.device:
+    """The device a stage's ``device`` setting names, for this rank.
+
+    ``auto``: this rank's GPU (``LOCAL_RANK``) when CUDA is available, else the CPU; ``cuda``: this
+    rank's GPU; ``cuda:N`` and ``cpu`` as given.
+
+    Raises:
+        ValueError: a CUDA device is asked for but CUDA is not available (the message names ``key``).
+    """
+    name = str(name)
+    if name == "cpu" or (name == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise ValueError(f"{key}={name!r} but CUDA is not available")
+    if name in ("auto", "cuda"):
+        return local_cuda_device()
+    return torch.device(name)
+
+
 def is_main_process() -> bool:
     """True on global rank 0, also inside :func:`local_only` (file writes stay on one rank)."""
     return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
@@ -94,11 +119,47 @@ def _slurm_env() -> dict[str, str] | None:
     }
 
 
-def init_distributed(backend: str | None = None, timeout_s: float = 1800.0) -> tuple[int, int]:
+def wants_cuda(device: str | torch.device | None, cuda_available: bool | None = None) -> bool:
+    """Whether a stage configured with ``device`` runs on CUDA: ``cuda``/``cuda:N``, or ``auto`` /
+    None (the caller did not say) when CUDA is available."""
+    if cuda_available is None:
+        cuda_available = torch.cuda.is_available()
+    if device is None or str(device) == "auto":
+        return cuda_available
+    return torch.device(device).type == "cuda"
+
+
+def backend_for(device: str | torch.device | None, cuda_available: bool | None = None) -> str:
+    """``nccl`` for a stage running on CUDA (see :func:`wants_cuda`), ``gloo`` otherwise."""
+    return "nccl" if wants_cuda(device, cuda_available) else "gloo"
+
+
+def local_rank(env: dict[str, str] | None = None, device_count: int | None = None) -> int:
+    """This process's GPU index on its node: ``LOCAL_RANK`` (torchrun, SLURM via
+    :func:`_slurm_env`), else ``RANK % device_count`` (a plain RANK/WORLD_SIZE launch), else 0."""
+    env = os.environ if env is None else env
+    if "LOCAL_RANK" in env:
+        return int(env["LOCAL_RANK"])
+    if device_count is None:
+        device_count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    rank = int(env.get("RANK", "0"))
+    return rank % device_count if device_count > 0 else 0
+
+
+def local_cuda_device() -> torch.device:
+    """This rank's GPU (:func:`local_rank`, wrapped into the visible devices)."""
+    return torch.device("cuda", local_rank() % max(1, torch.cuda.device_count()))
+
+
+def init_distributed(
+    backend: str | None = None, timeout_s: float = 1800.0, device: str | torch.device | None = None
+) -> tuple[int, int]:
     """Initialise torch.distributed from the environment; return ``(rank, world_size)``.
 
     Does nothing for a single process or when a group already exists. ``backend`` defaults to
-    ``nccl`` with CUDA and ``gloo`` without.
+    :func:`backend_for` the stage's ``device`` (``cpu``, ``cuda``, ``auto``; None: as ``auto``).
+    Under NCCL the process binds its GPU (:func:`local_rank`) first and passes it as
+    ``device_id``, so collectives never land on another rank's GPU.
     """
     if dist.is_initialized():
         return get_rank(), get_world_size()
@@ -112,10 +173,14 @@ def init_distributed(backend: str | None = None, timeout_s: float = 1800.0) -> t
     if env is None or int(env["WORLD_SIZE"]) <= 1:
         return 0, 1
     if backend is None:
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        backend = backend_for(device)
+    kwargs: dict = {}
     if backend == "nccl":
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    dist.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=timeout_s))
+        gpu = local_cuda_device()
+        torch.cuda.set_device(gpu)
+        if _TAKES_DEVICE_ID:
+            kwargs["device_id"] = gpu
+    dist.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=timeout_s), **kwargs)
     log.info("initialised %s process group: rank %d of %d", backend, get_rank(), get_world_size())
     return get_rank(), get_world_size()
 

@@ -22,41 +22,18 @@ import hydra
 import numpy as np
 from omegaconf import DictConfig
 
-from curate import dist
+from curate import CONFIG_DIR, dist
+from curate.analysis.balance import label_balance
+from curate.analysis.plots import plot_pool_vs_samples
 from curate.conf import register_configs, validate_sample
 from curate.hierarchy import HierarchicalKMeans
-from curate.io.atomic import atomic_path, atomic_save_npy, atomic_write_json, atomic_write_text
+from curate.io.atomic import atomic_save_npy, atomic_write_json, atomic_write_text
 from curate.sampling import SampleResult, flat_sample, sample_budgets, sample_stats
 from curate.stage import open_clustered_input, output_dir, run_stage
 from curate.tracking import stage_tracker
 
 log = logging.getLogger(__name__)
 register_configs()
-
-
-def label_balance(labels: np.ndarray, indices: np.ndarray, n_rarest: int = 3) -> dict[str, Any]:
-    """Share of every label in ``labels[indices]`` and summary balance numbers.
-
-    Args:
-        labels: ``(N,)`` int label of every pool item.
-        indices: ``(m,)`` sampled item indices.
-        n_rarest: how many of the pool's rarest labels to pool into ``rarest_share``.
-    """
-    n_labels = int(labels.max()) + 1
-    pool = np.bincount(labels, minlength=n_labels) / len(labels)
-    counts = np.bincount(labels[indices], minlength=n_labels)
-    share = counts / max(len(indices), 1)
-    nz = share[share > 0]
-    rarest = np.argsort(pool, kind="stable")[:n_rarest]
-    return {
-        "share": share.round(6).tolist(),
-        "pool_share": pool.round(6).tolist(),
-        "entropy": float(-(nz * np.log(nz)).sum()),
-        "max_entropy": float(np.log(n_labels)),
-        "rarest_labels": rarest.tolist(),
-        "rarest_share": float(share[rarest].sum()),
-        "rarest_pool_share": float(pool[rarest].sum()),
-    }
 
 
 def with_random_baseline(n_items: int, results: dict[Any, SampleResult], seed: int) -> dict[Any, dict]:
@@ -108,25 +85,6 @@ def balance_metrics(
     return out
 
 
-def plot_2d(x: np.ndarray, curated: np.ndarray, random: np.ndarray, path: Path) -> None:
-    """Two panels over the pool (grey): a uniform random sample and the curated one."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 5), sharex=True, sharey=True)
-    for ax, idx, title in ((axes[0], random, "uniform random sample"), (axes[1], curated, "curated sample")):
-        ax.scatter(x[:, 0], x[:, 1], s=1, c="0.85", rasterized=True)
-        ax.scatter(x[idx, 0], x[idx, 1], s=3, c="tab:blue")
-        ax.set_title(f"{title} ({len(idx)} of {len(x)})")
-        ax.set_aspect("equal")
-    fig.tight_layout()
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-
-
 def sample(cfg: DictConfig) -> Path:
     """Run the stage; returns the output folder."""
     validate_sample(cfg)
@@ -170,7 +128,7 @@ def sample(cfg: DictConfig) -> Path:
         atomic_write_json(folder / "metrics.json", metrics)
         tracker.log(metrics, step=step)
         if cfg.plot and array.shape[1] == 2:
-            plot_2d(np.asarray(array[:]), res.indices, entry["random"], folder / "sample.png")
+            plot_pool_vs_samples(np.asarray(array[:]), res.indices, entry["random"], folder / "sample.png", dpi=110)
         summary.append({"target": target, "folder": str(folder), "returned": len(res.indices)})
         log.info("budget %s: %d items -> %s (shortfall %d)", target, len(res.indices), folder, res.stats["shortfall"])
     tracker.close()
@@ -179,7 +137,7 @@ def sample(cfg: DictConfig) -> Path:
     return out
 
 
-@hydra.main(version_base="1.3", config_path="../configs", config_name="sample")
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="sample")
 def main(cfg: DictConfig) -> None:
     run_stage(sample, cfg)
 

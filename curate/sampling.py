@@ -28,6 +28,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from curate.hierarchy.levels import item_clusters
+
 __all__ = [
     "STRATEGIES",
     "ClusterLevel",
@@ -36,6 +38,7 @@ __all__ = [
     "cluster_item_counts",
     "flat_sample",
     "hierarchical_sample",
+    "log2_histogram",
     "resolve_target",
     "sample_budgets",
     "sample_stats",
@@ -553,6 +556,23 @@ def flat_sample(
 # ----------------------------------------------------------------------------------------------
 # Balance statistics
 # ----------------------------------------------------------------------------------------------
+def log2_histogram(sizes: np.ndarray) -> dict[str, list[int]]:
+    """Histogram of positive sizes over power-of-two bins ``[1, 2), [2, 4), ...`` (zeros are left out).
+
+    Returns:
+        ``{"bin_edges": [1, 2, 4, ...], "counts": [...]}`` (``len(counts) == len(bin_edges) - 1``;
+        both empty when no size is positive).
+    """
+    pos = np.asarray(sizes, dtype=np.int64)
+    pos = pos[pos > 0]
+    if pos.size == 0:
+        return {"bin_edges": [], "counts": []}
+    n_bins = int(np.floor(np.log2(pos.max()))) + 1
+    edges = 2 ** np.arange(n_bins + 1, dtype=np.int64)
+    counts, _ = np.histogram(pos, bins=edges)
+    return {"bin_edges": edges.tolist(), "counts": counts.tolist()}
+
+
 def sample_stats(levels: Sequence[ClusterLevel], indices: np.ndarray) -> dict[str, Any]:
     """How a sample spreads over the clusters of every level.
 
@@ -579,26 +599,19 @@ def sample_stats(levels: Sequence[ClusterLevel], indices: np.ndarray) -> dict[st
         raise ValueError(f"indices hold item ids outside [0, {n_items})")
     item_counts = _item_counts(levels)
     out_levels: list[dict[str, Any]] = []
-    ids = indices
-    for t, level in enumerate(levels):
-        ids = np.asarray(level.assign, dtype=np.int64)[ids]
+    for t, ids in enumerate(item_clusters(levels, indices)):
         c = np.bincount(ids, minlength=ks[t])
         touched = c[c > 0]
         n_nonempty = int(np.count_nonzero(item_counts[t]))
         max_h = math.log(n_nonempty) if n_nonempty > 0 else 0.0
+        hist_d = log2_histogram(touched)
         if touched.size:
             p = touched / touched.sum()
             h = float(-(p * np.log(p)).sum())
             norm = h / max_h if max_h > 0 else 1.0
-            top = int(touched.max())
-            n_bins = max(1, int(np.ceil(np.log2(top + 1))))
-            edges = 2 ** np.arange(n_bins + 1, dtype=np.int64)
-            hist, _ = np.histogram(touched, bins=edges)
-            hist_d = {"bin_edges": edges.tolist(), "counts": hist.tolist()}
-            mn = int(touched.min())
+            top, mn = int(touched.max()), int(touched.min())
         else:
             h, norm, top, mn = 0.0, 0.0, 0, 0
-            hist_d = {"bin_edges": [], "counts": []}
         out_levels.append(
             {
                 "level": t + 1,

@@ -23,19 +23,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import socket
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:  # run as `python scripts/bench_dedup.py` from a checkout
-    sys.path.insert(0, str(REPO))
 
 
 def make_pool(n: int, d: int, dup_frac: float, seed: int = 0) -> np.ndarray:
@@ -111,6 +105,15 @@ def run_ranks(path: Path, world: int, args: argparse.Namespace, tmp: Path) -> tu
     return kept[0], max(t["wall"] for t in times), sum(t["cpu"] for t in times)
 
 
+def _write_rows(path: Path | None, rows: list[dict[str, Any]]) -> None:
+    """Rewrite ``path`` with the rows so far (atomically: a reader never sees half a file)."""
+    from curate.io.atomic import atomic_write_json
+
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(path, rows)
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=60_000, help="rows")
@@ -133,6 +136,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit("--device cuda: torch sees no CUDA device here")
 
+    from curate.analysis.machine import machine_info, machine_line
     from curate.dedup import deduplicate
 
     torch.set_num_threads(args.threads)
@@ -144,13 +148,10 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         faiss = None
     x = make_pool(args.n, args.d, args.dup_frac)
     print(
-        f"machine: {platform.node()} {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-        f"load {os.getloadavg()[0]:.1f}; torch {torch.__version__}"
-        + (f", faiss {faiss.__version__}" if faiss else "")
-        + f"; {args.threads} thread(s) per process; device {args.device}"
+        machine_line(machine_info(args.device)) + f"; {args.threads} thread(s) per process; device {args.device}",
+        flush=True,
     )
     print(f"data: n={args.n} d={args.d}, {args.dup_frac:.0%} near-duplicate copies, threshold {args.threshold}")
-    results: dict[str, tuple[np.ndarray, float, float]] = {}
     run = {
         "ours-torch": lambda: (
             deduplicate(x, args.threshold, args.chunk_size, args.device, "torch", args.sim_budget).kept_indices
@@ -160,31 +161,43 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     }
     if faiss is None:
         args.skip += ["ours-faiss", "faiss-allpairs"]
-    for name, fn in run.items():
-        if name not in args.skip:
-            results[name] = _timed(fn)
-    if "ours-torch-2ranks" not in args.skip:
+
+    def ranks() -> tuple[np.ndarray, float, float]:
         with tempfile.TemporaryDirectory() as tmp:
             np.save(Path(tmp) / "x.npy", x)
-            results["ours-torch-2ranks"] = run_ranks(Path(tmp) / "x.npy", 2, args, Path(tmp))
-    reference = next(iter(results.values()))[0]
-    peer = results.get("faiss-allpairs")
-    rows = []
-    for name, (kept, wall, cpu) in results.items():
-        if not np.array_equal(kept, reference):
+            return run_ranks(Path(tmp) / "x.npy", 2, args, Path(tmp))
+
+    # Each row is checked, printed and written (--json: the rows so far) as soon as it finishes,
+    # so a run cut short by a time limit keeps what it measured; ratios are added at the end.
+    print(f"{'impl':<20}{'kept':>8}{'wall s':>9}{'CPU s':>9}", flush=True)
+    results: dict[str, tuple[np.ndarray, float, float]] = {}
+    rows: list[dict[str, Any]] = []
+    for name, fn in [*run.items(), ("ours-torch-2ranks", None)]:
+        if name in args.skip:
+            continue
+        kept, wall, cpu = ranks() if fn is None else _timed(fn)
+        if results and not np.array_equal(kept, next(iter(results.values()))[0]):
             raise AssertionError(f"{name} keeps other rows than {next(iter(results))}")
+        results[name] = (kept, wall, cpu)
         rows.append(
             {
                 "impl": name,
                 "n": args.n,
                 "d": args.d,
+                "device": args.device if name in ("ours-torch", "ours-torch-2ranks") else "cpu",
                 "kept": int(len(kept)),
                 "wall_s": round(wall, 3),
                 "cpu_s": round(cpu, 3),
-                "cpu_vs_peer": None if peer is None else round(cpu / peer[2], 3),
-                "wall_vs_peer": None if peer is None else round(wall / peer[1], 3),
             }
         )
+        print(f"{name:<20}{len(kept):>8}{wall:>9.2f}{cpu:>9.2f}", flush=True)
+        _write_rows(args.json, rows)
+    reference = next(iter(results.values()))[0]
+    peer = results.get("faiss-allpairs")
+    for r in rows:
+        _, wall, cpu = results[r["impl"]]
+        r["cpu_vs_peer"] = None if peer is None else round(cpu / peer[2], 3)
+        r["wall_vs_peer"] = None if peer is None else round(wall / peer[1], 3)
     print(f"\nall rows keep the same {len(reference)} of {args.n} rows")
     print(f"{'impl':<20}{'wall s':>9}{'CPU s':>9}{'CPU/peer':>10}{'wall/peer':>11}")
     for r in rows:
@@ -193,8 +206,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     if "ours-torch" in results and "ours-torch-2ranks" in results:
         one, two = results["ours-torch"], results["ours-torch-2ranks"]
         print(f"2 ranks vs 1: wall {one[1] / two[1]:.2f}x faster, total CPU {two[2] / one[2]:.2f}x")
-    if args.json is not None:
-        args.json.write_text(json.dumps(rows, indent=1))
+    _write_rows(args.json, rows)
     return rows
 
 

@@ -468,6 +468,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=None, help="threads per implementation (default: all cores)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", type=Path, default=None, help="write the rows as a JSON list here")
+    p.add_argument(
+        "--jsonl",
+        type=Path,
+        default=None,
+        help="append one JSON line per run here as soon as it finishes (a run cut short keeps the rest)",
+    )
     p.add_argument("--tmp", type=Path, default=None, help="folder for the data files (default: a temp dir)")
     p.add_argument(
         "--in-process",
@@ -545,6 +551,7 @@ def bench_size(size: str, args: argparse.Namespace, tmp: Path, threads: int) -> 
     import torch
 
     from curate.kmeans import chunk_rows_for
+    from curate.kmeans.device import resolve_memory_mb
 
     n, d, k, on_disk = SIZES[size]
     device = args.device
@@ -557,7 +564,8 @@ def bench_size(size: str, args: argparse.Namespace, tmp: Path, threads: int) -> 
         f"{time.perf_counter() - t0:.1f} s: {data}",
         flush=True,
     )
-    chunk = chunk_rows_for(256 * 2**20, k, d, device)  # KMeans' default memory_budget_mb
+    budget_mb, _ = resolve_memory_mb(device, None, None)  # KMeans' default on this device
+    chunk = chunk_rows_for(int(budget_mb * 2**20), k, d, device)
     mm_seconds = 0.05 if size == "tiny" else 0.5
     torch.set_num_threads(threads)
     mm_chunk = matmul_gflops(chunk, d, k, device, mm_seconds)
@@ -632,6 +640,10 @@ def bench_size(size: str, args: argparse.Namespace, tmp: Path, threads: int) -> 
             res["load1"] = round(max(load, os.getloadavg()[0]), 2)
             results.setdefault((block, label), []).append(res)
             spi = statistics.median(res["iter_seconds"])
+            if args.jsonl is not None:
+                record = {"size": size, "rep": rep, "block": block, "impl": label, "n": n, "d": d, "k": k}
+                record.update(device=device, sec_per_iter=spi, **{key: res[key] for key in _RUN_KEYS if key in res})
+                _append_line(args.jsonl, record)
             print(
                 f"[{size}] rep {rep} {block:7s} {label:18s} {spi:8.3f} s/iter  inertia {res['inertia']:.6g}  "
                 f"rss {res['peak_rss_mb']:.0f} MB  ({res['fit_seconds']:.1f} s fit, load {res['load1']})",
@@ -669,6 +681,18 @@ def bench_size(size: str, args: argparse.Namespace, tmp: Path, threads: int) -> 
         _add_ratios(block_rows)
         rows += block_rows
     return rows
+
+
+_RUN_KEYS = ("inertia", "peak_rss_mb", "fit_seconds", "load1", "gpu_peak_mb", "iter_seconds")
+
+
+def _append_line(path: Path, record: dict[str, Any]) -> None:
+    """Append one JSON line and flush it to disk now."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as f:
+        f.write(json.dumps(record) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def _add_ratios(rows: list[dict[str, Any]]) -> None:

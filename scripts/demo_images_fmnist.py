@@ -4,9 +4,9 @@
     python scripts/demo_images_fmnist.py --out /tmp/fmnist_quick --seeds 0 --base-iterations 60   # faster
 
 Data (the curation_ssl experiment's splits, ``curate.datasets.fmnist_folders.curation_splits``): a
-balanced *seed set* of 200 Fashion-MNIST train images per class, then the long-tailed *pool* drawn from the other train images,
-class sizes decaying geometrically from 6,000 to 60 (the head class keeps 5,800 because the seed set
-took its share): about 14.7k images. The pool is disjoint from the seed set. Labels are kept apart,
+balanced *seed set* of 200 Fashion-MNIST train images per class, then the long-tailed *pool* drawn from
+the other train images, class sizes decaying geometrically from 6,000 to 60 (the head class keeps 5,800
+because the seed set took its share): about 14.7k images. The pool is disjoint from the seed set. Labels are kept apart,
 never shown to the encoders or the clustering; which class is rare is fixed by ``lt_seed`` 0.
 
 Encoders (each writes an embedding store ``OUT/<encoder>/store`` whose ids are Fashion-MNIST train
@@ -53,22 +53,20 @@ for _p in (REPO, SCRIPTS):  # run as `python scripts/demo_images_fmnist.py` from
     if str(_p) not in sys.path:
         sys.path.insert(0, str(_p))
 
-from curate.datasets.fashion_mnist import CLASSES, load_fashion_mnist  # noqa: E402
-from curate.io.atomic import atomic_write_json, atomic_write_text  # noqa: E402
-from curate.report import (  # noqa: E402
+from curate.analysis import (  # noqa: E402
     CurationSettings,
     cached_knn_radius,
     compare_over_seeds,
     embedding_diagnostics,
-    hardware_info,
     label_gains,
-    plot_density_shares,
-    plot_label_shares,
-    plot_ref_shares,
-    save_figure,
+    machine_info,
     summary_table,
     top_level_purity,
 )
+from curate.analysis.features import pixel_pca  # noqa: E402
+from curate.analysis.plots import plot_density_shares, plot_label_shares, plot_ref_shares, save_figure  # noqa: E402
+from curate.datasets.fashion_mnist import CLASSES, load_fashion_mnist  # noqa: E402
+from curate.io.atomic import atomic_write_json, atomic_write_text  # noqa: E402
 
 log = logging.getLogger("demo_fmnist")
 
@@ -83,30 +81,6 @@ ENCODERS = ("ssl", "pixels")
 # ----------------------------------------------------------------------------------------------
 # Embeddings
 # ----------------------------------------------------------------------------------------------
-def pixels_pca(images: np.ndarray, out: Path, pca_dim: int = 64, fit_items: int = 10000, seed: int = 0) -> np.ndarray:
-    """The embed stage's ``pixels`` encoder with a PCA: ``(n, pca_dim)`` float32 features of ``(n, 28, 28)`` uint8.
-
-    The PCA is fitted on ``fit_items`` images of ``images`` drawn with ``seed`` (saved in ``out``).
-    """
-    from curate.embed.encoders import PixelsEncoder
-
-    enc = PixelsEncoder(torch.device("cpu"), pca_dim=pca_dim, pca_fit_items=fit_items, seed=seed)
-
-    def fit_batches(count: int, fit_seed: int) -> Any:
-        rng = np.random.default_rng(fit_seed)
-        pick = np.sort(rng.choice(len(images), size=min(count, len(images)), replace=False))
-        for start in range(0, len(pick), 1024):
-            yield torch.from_numpy(images[pick[start : start + 1024]]).float().div(255.0).unsqueeze(1)
-
-    out.mkdir(parents=True, exist_ok=True)
-    enc.setup(fit_batches, out)
-    feats = [
-        enc.encode(torch.from_numpy(images[s : s + 2048]).float().div(255.0).unsqueeze(1)).numpy()
-        for s in range(0, len(images), 2048)
-    ]
-    return np.concatenate(feats).astype(np.float32)
-
-
 def ssl_features(
     images: np.ndarray, train_rows: np.ndarray, out: Path, iterations: int
 ) -> tuple[np.ndarray, dict[str, Any]]:
@@ -318,7 +292,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             timings["ssl_train_s"] = info["seconds"]
             timings["ssl_embed_s"] = info["embed_seconds"]
         else:
-            feats = pixels_pca(images[pool], folder / "pca", args.pca_dim)
+            feats = pixel_pca(images[pool], args.pca_dim, folder / "pca")
             model = f"pixels PCA-{args.pca_dim} (fitted on the pool)"
             timings["pixels_embed_s"] = time.perf_counter() - t0
         store = write_pool_store(folder / "store", feats, pool, labels, model)
@@ -338,7 +312,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "encoders": results,
         "figure": str(figure),
         "timings": timings,
-        "hardware": hardware_info(),
+        "hardware": machine_info(),
         "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
     }
     atomic_write_json(args.out / "results.json", out)

@@ -28,7 +28,7 @@ paper's split level 1), 10 resampling steps with r = 5 (half the average cluster
 
 Writes ``OUT/results.json``, ``OUT/results.md``, ``OUT/wordnet_topics.png`` and, per seed, the
 hierarchy ``OUT/cluster_seed<s>/`` and samples ``OUT/{sample,random}_seed<s>/indices.npy`` (so
-``python -m curate.report --cluster OUT/cluster_seed0 --sample OUT/sample_seed0`` works). A re-run with
+``python -m curate.report cluster=OUT/cluster_seed0 sample=OUT/sample_seed0`` works). A re-run with
 the same ``--out`` reuses the saved hierarchies and reference clustering.
 """
 
@@ -52,20 +52,17 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as `python scripts/demo_text_wordnet.py` from a checkout
     sys.path.insert(0, str(REPO))
 
-from curate.io.atomic import atomic_write_json, atomic_write_text  # noqa: E402
-from curate.report import (  # noqa: E402
+from curate.analysis import (  # noqa: E402
     CurationSettings,
     cached_knn_radius,
     compare_over_seeds,
     embedding_diagnostics,
-    hardware_info,
     label_gains,
-    plot_density_shares,
-    plot_label_shares,
-    plot_ref_shares,
-    save_figure,
+    machine_info,
     summary_table,
 )
+from curate.analysis.plots import plot_density_shares, plot_label_shares, plot_ref_shares, save_figure  # noqa: E402
+from curate.io.atomic import atomic_write_json, atomic_write_text  # noqa: E402
 
 log = logging.getLogger("demo_wordnet")
 
@@ -128,7 +125,7 @@ def run_demo(
         input_desc: the input recorded in the saved hierarchies.
 
     Returns:
-        :func:`curate.report.compare_over_seeds`'s result plus ``figure`` and ``table``.
+        :func:`curate.analysis.compare_over_seeds`'s result plus ``figure`` and ``table``.
     """
     budget = int(round(fraction * len(x)))
     result = compare_over_seeds(x, labels, settings, budget, seeds, n_rarest, out, input_desc)
@@ -295,7 +292,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         model=manifest.get("model"),
         embed_seconds=embed_seconds,
         wall_seconds=time.perf_counter() - t0,
-        hardware=hardware_info(),
+        hardware=machine_info(),
         command=" ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
     )
     atomic_write_json(args.out / "results.json", result)

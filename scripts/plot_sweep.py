@@ -9,7 +9,10 @@ folder for the sample stage); the run's overrides come from its ``.hydra/overrid
 that take several values across the runs become the table's first columns, then every metric
 (lists are shown as ``a/b/c``). The table is printed and written next to the PNG (``.md``); the
 PNG has one horizontal bar chart per metric in ``--metrics`` (default: the balance metrics that
-are present). ``--mean-over KEY`` pools the runs that differ only in ``KEY`` (e.g. ``seed``): each
+are present), runs labelled by factor (``levels 3 · steps 10 · init random``) and coloured by the
+last factor, each panel saying which way is better and drawing its reference line (the raw data's
+KL-to-uniform for ``kl_*``, the pool's share for ``rarest_share``, the maximum 1 for normalised
+entropies). ``--mean-over KEY`` pools the runs that differ only in ``KEY`` (e.g. ``seed``): each
 numeric metric becomes ``mean +- std`` over them (error bars in the PNG).
 """
 
@@ -18,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +33,89 @@ PREFERRED = (
     "rarest_share",
     "top_size_cv",
 )
+
+
+# which way is better, per metric
+LOWER_IS_BETTER = {"kl_top", "kl_sample", "top_size_cv"}
+HIGHER_IS_BETTER = {"normalized_entropy_finest", "normalized_entropy_top", "rarest_share"}
+# override key -> factor name in the figure
+FACTORS = {
+    "cluster": "levels",
+    "cluster.resample_steps_override": "steps",
+    "cluster.resample_steps": "steps",
+    "cluster.init": "init",
+}
+
+
+def factor_label(key: str, value: str) -> str:
+    """``cluster=toy_levels3`` -> ``levels 3``; ``cluster.init=random`` -> ``init random``."""
+    name = FACTORS.get(key, key.rsplit(".", 1)[-1])
+    if key == "cluster":
+        match = re.search(r"levels?(\d+)$", value)
+        value = match.group(1) if match else value
+    return f"{name} {value}"
+
+
+def run_label(swept: list[str], row: dict[str, Any]) -> str:
+    """A run's label in the figure: its swept values, by factor."""
+    if not swept:
+        return row["run"]
+    return " · ".join(factor_label(k, str(row["overrides"].get(k, ""))) for k in swept)
+
+
+def _run_config(row: dict[str, Any], root: Path) -> dict[str, Any]:
+    """The run's composed config (nearest ``.hydra/config.yaml``), or ``{}``."""
+    from omegaconf import OmegaConf
+
+    name = row.get("_run0", row["run"])
+    run = root / name if (root / name).is_dir() else root
+    for folder in (run, *run.parents):
+        path = folder / ".hydra" / "config.yaml"
+        if path.exists():
+            return OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+        if folder == root:
+            break
+    return {}
+
+
+def _input_points(config: dict[str, Any]) -> Path | None:
+    """The ``.npy`` a cluster run (``input``) or a sample run (``cluster_dir``'s manifest) read."""
+    if config.get("cluster_dir"):
+        manifest = Path(config["cluster_dir"]) / "manifest.json"
+        if manifest.exists():
+            path = json.loads(manifest.read_text()).get("input", {}).get("path")
+            return Path(path) if path else None
+        return None
+    source = config.get("input") or {}
+    if source.get("path"):
+        return Path(source["path"])
+    if source.get("toy") and config.get("out_dir"):
+        return Path(config["out_dir"]) / "data" / source["toy"] / "x.npy"
+    return None
+
+
+def reference(metric: str, rows: list[dict[str, Any]], root: Path | None) -> tuple[float, str] | None:
+    """The value a panel's runs are read against, with its name, or None.
+
+    ``kl_*``: the KL-to-uniform of the raw 2-D input (what no curation gives); ``rarest_share``:
+    the pool's share (what a uniform random sample gives); normalised entropies: 1, the maximum.
+    """
+    if metric.startswith("normalized_entropy"):
+        return 1.0, "maximum (uniform over clusters)"
+    if metric == "rarest_share":
+        pool = [row["rarest_pool_share"] for row in rows if isinstance(row.get("rarest_pool_share"), int | float)]
+        return (sum(pool) / len(pool), "pool share (random sample)") if pool else None
+    if metric in ("kl_top", "kl_sample") and root is not None and rows:
+        path = _input_points(_run_config(rows[0], root))
+        if path is None or not path.exists():
+            return None
+        import numpy as np
+
+        from curate.metrics import kl_to_uniform
+
+        x = np.load(path, mmap_mode="r")
+        return (kl_to_uniform(np.asarray(x, dtype=np.float64)), "raw data") if x.ndim == 2 and x.shape[1] == 2 else None
+    return None
 
 
 def _overrides(run: Path, root: Path) -> dict[str, str]:
@@ -79,6 +166,7 @@ def mean_over(swept: list[str], rows: list[dict[str, Any]], key: str) -> tuple[l
     pooled = []
     for values, members in groups.items():
         row: dict[str, Any] = {"overrides": dict(zip(rest, values)), "run": f"{len(members)} runs", "_std": {}}
+        row["_run0"] = members[0]["run"]  # where its config is
         row["_n"] = len(members)
         for name in metric_names(members):
             numbers = [m[name] for m in members if isinstance(m.get(name), int | float)]
@@ -106,7 +194,11 @@ def metric_names(rows: list[dict[str, Any]]) -> list[str]:
     names: list[str] = []
     for row in rows:
         for key, value in row.items():
-            if key not in ("overrides", "run", "_std", "_n") and not isinstance(value, dict) and key not in names:
+            if (
+                key not in ("overrides", "run", "_std", "_n", "_run0")
+                and not isinstance(value, dict)
+                and key not in names
+            ):
                 names.append(key)
     return names
 
@@ -128,25 +220,43 @@ def markdown_table(swept: list[str], rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(swept: list[str], rows: list[dict[str, Any]], metrics: list[str], path: str | Path) -> None:
-    """One horizontal bar chart per metric, one bar per run (labelled by its swept values)."""
+def plot(
+    swept: list[str], rows: list[dict[str, Any]], metrics: list[str], path: str | Path, root: Path | None = None
+) -> None:
+    """One horizontal bar chart per metric, one bar per run (labelled by factor, coloured by the last
+    factor), with which way is better and the metric's :func:`reference` line."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    labels = [", ".join(f"{k}={row['overrides'].get(k, '')}" for k in swept) if swept else row["run"] for row in rows]
+    labels = [run_label(swept, row) for row in rows]
+    last = swept[-1] if swept else None
+    levels = list(dict.fromkeys(str(row["overrides"].get(last, "")) for row in rows)) if last else [""]
+    colors = {v: plt.get_cmap("tab10")(i % 10) for i, v in enumerate(levels)}
     fig, axes = plt.subplots(
-        1, len(metrics), figsize=(4 + 3.5 * len(metrics), 1 + 0.35 * len(rows)), sharey=True, squeeze=False
+        1, len(metrics), figsize=(4.5 + 3.8 * len(metrics), 1.6 + 0.32 * len(rows)), sharey=True, squeeze=False
     )
     for ax, metric in zip(axes[0], metrics):
         values = [float(row[metric]) if isinstance(row.get(metric), int | float) else math.nan for row in rows]
         errors = [row.get("_std", {}).get(metric, 0.0) for row in rows]
-        ax.barh(range(len(rows)), values, xerr=errors if any(errors) else None, color="tab:blue")
-        ax.set_title(metric)
+        bar_colors = [colors[str(row["overrides"].get(last, ""))] if last else "tab:blue" for row in rows]
+        ax.barh(range(len(rows)), values, xerr=errors if any(errors) else None, color=bar_colors)
+        better = " (lower is better)" if metric in LOWER_IS_BETTER else ""
+        better = " (higher is better)" if metric in HIGHER_IS_BETTER else better
+        ax.set_title(metric + better, fontsize=10)
+        ref = reference(metric, rows, root)
+        if ref is not None:
+            ax.axvline(ref[0], color="k", ls="--", lw=1)
+            ax.text(ref[0], -0.9, f"{ref[1]}: {ref[0]:.3g} ", fontsize=7, va="bottom", ha="right")
         ax.set_yticks(range(len(rows)), labels, fontsize=8)
-        ax.invert_yaxis()
-    fig.tight_layout()
+        ax.set_ylim(len(rows) - 0.4, -1.4)  # top-down, with room for the reference's label
+    if last and len(levels) > 1:
+        handles = [plt.Rectangle((0, 0), 1, 1, color=colors[v]) for v in levels]
+        fig.legend(handles, [factor_label(last, v) for v in levels], loc="lower center", ncol=len(levels), fontsize=8)
+        fig.tight_layout(rect=(0, 0.06, 1, 1))
+    else:
+        fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
@@ -173,7 +283,7 @@ def main(argv: list[str] | None = None) -> str:
     unknown = [m for m in metrics if m not in numeric]
     if unknown:
         raise SystemExit(f"error: no numeric metric {unknown} in the runs; present: {numeric}")
-    plot(swept, rows, metrics, out)
+    plot(swept, rows, metrics, out, Path(args.sweep_dir))
     print(f"wrote {out} and {out.with_suffix('.md')}")
     return table
 

@@ -25,8 +25,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from curate.analysis.balance import mean_std, sample_balance  # noqa: E402
 from curate.io.atomic import atomic_path, atomic_write_json, atomic_write_text  # noqa: E402
-from curate.report import mean_std, sample_balance  # noqa: E402
 
 SETS = {"curated": ("train", "eval"), "random": ("train_random", "eval_random"), "full": ("train_full", "eval_full")}
 METRICS = {

@@ -35,18 +35,13 @@ and the log-log fit).
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:  # run as `python scripts/reproduce_fig1a.py` from a checkout
-    sys.path.insert(0, str(REPO))
-
+from curate.analysis.machine import machine_info  # noqa: E402
 from curate.datasets.toy import mixture_1d, mixture_1d_density  # noqa: E402
 from curate.io.atomic import atomic_path, atomic_write_json  # noqa: E402
 
@@ -240,8 +235,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "seed": args.seed,
         "init_seconds": init_seconds if args.lloyd == "exact" else None,
         "fit_seconds": fit_seconds,
-        "cpu_count": os.cpu_count(),
-        "load_average": list(os.getloadavg()),
+        "machine": machine_info(),
     }
     args.out.mkdir(parents=True, exist_ok=True)
     plot(bins, fit, args.k, args.out / "fig1a.png")
@@ -254,7 +248,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"alpha = {fit['alpha']:.3f}{after_init} over {fit['n_bins']} bins, expected 1/3 = d/(d+2) in 1-D; "
         f"TV to p^(1/3) {result['tv_to_p_one_third']:.3f}, to p {result['tv_to_p']:.3f}, "
         f"to uniform {result['tv_to_uniform']:.3f}; wall {result['wall_seconds']:.1f}s "
-        f"(load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)"
+        f"(load average {result['machine']['load_avg'][0]:.1f} on {result['machine']['cores']} CPUs)"
     )
     return result
 

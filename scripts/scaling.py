@@ -741,6 +741,9 @@ def config_from_args(a: argparse.Namespace) -> Config:
     )
 
 
+HAND_WRITTEN = "<!-- hand-written below this line: scripts/scaling.py --out keeps it -->"
+
+
 def main(argv: list[str] | None = None) -> str:
     args = parse_args(argv)
     cfg = config_from_args(args)
@@ -752,6 +755,9 @@ def main(argv: list[str] | None = None) -> str:
     print(text)
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
+        old = args.out.read_text() if args.out.exists() else ""
+        if HAND_WRITTEN in old:  # sections written by hand below the marker survive a regeneration
+            text = text.rstrip("\n") + "\n\n" + old[old.index(HAND_WRITTEN) :]
         args.out.write_text(text)
     return text
 

@@ -21,8 +21,14 @@ FMNIST_STD = 0.3530
 
 @dataclass
 class ModelConfig:
-    """ViT backbone (timm ``VisionTransformer``). Image size is ``crops.global_size``."""
+    """The backbone. Image size is ``crops.global_size``.
 
+    ``arch``: ``vit`` (timm ``VisionTransformer``: the fields up to ``drop_path_rate``) or ``resnet``
+    (timm ``ResNet`` of ``BasicBlock`` stages, BatchNorm, global average pooling: ``resnet_*``
+    fields and ``in_chans``; DINO + KoLeo only, iBOT needs patch tokens: set ``ibot.loss_weight=0``).
+    """
+
+    arch: str = "vit"  # vit | resnet
     depth: int = 6
     embed_dim: int = 192
     num_heads: int = 3
@@ -32,6 +38,9 @@ class ModelConfig:
     qkv_bias: bool = True
     layerscale: float | None = None  # timm ``init_values``; None disables LayerScale
     drop_path_rate: float = 0.0  # student only; the teacher and the export use 0
+    resnet_channels: list[int] = field(default_factory=lambda: [16, 32, 64, 128])  # per stage
+    resnet_blocks: list[int] = field(default_factory=lambda: [1, 1, 1, 1])  # BasicBlocks per stage
+    resnet_stem_width: int = 16  # one 3x3 stride-1 conv stem, no max-pool (small images)
 
 
 @dataclass
@@ -85,6 +94,9 @@ class IbotConfig:
     mask_type: str = "block"  # block | random
     mask_ratio: list[float] = field(default_factory=lambda: [0.1, 0.5])
     mask_sample_probability: float = 0.5
+    # batch (DINOv2): exactly int(probability * global crops of the global batch) crops are masked,
+    # their ratios spread evenly over mask_ratio; independent: each crop masked with the probability
+    mask_sampling: str = "batch"
 
 
 @dataclass
@@ -114,7 +126,16 @@ class OptimConfig:
     weight_decay_end: float = 0.2
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     clip_grad: float = 3.0  # 0 disables clipping
-    freeze_last_layer_fraction: float = 0.0  # prototypes frozen for this share of training
+    # per_module (DINOv2): backbone, DINO head and iBOT head each clipped to clip_grad; global: one norm
+    clip_grad_mode: str = "per_module"
+    # the prototypes' lr is 0 for this many epochs (ceil(epochs * n_train / batch) iterations); the
+    # gradients still flow and AdamW's moments still see them (DINOv2: 1)
+    freeze_last_layer_epochs: float = 1.0
+    layerwise_decay: float = 0.9  # ViT block i of L: lr x decay^(L - i); tokens, patch embed: decay^(L + 1)
+    patch_embed_lr_mult: float = 0.2  # on top of the layer-wise factor (DINOv2)
+    # DINOv2 decays cls/pos/mask/register tokens (no decay only on biases, norms, LayerScale gammas);
+    # false: no decay on the tokens either
+    decay_tokens: bool = True
 
 
 @dataclass
@@ -308,6 +329,19 @@ def validate_train(cfg: TrainSchema) -> None:
         ValueError: naming the offending field.
     """
     m, c, t, o = cfg.model, cfg.crops, cfg.train, cfg.optim
+    _check(m.arch in ("vit", "resnet"), "model.arch", f"vit or resnet, got {m.arch!r}")
+    if m.arch == "resnet":
+        _check(
+            len(m.resnet_channels) == len(m.resnet_blocks) >= 1,
+            "model.resnet_channels/resnet_blocks",
+            "one channel width and one block count per stage",
+        )
+        _check(
+            min(*m.resnet_channels, *m.resnet_blocks, m.resnet_stem_width) >= 1,
+            "model.resnet_channels/resnet_blocks",
+            "must be positive",
+        )
+        _check(cfg.ibot.loss_weight == 0, "ibot.loss_weight", "must be 0 with model.arch=resnet (no patch tokens)")
     _check(m.depth >= 1 and m.embed_dim >= 1, "model.depth/embed_dim", "must be positive")
     _check(m.embed_dim % m.num_heads == 0, "model.num_heads", f"must divide embed_dim {m.embed_dim}")
     _check(m.in_chans in (1, 3), "model.in_chans", f"1 or 3, got {m.in_chans}")
@@ -323,7 +357,7 @@ def validate_train(cfg: TrainSchema) -> None:
     for size_name in ("global_size", "local_size"):
         size = getattr(c, size_name)
         _check(
-            size > 0 and size % m.patch_size == 0,
+            size > 0 and (m.arch != "vit" or size % m.patch_size == 0),
             f"crops.{size_name}",
             f"{size} is not a positive multiple of model.patch_size {m.patch_size}",
         )
@@ -352,6 +386,11 @@ def validate_train(cfg: TrainSchema) -> None:
     )
     _check_range(cfg.ibot.mask_ratio, "ibot.mask_ratio", 0.0, 1.0)
     _check(0.0 <= cfg.ibot.mask_sample_probability <= 1.0, "ibot.mask_sample_probability", "must be in [0, 1]")
+    _check(
+        cfg.ibot.mask_sampling in ("batch", "independent"),
+        "ibot.mask_sampling",
+        f"batch or independent, got {cfg.ibot.mask_sampling!r}",
+    )
     _check(cfg.koleo.loss_weight >= 0, "koleo.loss_weight", "must be >= 0")
     tc = cfg.teacher
     _check(
@@ -372,7 +411,14 @@ def validate_train(cfg: TrainSchema) -> None:
         f"two values in [0,1), got {o.betas}",
     )
     _check(o.clip_grad >= 0, "optim.clip_grad", "must be >= 0 (0 disables)")
-    _check(0.0 <= o.freeze_last_layer_fraction <= 1.0, "optim.freeze_last_layer_fraction", "must be in [0, 1]")
+    _check(
+        o.clip_grad_mode in ("per_module", "global"),
+        "optim.clip_grad_mode",
+        f"per_module or global, got {o.clip_grad_mode!r}",
+    )
+    _check(o.freeze_last_layer_epochs >= 0, "optim.freeze_last_layer_epochs", "must be >= 0")
+    _check(0.0 < o.layerwise_decay <= 1.0, "optim.layerwise_decay", f"must be in (0, 1], got {o.layerwise_decay}")
+    _check(o.patch_embed_lr_mult >= 0, "optim.patch_embed_lr_mult", "must be >= 0")
     _check(t.batch_size >= 1, "train.batch_size", "must be >= 1")
     _check(t.iterations >= 1, "train.iterations", "must be >= 1")
     _check(t.epochs is None or t.epochs > 0, "train.epochs", "must be > 0 when set")

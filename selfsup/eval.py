@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
 
+from curate import CONFIG_DIR
+from curate.dist import resolve_device
 from curate.embed.sources import default_num_workers
 from curate.io.atomic import atomic_write_json
 from curate.tracking import Tracker
@@ -31,10 +33,6 @@ from selfsup.export import Encoder, embed_images, load_backbone
 
 log = logging.getLogger(__name__)
 
-# configs/ of this repository as an absolute path: Hydra reads a relative config_path against the
-# *package* of the task function when it is not ``__main__``, so ``"../configs"`` would only work
-# for ``python -m selfsup.<stage>``, not when a driver imports and calls ``main()``.
-CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "configs")
 
 _KNN_MEMORY_BYTES = 256 * 2**20  # similarity block budget of knn_classify
 
@@ -299,10 +297,7 @@ def evaluate(cfg: EvalSchema | DictConfig) -> dict[str, Any]:
     t0 = time.perf_counter()
     cfg = to_eval_schema(cfg)
     e = cfg.eval
-    if e.device == "auto":
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    else:
-        device = torch.device(e.device)
+    device = resolve_device(e.device, key="eval.device")
     encoder = load_backbone(cfg.backbone)
     channels = encoder.in_chans
     train_set = _open_labelled(cfg.data.train, "train", channels)

@@ -3,12 +3,13 @@
 ``backbone.pt`` is a plain dict (``torch.load(path, weights_only=True)`` reads it)::
 
     {"format": "selfsup.backbone/1",
-     "state_dict": teacher backbone state dict (timm VisionTransformer keys),
-     "model_kwargs": VisionTransformer constructor kwargs,
+     "state_dict": teacher backbone state dict (timm VisionTransformer keys, or
+                   selfsup.models.SmallResNet keys when model_kwargs["arch"] == "resnet"),
+     "model_kwargs": VisionTransformer (or SmallResNet) constructor kwargs,
      "normalize": {"mean": [...], "std": [...]},   # applied to pixels scaled to [0, 1]
      "embed_dim": int, "img_size": int, "in_chans": int, "iteration": int}
 
-Features are the class token after the final norm, ``(n, embed_dim)``.
+Features are the class token after the final norm (ViT) or the pooled features (ResNet), ``(n, embed_dim)``.
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ def backbone_payload(
 ) -> dict[str, Any]:
     """The dict stored in ``backbone.pt`` (see the module docstring)."""
     kwargs = dict(model_kwargs)
-    kwargs["drop_path_rate"] = 0.0
+    if kwargs.get("arch") != "resnet":
+        kwargs["drop_path_rate"] = 0.0
     return {
         "format": FORMAT,
         "state_dict": {k: v.detach().cpu().clone() for k, v in state_dict.items()},
@@ -57,7 +59,7 @@ def save_backbone(path: str | os.PathLike, payload: dict[str, Any]) -> None:
 
 
 class Encoder(nn.Module):
-    """A frozen ViT taking *normalised* images and returning class tokens (like any timm model).
+    """A frozen backbone taking *normalised* images and returning features (like any timm model).
 
     The normalisation is carried as plain attributes (``mean``, ``std``, ``image_size``), which is
     what :func:`embed_images` and the embed stage's ``encoder=selfsup`` read. A 3-channel input to
@@ -66,7 +68,8 @@ class Encoder(nn.Module):
     input to a 3-channel backbone is repeated.
 
     Args:
-        vit: timm ``VisionTransformer`` with ``num_classes=0`` and token pooling.
+        vit: timm ``VisionTransformer`` with ``num_classes=0`` and token pooling, or a
+            :class:`selfsup.models.SmallResNet`.
         mean: per-channel normalisation mean (of pixels scaled to [0, 1]).
         std: per-channel normalisation std.
 
@@ -77,12 +80,15 @@ class Encoder(nn.Module):
         mean, std: lists of floats.
     """
 
-    def __init__(self, vit: VisionTransformer, mean: list[float], std: list[float]) -> None:
+    def __init__(self, vit: nn.Module, mean: list[float], std: list[float]) -> None:
         super().__init__()
         self.vit = vit
         self.embed_dim = int(vit.embed_dim)
-        self.image_size = int(vit.patch_embed.img_size[0])
-        self.in_chans = int(vit.patch_embed.proj.in_channels)
+        if isinstance(vit, VisionTransformer):
+            self.image_size = int(vit.patch_embed.img_size[0])
+            self.in_chans = int(vit.patch_embed.proj.in_channels)
+        else:
+            self.image_size, self.in_chans = int(vit.img_size), int(vit.in_chans)
         self.mean = [float(m) for m in mean]
         self.std = [float(s) for s in std]
 
@@ -110,7 +116,13 @@ def load_backbone(path: str | os.PathLike, map_location: str | torch.device = "c
     payload = torch.load(path, map_location=map_location, weights_only=True)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ValueError(f"{path} is not a {FORMAT} file (export it with selfsup.train)")
-    vit = VisionTransformer(**payload["model_kwargs"])
+    kwargs = payload["model_kwargs"]
+    if kwargs.get("arch") == "resnet":
+        from selfsup.models import SmallResNet
+
+        vit: nn.Module = SmallResNet(**kwargs)
+    else:
+        vit = VisionTransformer(**kwargs)
     vit.load_state_dict(payload["state_dict"])
     norm = payload["normalize"]
     return Encoder(vit, norm["mean"], norm["std"]).eval()

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from curate.dist import all_reduce_sum_
+from curate.dist import all_reduce_, all_reduce_sum_
 from selfsup.distributed import gather_with_grad
 
 
@@ -35,12 +35,15 @@ def cross_entropy(student_logits: torch.Tensor, teacher_probs: torch.Tensor, stu
 def sinkhorn_knopp(logits: torch.Tensor, temp: float, n_iterations: int = 3) -> torch.Tensor:
     """Balanced soft assignments of samples to prototypes (Sinkhorn-Knopp), over all ranks.
 
-    ``Q = exp(logits / temp)`` is alternately rescaled so that, over the global batch of ``N``
-    samples, every prototype receives mass ``1/K`` and every sample ``1/N``; the result is
-    returned multiplied by ``N``, so each row is a distribution (sums to 1 exactly, the last step
-    normalises rows) and each prototype column sums to ``N / K`` (approximately, after a finite
-    number of iterations). Each row is shifted by its maximum first; that only rescales the row,
-    which the row normalisation absorbs (same fixed point, no overflow).
+    DINOv2's formula: ``Q = exp(logits / temp)`` over the global batch of ``N`` samples is divided
+    by its total, then ``n_iterations`` times each prototype column is rescaled to mass ``1/K`` and
+    each sample row to ``1/N``; the result is returned multiplied by ``N``, so each row is a
+    distribution (sums to 1 exactly, the last step normalises rows) and each prototype column sums
+    to about ``N / K``. Before ``exp`` the logits are shifted by *one* maximum, taken over the
+    whole global batch (all-reduced): a single constant factor, which the first division by the
+    total cancels, so the result equals the unshifted formula while ``exp`` cannot overflow. (A
+    per-row shift would rescale every row differently and change the result after a finite
+    number of iterations.)
 
     Args:
         logits: ``(n, K)`` this rank's teacher logits (``n`` may be 0 on some ranks).
@@ -55,8 +58,9 @@ def sinkhorn_knopp(logits: torch.Tensor, temp: float, n_iterations: int = 3) -> 
     n_total = all_reduce_sum_(torch.tensor([float(n)], device=logits.device)).item()
     if n_total == 0:
         return torch.zeros_like(logits)
-    shift = logits.max(dim=1, keepdim=True).values if n else 0.0
-    q = torch.exp((logits - shift) / temp)  # (n, K), every row's max entry is 1
+    local_max = logits.max() if n else torch.tensor(-torch.inf, device=logits.device)
+    shift = all_reduce_(local_max.reshape(1).clone(), "max")
+    q = torch.exp((logits - shift) / temp)  # (n, K), the global maximum entry is 1
     total = all_reduce_sum_(q.sum().reshape(1))
     q /= total
     tiny = torch.finfo(q.dtype).tiny

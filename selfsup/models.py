@@ -1,4 +1,4 @@
-"""Networks: a timm ViT that accepts iBOT masks, the DINO projection head, the student/teacher net."""
+"""Networks: a timm ViT that accepts iBOT masks, a small ResNet, the DINO projection head, the student/teacher net."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
+from torchvision.models.resnet import BasicBlock
 
 from selfsup.config import HeadConfig, ModelConfig
 
@@ -80,6 +81,101 @@ class MaskableViT(nn.Module):
         return {"cls": tokens[:, 0], "patch": tokens[:, prefix:]}
 
 
+def resnet_kwargs(model: ModelConfig, img_size: int) -> dict[str, Any]:
+    """Constructor kwargs of :class:`SmallResNet` for ``model`` (a plain, saveable dict)."""
+    return {
+        "arch": "resnet",
+        "in_chans": model.in_chans,
+        "channels": list(model.resnet_channels),
+        "blocks": list(model.resnet_blocks),
+        "stem_width": model.resnet_stem_width,
+        "embed_dim": model.resnet_channels[-1],
+        "img_size": img_size,
+    }
+
+
+def backbone_kwargs(model: ModelConfig, img_size: int, drop_path_rate: float | None = None) -> dict[str, Any]:
+    """:func:`vit_kwargs` or :func:`resnet_kwargs`, by ``model.arch``."""
+    if model.arch == "resnet":
+        return resnet_kwargs(model, img_size)
+    return vit_kwargs(model, img_size, drop_path_rate)
+
+
+class SmallResNet(nn.Module):
+    """A ResNet for small images: 3x3 stride-1 stem (no max-pool), torchvision ``BasicBlock`` stages
+    (the first at stride 1, the others at stride 2), BatchNorm, global average pooling.
+
+    Args:
+        in_chans: input channels.
+        channels: output width of each stage; the last one is the feature dimension.
+        blocks: ``BasicBlock`` count of each stage.
+        stem_width: width of the stem convolution.
+        embed_dim: must equal ``channels[-1]`` (kept so the kwargs describe the features).
+        img_size: training image size (informative; any size works).
+    """
+
+    def __init__(
+        self,
+        in_chans: int,
+        channels: list[int],
+        blocks: list[int],
+        stem_width: int,
+        embed_dim: int,
+        img_size: int,
+        arch: str = "resnet",
+    ) -> None:
+        super().__init__()
+        if embed_dim != channels[-1]:
+            raise ValueError(f"embed_dim {embed_dim} != last stage width {channels[-1]}")
+        self.embed_dim, self.img_size, self.in_chans = embed_dim, img_size, in_chans
+        layers: list[nn.Module] = [
+            nn.Conv2d(in_chans, stem_width, 3, padding=1, bias=False),
+            nn.BatchNorm2d(stem_width),
+            nn.ReLU(inplace=True),
+        ]
+        width = stem_width
+        for i, (out, n) in enumerate(zip(channels, blocks)):
+            for j in range(n):
+                stride = 2 if i > 0 and j == 0 else 1
+                down = None
+                if stride != 1 or width != out:
+                    down = nn.Sequential(nn.Conv2d(width, out, 1, stride=stride, bias=False), nn.BatchNorm2d(out))
+                layers.append(BasicBlock(width, out, stride=stride, downsample=down))
+                width = out
+        self.features = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x: (B, C, H, W)`` -> pooled features ``(B, embed_dim)``."""
+        return self.features(x).mean(dim=(2, 3))
+
+
+class ResNetBackbone(nn.Module):
+    """:class:`SmallResNet` with the backbone interface of :class:`MaskableViT` (no patch tokens).
+
+    Args:
+        kwargs: :func:`resnet_kwargs`.
+    """
+
+    def __init__(self, kwargs: dict[str, Any]) -> None:
+        super().__init__()
+        self.kwargs = dict(kwargs)
+        self.net = SmallResNet(**kwargs)
+        self.embed_dim = self.net.embed_dim
+
+    def forward(self, x: torch.Tensor, masks: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """``x: (B, C, H, W)`` -> ``cls: (B, D)`` pooled features (iBOT masks are not supported)."""
+        if masks is not None:
+            raise ValueError("a ResNet backbone has no patch tokens to mask (set ibot.loss_weight=0)")
+        return {"cls": self.net(x)}
+
+
+def build_backbone(kwargs: dict[str, Any]) -> nn.Module:
+    """:class:`ResNetBackbone` when ``kwargs["arch"] == "resnet"``, else :class:`MaskableViT`."""
+    if kwargs.get("arch") == "resnet":
+        return ResNetBackbone(kwargs)
+    return MaskableViT(kwargs)
+
+
 class WeightNormLinear(nn.Module):
     """Bias-free linear layer whose weight rows are unit vectors (weight norm with the gain fixed to 1).
 
@@ -131,14 +227,14 @@ class SSLNetwork(nn.Module):
     """Backbone + DINO head (+ a separate iBOT head); one instance is the student, one the teacher.
 
     Args:
-        backbone_kwargs: :func:`vit_kwargs` of the backbone.
+        backbone_kwargs: :func:`backbone_kwargs` of the backbone (a ViT or a ResNet).
         dino_head: DINO head config.
         ibot_head: iBOT head config, or None to share the DINO head (or when iBOT is off).
     """
 
     def __init__(self, backbone_kwargs: dict[str, Any], dino_head: HeadConfig, ibot_head: HeadConfig | None) -> None:
         super().__init__()
-        self.backbone = MaskableViT(backbone_kwargs)
+        self.backbone = build_backbone(backbone_kwargs)
         self.dino_head = DINOHead(self.backbone.embed_dim, dino_head)
         self.ibot_head = DINOHead(self.backbone.embed_dim, ibot_head) if ibot_head is not None else None
 

@@ -34,6 +34,7 @@ import torch
 import torchvision
 from omegaconf import DictConfig
 
+from curate import CONFIG_DIR
 from curate.dist import (
     all_reduce_sum_,
     barrier,
@@ -41,13 +42,14 @@ from curate.dist import (
     get_world_size,
     init_distributed,
     is_distributed,
+    resolve_device,
     setup_logging,
 )
 from curate.embed.sources import default_num_workers
 from curate.io.atomic import atomic_path, atomic_write_json, atomic_write_text
 from curate.tracking import Tracker
 from selfsup.augment import MultiCrop
-from selfsup.config import TrainSchema, config_to_dict, to_train_schema
+from selfsup.config import OptimConfig, TrainSchema, config_to_dict, to_train_schema
 from selfsup.data import InfiniteBatchSampler, MultiCropDataset, collate_multicrop, mix_seed, open_image_set
 from selfsup.export import backbone_payload, save_backbone
 from selfsup.meta_arch import SSLMetaArch
@@ -55,10 +57,9 @@ from selfsup.schedules import cosine_schedule, warmup_then_constant
 
 log = logging.getLogger(__name__)
 
-# configs/ of this repository as an absolute path: Hydra reads a relative config_path against the
-# *package* of the task function when it is not ``__main__``, so ``"../configs"`` would only work
-# for ``python -m selfsup.<stage>``, not when a driver imports and calls ``main()``.
-CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "configs")
+# cuBLAS reads this once, when the process creates its first handle: set it on import, before any
+# CUDA work, so train.deterministic=true holds on a GPU (set inside train() it can come too late).
+os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
 CHECKPOINT_FORMAT = "selfsup.checkpoint/1"
 # Config keys that may change between a run and its resumption without a warning.
@@ -72,15 +73,6 @@ _RESUME_FREE_KEYS = (
 )
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> the local CUDA device when available, else CPU."""
-    if name == "cpu" or (name == "auto" and not torch.cuda.is_available()):
-        return torch.device("cpu")
-    if not torch.cuda.is_available():
-        raise ValueError("train.device=cuda but no CUDA device is available")
-    return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-
-
 def total_iterations(cfg: TrainSchema, n_train: int) -> int:
     """``train.iterations``, or ``ceil(epochs * n_train / batch_size)`` when ``train.epochs`` is set."""
     if cfg.train.epochs is None:
@@ -88,29 +80,110 @@ def total_iterations(cfg: TrainSchema, n_train: int) -> int:
     return max(1, math.ceil(cfg.train.epochs * n_train / cfg.train.batch_size))
 
 
-def build_schedules(cfg: TrainSchema, total: int) -> dict[str, np.ndarray]:
-    """Per-iteration ``lr``, ``wd``, ``momentum``, ``teacher_temp``, all ``(total,) float64``."""
+def freeze_last_layer_iterations(cfg: TrainSchema, n_train: int, total: int) -> int:
+    """Iterations with the prototypes' lr at 0: ``ceil(freeze_last_layer_epochs * n_train / batch_size)``
+    (at most ``total``)."""
+    epochs = cfg.optim.freeze_last_layer_epochs
+    return min(total, math.ceil(epochs * n_train / cfg.train.batch_size - 1e-9)) if epochs > 0 else 0
+
+
+def build_schedules(cfg: TrainSchema, total: int, freeze_iters: int = 0) -> dict[str, np.ndarray]:
+    """Per-iteration ``lr``, ``last_layer_lr`` (``lr`` with its first ``freeze_iters`` entries 0), ``wd``,
+    ``momentum`` and ``teacher_temp``, all ``(total,) float64``."""
     o, t = cfg.optim, cfg.teacher
     lr = o.lr * (cfg.train.batch_size / o.lr_reference_batch if o.lr_reference_batch else 1.0)
     warmup = min(int(round(o.warmup_fraction * total)), total)
     temp_warmup = min(int(round(t.warmup_temp_fraction * total)), total)
+    lr_schedule = cosine_schedule(lr, o.min_lr, total, warmup=warmup)
+    last_layer_lr = lr_schedule.copy()
+    last_layer_lr[:freeze_iters] = 0.0
     return {
-        "lr": cosine_schedule(lr, o.min_lr, total, warmup=warmup),
+        "lr": lr_schedule,
+        "last_layer_lr": last_layer_lr,
         "wd": cosine_schedule(o.weight_decay, o.weight_decay_end, total),
         "momentum": cosine_schedule(t.momentum, t.momentum_end, total),
         "teacher_temp": warmup_then_constant(t.warmup_temp, t.temp, total, temp_warmup),
     }
 
 
-def param_groups(model: torch.nn.Module) -> list[dict[str, Any]]:
-    """AdamW groups: weight decay on matrices; none on biases, norms, tokens and position embeddings."""
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        skip = p.ndim <= 1 or name.endswith(("cls_token", "pos_embed", "mask_token", "reg_token"))
-        (no_decay if skip else decay).append(p)
-    return [{"params": decay, "apply_wd": True}, {"params": no_decay, "apply_wd": False}]
+_TOKENS = ("cls_token", "pos_embed", "mask_token", "reg_token")
+
+
+def vit_lr_multiplier(name: str, n_blocks: int, decay: float) -> float:
+    """Layer-wise lr decay of a ViT parameter (``name`` relative to the timm ``VisionTransformer``).
+
+    Tokens and the patch embedding are layer 0, block ``i`` is layer ``i + 1``, the rest (final norm)
+    layer ``n_blocks + 1``; the factor is ``decay ** (n_blocks + 1 - layer)``.
+    """
+    if name.startswith("patch_embed") or name.endswith(_TOKENS):
+        layer = 0
+    elif name.startswith("blocks."):
+        layer = int(name.split(".")[1]) + 1
+    else:
+        layer = n_blocks + 1
+    return decay ** (n_blocks + 1 - layer)
+
+
+def param_groups(student: torch.nn.Module, optim: OptimConfig) -> list[dict[str, Any]]:
+    """AdamW groups of the student (backbone, DINO head, iBOT head), DINOv2's recipe.
+
+    Each group carries ``lr_multiplier`` (ViT backbone: :func:`vit_lr_multiplier` with
+    ``optim.layerwise_decay``, times ``optim.patch_embed_lr_mult`` on the patch embedding; heads and
+    CNN backbones: 1), ``wd_multiplier`` (0 on biases, norms, LayerScale gammas and other 1-D
+    parameters, and on the tokens unless ``optim.decay_tokens``; else 1) and ``is_last_layer`` (the
+    prototypes, whose lr follows ``last_layer_lr``). Parameters with equal settings share a group.
+    """
+    groups: dict[tuple[float, float, bool], list[torch.nn.Parameter]] = {}
+    for module_name, module in student.named_children():
+        vit = getattr(module, "vit", None) if module_name == "backbone" else None
+        n_blocks = len(vit.blocks) if vit is not None else 0
+        for name, p in module.named_parameters():
+            if not p.requires_grad:
+                continue
+            inner = name.removeprefix("vit.")
+            lr_mult = 1.0
+            if vit is not None:
+                lr_mult = vit_lr_multiplier(inner, n_blocks, optim.layerwise_decay)
+                if inner.startswith("patch_embed"):
+                    lr_mult *= optim.patch_embed_lr_mult
+            token = inner.endswith(_TOKENS)
+            no_wd = name.endswith(".bias") or "norm" in name or "gamma" in name or (p.ndim <= 1 and not token)
+            no_wd = no_wd or (token and not optim.decay_tokens)
+            key = (lr_mult, 0.0 if no_wd else 1.0, "last_layer" in name)
+            groups.setdefault(key, []).append(p)
+    return [
+        {"params": params, "lr_multiplier": lr, "wd_multiplier": wd, "is_last_layer": last}
+        for (lr, wd, last), params in groups.items()
+    ]
+
+
+def apply_schedules(optimizer: torch.optim.Optimizer, sched: dict[str, np.ndarray], it: int) -> None:
+    """Set every group's lr and weight decay for iteration ``it`` (groups from :func:`param_groups`)."""
+    for group in optimizer.param_groups:
+        lr = sched["last_layer_lr"][it] if group["is_last_layer"] else sched["lr"][it]
+        group["lr"] = float(lr) * group["lr_multiplier"]
+        group["weight_decay"] = float(sched["wd"][it]) * group["wd_multiplier"]
+
+
+def clip_gradients(student: torch.nn.Module, max_norm: float, mode: str) -> dict[str, torch.Tensor]:
+    """Clip the student's gradients in place; returns the norms before clipping.
+
+    Args:
+        student: the student network (children ``backbone``, ``dino_head``, ``ibot_head``).
+        max_norm: the clipping threshold; 0 disables clipping.
+        mode: ``per_module`` (DINOv2: each child on its own, keys ``grad_norm_<child>``) or ``global``
+            (one norm over all parameters, key ``grad_norm``).
+    """
+    if max_norm <= 0:
+        return {}
+    if mode == "global":
+        return {"grad_norm": torch.nn.utils.clip_grad_norm_(student.parameters(), max_norm)}
+    norms = {}
+    for name, module in student.named_children():
+        params = [p for p in module.parameters() if p.grad is not None]
+        if params:
+            norms[f"grad_norm_{name}"] = torch.nn.utils.clip_grad_norm_(params, max_norm)
+    return norms
 
 
 def _diff_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
@@ -175,10 +248,10 @@ def train(cfg: TrainSchema | DictConfig) -> dict[str, Any]:
 
 def _train(cfg: TrainSchema) -> dict[str, Any]:
     t_start = time.perf_counter()
-    rank, world_size = init_distributed()
+    rank, world_size = init_distributed(device=cfg.train.device)
     if rank != 0:
         setup_logging()  # warnings only on other ranks; rank 0 keeps the app's (Hydra's) logging
-    device = resolve_device(cfg.train.device)
+    device = resolve_device(cfg.train.device, key="train.device")
     out_dir = Path(cfg.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     config_dict = config_to_dict(cfg)
@@ -189,8 +262,8 @@ def _train(cfg: TrainSchema) -> dict[str, Any]:
     if rank == 0:
         atomic_write_text(out_dir / "train_ids.txt", "".join(f"{i}\n" for i in images.ids()))
     total = total_iterations(cfg, n_train)
-    sched = build_schedules(cfg, total)
-    freeze_iters = int(round(cfg.optim.freeze_last_layer_fraction * total))
+    freeze_iters = freeze_last_layer_iterations(cfg, n_train, total)
+    sched = build_schedules(cfg, total, freeze_iters)
     global_batch = cfg.train.batch_size
     if global_batch % world_size:
         raise ValueError(f"train.batch_size {global_batch} is not divisible by the world size {world_size}")
@@ -217,18 +290,14 @@ def _train(cfg: TrainSchema) -> dict[str, Any]:
         log.info("resuming from %s at iteration %d (%d samples seen)", ckpt_path, start, samples_seen)
     meta.to(device)
     meta.train()
-    optimizer = torch.optim.AdamW(param_groups(meta.student), lr=float(sched["lr"][0]), betas=tuple(cfg.optim.betas))
+    optimizer = torch.optim.AdamW(
+        param_groups(meta.student, cfg.optim), lr=float(sched["lr"][0]), betas=tuple(cfg.optim.betas)
+    )
     if ckpt is not None:
         optimizer.load_state_dict(ckpt["optimizer"])
         del ckpt
     if is_distributed():
         meta.wrap_ddp([device.index] if device.type == "cuda" else None)
-    last_layers = [
-        p
-        for head in (meta.student.dino_head, meta.student.ibot_head)
-        if head is not None
-        for p in head.last_layer.parameters()
-    ]
 
     wb = cfg.logger.wandb
     logger = Tracker(
@@ -281,8 +350,6 @@ def _train(cfg: TrainSchema) -> dict[str, Any]:
             sched,
             start,
             total,
-            freeze_iters,
-            last_layers,
             device,
             logger,
             ckpt_path,
@@ -292,9 +359,7 @@ def _train(cfg: TrainSchema) -> dict[str, Any]:
     distinct_seen = int(seen.sum())  # merged over the ranks at the last checkpoint (the final iteration)
 
     if rank == 0:
-        payload = backbone_payload(
-            meta.teacher.backbone.vit.state_dict(), meta.export_kwargs(), cfg.crops.mean, cfg.crops.std, total
-        )
+        payload = backbone_payload(meta.export_state_dict(), meta.export_kwargs(), cfg.crops.mean, cfg.crops.std, total)
         save_backbone(out_dir / "backbone.pt", payload)
         if not last_record and (out_dir / "metrics.jsonl").exists():
             lines = (out_dir / "metrics.jsonl").read_text().splitlines()
@@ -342,8 +407,6 @@ def _train_loop(
     sched: dict[str, np.ndarray],
     start: int,
     total: int,
-    freeze_iters: int,
-    last_layers: list[torch.nn.Parameter],
     device: torch.device,
     logger: Tracker,
     ckpt_path: Path,
@@ -359,27 +422,20 @@ def _train_loop(
         batch = next(batches)
         seen[batch.pop("items")] = True
         batch = _batch_to(batch, device)
-        for group in optimizer.param_groups:
-            group["lr"] = float(sched["lr"][it])
-            group["weight_decay"] = float(sched["wd"][it]) if group["apply_wd"] else 0.0
+        apply_schedules(optimizer, sched, it)  # the prototypes' lr is 0 while frozen; their grads still flow
         optimizer.zero_grad(set_to_none=True)
         losses = meta.forward_backward(batch, float(sched["teacher_temp"][it]))
         if not torch.isfinite(losses["loss"]):
             values = {k: v.item() for k, v in losses.items()}
             raise FloatingPointError(f"non-finite loss at iteration {it}: {values}")
-        grad_norm = None
-        if cfg.optim.clip_grad > 0:
-            grad_norm = torch.nn.utils.clip_grad_norm_(meta.student.parameters(), cfg.optim.clip_grad)
-        if it < freeze_iters:
-            for p in last_layers:
-                p.grad = None
+        grad_norms = clip_gradients(meta.student, cfg.optim.clip_grad, cfg.optim.clip_grad_mode)
         optimizer.step()
         meta.update_teacher(float(sched["momentum"][it]))
 
         for k, v in losses.items():
             window[k] = window.get(k, 0.0) + v.float()
-        if grad_norm is not None:
-            window["grad_norm"] = window.get("grad_norm", 0.0) + grad_norm.detach().float()
+        for k, v in grad_norms.items():
+            window[k] = window.get(k, 0.0) + v.detach().float()
         window_iters += 1
         done = it + 1
         if done % cfg.train.log_every == 0 or done == total:
@@ -390,6 +446,7 @@ def _train_loop(
             record.update(
                 iteration=done,
                 lr=float(sched["lr"][it]),
+                last_layer_lr=float(sched["last_layer_lr"][it]),
                 wd=float(sched["wd"][it]),
                 momentum=float(sched["momentum"][it]),
                 teacher_temp=float(sched["teacher_temp"][it]),

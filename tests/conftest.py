@@ -6,6 +6,7 @@ import socket
 import stat
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -16,14 +17,23 @@ os.environ.setdefault("HYDRA_FULL_ERROR", "1")
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+# Tests that start other processes (a stage run as a user runs it, spawned gloo ranks, the tiny
+# SSL pipeline, a browser) are `slow` through the fixtures they take; the others that spawn carry the mark
+# themselves. `python -m pytest -m "not slow"` is the inner loop; `python -m pytest` runs all.
+SLOW_FIXTURES = {"cli", "free_port", "tiny_run", "headless_page"}
 
 
 def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
     if torch.cuda.is_available():
         return
     skip_gpu = pytest.mark.skip(reason="needs a CUDA device")
     for item in items:
-        if "gpu" in item.keywords:
+        if item.get_closest_marker("gpu") is not None:  # not `in item.keywords`: folder names count there
             item.add_marker(skip_gpu)
 
 
@@ -37,7 +47,9 @@ def _one_thread():
     torch.set_num_threads(before)
 
 
-SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+REPO = Path(__file__).resolve().parents[1]
+SCRIPTS = REPO / "scripts"
+CONFIGS = str(REPO / "configs")
 
 
 @pytest.fixture(scope="session")
@@ -123,3 +135,150 @@ def blobs() -> np.ndarray:
     centers = rng.normal(scale=10.0, size=(len(sizes), 8))
     x = np.concatenate([c + rng.normal(size=(s, 8)) for c, s in zip(centers, sizes)])
     return x.astype(np.float32)
+
+
+def compose_config(config_name: str, overrides: Sequence[str] = (), hydra: bool = False) -> DictConfig:
+    """``configs/<config_name>.yaml`` composed with ``overrides`` as the stage's ``@hydra.main`` would.
+
+    Every stage's schemas are registered first (the stage modules register them on import), so a
+    misspelled key fails here as it does on the command line. ``hydra=True`` keeps the ``hydra``
+    node (launcher, run dir). Import it (``from conftest import compose_config``) or use the
+    fixture of the same name.
+    """
+    from hydra import compose, initialize_config_dir
+
+    import curate.cluster  # noqa: F401  (each stage module registers its schemas)
+    import curate.dedup  # noqa: F401
+    import curate.embed.config  # noqa: F401
+    import curate.sample  # noqa: F401
+    import selfsup.config  # noqa: F401
+
+    with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
+        return compose(config_name=config_name, overrides=list(overrides), return_hydra_config=hydra)
+
+
+@pytest.fixture(name="compose_config", scope="session")
+def _compose_config_fixture():
+    """:func:`compose_config` as a fixture."""
+    return compose_config
+
+
+@pytest.fixture
+def toy(tmp_path) -> Path:
+    """``tmp_path/x.npy``: (2000, 2) float32, a dense blob, a small tight blob and a uniform
+    background (1600 / 300 / 100 points), with ``labels.npy`` (0 / 1 / 2) beside it."""
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.normal(-1, 0.5, (1600, 2)), rng.normal(1, 0.3, (300, 2)), rng.uniform(-3, 3, (100, 2))])
+    np.save(tmp_path / "x.npy", x.astype(np.float32))
+    np.save(tmp_path / "labels.npy", np.repeat([0, 1, 2], [1600, 300, 100]))
+    return tmp_path / "x.npy"
+
+
+# ---- a real browser for the report ------------------------------------------------------------
+BROWSERS = ("chromium-headless-shell", "chrome-headless-shell", "chromium", "google-chrome")
+
+
+class HeadlessPage:
+    """Drives a headless Chromium over the DevTools protocol on a pipe (``--remote-debugging-pipe``:
+    NUL-separated JSON on file descriptors 3 and 4, so no websocket library is needed)."""
+
+    def __init__(self, browser: str) -> None:
+        import json
+
+        self._json = json
+        to_chrome, self._write = os.pipe()
+        self._read, from_chrome = os.pipe()
+
+        def fds() -> None:  # the child sees the pipes as fds 3 (commands in) and 4 (replies out)
+            os.dup2(to_chrome, 3)
+            os.dup2(from_chrome, 4)
+
+        args = [browser, "--headless", "--remote-debugging-pipe", "--no-sandbox", "--disable-gpu", "--no-first-run"]
+        self.proc = subprocess.Popen(
+            [*args, "about:blank"], preexec_fn=fds, pass_fds=(3, 4), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        os.close(to_chrome)
+        os.close(from_chrome)
+        self._buffer = b""
+        self._id = 0
+        self.events: list[dict] = []
+
+    def _send(self, method: str, params: dict | None = None, session: str | None = None) -> dict:
+        self._id += 1
+        message = {"id": self._id, "method": method, "params": params or {}}
+        if session:
+            message["sessionId"] = session
+        os.write(self._write, self._json.dumps(message).encode() + b"\0")
+        while True:
+            reply = self._next()
+            if reply.get("id") == self._id:
+                if "error" in reply:
+                    raise RuntimeError(f"{method}: {reply['error']}")
+                return reply.get("result", {})
+            self.events.append(reply)
+
+    def _next(self) -> dict:
+        while b"\0" not in self._buffer:
+            chunk = os.read(self._read, 1 << 16)
+            if not chunk:
+                raise RuntimeError(f"the browser exited: {self.proc.stderr.read().decode()[-2000:]}")
+            self._buffer += chunk
+        raw, self._buffer = self._buffer.split(b"\0", 1)
+        return self._json.loads(raw)
+
+    def load(self, url: str) -> dict:
+        """Open ``url``, wait for its load event; return ``images`` (src, complete, natural size)
+        and ``errors`` (console errors, exceptions, failed resource loads)."""
+        target = self._send("Target.createTarget", {"url": "about:blank"})["targetId"]
+        session = self._send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
+        for domain in ("Page", "Runtime", "Log", "Network"):
+            self._send(f"{domain}.enable", session=session)
+        self.events.clear()
+        self._send("Page.navigate", {"url": url}, session=session)
+        while not any(e.get("method") == "Page.loadEventFired" for e in self.events):
+            self.events.append(self._next())
+        images = self._send(
+            "Runtime.evaluate",
+            {
+                "expression": "Array.from(document.images).map(i => ({src: i.getAttribute('src'), "
+                "complete: i.complete, width: i.naturalWidth, height: i.naturalHeight}))",
+                "returnByValue": True,
+            },
+            session=session,
+        )["result"]["value"]
+        errors = []
+        for e in self.events:
+            method, params = e.get("method"), e.get("params", {})
+            if method == "Runtime.consoleAPICalled" and params.get("type") in ("error", "assert"):
+                errors.append(str(params.get("args")))
+            elif method == "Runtime.exceptionThrown":
+                errors.append(str(params.get("exceptionDetails")))
+            elif method == "Log.entryAdded" and params.get("entry", {}).get("level") == "error":
+                errors.append(params["entry"].get("text", ""))
+            elif method == "Network.loadingFailed":
+                errors.append(f"loading failed: {params.get('errorText')}")
+        self._send("Target.closeTarget", {"targetId": target})
+        return {"images": images, "errors": errors}
+
+    def close(self) -> None:
+        try:
+            self._send("Browser.close")
+        except (RuntimeError, OSError):
+            pass
+        self.proc.wait(timeout=30)
+        os.close(self._write)
+        os.close(self._read)
+
+
+@pytest.fixture(scope="session")
+def headless_page():
+    """A headless Chromium (Debian's ``chromium-headless-shell``, or ``$CURATE_BROWSER``); skipped
+    with the reason when none is installed."""
+    import shutil
+
+    browser = os.environ.get("CURATE_BROWSER") or next(filter(None, map(shutil.which, BROWSERS)), None)
+    if browser is None:
+        pytest.skip(f"no headless browser ({', '.join(BROWSERS)}); apt-get install chromium-headless-shell")
+    page = HeadlessPage(browser)
+    yield page
+    page.close()

@@ -24,13 +24,15 @@ def scaling(load_script):
 
 
 def test_bench_tiny_rows(bench, tmp_path):
-    pytest.importorskip("faiss")
-    pytest.importorskip("sklearn")
     out = tmp_path / "rows.json"
     argv = ["--size", "tiny", "--iters", "3", "--init", "same", "--threads", "1", "--in-process"]
-    bench.main(argv + ["--json", str(out), "--tmp", str(tmp_path / "data")])
+    lines = tmp_path / "runs.jsonl"
+    bench.main(argv + ["--json", str(out), "--tmp", str(tmp_path / "data"), "--jsonl", str(lines)])
     rows = json.loads(out.read_text())
     assert [r["impl"] for r in rows] == ["ours", "faiss", "sklearn"]
+    runs = [json.loads(line) for line in lines.read_text().splitlines()]  # a line per run, as it ended
+    assert [r["impl"] for r in runs] == ["ours", "faiss", "sklearn"]
+    assert [r["sec_per_iter"] for r in runs] == [r["sec_per_iter"] for r in rows]
     for r in rows:
         assert set(bench.ROW_KEYS) <= set(r)
         assert (r["n"], r["d"], r["k"]) == (5000, 16, 32)
@@ -44,8 +46,8 @@ def test_bench_tiny_rows(bench, tmp_path):
     assert abs(ours["inertia_ratio_to_sklearn"] - 1) < 0.03
 
 
+@pytest.mark.slow
 def test_bench_worker_runs_in_a_subprocess(bench, tmp_path):
-    pytest.importorskip("faiss")
     data = bench.write_dataset(tmp_path / "x.npy", n=2000, d=8, k=16)
     spec = {"impl": "faiss", "data": str(data), "n": 2000, "d": 8, "k": 16, "iters": 3, "seed": 0}
     res = bench.spawn_worker(dict(spec, threads=1, device="cpu", mmap=False), threads=1)
@@ -119,6 +121,10 @@ def test_scaling_writes_markdown(scaling, tmp_path, capsys):
     assert "python scripts/scaling.py --n 1e8 --gpus 32,8,4,4" in text
     assert "## What would break first" in text and "| level |" in text
     assert "2 n k d" in text
+    # a hand-written section below the marker survives a regeneration
+    out.write_text(text + "\n" + scaling.HAND_WRITTEN + "\n## By hand\n\nkept\n")
+    again = scaling.main(["--n", "1e8", "--gpus", "32,8,4,4", "--out", str(out)])
+    assert out.read_text().startswith(again.rstrip("\n")) and out.read_text().endswith("## By hand\n\nkept\n")
 
 
 def test_scaling_validates(scaling):
@@ -128,10 +134,10 @@ def test_scaling_validates(scaling):
         scaling.compute(scaling.Config(levels=(500_000, 600_000, 10_000)))
 
 
+@pytest.mark.slow
 def test_bench_dedup_rows_agree_and_compare_with_the_peer(tmp_path):
     import subprocess
 
-    pytest.importorskip("faiss")
     out = tmp_path / "dedup.json"
     cmd = [sys.executable, str(SCRIPTS / "bench_dedup.py"), "--n", "3000", "--d", "16", "--chunk-size", "256"]
     proc = subprocess.run([*cmd, "--json", str(out)], capture_output=True, text=True, timeout=300)
@@ -144,7 +150,6 @@ def test_bench_dedup_rows_agree_and_compare_with_the_peer(tmp_path):
 
 
 def test_bench_dedup_peer_is_the_greedy_rule(load_script):
-    pytest.importorskip("faiss")
     module = load_script("bench_dedup")
     x = module.make_pool(400, 8, 0.3, seed=2)
     from curate.dedup import deduplicate

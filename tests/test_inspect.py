@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
+import re
 
 import numpy as np
 import pytest
 
 from curate.hierarchy import HierarchicalKMeans
 from curate.inspect import log2_histogram, main
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -42,13 +38,10 @@ def test_inspect_prints_levels_shares_and_labels(saved, capsys):
     folder, hkm, indices, labels = saved
     report = main(
         [
-            str(folder / "cluster"),
-            "--sample",
-            str(folder / "sample"),
-            "--labels",
-            str(folder / "labels.npy"),
-            "--out",
-            str(folder / "inspect.png"),
+            f"cluster={folder / 'cluster'}",
+            f"sample={folder / 'sample'}",
+            f"labels={folder / 'labels.npy'}",
+            f"out={folder / 'inspect.png'}",
         ]
     )
     out = capsys.readouterr().out
@@ -70,26 +63,30 @@ def test_inspect_prints_levels_shares_and_labels(saved, capsys):
 
 def test_inspect_without_sample_and_errors(saved, capsys, tmp_path):
     folder, *_ = saved
+    # the earlier form (a bare folder, --flags) still works
     report = main([str(folder / "cluster"), "--labels", str(folder / "labels.npy")])
     assert report["shares"] is None and "sample_share" not in report["labels"]
     assert "level 2: 4 clusters" in capsys.readouterr().out
-    with pytest.raises(FileNotFoundError, match="indices.npy"):
-        main([str(folder / "cluster"), "--sample", str(tmp_path)])
     np.save(tmp_path / "short.npy", np.zeros(5, dtype=np.int64))
-    with pytest.raises(ValueError, match=r"expected shape \(880,\)"):
-        main([str(folder / "cluster"), "--labels", str(tmp_path / "short.npy")])
-    with pytest.raises(FileNotFoundError, match="manifest.json"):
-        main([str(tmp_path)])
+    cases = [
+        ([f"cluster={folder / 'cluster'}", f"sample={tmp_path}"], "indices.npy"),
+        ([f"cluster={folder / 'cluster'}", f"labels={tmp_path / 'short.npy'}"], r"expected shape \(880,\)"),
+        ([f"cluster={tmp_path}"], "manifest.json"),
+        ([f"cluster={folder / 'cluster'}", "sampel=x"], "sampel"),  # a typo is refused, naming the key
+        ([f"sample={folder / 'sample'}"], "cluster= is required"),
+    ]
+    for argv, message in cases:
+        with pytest.raises(SystemExit) as err:
+            main(argv)
+        assert err.value.code == 2
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: "), lines
+        assert re.search(message, lines[0]), lines[0]
 
 
-def test_inspect_runs_as_a_module(saved):
+@pytest.mark.slow
+def test_inspect_runs_as_a_module(saved, cli):
     folder, *_ = saved
-    proc = subprocess.run(
-        [sys.executable, "-m", "curate.inspect", str(folder / "cluster")],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == 0, proc.stderr
+    proc = cli("-m", "curate.inspect", f"cluster={folder / 'cluster'}")
     assert "level 1: 40 clusters" in proc.stdout
+    assert "key=value" in cli("-m", "curate.inspect", "--help").stdout

@@ -74,7 +74,7 @@ def test_chunk_rows_respects_budget():
 # -- quality against references -------------------------------------------------------------
 @pytest.mark.parametrize("data", ["gauss", "skewed"])
 def test_inertia_close_to_sklearn_and_faiss(data):
-    faiss = pytest.importorskip("faiss")
+    import faiss
     from sklearn.cluster import KMeans as SKKMeans
 
     rng = np.random.default_rng(1)

@@ -16,14 +16,6 @@ from curate.submit import StageJob, compose_cluster, level_parameters, submit_le
 LEVEL_ARRAYS = ("centroids", "assign", "dist", "offsets", "members")
 
 
-@pytest.fixture
-def toy(tmp_path) -> Path:
-    rng = np.random.default_rng(0)
-    x = np.concatenate([rng.normal(-1, 0.5, (1600, 2)), rng.normal(1, 0.3, (300, 2)), rng.uniform(-3, 3, (100, 2))])
-    np.save(tmp_path / "x.npy", x.astype(np.float32))
-    return tmp_path / "x.npy"
-
-
 def sbatch_flags(script: str) -> set[str]:
     return {line for line in script.splitlines() if line.startswith("#SBATCH")}
 
@@ -124,8 +116,10 @@ def test_stop_after_level_keeps_checkpoints_and_no_manifest(tmp_path, toy):
     assert not (out / "checkpoints" / "level2").exists() and not (out / "manifest.json").exists()
 
 
+@pytest.mark.slow
 def test_interrupted_job_requeues_and_matches_uninterrupted_run(tmp_path, toy):
-    psutil = pytest.importorskip("psutil")
+    import psutil
+
     overrides = [
         "input.toy=null",
         f"input.path={toy}",
@@ -156,21 +150,14 @@ def test_interrupted_job_requeues_and_matches_uninterrupted_run(tmp_path, toy):
 
 
 @pytest.mark.parametrize("stage, overrides", [("dedup", ["input=x", "out=y"]), ("embed", ["out=y"])])
-def test_dedup_and_embed_take_the_launchers(stage, overrides):
-    from hydra import compose, initialize_config_dir
-
-    import curate.dedup  # noqa: F401  (registers the schemas)
-    import curate.embed.run  # noqa: F401
-
-    configs = str(Path(__file__).resolve().parents[1] / "configs")
+def test_dedup_and_embed_take_the_launchers(stage, overrides, compose_config):
     expected = {"local": "BasicLauncher", "submitit_local": "LocalLauncher", "submitit_slurm": "SlurmLauncher"}
-    with initialize_config_dir(configs, version_base="1.3"):
-        for launcher, target in expected.items():
-            cfg = compose(stage, overrides=[*overrides, f"launcher={launcher}"], return_hydra_config=True)
-            assert cfg.hydra.launcher._target_.endswith(target)
-            assert {"out", "launcher"} <= set(cfg.hydra.job.config.override_dirname.exclude_keys)
-        slurm = compose(stage, overrides=[*overrides, "launcher=submitit_slurm"], return_hydra_config=True)
-        assert slurm.hydra.launcher.tasks_per_node == slurm.hydra.launcher.gpus_per_node  # a rank per GPU
+    for launcher, target in expected.items():
+        cfg = compose_config(stage, [*overrides, f"launcher={launcher}"], hydra=True)
+        assert cfg.hydra.launcher._target_.endswith(target)
+        assert {"out", "launcher"} <= set(cfg.hydra.job.config.override_dirname.exclude_keys)
+    slurm = compose_config(stage, [*overrides, "launcher=submitit_slurm"], hydra=True)
+    assert slurm.hydra.launcher.tasks_per_node == slurm.hydra.launcher.gpus_per_node  # a rank per GPU
 
 
 def test_dedup_runs_through_submitit_local(tmp_path, cli):

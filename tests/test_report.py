@@ -9,10 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from curate.analysis import knn_agreement, knn_radius, sample_balance
 from curate.hierarchy import HierarchicalKMeans
 from curate.io.atomic import atomic_save_npy
 from curate.io.store import write_store
-from curate.report import build_report, knn_agreement, knn_radius, main, sample_balance
+from curate.report import build_report, main
 
 
 class _Page(HTMLParser):
@@ -114,7 +115,7 @@ def test_report_on_2d_toy(tmp_path: Path) -> None:
     # with a sample folder (as curate.sample writes it), through the CLI
     indices = np.sort(np.random.default_rng(1).choice(len(x), 500, replace=False))
     atomic_save_npy(tmp_path / "sample" / "indices.npy", indices)
-    html_path = main(["--cluster", str(cluster), "--sample", str(tmp_path / "sample")])
+    html_path = main([f"cluster={cluster}", f"sample={tmp_path / 'sample'}"])
     assert html_path == tmp_path / "sample" / "report" / "report.html"
     page = _parse(html_path)
     assert "500 items" in "".join(page.text)
@@ -143,7 +144,8 @@ def test_report_on_text_store(tmp_path: Path) -> None:
 
 
 def test_report_on_fashion_mnist_store(tmp_path: Path) -> None:
-    fm = pytest.importorskip("curate.datasets.fashion_mnist")
+    import curate.datasets.fashion_mnist as fm
+
     try:
         _, train_labels = fm.load_fashion_mnist("train")
     except FileNotFoundError:
@@ -160,9 +162,14 @@ def test_report_on_fashion_mnist_store(tmp_path: Path) -> None:
 
 def test_report_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as err:
-        main(["--cluster", str(tmp_path / "nowhere")])
+        main([f"cluster={tmp_path / 'nowhere'}"])
     assert err.value.code == 2
     assert "nowhere" in capsys.readouterr().err
+    for argv, key in (([f"cluster={tmp_path}", "targt=5"], "targt"), ([f"cluster={tmp_path}", "seed=x"], "seed")):
+        with pytest.raises(SystemExit) as err:
+            main(argv)  # refused before anything is read
+        line = capsys.readouterr().err.strip()
+        assert err.value.code == 2 and line.startswith("error: ") and key in line and "\n" not in line
     x = np.random.default_rng(0).normal(size=(200, 3)).astype(np.float32)
     atomic_save_npy(tmp_path / "x.npy", x)
     cluster = _fit(x, tmp_path / "cluster", {"kind": "npy", "path": str(tmp_path / "x.npy")}, [{"k": 10}])
@@ -182,7 +189,7 @@ def test_report_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
 
 
 def test_load_texts_wordnet_and_jsonl(tmp_path: Path) -> None:
-    from curate.report import load_texts
+    from curate.analysis.data import load_texts
 
     try:
         from curate.datasets.wordnet import load_wordnet
@@ -199,3 +206,29 @@ def test_load_texts_wordnet_and_jsonl(tmp_path: Path) -> None:
         "first",
     ]
     assert load_texts({"kind": "jsonl", "path": str(path), "field": "text", "id_field": None}, [2]) == ["second"]
+
+
+def test_report_in_a_real_browser(tmp_path: Path, headless_page) -> None:
+    """The page loads in headless Chromium with every image decoded and no console error."""
+    from curate.datasets.toy import toy_2d
+
+    x, labels = toy_2d(0, n_scale=0.1)
+    atomic_save_npy(tmp_path / "data" / "x.npy", x.astype(np.float32))
+    atomic_save_npy(tmp_path / "data" / "labels.npy", labels.astype(np.int64))
+    cluster = _fit(
+        x.astype(np.float32),
+        tmp_path / "cluster",
+        {"kind": "npy", "path": str(tmp_path / "data" / "x.npy")},
+        [{"k": 20}, {"k": 5}],
+    )
+    html_path = build_report(cluster, out=tmp_path / "report", target=0.2)
+    shown = headless_page.load(html_path.resolve().as_uri())
+    assert not shown["errors"], shown["errors"]
+    assert {img["src"] for img in shown["images"]} == set(_parse(html_path).images)
+    for img in shown["images"]:
+        assert img["complete"] and img["width"] > 50 and img["height"] > 50, img
+    # the check sees a broken page: a missing image is reported
+    broken = html_path.with_name("broken.html")
+    broken.write_text(html_path.read_text().replace("labels.png", "nowhere.png"))
+    shown = headless_page.load(broken.resolve().as_uri())
+    assert shown["errors"] and any(img["width"] == 0 for img in shown["images"])

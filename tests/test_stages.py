@@ -7,42 +7,18 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
+from conftest import compose_config
 from hydra.errors import ConfigCompositionException
 
 import curate.cluster  # noqa: F401  (registers the schemas)
 from curate.conf import validate_cluster, validate_sample
 
-CONFIGS = str(Path(__file__).resolve().parents[1] / "configs")
-PRESETS = sorted(p.stem for p in Path(CONFIGS, "cluster").glob("*.yaml"))
-
-
-@pytest.fixture
-def toy(tmp_path) -> Path:
-    rng = np.random.default_rng(0)
-    x = np.concatenate([rng.normal(-1, 0.5, (1600, 2)), rng.normal(1, 0.3, (300, 2)), rng.uniform(-3, 3, (100, 2))])
-    np.save(tmp_path / "x.npy", x.astype(np.float32))
-    np.save(tmp_path / "labels.npy", np.repeat([0, 1, 2], [1600, 300, 100]))
-    return tmp_path / "x.npy"
-
-
-@pytest.mark.parametrize("preset", PRESETS)
-def test_every_cluster_preset_composes_and_validates(preset):
-    with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
-        cfg = compose(config_name="cluster", overrides=[f"cluster={preset}"])
-    validate_cluster(cfg)
-    assert cfg.name == cfg.cluster.name == preset
-    ks = [level.k * level.n_splits for level in cfg.cluster.levels]
-    assert ks == sorted(ks, reverse=True)
-
 
 def test_sample_config_composes():
-    with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
-        cfg = compose(config_name="sample", overrides=["targets=[10,0.5]", "strategy=closest"])
+    cfg = compose_config("sample", ["targets=[10,0.5]", "strategy=closest"])
     validate_sample(cfg)
     assert cfg.cluster_dir == "outputs/cluster/toy_2d"
 
@@ -52,9 +28,8 @@ def test_sample_config_composes():
     [("cluster", "cluster.n_iterr=5"), ("cluster", "seeed=1"), ("sample", "strategie=random")],
 )
 def test_misspelled_key_is_an_error(config, override):
-    with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
-        with pytest.raises(ConfigCompositionException, match=override.split("=")[0].split(".")[-1]):
-            compose(config_name=config, overrides=[override])
+    with pytest.raises(ConfigCompositionException, match=override.split("=")[0].split(".")[-1]):
+        compose_config(config, [override])
 
 
 @pytest.mark.parametrize(
@@ -67,8 +42,7 @@ def test_misspelled_key_is_an_error(config, override):
     ],
 )
 def test_cluster_validation_names_the_field(overrides, match):
-    with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
-        cfg = compose(config_name="cluster", overrides=overrides)
+    cfg = compose_config("cluster", overrides)
     with pytest.raises(ValueError, match=match):
         validate_cluster(cfg)
 

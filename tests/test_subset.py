@@ -124,9 +124,9 @@ def test_dedup_then_cluster_the_kept_rows(tmp_path, cli):
         stats["labels"]["curated"]["share"], np.bincount(labels[indices], minlength=4) / 120, atol=1e-9
     )
     # inspect and report read the sample's store rows back as the clustering's items
-    proc = cli("-m", "curate.inspect", str(cdir), "--sample", str(sdir), "--labels", str(pool / "labels.npy"))
+    proc = cli("-m", "curate.inspect", f"cluster={cdir}", f"sample={sdir}", f"labels={pool / 'labels.npy'}")
     assert "120 items" in proc.stdout
-    cli("-m", "curate.report", "--cluster", str(cdir), "--sample", str(sdir), "--out", str(tmp_path / "report"))
+    cli("-m", "curate.report", f"cluster={cdir}", f"sample={sdir}", f"out={tmp_path / 'report'}")
     assert (tmp_path / "report" / "report.html").exists()
     # a dedup of another store is refused, naming both
     other, *_ = _pool_with_copies(tmp_path / "other")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
+from conftest import compose_config
 
 import curate.cluster  # noqa: F401  (registers the schemas)
 import curate.sample  # noqa: F401
@@ -18,13 +19,10 @@ from curate.conf import validate_cluster, validate_sample
 from curate.submit import StageJob
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = str(ROOT / "configs")
 ENV = {**os.environ, "HYDRA_FULL_ERROR": "1", "OMP_NUM_THREADS": "1"}
 
 
-def compose_cfg(config: str, overrides: list[str]):
-    with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
-        return compose(config_name=config, overrides=overrides, return_hydra_config=True)
+compose_cfg = functools.partial(compose_config, hydra=True)
 
 
 @pytest.mark.parametrize("launcher", ["local", "submitit_local", "submitit_slurm"])
@@ -70,6 +68,7 @@ def test_resample_steps_override_applies_to_every_level():
         validate_cluster(cfg)
 
 
+@pytest.mark.slow
 def test_submitit_local_sweep_names_runs_by_overrides_and_relaunch_skips(tmp_path, load_script):
     rng = np.random.default_rng(0)
     np.save(tmp_path / "x.npy", rng.normal(size=(500, 2)).astype(np.float32))
@@ -154,3 +153,35 @@ def test_plot_sweep_mean_over_seeds(tmp_path, load_script):
     assert (tmp_path / "m.png").stat().st_size > 5_000
     with pytest.raises(SystemExit, match="not a swept key"):
         plot_sweep.main([str(tmp_path), "--mean-over", "init"])
+
+
+def test_plot_sweep_figure_reads_by_factor_with_direction_and_reference(tmp_path, load_script, monkeypatch):
+    from curate.datasets.toy import write_toy
+    from curate.metrics import kl_to_uniform
+
+    plot_sweep = load_script("plot_sweep")
+    write_toy("toy_2d", tmp_path / "o" / "data" / "toy_2d")
+    for levels, init, kl in [(1, "random", 0.7), (3, "random", 0.3), (3, "k-means++", 0.25)]:
+        run = tmp_path / "sweep" / f"cluster=toy_levels{levels},cluster.init={init}"
+        (run / ".hydra").mkdir(parents=True)
+        (run / ".hydra" / "overrides.yaml").write_text(f"- cluster=toy_levels{levels}\n- cluster.init={init}\n")
+        (run / ".hydra" / "config.yaml").write_text(f"out_dir: {tmp_path / 'o'}\ninput:\n  toy: toy_2d\n  path: null\n")
+        (run / "metrics.json").write_text(json.dumps({"kl_top": kl}))
+    import matplotlib.pyplot as plt
+
+    figures = []
+    monkeypatch.setattr(plt, "close", figures.append)  # keep the figure to read it
+    plot_sweep.main([str(tmp_path / "sweep"), "--out", str(tmp_path / "sweep.png")])
+    ax = figures[0].axes[0]
+    assert ax.get_title() == "kl_top (lower is better)"
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    assert labels == ["levels 1 · init random", "levels 3 · init k-means++", "levels 3 · init random"]
+    raw = kl_to_uniform(np.load(tmp_path / "o" / "data" / "toy_2d" / "x.npy").astype(np.float64))
+    assert 0.8 < raw < 1.1  # the toy's data row (~0.95)
+    lines = [line.get_xdata()[0] for line in ax.get_lines() if line.get_linestyle() == "--"]
+    assert lines == [pytest.approx(raw)]
+    assert plot_sweep.reference("rarest_share", [{"rarest_pool_share": 0.02}], None) == (
+        0.02,
+        "pool share (random sample)",
+    )
+    assert plot_sweep.factor_label("cluster.resample_steps_override", "10") == "steps 10"

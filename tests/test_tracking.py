@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
+from conftest import compose_config
 
 import curate.cluster  # noqa: F401  (registers the schemas)
 from curate.tracking import Tracker, flatten_scalars, stage_tracker
-
-CONFIGS = str(Path(__file__).resolve().parents[1] / "configs")
 
 
 def test_disabled_writes_only_the_jsonl_and_never_imports_wandb(tmp_path, monkeypatch):
@@ -47,7 +44,8 @@ def test_flatten_scalars():
 
 
 def test_online_without_network_falls_back_to_an_offline_run_under_out(tmp_path, monkeypatch):
-    wandb = pytest.importorskip("wandb")
+    import wandb
+
     monkeypatch.delenv("WANDB_MODE", raising=False)
     monkeypatch.setenv("WANDB_SILENT", "true")
     real_init = wandb.init
@@ -60,8 +58,7 @@ def test_online_without_network_falls_back_to_an_offline_run_under_out(tmp_path,
         return real_init(*args, mode=mode, **kwargs)
 
     monkeypatch.setattr(wandb, "init", init)
-    with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
-        cfg = compose(config_name="cluster", overrides=["logger.wandb.mode=online", "logger.wandb.init_timeout=5"])
+    cfg = compose_config("cluster", ["logger.wandb.mode=online", "logger.wandb.init_timeout=5"])
     out = tmp_path / "cluster" / "toy_2d"
     with stage_tracker(cfg, out, "cluster") as tracker:
         assert modes == ["online", "offline"] and tracker.mode == "offline"

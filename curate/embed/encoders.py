@@ -412,17 +412,6 @@ class RandomProjectionEncoder(Encoder):
         return dict(self.info)
 
 
-def resolve_device(device: str) -> torch.device:
-    """``auto`` -> this rank's GPU (``LOCAL_RANK``) when CUDA is available, else CPU."""
-    if device == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
-        return torch.device("cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device={device!r} but CUDA is not available")
-    return torch.device(device)
-
-
 def build_encoder(cfg: Any, modality: str, device: torch.device) -> Encoder:
     """The :class:`Encoder` of an ``encoder`` config node, for a source of ``modality``."""
     kind = cfg.kind

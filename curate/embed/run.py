@@ -25,9 +25,9 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset
 
-from curate.dist import barrier, init_distributed
+from curate.dist import barrier, init_distributed, resolve_device
 from curate.embed.config import validate
-from curate.embed.encoders import Encoder, build_encoder, resolve_device
+from curate.embed.encoders import Encoder, build_encoder
 from curate.embed.sources import Source, build_source, default_num_workers
 from curate.io.shards import shard_range
 from curate.io.store import MANIFEST, PARTS, StoreWriter, finalize_store, read_manifest
@@ -140,7 +140,7 @@ def run_embed(cfg: DictConfig) -> dict:
         The store's manifest.
     """
     validate(cfg)
-    rank, world = init_distributed()
+    rank, world = init_distributed(device=cfg.device)
     out = Path(cfg.out)
     if cfg.overwrite and rank == 0:
         _remove_store(out)

@@ -35,6 +35,7 @@ from curate.hierarchy.split import split_clusters
 from curate.io.atomic import atomic_write_json
 from curate.io.shards import rank_rows
 from curate.kmeans import KMeans, RowSource
+from curate.kmeans.device import matmul_precision, resolve_memory_mb
 from curate.kmeans.kernels import chunk_rows_for
 from curate.kmeans.shard import LocalRows
 from curate.kmeans.source import ArrayLike
@@ -96,6 +97,7 @@ class HierarchicalKMeans:
         on_iteration: called after every Lloyd iteration of every k-means run with its stats
             record plus ``level`` and ``run`` (0: the full run, ``m``: resampling step ``m``).
         init_cache_mb: passed to :class:`KMeans` (k-means++ of a streamed shard in memory).
+        allow_tf32: TF32 float32 matmuls on CUDA, for every k-means and the split alike.
     """
 
     def __init__(
@@ -107,7 +109,7 @@ class HierarchicalKMeans:
         distance: str = "l2",
         init: str = "k-means++",
         resample_strategy: str = "closest",
-        memory_budget_mb: float = 256.0,
+        memory_budget_mb: float | None = None,
         init_max_points: int | None = None,
         checkpoint_dir: str | Path | None = None,
         checkpoint_every: int = 10,
@@ -115,6 +117,7 @@ class HierarchicalKMeans:
         split_memory_mb: float = 4096.0,
         on_iteration: Callable[[dict[str, Any]], None] | None = None,
         init_cache_mb: float = 0.0,
+        allow_tf32: bool = True,
     ) -> None:
         self.specs = [LevelSpec.of(spec) for spec in levels]
         validate_levels(self.specs)
@@ -124,7 +127,9 @@ class HierarchicalKMeans:
             raise ValueError(f"n_iter must be >= 0, got {n_iter}")
         self.n_iter, self.seed, self.device = int(n_iter), int(seed), device
         self.distance, self.init, self.resample_strategy = distance, init, resample_strategy
-        self.memory_budget_mb, self.init_max_points = memory_budget_mb, init_max_points
+        self.memory_budget_mb, _ = resolve_memory_mb(device, memory_budget_mb, 0.0)
+        self.init_max_points = init_max_points
+        self.allow_tf32 = bool(allow_tf32)
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
         self.checkpoint_every = checkpoint_every
         self.shard_min_rows = int(shard_min_rows)
@@ -178,6 +183,7 @@ class HierarchicalKMeans:
             init_max_points=self.init_max_points,
             checkpoint_dir=checkpoint_dir,
             checkpoint_every=self.checkpoint_every,
+            allow_tf32=self.allow_tf32,
         )
 
     # -- fitting ----------------------------------------------------------------------------
@@ -264,20 +270,21 @@ class HierarchicalKMeans:
             torch.device(self.device),
             chunk_rows=chunk_rows_for(int(self.memory_budget_mb * 2**20), spec.n_splits, source.d, self.device),
             cosine=self.distance == "cosine",
-            cache_bytes=1 << 31,
+            cache_bytes=int(resolve_memory_mb(self.device, self.memory_budget_mb, None)[1] * 2**20),
         )
         rows.scan()
-        sub, slot_local, sq_local, stats = split_clusters(
-            rows,
-            km.labels_,
-            labels,
-            spec.k,
-            spec.n_splits,
-            self.n_iter,
-            self._seed(t, 1_000_000),
-            self.memory_budget_mb,
-            self.split_memory_mb,
-        )
+        with matmul_precision(self.device, self.allow_tf32):  # the batched matmul, like KMeans'
+            sub, slot_local, sq_local, stats = split_clusters(
+                rows,
+                km.labels_,
+                labels,
+                spec.k,
+                spec.n_splits,
+                self.n_iter,
+                self._seed(t, 1_000_000),
+                self.memory_budget_mb,
+                self.split_memory_mb,
+            )
         if self.distance != "cosine":
             sub = sub + rows.shift.cpu().numpy()
         return sub, self._gather(slot_local, sharded), self._gather(sq_local, sharded), stats

@@ -156,13 +156,17 @@ def _lloyd_batch(
                 slot[at], sq[at] = s_lab + lo * n_splits, s_d2
                 if it < n_iter:
                     sums.index_add_(0, s_lab, x.double())
-                    counts += torch.bincount(s_lab, minlength=k * n_splits)
+                    counts.index_add_(0, s_lab, torch.ones_like(s_lab))  # bincount would sync
         if it == n_iter:
             break
         dist.all_reduce_sum_(sums)
         dist.all_reduce_sum_(counts)
+        # on the device, no mask indexing: no host sync per iteration
         filled = counts > 0
-        n_empty = int((used & ~filled).sum())
-        new = (sums[filled] / counts[filled].unsqueeze(1).double()).float()
-        sub[filled] = normalize_rows(new) if rows.cosine else new
-    return n_empty
+        n_empty = (used & ~filled).sum()
+        new = (sums / counts.clamp_min(1).unsqueeze(1).double()).float()
+        if rows.cosine:
+            new = torch.where(filled.unsqueeze(1), new, 1.0)  # unfilled slots: no 0/0 in the norm
+            new = normalize_rows(new)
+        sub.copy_(torch.where(filled.unsqueeze(1), new, sub))
+    return int(n_empty)

@@ -21,6 +21,7 @@ import torch
 
 from curate import dist
 from curate.io.atomic import atomic_path
+from curate.kmeans.device import matmul_precision, resolve_memory_mb
 from curate.kmeans.init import distinct_random_indices, kmeans_plusplus, random_init
 from curate.kmeans.kernels import accumulate_, assign_chunk, chunk_rows_for, normalize_rows
 from curate.kmeans.shard import LocalRows
@@ -57,15 +58,17 @@ class KMeans:
             between unit vectors, ``2 - 2 cos``).
         seed: seeds the initialisation (the only random step).
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
-        memory_budget_mb: working memory per chunk on the device; sets the chunk size.
-        cache_mb: an in-memory input whose float32 copy fits is prepared once and kept on the
-            device; memory-mapped inputs are always streamed.
+        memory_budget_mb: working memory per chunk on the device; sets the chunk size (None: 256
+            on a CPU, 1/16 of the free memory within [256, 4096] on CUDA; curate.kmeans.device).
+        cache_mb: an input whose prepared copy fits is prepared once and kept on the device: an
+            in-memory one anywhere, a memory-mapped one on CUDA (on a CPU those are streamed).
+            None: 2048 on a CPU, half the free memory less one chunk on CUDA.
         init_cache_mb: k-means++ reads the shard once per centroid; a streamed shard whose
             float32 copy fits in this many MB is read into memory once for the initialisation
             instead (0, the default: never, so a memory-mapped input stays out of core).
         storage_dtype: ``"float32"`` or ``"bfloat16"`` for the prepared rows kept on the device
             (arithmetic stays float32).
-        allow_tf32: allow TF32 matmuls on CUDA.
+        allow_tf32: allow TF32 matmuls on CUDA (Lloyd, k-means++ and assignment alike).
         init_max_points: run the initialisation on a seeded uniform subset of at most this many
             rows (None: all rows). The subset stays on its ranks.
         checkpoint_dir: where to checkpoint; a fit with the same settings and directory resumes.
@@ -85,8 +88,8 @@ class KMeans:
         distance: str = "l2",
         seed: int = 0,
         device: str | torch.device = "cpu",
-        memory_budget_mb: float = 256.0,
-        cache_mb: float = 2048.0,
+        memory_budget_mb: float | None = None,
+        cache_mb: float | None = None,
         init_cache_mb: float = 0.0,
         storage_dtype: str = "float32",
         allow_tf32: bool = True,
@@ -115,7 +118,8 @@ class KMeans:
             raise ValueError(f"device={device!r} but CUDA is not available; use device='cpu'")
         self.k, self.n_iter, self.tol = int(k), int(n_iter), float(tol)
         self.init, self.distance, self.seed = init, distance, int(seed)
-        self.memory_budget_mb, self.cache_mb, self.init_cache_mb = memory_budget_mb, cache_mb, init_cache_mb
+        self.memory_budget_mb, self.cache_mb = resolve_memory_mb(self.device, memory_budget_mb, cache_mb)
+        self.init_cache_mb = init_cache_mb
         self.storage_dtype, self.allow_tf32 = storage_dtype, allow_tf32
         self.init_max_points = init_max_points
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
@@ -188,16 +192,23 @@ class KMeans:
             rows = self._local_rows(source)
             rows.shift = self._shift
             c = self._internal_centroids()
-            labels = torch.empty(rows.n, dtype=torch.int64)
-            sq = torch.empty(rows.n, dtype=torch.float32)
+            # on the device until the end: one host read for the pass, not three per chunk
+            labels = torch.empty(rows.n, dtype=torch.int64, device=self.device)
+            sq = torch.empty(rows.n, dtype=torch.float32, device=self.device)
+            none = torch.iinfo(torch.int64).max
+            first_bad = torch.full((), none, dtype=torch.int64, device=self.device)
             c_sqnorm = c.square().sum(dim=1)
             scratch = self._scratch(rows, c.shape[0])
             for start, xb in rows.chunks():
-                self._check_finite_chunk(xb, start, rows)
-                lab, d2 = assign_chunk(xb, c, c_sqnorm, out=scratch)
-                labels[start : start + len(xb)] = lab.cpu()
-                sq[start : start + len(xb)] = d2.cpu()
-        return labels, sq
+                at = torch.arange(start, start + len(xb), device=self.device)
+                first_bad = torch.minimum(first_bad, torch.where(torch.isfinite(xb).all(dim=1), none, at).min())
+                labels[start : start + len(xb)], sq[start : start + len(xb)] = assign_chunk(
+                    xb, c, c_sqnorm, out=scratch
+                )
+            bad = int(first_bad)
+            if bad != none:
+                raise ValueError(f"{rows.source.name}: row {rows.offset + bad} contains NaN or Inf")
+        return labels.cpu(), sq.cpu()
 
     # -- internals --------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -214,12 +225,8 @@ class KMeans:
             with _cpu_threads(1 if work < _SMALL_WORK or dim < _THREADED_MIN_DIM else None):
                 yield
             return
-        old = torch.backends.cuda.matmul.allow_tf32
-        torch.backends.cuda.matmul.allow_tf32 = self.allow_tf32
-        try:
+        with matmul_precision(self.device, self.allow_tf32):
             yield
-        finally:
-            torch.backends.cuda.matmul.allow_tf32 = old
 
     def _local_rows(self, source: RowSource) -> LocalRows:
         chunk = chunk_rows_for(int(self.memory_budget_mb * 2**20), self.k, source.d, self.device)
@@ -231,12 +238,6 @@ class KMeans:
             cache_bytes=int(self.cache_mb * 2**20),
             storage_dtype=_STORAGE[self.storage_dtype],
         )
-
-    def _check_finite_chunk(self, xb: torch.Tensor, start: int, rows: LocalRows) -> None:
-        bad = ~torch.isfinite(xb).all(dim=1)
-        if bool(bad.any()):
-            row = rows.offset + start + int(bad.nonzero()[0])
-            raise ValueError(f"{rows.source.name}: row {row} contains NaN or Inf")
 
     def _initialise(self, rows: LocalRows) -> torch.Tensor:
         generator = torch.Generator().manual_seed(self.seed)
@@ -268,16 +269,17 @@ class KMeans:
         dist.all_reduce_sum_(sums)
         dist.all_reduce_sum_(counts)
         dist.all_reduce_sum_(objective)
-        empty = counts == 0
-        new_c = (sums / counts.clamp_min(1).unsqueeze(1).to(sums.dtype)).to(torch.float32)
-        new_c[empty] = c[empty]
-        n_empty = int(empty.sum())
-        if n_empty:
-            new_c[empty] = self._reseed(rows, local_sq, n_empty)
-        if self.distance == "cosine":
-            new_c = normalize_rows(new_c)
-        shift = float((new_c - c).double().square().sum())
-        obj = float(objective)
+        # Device-side bookkeeping, one host read per iteration (a sync on a GPU): no mask indexing.
+        empty = (counts == 0).unsqueeze(1)
+        means = torch.where(empty, c, (sums / counts.clamp_min(1).unsqueeze(1).to(sums.dtype)).to(torch.float32))
+        new_c = normalize_rows(means) if self.distance == "cosine" else means
+        shift_t = (new_c - c).double().square().sum().reshape(1)
+        obj, shift, n_empty = torch.cat([objective, shift_t, empty.sum().double().reshape(1)]).tolist()
+        n_empty = int(n_empty)
+        if n_empty:  # rare: the reseed syncs freely
+            means[empty.squeeze(1)] = self._reseed(rows, local_sq, n_empty)
+            new_c = normalize_rows(means) if self.distance == "cosine" else means
+            shift = float((new_c - c).double().square().sum())
         self.stats.append(
             {
                 "iteration": it,
@@ -316,17 +318,15 @@ class KMeans:
         return rows.fetch_global(all_i[order].clamp_min(0))
 
     def _assign_rows(self, rows: LocalRows, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
-        labels = torch.empty(rows.n, dtype=torch.int64)
-        sq = torch.empty(rows.n, dtype=torch.float32)
-        total = torch.zeros(1, dtype=torch.float64)
+        # on the device until the end: one copy to the host, not two blocking copies per chunk
+        labels = torch.empty(rows.n, dtype=torch.int64, device=self.device)
+        sq = torch.empty(rows.n, dtype=torch.float32, device=self.device)
         c_sqnorm = c.square().sum(dim=1)
         scratch = self._scratch(rows, c.shape[0])
         for start, xb in rows.chunks():
-            lab, d2 = assign_chunk(xb, c, c_sqnorm, out=scratch)
-            labels[start : start + len(xb)] = lab.cpu()
-            sq[start : start + len(xb)] = d2.cpu()
-            total += d2.sum(dtype=torch.float64).cpu()
-        return labels, sq, float(dist.all_reduce_sum_(total))
+            labels[start : start + len(xb)], sq[start : start + len(xb)] = assign_chunk(xb, c, c_sqnorm, out=scratch)
+        total = sq.sum(dtype=torch.float64).reshape(1)
+        return labels.cpu(), sq.cpu(), float(dist.all_reduce_sum_(total))
 
     def _set_centroids(self, c: torch.Tensor) -> None:
         self._c_internal = c

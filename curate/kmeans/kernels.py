@@ -135,7 +135,8 @@ def accumulate_(x: torch.Tensor, labels: torch.Tensor, sums: torch.Tensor, count
     the chunking or the number of ranks).
     """
     sums.index_add_(0, labels, x.to(sums.dtype))
-    counts += torch.bincount(labels, minlength=counts.shape[0])
+    # not bincount: on a GPU it reads the largest label back to the host (a sync per chunk)
+    counts.index_add_(0, labels, torch.ones_like(labels, dtype=counts.dtype))
 
 
 def normalize_rows(x: torch.Tensor) -> torch.Tensor:

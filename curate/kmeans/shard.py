@@ -3,7 +3,9 @@
 ``LocalRows`` wraps a ``RowSource`` (this rank's shard), knows the shard's global row offset,
 and yields chunks already prepared for the kernels: float32 on the device, centred by the global
 mean (which keeps the matmul expansion of squared distances accurate) or L2-normalised for the
-cosine distance. Small in-memory shards are prepared once and kept on the device.
+cosine distance. A shard whose prepared copy fits ``cache_bytes`` is prepared once and kept on the
+device: an in-memory shard anywhere, a memory-mapped one on CUDA too (there the budget is device
+memory, and streaming it again from the host every Lloyd iteration is what makes a GPU run slow).
 """
 
 from __future__ import annotations
@@ -25,10 +27,13 @@ class LocalRows:
         device: where the kernels run.
         chunk_rows: rows per chunk.
         cosine: L2-normalise rows (spherical k-means) instead of centring them.
-        cache_bytes: prepare and keep the whole shard on ``device`` when it is held in memory
-            and its float32 copy needs at most this many bytes.
+        cache_bytes: prepare and keep the whole shard on ``device`` when its prepared copy
+            needs at most this many bytes and it is held in memory or ``device`` is CUDA (a
+            memory-mapped shard on a CPU is always streamed: issue 2 keeps it out of core).
         storage_dtype: dtype of the prepared rows (``torch.bfloat16`` halves memory; chunks are
             upcast to float32 before any arithmetic).
+        reader: how streamed blocks are read (:meth:`RowSource.blocks`): ``auto`` (pinned double
+            buffers toward CUDA), ``plain`` or ``buffered``.
     """
 
     def __init__(
@@ -39,6 +44,7 @@ class LocalRows:
         cosine: bool,
         cache_bytes: int,
         storage_dtype: torch.dtype = torch.float32,
+        reader: str = "auto",
     ) -> None:
         self.source = source
         self.device = device
@@ -52,40 +58,55 @@ class LocalRows:
         self.n_global = int(counts.sum())
         self.shift = torch.zeros(self.d, dtype=torch.float32, device=device)
         self._cache: torch.Tensor | None = None
-        self._cache_allowed = not source.on_disk and self.n * self.d * 4 <= cache_bytes
+        self.reader = reader
+        itemsize = torch.empty(0, dtype=storage_dtype).element_size()
+        resident = not source.on_disk or torch.device(device).type == "cuda"
+        self._cache_allowed = resident and self.n * self.d * itemsize <= cache_bytes
 
     # -- validation -------------------------------------------------------------------------
     def scan(self) -> None:
-        """Check every row (finite; non-zero for cosine) and compute the global mean.
+        """Check every row (finite; non-zero for cosine) and compute the global mean, in one pass;
+        a shard that may be cached is kept on the device on the way (float32 storage).
+
+        The checks stay on the device (one host sync for the whole pass, not two per chunk).
 
         Raises:
             ValueError: naming the first bad row (global index) on every rank.
         """
         total = torch.zeros(self.d, dtype=torch.float64, device=self.device)
-        first_bad = torch.tensor([-1, -1], dtype=torch.int64)  # (row, kind: 0 non-finite, 1 zero)
-        for start in range(0, self.n, self.chunk_rows):
-            x = self.source.read(start, min(start + self.chunk_rows, self.n), self.device)
-            bad = ~torch.isfinite(x).all(dim=1)
-            if bool(bad.any()):
-                first_bad[:] = torch.tensor([self.offset + start + int(bad.nonzero()[0]), 0])
-                break
+        none = torch.iinfo(torch.int64).max
+        first_bad = torch.full((2,), none, dtype=torch.int64, device=self.device)  # non-finite, zero
+        keep_raw = self._cache_allowed and self.n > 0 and self.storage_dtype == torch.float32
+        if keep_raw:  # filled in place: a torch.cat of the chunks would hold the data twice at its peak
+            self._cache = torch.empty(self.n, self.d, dtype=torch.float32, device=self.device)
+        for start, x in self.source.blocks(0, self.n, self.chunk_rows, self.device, self.reader):
+            at = torch.arange(start, start + len(x), device=self.device)
+            bad = [~torch.isfinite(x).all(dim=1)]
             if self.cosine:
-                zero = x.square().sum(dim=1) == 0
-                if bool(zero.any()):
-                    first_bad[:] = torch.tensor([self.offset + start + int(zero.nonzero()[0]), 1])
-                    break
+                bad.append(x.square().sum(dim=1) == 0)
+            for kind, flags in enumerate(bad):
+                first_bad[kind] = torch.minimum(first_bad[kind], torch.where(flags, at, none).min())
             total += x.sum(dim=0, dtype=torch.float64)
-        bad_all = dist.all_gather_stack(first_bad)
+            if keep_raw:
+                self._cache[start : start + len(x)] = x
+        first = first_bad.cpu()
+        kind = int(first.argmin())
+        local = torch.tensor([int(first[kind]) + self.offset, kind] if first[kind] < none else [-1, -1])
+        bad_all = dist.all_gather_stack(local)
         flagged = bad_all[bad_all[:, 0] >= 0]
         if len(flagged):
+            self._cache = None
             row, kind = flagged[flagged[:, 0].argmin()].tolist()
             what = "contains NaN or Inf" if kind == 0 else "is all zeros (no direction for cosine distance)"
             raise ValueError(f"{self.source.name}: row {row} {what}; clean or drop it before clustering")
         dist.all_reduce_sum_(total)
         if not self.cosine and self.n_global > 0:
             self.shift = (total / self.n_global).to(torch.float32)
-        if self._cache_allowed and self.n:
-            # filled in place: a torch.cat of the chunks would hold the data twice at its peak
+        if keep_raw:  # prepare the kept raw rows in place, a chunk at a time
+            for start in range(0, self.n, self.chunk_rows):
+                block = self._cache[start : start + self.chunk_rows]
+                block.copy_(self.prepare(block))
+        elif self._cache_allowed and self.n:
             self._cache = torch.empty(self.n, self.d, dtype=self.storage_dtype, device=self.device)
             for start, x in self._stream():
                 self._cache[start : start + len(x)] = x
@@ -97,9 +118,8 @@ class LocalRows:
         return x.to(self.storage_dtype)
 
     def _stream(self) -> Iterator[tuple[int, torch.Tensor]]:
-        for start in range(0, self.n, self.chunk_rows):
-            stop = min(start + self.chunk_rows, self.n)
-            yield start, self.prepare(self.source.read(start, stop, self.device))
+        for start, x in self.source.blocks(0, self.n, self.chunk_rows, self.device, self.reader):
+            yield start, self.prepare(x)
 
     def chunks(self, chunk_rows: int | None = None) -> Iterator[tuple[int, torch.Tensor]]:
         """Yield ``(local_start, x)`` with ``x: (m, d)`` float32 prepared rows.

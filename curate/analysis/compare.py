@@ -1,0 +1,321 @@
+"""Curated vs random over several clustering seeds (the demos' core) and its markdown table."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from curate.analysis.balance import SCALARS, mean_std, random_baseline, sample_balance
+from curate.analysis.neighbours import cached_knn_radius
+from curate.io.atomic import atomic_save_npy, atomic_write_json
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "METRIC_LABELS",
+    "CurationSettings",
+    "compare_over_seeds",
+    "fit_hierarchy",
+    "reference_clustering",
+    "summary_table",
+]
+
+
+@dataclass
+class CurationSettings:
+    """How a demo clusters and samples.
+
+    Attributes:
+        levels: ``{k, resample_steps, sample_size}`` per level, finest first.
+        n_iter: Lloyd iterations of every k-means.
+        distance: ``"cosine"`` (spherical k-means) or ``"l2"``.
+        init_max_points: k-means++ of the first k-means of each level on a seeded subset of at
+            most this many rows (None: all rows). Resampling steps always run on their own sample.
+        leaf_strategy: leaf selection inside level-1 clusters (``random``, the paper's best).
+        ref_k: clusters of the reference k-means (an independent, flat, fine clustering).
+        ref_seed: its seed (distinct from the curation seeds).
+        ref_n_iter: its Lloyd iterations.
+    """
+
+    levels: list[dict[str, int]]
+    n_iter: int = 20
+    distance: str = "cosine"
+    init_max_points: int | None = None
+    leaf_strategy: str = "random"
+    ref_k: int = 1000
+    ref_seed: int = 1000
+    ref_n_iter: int = 50
+
+
+def fit_hierarchy(
+    x: Any,
+    settings: CurationSettings,
+    seed: int,
+    folder: Path | None = None,
+    input_desc: dict[str, Any] | None = None,
+) -> tuple[Any, float, bool]:
+    """Fit the curation hierarchy for ``seed`` or load the one saved in ``folder``.
+
+    Args:
+        x: ``(N, d)`` embeddings.
+        settings: the clustering settings.
+        seed: clustering seed.
+        folder: where the hierarchy is saved (a clustering folder ``curate.report`` and
+            ``curate.sample`` read); a finished one with the same settings is reused.
+        input_desc: ``{"kind": "store" | "npy", "path": ...}`` recorded as the manifest's ``input``.
+
+    Returns:
+        ``(HierarchicalKMeans, seconds, reused)``.
+
+    Raises:
+        ValueError: ``folder`` holds a clustering with other settings or another input size.
+    """
+    from curate.hierarchy import HierarchicalKMeans
+
+    t0 = time.perf_counter()
+    model = HierarchicalKMeans(
+        settings.levels,
+        n_iter=settings.n_iter,
+        seed=seed,
+        distance=settings.distance,
+        init_max_points=settings.init_max_points,
+    )
+    if folder is not None and (folder / "manifest.json").exists():
+        saved = HierarchicalKMeans.load(folder)
+        if saved.config() != model.config() or saved.n_items_ != len(x):
+            raise ValueError(f"{folder} holds another clustering (settings or data differ); use another --out")
+        return saved, float(json.loads((folder / "manifest.json").read_text()).get("fit_seconds", 0.0)), True
+    model.fit(x)
+    seconds = time.perf_counter() - t0
+    if folder is not None:
+        model.save(folder, extra={"input": input_desc or {}, "fit_seconds": seconds})
+    return model, seconds, False
+
+
+def reference_clustering(x: Any, settings: CurationSettings, folder: Path | None = None) -> tuple[np.ndarray, float]:
+    """The fine reference clustering: a flat k-means (``ref_k``, ``ref_seed``) of the embeddings.
+
+    It is independent of the curation hierarchy (own seed, flat, no resampling): a label-free view
+    of the concepts the embedding separates. Caveat (docs/demos.md): in high dimension its cells
+    hold nearly equal pool mass (centroids follow about p), so the *entropy* over them is already
+    near its maximum for the pool and a random sample; read the shares of its smallest / largest
+    clusters instead. Cached in ``folder/ref_assign.npy`` (+ ``ref.json``).
+
+    Returns:
+        ``((N,) int64 assignment, seconds)``.
+    """
+    from curate.kmeans import KMeans
+
+    meta = {
+        "k": settings.ref_k,
+        "seed": settings.ref_seed,
+        "n_iter": settings.ref_n_iter,
+        "distance": settings.distance,
+    }
+    if folder is not None and (folder / "ref.json").exists():
+        saved = json.loads((folder / "ref.json").read_text())
+        assign = np.load(folder / "ref_assign.npy")
+        if saved.get("settings") == meta and len(assign) == len(x):
+            return assign, float(saved.get("seconds", 0.0))
+    t0 = time.perf_counter()
+    km = KMeans(
+        k=min(settings.ref_k, len(x)),
+        n_iter=settings.ref_n_iter,
+        seed=settings.ref_seed,
+        distance=settings.distance,
+    ).fit(x)
+    assign = km.labels_.numpy().astype(np.int64)
+    seconds = time.perf_counter() - t0
+    if folder is not None:
+        atomic_save_npy(folder / "ref_assign.npy", assign)
+        atomic_write_json(folder / "ref.json", {"settings": meta, "seconds": seconds, "inertia": km.inertia})
+    return assign, seconds
+
+
+def compare_over_seeds(
+    x: Any,
+    labels: np.ndarray | None,
+    settings: CurationSettings,
+    budget: int,
+    seeds: Sequence[int],
+    n_rarest: int = 3,
+    out: Path | None = None,
+    input_desc: dict[str, Any] | None = None,
+    ref_assign: np.ndarray | None = None,
+    density: bool = True,
+) -> dict[str, Any]:
+    """Curate ``budget`` items with each seed, draw a random sample of the same size, measure both.
+
+    Per seed ``s``: the hierarchy (:func:`fit_hierarchy`, seed ``s``), a hierarchical balanced sample
+    of ``budget`` items (sampling seed ``s``), a uniform random sample of the same size
+    (:func:`random_baseline`, seed ``s``); both measured by :func:`sample_balance` over the labels
+    (never shown to the clustering) and over the reference clustering. With ``out``, writes
+    ``out/cluster_seed<s>/`` (the hierarchy), ``out/sample_seed<s>/indices.npy`` and
+    ``out/random_seed<s>/indices.npy``.
+
+    Args:
+        x: ``(N, d)`` embeddings.
+        labels: ``(N,)`` int labels, or None.
+        settings: clustering settings (and the reference clustering's).
+        budget: sample size.
+        seeds: clustering / sampling seeds.
+        n_rarest: rare labels pooled by ``rarest_share``.
+        out: output folder (also caches hierarchies and the reference clustering).
+        input_desc: recorded in the saved hierarchies' manifests.
+        ref_assign: a precomputed reference clustering (else computed, or loaded from ``out``).
+        density: also measure the share of the sparsest / densest 10% of the pool
+            (:func:`knn_radius`, cached in ``out/knn_radius.npy``).
+
+    Returns:
+        ``pool`` (balance of the whole pool), ``runs`` (per seed: ``seed``, ``cluster_seconds``,
+        ``reused``, and for ``curated``, ``random`` and ``pool`` the balance numbers plus
+        ``level_entropy`` / ``top_normalized_entropy``: the normalised entropy over the clusters of
+        every level of this seed's hierarchy), ``summary``
+        (``{"curated" | "random" | "pool": {metric: mean_std}}``), ``ref_seconds`` and the settings.
+    """
+    n = len(x)
+    ref_seconds = 0.0
+    if ref_assign is None:
+        ref_assign, ref_seconds = reference_clustering(x, settings, out)
+    radius, radius_seconds = None, 0.0
+    if density:
+        radius, radius_seconds = cached_knn_radius(x, settings.distance, out)
+    pool = sample_balance(np.arange(n), labels, n_rarest, ref_assign, radius=radius)
+    measure = {"labels": labels, "n_rarest": n_rarest, "ref_assign": ref_assign, "radius": radius}
+    runs = []
+    for seed in seeds:
+        runs.append(_one_seed(x, settings, budget, seed, measure, out, input_desc))
+        log.info(
+            "seed %d: %d items; ref entropy curated %.4f / random %.4f%s",
+            seed,
+            runs[-1]["curated"]["n"],
+            runs[-1]["curated"].get("ref_normalized_entropy", math.nan),
+            runs[-1]["random"].get("ref_normalized_entropy", math.nan),
+            ""
+            if labels is None
+            else f"; rarest share curated {runs[-1]['curated']['rarest_share']:.4f} / "
+            f"random {runs[-1]['random']['rarest_share']:.4f} (pool {pool['rarest_share']:.4f})",
+        )
+    return {
+        "settings": asdict(settings),
+        "budget": int(budget),
+        "seeds": [int(s) for s in seeds],
+        "n_rarest": int(n_rarest),
+        "pool": pool,
+        "runs": runs,
+        "summary": _summarise(pool, runs, labels is not None),
+        "ref_seconds": ref_seconds,
+        "radius_seconds": radius_seconds,
+    }
+
+
+def _one_seed(
+    x: Any,
+    settings: CurationSettings,
+    budget: int,
+    seed: int,
+    measure: dict[str, Any],
+    out: Path | None,
+    input_desc: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """One seed of :func:`compare_over_seeds`: fit (or reuse), sample, draw the baseline, measure."""
+    from curate.sampling import hierarchical_sample, sample_stats
+
+    n = len(x)
+    folder = out / f"cluster_seed{seed}" if out is not None else None
+    model, seconds, reused = fit_hierarchy(x, settings, seed, folder, input_desc)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a shortfall is reported through `n`
+        curated = hierarchical_sample(model.levels_, budget, strategy=settings.leaf_strategy, seed=seed).indices
+    random = random_baseline(n, len(curated), seed)
+    if out is not None:
+        for name, idx in (("sample", curated), ("random", random)):
+            atomic_save_npy(out / f"{name}_seed{seed}" / "indices.npy", idx)
+            atomic_write_json(
+                out / f"{name}_seed{seed}" / "stats.json",
+                {"seed": seed, "returned": int(len(idx)), "requested": int(budget), "cluster_dir": str(folder)},
+            )
+    run: dict[str, Any] = {
+        "seed": int(seed),
+        "cluster_seconds": seconds,
+        "reused": reused,
+        "levels_k": [level.k for level in model.levels_],
+    }
+    for name, idx in (("curated", curated), ("random", random), ("pool", np.arange(n))):
+        balance = {}
+        if name != "pool":
+            balance = sample_balance(
+                idx, measure["labels"], measure["n_rarest"], measure["ref_assign"], radius=measure["radius"]
+            )
+        own = sample_stats(model.levels_, idx)["levels"]
+        balance["level_entropy"] = [lv["normalized_entropy"] for lv in own]
+        balance["top_normalized_entropy"] = own[-1]["normalized_entropy"]
+        run[name] = balance
+    return run
+
+
+def _summarise(pool: dict[str, Any], runs: list[dict[str, Any]], has_labels: bool) -> dict[str, dict[str, Any]]:
+    """``{"pool" | "curated" | "random": {metric: value or mean_std over seeds}}``."""
+    summary: dict[str, dict[str, Any]] = {"pool": {k: pool[k] for k in SCALARS if k in pool}}
+    summary["pool"]["top_normalized_entropy"] = float(np.mean([r["pool"]["top_normalized_entropy"] for r in runs]))
+    for name in ("curated", "random"):
+        summary[name] = {k: mean_std([r[name][k] for r in runs]) for k in SCALARS if k in runs[0][name]}
+        if has_labels:
+            summary[name]["rarest_gain"] = mean_std([r[name]["rarest_share"] / pool["rarest_share"] for r in runs])
+    return summary
+
+
+METRIC_LABELS = {
+    "top_normalized_entropy": "entropy over the hierarchy's own top-level clusters / log(k_top)",
+    "label_entropy": "label entropy (nats)",
+    "label_normalized_entropy": "label entropy / log(#labels)",
+    "rarest_share": "share of the {n} rarest labels",
+    "rarest_gain": "rare-label gain (share / pool share)",
+    "ref_normalized_entropy": "reference-cluster entropy / log(k_ref)",
+    "ref_smallest_share": "share of the smallest 10% reference clusters",
+    "ref_largest_share": "share of the largest 10% reference clusters",
+    "ref_max_share": "largest share one reference cluster takes",
+    "ref_touched": "reference clusters touched",
+    "sparsest_share": "share of the sparsest 10% of the pool (10-NN radius)",
+    "densest_share": "share of the densest 10% of the pool (10-NN radius)",
+}
+
+
+def _fmt(value: Any, digits: int = 4) -> str:
+    if isinstance(value, dict):
+        if len(value.get("values", [])) > 1:
+            return f"{value['mean']:.{digits}f} ± {value['std']:.{digits}f}"
+        return f"{value['mean']:.{digits}f}"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def summary_table(result: dict[str, Any], rare_label: str = "labels") -> str:
+    """A markdown table pool / random / curated of :func:`compare_over_seeds`'s summary."""
+    summary = result["summary"]
+    seeds = ", ".join(str(s) for s in result["seeds"])
+    lines = [
+        f"| metric | pool | random (seeds {seeds}) | curated (seeds {seeds}) |",
+        "|---|---|---|---|",
+    ]
+    for key, label in METRIC_LABELS.items():
+        if key not in summary["curated"]:
+            continue
+        label = label.format(n=result["n_rarest"]).replace("labels", rare_label)
+        digits = 0 if key == "ref_touched" else 4
+        pool = summary["pool"].get(key, 1.0 if key == "rarest_gain" else "")
+        lines.append(
+            f"| {label} | {_fmt(pool, digits)} | {_fmt(summary['random'][key], digits)} | "
+            f"{_fmt(summary['curated'][key], digits)} |"
+        )
+    return "\n".join(lines)

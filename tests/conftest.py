@@ -150,6 +150,7 @@ def compose_config(config_name: str, overrides: Sequence[str] = (), hydra: bool 
     import curate.cluster  # noqa: F401  (each stage module registers its schemas)
     import curate.dedup  # noqa: F401
     import curate.embed.config  # noqa: F401
+    import curate.pipeline  # noqa: F401
     import curate.sample  # noqa: F401
     import selfsup.config  # noqa: F401
 

@@ -474,7 +474,11 @@ class Pipeline:
         summary["baselines"] = {name: self.results(f"train_{name}", f"eval_{name}") for name in self.cfg.baselines}
         summary.update(stages=self.report, keys=self.keys)
         atomic_write_json(self.root / "summary.json", summary)
-        shown = ", ".join(f"{k} {summary[k]:.4g}" for k in SUMMARY_KEYS if summary.get(k) is not None)
+        shown = ", ".join(
+            f"{k} {v:.1f}" if isinstance(v, float) else f"{k} {v}"
+            for k, v in ((k, summary.get(k)) for k in SUMMARY_KEYS)
+            if v is not None
+        )
         log.info("summary: %s -> %s", shown, self.root / "summary.json")
         return summary
 

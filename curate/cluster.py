@@ -27,7 +27,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from curate import CONFIG_DIR, dist
-from curate.conf import level_specs, register_configs, validate_cluster
+from curate.conf import input_toy, level_specs, register_configs, validate_cluster
 from curate.hierarchy import HierarchicalKMeans
 from curate.io.atomic import atomic_save_npy, atomic_write_json
 from curate.io.shards import rank_rows
@@ -55,9 +55,9 @@ def build_model(cfg: DictConfig, checkpoint_dir: Path | None) -> HierarchicalKMe
         n_iter=cfg.cluster.n_iter,
         seed=cfg.seed,
         device=cfg.device,
-        distance=cfg.cluster.distance,
-        init=cfg.cluster.init,
-        resample_strategy=cfg.cluster.resample_strategy,
+        distance=str(cfg.cluster.distance),  # the engine takes the choices as plain strings
+        init=str(cfg.cluster.init),
+        resample_strategy=str(cfg.cluster.resample_strategy),
         memory_budget_mb=cfg.memory_budget_mb,
         init_max_points=cfg.cluster.init_max_points,
         checkpoint_dir=checkpoint_dir,
@@ -94,7 +94,7 @@ def cluster(cfg: DictConfig) -> Path:
     dist.init_distributed(device=cfg.device)
     dist.setup_logging()
     out = output_dir()
-    path = cfg.input.path if cfg.input.path is not None else toy_input(cfg.input.toy, cfg.out_dir)
+    path = cfg.input.path if cfg.input.path is not None else toy_input(input_toy(cfg), cfg.out_dir)
     array, _, _, source = open_input(path, cfg.input.subset)
     model = build_model(cfg, out / "checkpoints")
     manifest_path = out / "manifest.json"

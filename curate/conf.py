@@ -1,28 +1,56 @@
-"""Structured (dataclass) schemas of the cluster and sample stages.
+"""Structured (dataclass) schemas of the cluster, sample and dedup stages.
 
 Registered in Hydra's ConfigStore, so the YAML files under ``configs/`` are checked against them
-(struct mode: a misspelled key is an error) and every value has a type. Cross-field rules live in
-``validate_*`` functions that raise ``ValueError`` naming the field.
+(struct mode: a misspelled key is an error) and every value has a type. The defaults live here
+only: a YAML file sets what differs. Choices are :class:`~enum.StrEnum` fields, so a wrong value
+fails when Hydra composes the config (before a job is queued) and ``--help`` lists the options.
+Cross-field rules live in ``validate_*`` functions that raise ``ValueError`` naming the field.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from enum import Enum, StrEnum
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.nodes import EnumNode
 
 from curate.hierarchy.levels import LevelSpec, validate_levels
+from curate.hierarchy.model import RESAMPLE_STRATEGIES
 from curate.kmeans.estimator import DISTANCES, INITS
+from curate.launch import register_resolvers
 from curate.sampling import STRATEGIES
+from curate.submit import EXECUTORS
+from curate.tracking import MODES
 
-TOYS = ("toy_2d", "rings_2d")
-WANDB_MODES = ("disabled", "offline", "online")
+
+def choices(name: str, values: Iterable[str], module: str = __name__) -> type[StrEnum]:
+    """A :class:`~enum.StrEnum` whose members are named by their values (``k-means++`` too).
+
+    OmegaConf reads a string into an Enum field by member name, so overrides, saved configs and
+    the values the engine takes are the same strings; members compare equal to them.
+    """
+    return StrEnum(name, {value: value for value in values}, module=module)
+
+
+# the engine's own tuples are the source of the choices; the stages pass plain strings to it
+Distance = choices("Distance", DISTANCES)
+Init = choices("Init", INITS)
+ResampleStrategy = choices("ResampleStrategy", RESAMPLE_STRATEGIES)
+Toy = choices("Toy", ("toy_2d", "rings_2d"))
+WandbMode = choices("WandbMode", MODES)
+SampleStrategy = choices("SampleStrategy", STRATEGIES)
+SampleMethod = choices("SampleMethod", ("hierarchical", "flat"))
+DedupBackend = choices("DedupBackend", ("torch", "faiss"))
+Executor = choices("Executor", EXECUTORS)
+DEFAULT_TOY = Toy.toy_2d
 
 
 @dataclass
-class LevelConf:
+class LevelConfig:
     """One level record: ``{k, resample_steps, sample_size, n_splits}`` (see LevelSpec)."""
 
     k: int = MISSING
@@ -32,34 +60,34 @@ class LevelConf:
 
 
 @dataclass
-class HierarchyConf:
+class HierarchyConfig:
     """A level preset (``configs/cluster/*.yaml``)."""
 
     name: str = MISSING
-    levels: list[LevelConf] = MISSING
+    levels: list[LevelConfig] = MISSING
     n_iter: int = 50
-    distance: str = "l2"
-    init: str = "k-means++"
-    resample_strategy: str = "closest"
+    distance: Distance = Distance.l2
+    init: Init = Init["k-means++"]
+    resample_strategy: ResampleStrategy = ResampleStrategy.closest
     init_max_points: int | None = None
     # when set, replaces resample_steps of every level (ablations: cluster.resample_steps_override=0,10,100)
     resample_steps_override: int | None = None
 
 
 @dataclass
-class InputConf:
-    """What to cluster: a ``.npy`` file or an embedding store folder, or a bundled toy; with
-    ``subset``, only some of its rows (a dedup output folder, a ``.npy`` of row indices or a text
-    file of ids)."""
+class InputConfig:
+    """What to cluster: a ``.npy`` file or an embedding store folder, or a bundled toy (``toy``
+    null: ``toy_2d`` when no ``path`` is given either); with ``subset``, only some of its rows (a
+    dedup output folder, a ``.npy`` of row indices or a text file of ids)."""
 
     path: str | None = None
-    toy: str | None = None
+    toy: Toy | None = None
     subset: str | None = None
 
 
 @dataclass
-class WandbConf:
-    mode: str = "disabled"  # disabled | offline | online
+class WandbConfig:
+    mode: WandbMode = WandbMode.disabled
     project: str = "ssl-curate"
     entity: str | None = None
     group: str | None = None  # wandb group; None: the run's name (curate.pipeline sets the experiment's)
@@ -67,12 +95,12 @@ class WandbConf:
 
 
 @dataclass
-class LoggerConf:
-    wandb: WandbConf = field(default_factory=WandbConf)
+class LoggerConfig:
+    wandb: WandbConfig = field(default_factory=WandbConfig)
 
 
 @dataclass
-class ResourceConf:
+class ResourceConfig:
     """Resources of one level job sent by ``curate.submit``; ``None`` keeps the launcher's value."""
 
     nodes: int | None = None
@@ -84,20 +112,20 @@ class ResourceConf:
 
 
 @dataclass
-class SubmitConf:
+class SubmitConfig:
     """``python -m curate.submit``: one job per level, chained with ``afterok`` dependencies."""
 
     # one record per level (finest first); missing levels use the launcher's resources
-    resources: list[ResourceConf] = field(default_factory=list)
+    resources: list[ResourceConfig] = field(default_factory=list)
     # submitit executor: null = from the launcher (submitit_slurm -> slurm, submitit_local -> local,
     # local -> debug, i.e. in this process)
-    executor: str | None = None
+    executor: Executor | None = None
 
 
 @dataclass
-class ClusterStageConf:
-    input: InputConf = field(default_factory=InputConf)
-    cluster: HierarchyConf = MISSING
+class ClusterStageConfig:
+    input: InputConfig = field(default_factory=InputConfig)
+    cluster: HierarchyConfig = MISSING
     name: str = "${cluster.name}"
     out_dir: str = "outputs"
     seed: int = 0
@@ -116,29 +144,93 @@ class ClusterStageConf:
     init_cache_mb: float = 0.0
     # build levels 1..t (kept in <out>/checkpoints) and exit; the next run resumes from them
     stop_after_level: int | None = None
-    logger: LoggerConf = field(default_factory=LoggerConf)
-    submit: SubmitConf = field(default_factory=SubmitConf)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    submit: SubmitConfig = field(default_factory=SubmitConfig)
 
 
 @dataclass
-class SampleStageConf:
+class SampleStageConfig:
     name: str = "toy_2d"
     out_dir: str = "outputs"
     cluster_dir: str = "${out_dir}/cluster/${name}"
     targets: list[Any] = field(default_factory=lambda: [1000])
-    strategy: str = "random"
-    method: str = "hierarchical"  # hierarchical | flat
+    strategy: SampleStrategy = SampleStrategy.random
+    method: SampleMethod = SampleMethod.hierarchical
     multiplier: int = 1
     seed: int = 0
     plot: bool = True
-    logger: LoggerConf = field(default_factory=LoggerConf)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+
+
+@dataclass
+class DedupConfig:
+    """``python -m curate.dedup input=<store or .npy> out=<dir>``.
+
+    Attributes:
+        input: an embedding store directory or a ``(N, d)`` ``.npy``.
+        out: output directory (also Hydra's run dir).
+        threshold: cosine similarity above which a row is a near-duplicate of a kept earlier row.
+        chunk_size: rows per rank and step (a ``chunk_size x world_size * chunk_size`` similarity
+            block is held); None: 1024 on CPU, 8192 on GPU.
+        backend: ``torch`` (matmul on ``device``) or ``faiss`` (exact ``IndexFlatIP`` range search).
+        device: ``auto`` (CUDA when available), ``cpu``, ``cuda``, ``cuda:N`` (torch backend).
+        sim_budget: most similarity entries of one tile against the kept rows; None: 2^20 on CPU,
+            2^27 on GPU.
+        write_store: also write the kept rows as an embedding store in ``<out>/store``.
+        shard_size: rows per shard of that store.
+        checkpoint_every_s: seconds between checkpoints of the decisions (rank 0; 0: every step).
+    """
+
+    input: str = MISSING
+    out: str = MISSING
+    threshold: float = 0.95
+    chunk_size: int | None = None
+    backend: DedupBackend = DedupBackend.torch
+    device: str = "auto"
+    sim_budget: int | None = None
+    write_store: bool = False
+    shard_size: int = 50000
+    checkpoint_every_s: float = 300.0
+    logger: LoggerConfig = field(default_factory=LoggerConfig)  # metrics.jsonl in out (+ wandb)
 
 
 def register_configs() -> None:
+    """Register the cluster/sample/dedup schemas and the ``--help`` resolver (idempotent)."""
     cs = ConfigStore.instance()
-    cs.store(name="cluster_schema", node=ClusterStageConf)
-    cs.store(name="sample_schema", node=SampleStageConf)
-    cs.store(group="cluster", name="hierarchy_schema", node=HierarchyConf)
+    cs.store(name="cluster_schema", node=ClusterStageConfig)
+    cs.store(name="sample_schema", node=SampleStageConfig)
+    cs.store(group="cluster", name="hierarchy_schema", node=HierarchyConfig)
+    cs.store(name="dedup_schema", node=DedupConfig)
+    register_help()
+
+
+def choice_fields(cfg: DictConfig, prefix: str = "") -> list[tuple[str, type[Enum]]]:
+    """``(dotted key, Enum type)`` of every choice field of a composed config (``hydra`` left out)."""
+    found = []
+    for key in cfg.keys():
+        if not prefix and key == "hydra":
+            continue
+        node = cfg._get_node(key)
+        if isinstance(node, EnumNode):
+            found.append((f"{prefix}{key}", node.enum_type))
+        elif isinstance(node, DictConfig) and not node._is_missing() and not node._is_none():
+            found += choice_fields(node, f"{prefix}{key}.")
+    return found
+
+
+def choices_help(cfg: DictConfig) -> str:
+    """The ``--help`` section listing each choice field's options, one ``key: a | b`` line each."""
+    lines = [f"  {key}: {' | '.join(member.value for member in enum)}" for key, enum in choice_fields(cfg)]
+    return "== Choices ==\n" + "\n".join(lines) + "\n" if lines else ""
+
+
+def register_help() -> None:
+    """``${curate_choices:}`` (the primary configs' ``hydra.help.footer``): the choices of the
+    composed config, read from its Enum fields, so ``--help`` lists them without a second copy;
+    also the launcher's resolvers (:func:`curate.launch.register_resolvers`)."""
+    if not OmegaConf.has_resolver("curate_choices"):
+        OmegaConf.register_new_resolver("curate_choices", lambda *, _root_: choices_help(_root_))
+    register_resolvers()
 
 
 def level_specs(cfg: Any) -> list[LevelSpec]:
@@ -150,16 +242,18 @@ def level_specs(cfg: Any) -> list[LevelSpec]:
     return [LevelSpec.of(level) for level in levels]
 
 
+def input_toy(cfg: Any) -> str | None:
+    """The toy a cluster-stage config clusters: ``input.toy``, else ``toy_2d`` when no
+    ``input.path`` is given (setting a path clears the default toy); None for a path."""
+    if cfg.input.path is not None:
+        return None
+    return str(cfg.input.toy) if cfg.input.toy is not None else str(DEFAULT_TOY)
+
+
 def validate_cluster(cfg: Any) -> None:
     """Cross-field checks of a cluster-stage config."""
-    if (cfg.input.path is None) == (cfg.input.toy is None):
-        raise ValueError("input: set exactly one of input.path (a .npy file or embedding store) or input.toy")
-    if cfg.input.toy is not None and cfg.input.toy not in TOYS:
-        raise ValueError(f"input.toy: unknown toy {cfg.input.toy!r}; choose from {TOYS}")
-    if cfg.cluster.distance not in DISTANCES:
-        raise ValueError(f"cluster.distance: must be one of {DISTANCES}, got {cfg.cluster.distance!r}")
-    if cfg.cluster.init not in INITS:
-        raise ValueError(f"cluster.init: must be one of {INITS}, got {cfg.cluster.init!r}")
+    if cfg.input.path is not None and cfg.input.toy is not None:
+        raise ValueError("input: set input.path (a .npy file or embedding store) or input.toy, not both")
     if cfg.cluster.n_iter < 0:
         raise ValueError(f"cluster.n_iter: must be >= 0, got {cfg.cluster.n_iter}")
     try:
@@ -170,20 +264,12 @@ def validate_cluster(cfg: Any) -> None:
     stop = cfg.get("stop_after_level")
     if stop is not None and not 1 <= stop <= n_levels:
         raise ValueError(f"stop_after_level: must be in [1, {n_levels}] (the number of levels) or null, got {stop}")
-    if cfg.logger.wandb.mode not in WANDB_MODES:
-        raise ValueError(f"logger.wandb.mode: must be one of {WANDB_MODES}, got {cfg.logger.wandb.mode!r}")
 
 
 def validate_sample(cfg: Any) -> None:
     """Cross-field checks of a sample-stage config."""
-    if cfg.strategy not in STRATEGIES:
-        raise ValueError(f"strategy: must be one of {STRATEGIES}, got {cfg.strategy!r}")
-    if cfg.method not in ("hierarchical", "flat"):
-        raise ValueError(f"method: must be 'hierarchical' or 'flat', got {cfg.method!r}")
     if cfg.multiplier < 1:
         raise ValueError(f"multiplier: must be >= 1, got {cfg.multiplier}")
-    if cfg.logger.wandb.mode not in WANDB_MODES:
-        raise ValueError(f"logger.wandb.mode: must be one of {WANDB_MODES}, got {cfg.logger.wandb.mode!r}")
     if len(cfg.targets) == 0:
         raise ValueError("targets: give at least one budget (a count, or a fraction in (0, 1])")
     for target in cfg.targets:

@@ -39,7 +39,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,11 +47,10 @@ import hydra
 import numpy as np
 import torch
 import torch.nn.functional as F
-from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig
+from omegaconf import DictConfig
 
 from curate import CONFIG_DIR, dist
-from curate.conf import LoggerConf
+from curate.conf import register_configs
 from curate.io.atomic import atomic_path, atomic_save_npy, atomic_write_json, atomic_write_text
 from curate.io.store import MANIFEST, StoreWriter, finalize_store, load_embeddings, read_manifest
 from curate.stage import run_stage
@@ -62,39 +61,7 @@ PROGRESS_EVERY_S = 30.0  # rank 0 logs a progress line this often
 RULE = "sequential greedy: keep row i unless a kept row j < i has cosine(x_i, x_j) > threshold"
 
 
-@dataclass
-class DedupConfig:
-    """``python -m curate.dedup input=<store or .npy> out=<dir>``.
-
-    Attributes:
-        input: an embedding store directory or a ``(N, d)`` ``.npy``.
-        out: output directory (also Hydra's run dir).
-        threshold: cosine similarity above which a row is a near-duplicate of a kept earlier row.
-        chunk_size: rows per rank and step (a ``chunk_size x world_size * chunk_size`` similarity
-            block is held); None: 1024 on CPU, 8192 on GPU.
-        backend: ``torch`` (matmul on ``device``) or ``faiss`` (exact ``IndexFlatIP`` range search).
-        device: ``auto`` (CUDA when available), ``cpu``, ``cuda``, ``cuda:N`` (torch backend).
-        sim_budget: most similarity entries of one tile against the kept rows; None: 2^20 on CPU,
-            2^27 on GPU.
-        write_store: also write the kept rows as an embedding store in ``<out>/store``.
-        shard_size: rows per shard of that store.
-        checkpoint_every_s: seconds between checkpoints of the decisions (rank 0; 0: every step).
-    """
-
-    input: str = MISSING
-    out: str = MISSING
-    threshold: float = 0.95
-    chunk_size: int | None = None
-    backend: str = "torch"
-    device: str = "auto"
-    sim_budget: int | None = None
-    write_store: bool = False
-    shard_size: int = 50000
-    checkpoint_every_s: float = 300.0
-    logger: LoggerConf = field(default_factory=LoggerConf)  # metrics.jsonl in out (+ wandb)
-
-
-ConfigStore.instance().store(name="dedup_schema", node=DedupConfig)
+register_configs()
 
 
 def validate(cfg: Any) -> None:
@@ -105,8 +72,6 @@ def validate(cfg: Any) -> None:
         raise ValueError(f"chunk_size must be >= 1, got {cfg.chunk_size}")
     if cfg.chunk_size is not None and cfg.sim_budget is not None and cfg.sim_budget < cfg.chunk_size:
         raise ValueError(f"sim_budget must be >= chunk_size ({cfg.chunk_size}), got {cfg.sim_budget}")
-    if cfg.backend not in ("torch", "faiss"):
-        raise ValueError(f"backend must be torch or faiss, got {cfg.backend!r}")
     if cfg.checkpoint_every_s < 0:
         raise ValueError(f"checkpoint_every_s must be >= 0, got {cfg.checkpoint_every_s}")
     if cfg.shard_size < 1:
@@ -514,7 +479,7 @@ def run_dedup(cfg: DictConfig) -> dict:
         cfg.threshold,
         cfg.chunk_size,
         device,
-        cfg.backend,
+        str(cfg.backend),
         cfg.sim_budget,
         checkpoint=out / "checkpoint.npz",
         checkpoint_every_s=cfg.checkpoint_every_s,

@@ -232,28 +232,28 @@ def all_gather_rows(tensor: torch.Tensor) -> torch.Tensor:
     return torch.cat([stacked[r, : int(n)] for r, n in enumerate(sizes)])
 
 
-def broadcast_(tensor: torch.Tensor, src: int = 0) -> torch.Tensor:
-    """Overwrite ``tensor`` on every rank with rank ``src``'s value (no-op at world size 1)."""
-    if not is_distributed():
-        return tensor
-    comm = tensor.to(_comm_device())
-    dist.broadcast(comm, src=src)
-    if comm is not tensor:
-        tensor.copy_(comm)
-    return tensor
-
-
 def barrier() -> None:
     if is_distributed():
         dist.barrier()
 
 
 def setup_logging(level: int = logging.INFO, all_ranks: bool = False) -> None:
-    """Log on rank 0 only (warnings still pass on every rank), unless ``all_ranks``."""
+    """Log on rank 0 only (warnings still pass on every rank), unless ``all_ranks``.
+
+    One console handler (stderr) with the rank in each line. File handlers already on the root
+    logger (Hydra's ``<run dir>/<job name>.log``) are kept and given the same format, so the job's
+    log file holds what the console showed. Idempotent.
+    """
     rank = get_rank()
     quiet = rank != 0 and not all_ranks
-    logging.basicConfig(
-        level=logging.WARNING if quiet else level,
-        format=f"[%(asctime)s r{rank}] %(levelname)s %(name)s: %(message)s",
-        force=True,
-    )
+    root = logging.getLogger()
+    formatter = logging.Formatter(f"[%(asctime)s r{rank}] %(levelname)s %(name)s: %(message)s")
+    for handler in list(root.handlers):
+        if type(handler) is logging.StreamHandler:  # consoles (Hydra's on stdout, ours); not files, not pytest's
+            root.removeHandler(handler)
+        elif isinstance(handler, logging.FileHandler):
+            handler.setFormatter(formatter)
+    console = logging.StreamHandler()  # stderr
+    console.setFormatter(formatter)
+    root.addHandler(console)
+    root.setLevel(logging.WARNING if quiet else level)

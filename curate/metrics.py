@@ -31,7 +31,6 @@ __all__ = [
     "kl_to_uniform",
     "label_entropy",
     "label_shares",
-    "rare_share_gain",
     "share_of_rarest",
 ]
 
@@ -185,11 +184,6 @@ def share_of_rarest(labels: np.ndarray, pool_labels: np.ndarray, n_rarest: int =
         raise ValueError(f"n_rarest must be in [1, {len(present)}] (classes in the pool), got {n_rarest}")
     rare = present[np.argsort(counts[present], kind="stable")[:n_rarest]]
     return float(np.isin(sample, rare).mean()) if sample.size else 0.0
-
-
-def rare_share_gain(labels: np.ndarray, pool_labels: np.ndarray, n_rarest: int = 1) -> float:
-    """``share_of_rarest(sample) / share_of_rarest(pool)``: > 1 when the sample over-represents the rare classes."""
-    return share_of_rarest(labels, pool_labels, n_rarest) / share_of_rarest(pool_labels, pool_labels, n_rarest)
 
 
 def cluster_balance(sample_assign: np.ndarray, k: int) -> dict[str, Any]:

@@ -117,7 +117,7 @@ def executor_kind(cfg: DictConfig) -> str:
     if cfg.submit.executor is not None:
         if cfg.submit.executor not in EXECUTORS:
             raise ValueError(f"submit.executor: must be one of {EXECUTORS} or null, got {cfg.submit.executor!r}")
-        return cfg.submit.executor
+        return str(cfg.submit.executor)
     target = str(cfg.hydra.launcher.get("_target_", ""))
     if target.endswith("SlurmLauncher"):
         return "slurm"
@@ -178,9 +178,11 @@ def submit_levels(overrides: Sequence[str], executor: str | None = None) -> tupl
         debug jobs have finished.
     """
     from curate.conf import validate_cluster
+    from curate.launch import check_launcher
 
     cfg = compose_cluster(overrides)
     validate_cluster(cfg)
+    check_launcher(cfg.hydra.launcher)
     kind = executor or executor_kind(cfg)
     n_levels = len(cfg.cluster.levels)
     if len(cfg.submit.resources) > n_levels:

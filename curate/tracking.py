@@ -230,7 +230,7 @@ def stage_tracker(cfg: Any, out: Path, stage: str, fresh: bool = False) -> Track
     return Tracker(
         out,
         mode=wb.mode,
-        config=OmegaConf.to_container(cfg, resolve=True) if wb.mode != "disabled" else None,
+        config=OmegaConf.to_container(cfg, resolve=True, enum_to_str=True) if wb.mode != "disabled" else None,
         name=f"{stage}/{out.name}",
         group=wb.get("group") or cfg.get("name") or stage,
         job_type=stage,

@@ -21,97 +21,14 @@ read the CPU column; wall time of the 2-rank row shows the parallel speed-up whe
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import socket
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-
-def make_pool(n: int, d: int, dup_frac: float, seed: int = 0) -> np.ndarray:
-    """``(n, d)`` float32: distinct random directions (cosines ~ 0 +- 1/sqrt(d)) and, for a
-    ``dup_frac`` share of the rows, noisy rescaled copies of earlier ones (cosine > 0.99), shuffled."""
-    rng = np.random.default_rng(seed)
-    n_dup = int(n * dup_frac)
-    base = rng.standard_normal((n - n_dup, d)).astype(np.float32)
-    src = rng.integers(0, len(base), size=n_dup)
-    copies = base[src] + 0.02 * rng.standard_normal((n_dup, d)).astype(np.float32)
-    x = np.concatenate([base, copies * rng.uniform(0.5, 2.0, size=(n_dup, 1)).astype(np.float32)])
-    return x[rng.permutation(n)]
-
-
-def faiss_allpairs(x: np.ndarray, threshold: float) -> np.ndarray:
-    """The peer: all neighbour lists above ``threshold`` from one faiss range search, then the
-    greedy rule row by row. Returns the kept row indices."""
-    import faiss
-
-    xn = np.ascontiguousarray(x / np.linalg.norm(x, axis=1, keepdims=True), dtype=np.float32)
-    index = faiss.IndexFlatIP(xn.shape[1])
-    index.add(xn)
-    lims, _, found = index.range_search(xn, float(threshold))
-    keep = np.zeros(len(x), dtype=bool)
-    for i in range(len(x)):  # the sequential rule: any kept earlier neighbour removes row i
-        neighbours = found[lims[i] : lims[i + 1]]
-        earlier = neighbours[neighbours < i]
-        keep[i] = not keep[earlier].any()
-    return np.flatnonzero(keep)
-
-
-def _timed(fn: Any) -> tuple[Any, float, float]:
-    wall, cpu = time.perf_counter(), time.process_time()
-    out = fn()
-    return out, time.perf_counter() - wall, time.process_time() - cpu
-
-
-def _rank_worker(rank: int, world: int, port: int, path: str, args: dict, out: str) -> None:
-    import torch
-    import torch.distributed as torch_dist
-
-    from curate import dist
-    from curate.dedup import deduplicate
-
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world))
-    torch.set_num_threads(args["threads"])
-    dist.init_distributed(backend="gloo")
-    try:
-        x = np.load(path, mmap_mode="r")
-        dist.barrier()
-        result, wall, cpu = _timed(
-            lambda: deduplicate(x, args["threshold"], args["chunk_size"], args["device"], "torch", args["sim_budget"])
-        )
-        np.save(f"{out}/kept_{rank}.npy", result.kept_indices)
-        Path(out, f"time_{rank}.json").write_text(json.dumps({"wall": wall, "cpu": cpu}))
-    finally:
-        torch_dist.destroy_process_group()
-
-
-def run_ranks(path: Path, world: int, args: argparse.Namespace, tmp: Path) -> tuple[np.ndarray, float, float]:
-    """Ours on ``world`` gloo ranks: ``(kept, max wall over ranks, summed CPU seconds)``."""
-    import torch.multiprocessing as mp
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    spec = {k: getattr(args, k) for k in ("threshold", "chunk_size", "device", "sim_budget", "threads")}
-    mp.spawn(_rank_worker, args=(world, port, str(path), spec, str(tmp)), nprocs=world)
-    times = [json.loads(Path(tmp, f"time_{r}.json").read_text()) for r in range(world)]
-    kept = [np.load(tmp / f"kept_{r}.npy") for r in range(world)]
-    if any(not np.array_equal(k, kept[0]) for k in kept):
-        raise AssertionError("the ranks disagree on the kept rows")
-    return kept[0], max(t["wall"] for t in times), sum(t["cpu"] for t in times)
-
-
-def _write_rows(path: Path | None, rows: list[dict[str, Any]]) -> None:
-    """Rewrite ``path`` with the rows so far (atomically: a reader never sees half a file)."""
-    from curate.io.atomic import atomic_write_json
-
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(path, rows)
+from curate.bench import near_duplicate_pool, timed, write_rows
+from curate.bench.dedup import faiss_allpairs, run_ranks
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -146,7 +63,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         faiss.omp_set_num_threads(args.threads)
     except ImportError:
         faiss = None
-    x = make_pool(args.n, args.d, args.dup_frac)
+    x = near_duplicate_pool(args.n, args.d, args.dup_frac)
     print(
         machine_line(machine_info(args.device)) + f"; {args.threads} thread(s) per process; device {args.device}",
         flush=True,
@@ -165,7 +82,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     def ranks() -> tuple[np.ndarray, float, float]:
         with tempfile.TemporaryDirectory() as tmp:
             np.save(Path(tmp) / "x.npy", x)
-            return run_ranks(Path(tmp) / "x.npy", 2, args, Path(tmp))
+            spec = {k: getattr(args, k) for k in ("threshold", "chunk_size", "device", "sim_budget", "threads")}
+            return run_ranks(Path(tmp) / "x.npy", 2, spec, Path(tmp))
 
     # Each row is checked, printed and written (--json: the rows so far) as soon as it finishes,
     # so a run cut short by a time limit keeps what it measured; ratios are added at the end.
@@ -175,7 +93,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     for name, fn in [*run.items(), ("ours-torch-2ranks", None)]:
         if name in args.skip:
             continue
-        kept, wall, cpu = ranks() if fn is None else _timed(fn)
+        kept, wall, cpu = ranks() if fn is None else timed(fn)
         if results and not np.array_equal(kept, next(iter(results.values()))[0]):
             raise AssertionError(f"{name} keeps other rows than {next(iter(results))}")
         results[name] = (kept, wall, cpu)
@@ -191,7 +109,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             }
         )
         print(f"{name:<20}{len(kept):>8}{wall:>9.2f}{cpu:>9.2f}", flush=True)
-        _write_rows(args.json, rows)
+        write_rows(args.json, rows)
     reference = next(iter(results.values()))[0]
     peer = results.get("faiss-allpairs")
     for r in rows:
@@ -206,7 +124,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     if "ours-torch" in results and "ours-torch-2ranks" in results:
         one, two = results["ours-torch"], results["ours-torch-2ranks"]
         print(f"2 ranks vs 1: wall {one[1] / two[1]:.2f}x faster, total CPU {two[2] / one[2]:.2f}x")
-    _write_rows(args.json, rows)
+    write_rows(args.json, rows)
     return rows
 
 

@@ -48,41 +48,13 @@ os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:  # run as `python scripts/demo_text_wordnet.py` from a checkout
-    sys.path.insert(0, str(REPO))
-
-from curate.analysis import (  # noqa: E402
-    CurationSettings,
-    cached_knn_radius,
-    compare_over_seeds,
-    embedding_diagnostics,
-    label_gains,
-    machine_info,
-    summary_table,
-)
-from curate.analysis.plots import plot_density_shares, plot_label_shares, plot_ref_shares, save_figure  # noqa: E402
+from curate.analysis import CurationSettings, machine_info  # noqa: E402
+from curate.analysis.study import label_notes, label_study, parse_levels, plot_study  # noqa: E402
 from curate.io.atomic import atomic_write_json, atomic_write_text  # noqa: E402
 
 log = logging.getLogger("demo_wordnet")
 
 DEFAULT_LEVELS = "10000:0:1,1000:10:5,100:10:5"
-
-
-def parse_levels(text: str) -> list[dict[str, int]]:
-    """``"k:steps:r,k:steps:r,..."`` (finest first) -> level dicts for ``HierarchicalKMeans``.
-
-    Raises:
-        ValueError: a level that is not three integers (the message names it).
-    """
-    levels = []
-    for part in text.split(","):
-        fields = part.strip().split(":")
-        if len(fields) != 3 or not all(f.strip().isdigit() for f in fields):
-            raise ValueError(f"--levels: {part!r} is not k:resample_steps:sample_size")
-        k, steps, r = (int(f) for f in fields)
-        levels.append({"k": k, "resample_steps": steps, "sample_size": r})
-    return levels
 
 
 def ensure_store(store: Path) -> float:
@@ -95,8 +67,7 @@ def ensure_store(store: Path) -> float:
         return 0.0
     log.info("no store in %s: embedding the WordNet glosses with MiniLM (about 40 min on 2 CPU cores)", store)
     t0 = time.perf_counter()
-    cmd = [sys.executable, "-m", "curate.embed", "data=wordnet", "encoder=minilm", f"out={store}"]
-    subprocess.run(cmd, check=True, cwd=REPO)
+    subprocess.run([sys.executable, "-m", "curate.embed", "data=wordnet", "encoder=minilm", f"out={store}"], check=True)
     return time.perf_counter() - t0
 
 
@@ -111,120 +82,12 @@ def run_demo(
     out: Path,
     input_desc: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Curate ``fraction`` of the pool per seed, compare with random samples, write the figure.
-
-    Args:
-        x: ``(N, d)`` embeddings.
-        labels: ``(N,)`` int topic labels (only measured, never clustered on).
-        names: label names.
-        settings: hierarchy and reference clustering settings.
-        fraction: sample size as a fraction of the pool.
-        seeds: clustering / sampling seeds.
-        n_rarest: rare topics pooled by ``rarest_share``.
-        out: output folder.
-        input_desc: the input recorded in the saved hierarchies.
-
-    Returns:
-        :func:`curate.analysis.compare_over_seeds`'s result plus ``figure`` and ``table``.
-    """
+    """:func:`curate.analysis.study.label_study` of ``fraction`` of the pool, and its figure."""
     budget = int(round(fraction * len(x)))
-    result = compare_over_seeds(x, labels, settings, budget, seeds, n_rarest, out, input_desc)
+    result = label_study(x, labels, names, settings, budget, seeds, n_rarest, out, input_desc, rare_label="topics")
     result["fraction"] = fraction
-    result["label_names"] = names
-    result["table"] = summary_table(result, rare_label="topics")
-    result["label_gains"] = label_gains(result)
-    radius, _ = cached_knn_radius(x, settings.distance, out)
-    result["diagnostics"] = embedding_diagnostics(
-        x, labels, radius, result["pool"]["rarest_labels"], settings.distance, n_queries=5000
-    )
-    result["figure"] = str(plot_demo(result, names, out / "wordnet_topics.png"))
+    result["figure"] = str(plot_study(result, names, out / "wordnet_topics.png", "WordNet topics", "glosses"))
     return result
-
-
-def plot_demo(result: dict[str, Any], names: list[str] | None, path: Path) -> Path:
-    """Two panels: topic shares (pool / random / curated, log scale) and reference-cluster shares."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    s = result["summary"]
-    seeds = ",".join(str(v) for v in result["seeds"])
-    fig = plt.figure(figsize=(13, 9.5))
-    grid = fig.add_gridspec(2, 2, height_ratios=[1.35, 1])
-    plot_label_shares(
-        fig.add_subplot(grid[0, :]),
-        result,
-        names,
-        title=(
-            f"WordNet topics: pool ({result['pool']['n']} glosses) vs {result['budget']}-item samples, mean over "
-            f"seeds {seeds} (shaded: the {result['n_rarest']} rarest topics)\nshare of the rarest: pool "
-            f"{s['pool']['rarest_share']:.4f}, random {s['random']['rarest_share']['mean']:.4f}, curated "
-            f"{s['curated']['rarest_share']['mean']:.4f}"
-        ),
-    )
-    plot_ref_shares(
-        fig.add_subplot(grid[1, 0]),
-        result,
-        title=(
-            f"Independent reference k-means (k={result['pool']['ref_k']}): smallest tenth holds\n"
-            f"pool {s['pool']['ref_smallest_share']:.3f}, random {s['random']['ref_smallest_share']['mean']:.3f}, "
-            f"curated {s['curated']['ref_smallest_share']['mean']:.3f}"
-        ),
-    )
-    plot_density_shares(
-        fig.add_subplot(grid[1, 1]),
-        result,
-        title=(
-            f"Local density (10-NN radius): sparsest tenth of the pool holds\nrandom "
-            f"{s['random']['sparsest_share']['mean']:.3f}, curated {s['curated']['sparsest_share']['mean']:.3f} "
-            "of the sample"
-        ),
-    )
-    fig.tight_layout()
-    save_figure(fig, path, dpi=80)
-    return path
-
-
-def topic_notes(result: dict[str, Any]) -> str:
-    """Which topics gain or lose share, and whether the rare ones sit in sparse regions of the embedding."""
-    names = result.get("label_names") or []
-    gains = {g["label"]: g for g in result["label_gains"]}
-
-    def name(c: int) -> str:
-        return names[c] if c < len(names) else str(c)
-
-    def row(c: int) -> str:
-        g = gains[c]
-        pct = result["diagnostics"]["radius_percentile"][c]
-        return (
-            f"| {name(c)} | {g['pool_share']:.4f} | {g['random_share']:.4f} | {g['curated_share']:.4f} | "
-            f"{g['gain']:.2f} | {pct:.2f} |"
-        )
-
-    ranked = sorted((g for g in gains.values() if g["gain"] is not None), key=lambda g: -g["gain"])
-    rare = result["pool"]["rarest_labels"]
-    d = result["diagnostics"]
-    head = "| topic | pool share | random | curated | curated / random | radius percentile |\n|---|---|---|---|---|---|"
-    return "\n".join(
-        [
-            f"Embedding vs topics: leave-one-out 20-NN topic agreement {d['knn20_agreement']:.3f} "
-            f"({d['knn_queries']} queries; rare topics {d['knn20_agreement_rare']:.3f}); median percentile of the "
-            f"rare topics' 10-NN radius among all glosses {d['rare_radius_percentile']:.2f} (0.5 = typical "
-            "density; curation favours sparse regions, high percentiles).",
-            "",
-            f"The {len(rare)} rarest topics:",
-            "",
-            head,
-            *[row(c) for c in rare],
-            "",
-            "Largest and smallest curated / random ratios:",
-            "",
-            head,
-            *[row(g["label"]) for g in ranked[:5]],
-            *[row(g["label"]) for g in ranked[-5:]],
-        ]
-    )
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -241,7 +104,7 @@ def markdown(result: dict[str, Any]) -> str:
         f"levels {levels}, {st['distance']} distance, {st['n_iter']} Lloyd iterations, "
         f"init_max_points {st['init_max_points']}, leaf selection {st['leaf_strategy']}; reference "
         f"k-means k={st['ref_k']} (seed {st['ref_seed']}, {st['ref_n_iter']} iterations).\n\n"
-        f"{result['table']}\n\n{topic_notes(result)}\n\n"
+        f"{result['table']}\n\n{label_notes(result, 'topic')}\n\n"
         f"Clustering time per seed: {runs}; reference clustering {result['ref_seconds']:.0f}s; "
         f"10-NN radius {result['radius_seconds']:.0f}s; wall time of this invocation {result['wall_seconds']:.0f}s "
         f"(load average at the end {result['hardware']['load_avg']}).\n"
@@ -262,6 +125,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--n-rarest", type=int, default=10, help="rare topics pooled in the rare share")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 on a shared 2-core machine)")
     args = parser.parse_args(argv)
+    try:
+        levels = parse_levels(args.levels)
+    except ValueError as err:
+        parser.error(str(err))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
 
     import torch
@@ -277,7 +144,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     manifest = read_manifest(args.store)
     log.info("store %s: %d x %d (%s), %d topics", args.store, *x.shape, manifest.get("model"), len(names or []))
     settings = CurationSettings(
-        levels=parse_levels(args.levels),
+        levels=levels,
         n_iter=args.n_iter,
         distance="cosine",
         init_max_points=args.init_max_points if args.init_max_points < len(x) else None,

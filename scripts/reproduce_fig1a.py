@@ -29,7 +29,7 @@ squares, ``log c = alpha log p + b``) over the bins that lie inside the support 
 
 Writes ``OUT/fig1a.json`` (alpha, intercept, bins used, total-variation distances of the centroid
 histogram to p and to p^(1/3), settings, seconds) and ``OUT/fig1a.png`` (histogram vs p and p^(1/3),
-and the log-log fit).
+and the log-log fit). The density analysis lives in :mod:`curate.analysis.density`.
 """
 
 from __future__ import annotations
@@ -41,14 +41,21 @@ from typing import Any
 
 import numpy as np
 
-from curate.analysis.machine import machine_info  # noqa: E402
-from curate.datasets.toy import mixture_1d, mixture_1d_density  # noqa: E402
-from curate.io.atomic import atomic_path, atomic_write_json  # noqa: E402
+from curate.analysis.density import (
+    bin_densities,
+    fit_alpha,
+    lloyd_1d,
+    plot_centroid_density,
+    power_density,
+    support_uniform,
+    total_variation,
+)
+from curate.analysis.machine import machine_info
+from curate.datasets.toy import mixture_1d, mixture_1d_density
+from curate.io.atomic import atomic_write_json
 
 K = 5000
 SPAN = (-15.0, 24.0)  # the plotted and binned range (support: [-14, -7], [0, 12], [17, 23])
-P_MIN_REL = 1e-3
-SUB = 21  # density samples per bin for the bin averages
 
 
 def scaled_mixture(seed: int, n_scale: float) -> tuple[np.ndarray, np.ndarray]:
@@ -58,118 +65,6 @@ def scaled_mixture(seed: int, n_scale: float) -> tuple[np.ndarray, np.ndarray]:
         return x, labels
     keep = np.sort(np.random.default_rng([seed, 7]).choice(len(x), round(n_scale * len(x)), replace=False))
     return x[keep], labels[keep]
-
-
-def lloyd_1d(x: np.ndarray, centroids: np.ndarray, n_iter: int) -> tuple[np.ndarray, dict[str, int]]:
-    """Exact Lloyd iterations in 1-D, float64: assignment by the midpoints between sorted centroids.
-
-    Args:
-        x: ``(n,)`` points.
-        centroids: ``(k,)`` initial centroids.
-        n_iter: maximum iterations; stops early at a fixed point (no centroid moves).
-
-    Returns:
-        ``(k,)`` sorted centroids and ``{"iterations", "empty"}`` (empty clusters met; they keep their centroid).
-    """
-    x = np.asarray(x, dtype=np.float64).reshape(-1)
-    c = np.sort(np.asarray(centroids, dtype=np.float64).reshape(-1))
-    k, empty, iterations = len(c), 0, 0
-    while iterations < n_iter:
-        iterations += 1
-        labels = np.searchsorted((c[1:] + c[:-1]) / 2, x)
-        counts = np.bincount(labels, minlength=k)
-        sums = np.bincount(labels, weights=x, minlength=k)
-        empty += int((counts == 0).sum())
-        new = np.sort(np.where(counts > 0, sums / np.maximum(counts, 1), c))
-        if np.array_equal(new, c):
-            break
-        c = new
-    return c, {"iterations": iterations, "empty": empty}
-
-
-def bin_densities(centroids: np.ndarray, width: float) -> dict[str, np.ndarray]:
-    """Bin the centroids and the data density.
-
-    Args:
-        centroids: ``(k,)`` positions.
-        width: bin width.
-
-    Returns:
-        ``edges (b + 1,)``, ``centers (b,)``, ``count (b,)``, ``c (b,)`` centroid density (integrates to 1),
-        ``p (b,)`` bin-averaged data density and ``inside (b,)`` bool (the bin lies inside the support).
-    """
-    edges = np.arange(SPAN[0], SPAN[1] + width / 2, width)
-    count, _ = np.histogram(centroids, edges)
-    sub = edges[:-1, None] + width * (np.arange(SUB) + 0.5)[None, :] / SUB
-    dens = mixture_1d_density(sub)
-    return {
-        "edges": edges,
-        "centers": (edges[1:] + edges[:-1]) / 2,
-        "count": count,
-        "c": count / (len(centroids) * width),
-        "p": dens.mean(axis=1),
-        "inside": dens.min(axis=1) > 0,
-    }
-
-
-def fit_alpha(bins: dict[str, np.ndarray]) -> dict[str, Any]:
-    """Least squares ``log c = alpha log p + b`` over the usable bins (see the module docstring)."""
-    p, c = bins["p"], bins["c"]
-    use = bins["inside"] & (p >= P_MIN_REL * p.max()) & (bins["count"] > 0)
-    if use.sum() < 3:
-        raise ValueError(f"only {int(use.sum())} usable bins for the fit: lower --bin-width or raise k")
-    design = np.stack([np.log(p[use]), np.ones(int(use.sum()))], axis=1)
-    (alpha, intercept), *_ = np.linalg.lstsq(design, np.log(c[use]), rcond=None)
-    return {"alpha": float(alpha), "intercept": float(intercept), "n_bins": int(use.sum()), "used": use}
-
-
-def power_density(bins: dict[str, np.ndarray], a: float) -> np.ndarray:
-    """``p^a`` normalised to a density on the bins."""
-    q = bins["p"] ** a
-    return q / (q.sum() * (bins["edges"][1] - bins["edges"][0]))
-
-
-def support_uniform(bins: dict[str, np.ndarray]) -> np.ndarray:
-    """The uniform density on the bins where ``p > 0``."""
-    on = (bins["p"] > 0).astype(np.float64)
-    return on / (on.sum() * (bins["edges"][1] - bins["edges"][0]))
-
-
-def total_variation(bins: dict[str, np.ndarray], target: np.ndarray) -> float:
-    """Total variation between the centroid histogram and a binned density."""
-    width = bins["edges"][1] - bins["edges"][0]
-    return float(0.5 * np.abs(bins["c"] - target).sum() * width)
-
-
-def plot(bins: dict[str, np.ndarray], fit: dict[str, Any], k: int, path: Path) -> None:
-    """Left: centroid histogram vs p and p^(1/3); right: log c vs log p with the fitted line."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(12, 4), gridspec_kw={"width_ratios": [2, 1]})
-    width = bins["edges"][1] - bins["edges"][0]
-    ax.bar(bins["centers"], bins["c"], width=width, color="tab:blue", alpha=0.5, label=f"{k} k-means centroids")
-    ax.plot(bins["centers"], power_density(bins, 1.0), c="k", lw=1, label="data density p")
-    ax.plot(bins["centers"], power_density(bins, 1 / 3), c="tab:red", lw=1.5, label="p^(1/3) (normalised)")
-    ax.plot(bins["centers"], support_uniform(bins), c="tab:green", lw=1, ls="--", label="uniform on the support")
-    ax.set_xlabel("x")
-    ax.set_ylabel("density")
-    ax.legend(fontsize=8)
-    ax.set_title("Fig. 1a: centroid density vs data density")
-    use = fit["used"]
-    lp, lc = np.log(bins["p"][use]), np.log(bins["c"][use])
-    ax2.scatter(lp, lc, s=6, c="tab:blue")
-    grid = np.linspace(lp.min(), lp.max(), 2)
-    ax2.plot(grid, fit["alpha"] * grid + fit["intercept"], c="tab:red", label=f"fit alpha = {fit['alpha']:.3f}")
-    ax2.plot(grid, grid / 3 + (lc - lp / 3).mean(), c="k", ls=":", label="slope 1/3")
-    ax2.set_xlabel("log p (bin average)")
-    ax2.set_ylabel("log centroid density")
-    ax2.legend(fontsize=8)
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    plt.close(fig)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -207,12 +102,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     centroids = km.centroids.cpu().numpy()[:, 0].astype(np.float64)
     alpha_init = None
     if args.lloyd == "exact":
-        alpha_init = fit_alpha(bin_densities(centroids, args.bin_width))["alpha"]
+        alpha_init = fit_alpha(bin_densities(centroids, args.bin_width, mixture_1d_density, SPAN))["alpha"]
         centroids, lloyd = lloyd_1d(x, centroids, args.n_iter)
     else:
         lloyd = {"iterations": len(km.stats), "empty": sum(int(s["empty_reseeded"]) for s in km.stats)}
     fit_seconds = time.perf_counter() - started
-    bins = bin_densities(centroids, args.bin_width)
+    bins = bin_densities(centroids, args.bin_width, mixture_1d_density, SPAN)
     fit = fit_alpha(bins)
     result = {
         "alpha": fit["alpha"],
@@ -238,7 +133,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "machine": machine_info(),
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    plot(bins, fit, args.k, args.out / "fig1a.png")
+    plot_centroid_density(bins, fit, args.k, args.out / "fig1a.png")
     result["wall_seconds"] = time.perf_counter() - started
     atomic_write_json(args.out / "fig1a.json", result)
     after_init = f" (after the init: {alpha_init:.3f})" if alpha_init is not None else ""

@@ -49,10 +49,11 @@ from typing import Any
 
 import numpy as np
 
-from curate.analysis.machine import machine_info  # noqa: E402
-from curate.datasets.toy import toy_2d  # noqa: E402
-from curate.io.atomic import atomic_path, atomic_write_json  # noqa: E402
-from curate.metrics import kde_grid, kl_to_uniform  # noqa: E402
+from curate.analysis.machine import machine_info
+from curate.analysis.plots import save_figure
+from curate.datasets.toy import toy_2d
+from curate.io.atomic import atomic_write_json
+from curate.metrics import kde_grid, kl_to_uniform
 
 K = 300
 N_ITER = 50
@@ -285,14 +286,6 @@ def check_ordering(table: dict[str, dict[str, Any]]) -> list[str]:
 # ----------------------------------------------------------------------------------------------
 # Pictures (seed 0)
 # ----------------------------------------------------------------------------------------------
-def _save_fig(fig: Any, path: Path) -> None:
-    import matplotlib.pyplot as plt
-
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-
-
 def _panels(n: int) -> tuple[Any, np.ndarray]:
     import matplotlib.pyplot as plt
 
@@ -339,7 +332,7 @@ def plot_voronoi(points: dict[str, np.ndarray], table: dict[str, dict[str, Any]]
         ax.set_yticks([])
         ax.set_title(f"{method}\n{len(pts)} pts, KL {table[method]['values'][0]:.3f}", fontsize=9)
     fig.suptitle("Voronoi cells of the centroids over [-3, 3]^2 (seed 0)")
-    _save_fig(fig, path)
+    save_figure(fig, path, dpi=110, tight=True)
 
 
 def plot_kde(points: dict[str, np.ndarray], table: dict[str, dict[str, Any]], path: Path) -> None:
@@ -358,7 +351,7 @@ def plot_kde(points: dict[str, np.ndarray], table: dict[str, dict[str, Any]], pa
         ax.set_title(f"{method}\nKL {table[method]['values'][0]:.3f}", fontsize=9)
     fig.colorbar(image, ax=list(axes), shrink=0.8, label="KDE density / uniform density (clipped at 3)")
     fig.suptitle("Gaussian KDE (std 0.5) of each point set (seed 0)")
-    _save_fig(fig, path)
+    save_figure(fig, path, dpi=110, tight=True)
     plt.close("all")
 
 
@@ -381,7 +374,7 @@ def plot_kl(table: dict[str, dict[str, Any]], path: Path) -> None:
     ax.set_ylabel("KL(KDE || uniform)")
     ax.legend(fontsize=8)
     ax.set_title(f"Fig. 3: uniformity of 300 centroids ({len(lb['values'])} seeds)")
-    _save_fig(fig, path)
+    save_figure(fig, path, dpi=110, tight=True)
 
 
 # ----------------------------------------------------------------------------------------------

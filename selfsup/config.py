@@ -1,9 +1,11 @@
 """Structured config schemas of the SSL stage, registered in Hydra's ConfigStore.
 
-``train_schema`` backs ``configs/train.yaml`` and ``eval_schema`` backs ``configs/eval.yaml``. Both
-primary configs start with ``defaults: [<stage>_schema, _self_]``, so struct mode is on and a
-misspelled key is an error. Cross-field rules live in :func:`validate_train` and
-:func:`validate_eval`, which raise ``ValueError`` naming the field.
+``train_schema`` (:class:`TrainConfig`) backs ``configs/train.yaml`` and ``eval_schema``
+(:class:`EvalConfig`) backs ``configs/eval.yaml``. Both primary configs start with
+``defaults: [<stage>_schema, ...]``, so struct mode is on and a misspelled key is an error. The
+defaults live here only (the YAML files set what differs); choices are :class:`~enum.StrEnum`
+fields, refused at composition and listed by ``--help``. Cross-field rules live in
+:func:`validate_train` and :func:`validate_eval`, which raise ``ValueError`` naming the field.
 """
 
 from __future__ import annotations
@@ -13,10 +15,22 @@ from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from curate.conf import WandbMode, choices, register_help
 
 # Fashion-MNIST pixel statistics (train split, pixels scaled to [0, 1]).
 FMNIST_MEAN = 0.2860
 FMNIST_STD = 0.3530
+
+
+# choices: members named by their values, so overrides and saved configs read back (see curate.conf.choices)
+Arch = choices("Arch", ("vit", "resnet"), __name__)
+Centering = choices("Centering", ("center", "sinkhorn_knopp"), __name__)
+MaskType = choices("MaskType", ("block", "random"), __name__)
+MaskSampling = choices("MaskSampling", ("batch", "independent"), __name__)
+ClipGradMode = choices("ClipGradMode", ("per_module", "global"), __name__)
+Device = choices("Device", ("auto", "cpu", "cuda"), __name__)
 
 
 @dataclass
@@ -28,7 +42,7 @@ class ModelConfig:
     fields and ``in_chans``; DINO + KoLeo only, iBOT needs patch tokens: set ``ibot.loss_weight=0``).
     """
 
-    arch: str = "vit"  # vit | resnet
+    arch: Arch = Arch.vit
     depth: int = 6
     embed_dim: int = 192
     num_heads: int = 3
@@ -78,7 +92,7 @@ class HeadConfig:
 class DinoConfig:
     loss_weight: float = 1.0
     head: HeadConfig = field(default_factory=HeadConfig)
-    centering: str = "center"  # center | sinkhorn_knopp
+    centering: Centering = Centering.center
     center_momentum: float = 0.9
     sinkhorn_iterations: int = 3
 
@@ -88,15 +102,15 @@ class IbotConfig:
     loss_weight: float = 1.0  # 0 disables masking and the patch loss
     separate_head: bool = True
     head: HeadConfig = field(default_factory=HeadConfig)
-    centering: str = "center"  # center | sinkhorn_knopp
+    centering: Centering = Centering.center
     center_momentum: float = 0.9
     sinkhorn_iterations: int = 3
-    mask_type: str = "block"  # block | random
+    mask_type: MaskType = MaskType.block
     mask_ratio: list[float] = field(default_factory=lambda: [0.1, 0.5])
     mask_sample_probability: float = 0.5
     # batch (DINOv2): exactly int(probability * global crops of the global batch) crops are masked,
     # their ratios spread evenly over mask_ratio; independent: each crop masked with the probability
-    mask_sampling: str = "batch"
+    mask_sampling: MaskSampling = MaskSampling.batch
 
 
 @dataclass
@@ -127,7 +141,7 @@ class OptimConfig:
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     clip_grad: float = 3.0  # 0 disables clipping
     # per_module (DINOv2): backbone, DINO head and iBOT head each clipped to clip_grad; global: one norm
-    clip_grad_mode: str = "per_module"
+    clip_grad_mode: ClipGradMode = ClipGradMode.per_module
     # the prototypes' lr is 0 for this many epochs (ceil(epochs * n_train / batch) iterations); the
     # gradients still flow and AdamW's moments still see them (DINOv2: 1)
     freeze_last_layer_epochs: float = 1.0
@@ -144,7 +158,7 @@ class TrainLoopConfig:
     iterations: int = 1000
     epochs: float | None = None  # when set, overrides iterations: ceil(epochs * n / batch_size)
     seed: int = 0
-    device: str = "auto"  # auto | cpu | cuda
+    device: Device = Device.auto
     bf16: bool = True  # autocast, used on CUDA only
     deterministic: bool = False
     log_every: int = 10
@@ -154,7 +168,7 @@ class TrainLoopConfig:
 
 @dataclass
 class WandbConfig:
-    mode: str = "disabled"  # disabled | offline | online
+    mode: WandbMode = WandbMode.disabled
     project: str = "ssl-curate"
     entity: str | None = None
     group: str | None = None  # wandb group; None: the run's name (curate.pipeline sets the experiment's)
@@ -167,9 +181,9 @@ class LoggerConfig:
 
 
 @dataclass
-class TrainSchema:
+class TrainConfig:
     name: str = "fmnist_cpu"
-    out: str = "runs/selfsup/fmnist_cpu"
+    out: str = "runs/selfsup/${name}"  # Hydra's run dir too: named by the experiment, never by the clock
     model: ModelConfig = field(default_factory=ModelConfig)
     # the items to train on: a configs/data/<kind> node (curate.embed.config schemas: image_folder,
     # image_list, fashion_mnist, npy), with data.selection for a curated subset; None: Fashion-MNIST
@@ -194,7 +208,7 @@ class EvalSplitsConfig:
 
 
 @dataclass
-class EvalOptions:
+class EvalOptionsConfig:
     knn_k: int = 20
     knn_temperature: float = 0.07
     linear_lrs: list[float] = field(default_factory=lambda: [1e-3, 1e-2, 1e-1])
@@ -207,17 +221,17 @@ class EvalOptions:
     num_tail_classes: int = 3
     batch_size: int = 256  # embedding batch size
     num_workers: int | None = None  # image decoding workers; None: from the job's CPUs
-    device: str = "auto"
+    device: Device = Device.auto
     seed: int = 0
 
 
 @dataclass
-class EvalSchema:
+class EvalConfig:
     name: str = "fmnist_cpu"
-    backbone: str = "runs/selfsup/fmnist_cpu/backbone.pt"
-    out: str = "runs/selfsup/fmnist_cpu/eval"
+    backbone: str = "runs/selfsup/${name}/backbone.pt"
+    out: str = "runs/selfsup/${name}/eval"
     data: EvalSplitsConfig = field(default_factory=EvalSplitsConfig)
-    eval: EvalOptions = field(default_factory=EvalOptions)
+    eval: EvalOptionsConfig = field(default_factory=EvalOptionsConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
 
 
@@ -228,8 +242,9 @@ def register_configs() -> None:
 
     register_sources()
     cs = ConfigStore.instance()
-    cs.store(name="train_schema", node=TrainSchema)
-    cs.store(name="eval_schema", node=EvalSchema)
+    cs.store(name="train_schema", node=TrainConfig)
+    cs.store(name="eval_schema", node=EvalConfig)
+    register_help()
 
 
 register_configs()
@@ -252,11 +267,16 @@ def _reject_unknown_keys(given: Any, reference: Any, prefix: str = "") -> None:
 
 
 def _to_schema(cfg: Any, schema: type) -> Any:
+    """``cfg`` (a dict, DictConfig or ``schema`` object) typed by ``schema``: every value checked
+    against its field's type, so a choice outside its Enum is refused here too."""
     if isinstance(cfg, DictConfig | dict):
         reference = OmegaConf.to_container(OmegaConf.structured(schema))
         given = OmegaConf.to_container(cfg) if isinstance(cfg, DictConfig) else cfg
         _reject_unknown_keys(given, reference)
-    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), cfg))
+    try:
+        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), cfg))
+    except OmegaConfBaseException as err:
+        raise ValueError(f"{err.full_key}: {err.msg}") from None
 
 
 DATA_NODES = ("data.", "data.train.", "data.test.")
@@ -288,26 +308,24 @@ def data_config(node: Any, name: str, default: dict | None = None) -> Any:
         raise ValueError(f"{name}: {str(err).splitlines()[0]}") from None
 
 
-def to_train_schema(cfg: DictConfig | TrainSchema) -> TrainSchema:
-    """Resolve a (Hydra) config into a validated :class:`TrainSchema` object.
+def to_train_config(cfg: DictConfig | TrainConfig) -> TrainConfig:
+    """Resolve a (Hydra) config into a validated :class:`TrainConfig` object.
 
     Raises:
         ValueError: an unknown key, or a cross-field rule broken (the message names the field).
     """
-    if not isinstance(cfg, TrainSchema):
-        cfg = _to_schema(cfg, TrainSchema)
+    cfg = _to_schema(cfg, TrainConfig)
     validate_train(cfg)
     return cfg
 
 
-def to_eval_schema(cfg: DictConfig | EvalSchema) -> EvalSchema:
-    """Resolve a (Hydra) config into a validated :class:`EvalSchema` object.
+def to_eval_config(cfg: DictConfig | EvalConfig) -> EvalConfig:
+    """Resolve a (Hydra) config into a validated :class:`EvalConfig` object.
 
     Raises:
         ValueError: an unknown key, or a cross-field rule broken (the message names the field).
     """
-    if not isinstance(cfg, EvalSchema):
-        cfg = _to_schema(cfg, EvalSchema)
+    cfg = _to_schema(cfg, EvalConfig)
     validate_eval(cfg)
     return cfg
 
@@ -322,14 +340,13 @@ def _check_range(values: list[float], name: str, low: float, high: float) -> Non
     _check(low <= values[0] <= values[1] <= high, name, f"expected {low} <= min <= max <= {high}, got {values}")
 
 
-def validate_train(cfg: TrainSchema) -> None:
+def validate_train(cfg: TrainConfig) -> None:
     """Check cross-field rules of a training config.
 
     Raises:
         ValueError: naming the offending field.
     """
     m, c, t, o = cfg.model, cfg.crops, cfg.train, cfg.optim
-    _check(m.arch in ("vit", "resnet"), "model.arch", f"vit or resnet, got {m.arch!r}")
     if m.arch == "resnet":
         _check(
             len(m.resnet_channels) == len(m.resnet_blocks) >= 1,
@@ -368,29 +385,14 @@ def validate_train(cfg: TrainSchema) -> None:
     _check_range(c.blur_sigma, "crops.blur_sigma", 1e-6, 1e3)
     _check(c.blur_kernel % 2 == 1, "crops.blur_kernel", "must be odd")
     for head_name, head in (("dino", cfg.dino), ("ibot", cfg.ibot)):
-        _check(
-            head.centering in ("center", "sinkhorn_knopp"),
-            f"{head_name}.centering",
-            "center or sinkhorn_knopp",
-        )
         _check(0.0 <= head.center_momentum <= 1.0, f"{head_name}.center_momentum", "must be in [0, 1]")
         _check(head.sinkhorn_iterations >= 1, f"{head_name}.sinkhorn_iterations", "must be >= 1")
         _check(head.head.nlayers >= 1, f"{head_name}.head.nlayers", "must be >= 1")
         _check(head.head.n_prototypes >= 2, f"{head_name}.head.n_prototypes", "must be >= 2")
         _check(head.loss_weight >= 0, f"{head_name}.loss_weight", "must be >= 0")
     _check(cfg.dino.loss_weight > 0, "dino.loss_weight", "the DINO loss is the stage's core; must be > 0")
-    _check(
-        cfg.ibot.mask_type in ("block", "random"),
-        "ibot.mask_type",
-        f"block or random, got {cfg.ibot.mask_type!r}",
-    )
     _check_range(cfg.ibot.mask_ratio, "ibot.mask_ratio", 0.0, 1.0)
     _check(0.0 <= cfg.ibot.mask_sample_probability <= 1.0, "ibot.mask_sample_probability", "must be in [0, 1]")
-    _check(
-        cfg.ibot.mask_sampling in ("batch", "independent"),
-        "ibot.mask_sampling",
-        f"batch or independent, got {cfg.ibot.mask_sampling!r}",
-    )
     _check(cfg.koleo.loss_weight >= 0, "koleo.loss_weight", "must be >= 0")
     tc = cfg.teacher
     _check(
@@ -411,29 +413,18 @@ def validate_train(cfg: TrainSchema) -> None:
         f"two values in [0,1), got {o.betas}",
     )
     _check(o.clip_grad >= 0, "optim.clip_grad", "must be >= 0 (0 disables)")
-    _check(
-        o.clip_grad_mode in ("per_module", "global"),
-        "optim.clip_grad_mode",
-        f"per_module or global, got {o.clip_grad_mode!r}",
-    )
     _check(o.freeze_last_layer_epochs >= 0, "optim.freeze_last_layer_epochs", "must be >= 0")
     _check(0.0 < o.layerwise_decay <= 1.0, "optim.layerwise_decay", f"must be in (0, 1], got {o.layerwise_decay}")
     _check(o.patch_embed_lr_mult >= 0, "optim.patch_embed_lr_mult", "must be >= 0")
     _check(t.batch_size >= 1, "train.batch_size", "must be >= 1")
     _check(t.iterations >= 1, "train.iterations", "must be >= 1")
     _check(t.epochs is None or t.epochs > 0, "train.epochs", "must be > 0 when set")
-    _check(t.device in ("auto", "cpu", "cuda"), "train.device", f"auto, cpu or cuda, got {t.device!r}")
     _check(t.log_every >= 1, "train.log_every", "must be >= 1")
     _check(t.checkpoint_every >= 1, "train.checkpoint_every", "must be >= 1")
-    _check(
-        cfg.logger.wandb.mode in ("disabled", "offline", "online"),
-        "logger.wandb.mode",
-        f"disabled, offline or online, got {cfg.logger.wandb.mode!r}",
-    )
     _check(bool(cfg.out), "out", "must be set")
 
 
-def validate_eval(cfg: EvalSchema) -> None:
+def validate_eval(cfg: EvalConfig) -> None:
     """Check cross-field rules of an evaluation config.
 
     Raises:
@@ -452,10 +443,10 @@ def validate_eval(cfg: EvalSchema) -> None:
     _check(0.0 < e.val_fraction < 1.0, "eval.val_fraction", "must be in (0, 1)")
     _check(e.num_tail_classes >= 1, "eval.num_tail_classes", "must be >= 1")
     _check(e.batch_size >= 1, "eval.batch_size", "must be >= 1")
-    _check(e.device in ("auto", "cpu", "cuda"), "eval.device", f"auto, cpu or cuda, got {e.device!r}")
     _check(bool(cfg.backbone), "backbone", "path to a backbone.pt is required")
 
 
 def config_to_dict(cfg: Any) -> dict:
     """A plain, JSON-able dict of a dataclass or DictConfig config."""
-    return OmegaConf.to_container(OmegaConf.structured(cfg) if not isinstance(cfg, DictConfig) else cfg, resolve=True)
+    node = OmegaConf.structured(cfg) if not isinstance(cfg, DictConfig) else cfg
+    return OmegaConf.to_container(node, resolve=True, enum_to_str=True)

@@ -27,7 +27,7 @@ from curate.dist import resolve_device
 from curate.embed.sources import default_num_workers
 from curate.io.atomic import atomic_write_json
 from curate.tracking import Tracker
-from selfsup.config import EvalSchema, config_to_dict, to_eval_schema
+from selfsup.config import EvalConfig, config_to_dict, to_eval_config
 from selfsup.data import ImageSet, ResizedImages, open_image_set, stack_arrays
 from selfsup.export import Encoder, embed_images, load_backbone
 
@@ -288,14 +288,14 @@ def _read_labels(path: str) -> np.ndarray:
     return labels.astype(np.int64)
 
 
-def evaluate(cfg: EvalSchema | DictConfig) -> dict[str, Any]:
+def evaluate(cfg: EvalConfig | DictConfig) -> dict[str, Any]:
     """Embed the train/test sets with the backbone, run k-NN and the linear probe, write ``eval.json``.
 
     Returns:
         The report written to ``<out>/eval.json``.
     """
     t0 = time.perf_counter()
-    cfg = to_eval_schema(cfg)
+    cfg = to_eval_config(cfg)
     e = cfg.eval
     device = resolve_device(e.device, key="eval.device")
     encoder = load_backbone(cfg.backbone)

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from selfsup.config import TrainSchema
+from selfsup.config import TrainConfig
 from selfsup.losses import DINOLoss, IBOTPatchLoss, KoLeoLoss
 from selfsup.masking import batch_masks
 from selfsup.models import SSLNetwork, backbone_kwargs
@@ -28,7 +28,7 @@ class SSLMetaArch(nn.Module):
         cfg: the training config (model, crops, dino, ibot, koleo, teacher sections are used).
     """
 
-    def __init__(self, cfg: TrainSchema) -> None:
+    def __init__(self, cfg: TrainConfig) -> None:
         super().__init__()
         self.cfg = cfg
         self.use_ibot = cfg.ibot.loss_weight > 0

@@ -49,7 +49,7 @@ from curate.embed.sources import default_num_workers
 from curate.io.atomic import atomic_path, atomic_write_json, atomic_write_text
 from curate.tracking import Tracker
 from selfsup.augment import MultiCrop
-from selfsup.config import OptimConfig, TrainSchema, config_to_dict, to_train_schema
+from selfsup.config import OptimConfig, TrainConfig, config_to_dict, to_train_config
 from selfsup.data import InfiniteBatchSampler, MultiCropDataset, collate_multicrop, mix_seed, open_image_set
 from selfsup.export import backbone_payload, save_backbone
 from selfsup.meta_arch import SSLMetaArch
@@ -73,21 +73,21 @@ _RESUME_FREE_KEYS = (
 )
 
 
-def total_iterations(cfg: TrainSchema, n_train: int) -> int:
+def total_iterations(cfg: TrainConfig, n_train: int) -> int:
     """``train.iterations``, or ``ceil(epochs * n_train / batch_size)`` when ``train.epochs`` is set."""
     if cfg.train.epochs is None:
         return cfg.train.iterations
     return max(1, math.ceil(cfg.train.epochs * n_train / cfg.train.batch_size))
 
 
-def freeze_last_layer_iterations(cfg: TrainSchema, n_train: int, total: int) -> int:
+def freeze_last_layer_iterations(cfg: TrainConfig, n_train: int, total: int) -> int:
     """Iterations with the prototypes' lr at 0: ``ceil(freeze_last_layer_epochs * n_train / batch_size)``
     (at most ``total``)."""
     epochs = cfg.optim.freeze_last_layer_epochs
     return min(total, math.ceil(epochs * n_train / cfg.train.batch_size - 1e-9)) if epochs > 0 else 0
 
 
-def build_schedules(cfg: TrainSchema, total: int, freeze_iters: int = 0) -> dict[str, np.ndarray]:
+def build_schedules(cfg: TrainConfig, total: int, freeze_iters: int = 0) -> dict[str, np.ndarray]:
     """Per-iteration ``lr``, ``last_layer_lr`` (``lr`` with its first ``freeze_iters`` entries 0), ``wd``,
     ``momentum`` and ``teacher_temp``, all ``(total,) float64``."""
     o, t = cfg.optim, cfg.teacher
@@ -221,17 +221,17 @@ def _batch_to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str,
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
-def train(cfg: TrainSchema | DictConfig) -> dict[str, Any]:
+def train(cfg: TrainConfig | DictConfig) -> dict[str, Any]:
     """Run (or resume, or finish exporting) a training run.
 
     Args:
-        cfg: a :class:`TrainSchema` or a Hydra/OmegaConf config with its keys.
+        cfg: a :class:`TrainConfig` or a Hydra/OmegaConf config with its keys.
 
     Returns:
         Summary: ``iterations``, ``start_iteration``, ``n_train``, ``last`` (last log record),
         ``out_dir``, ``elapsed_s``.
     """
-    cfg = to_train_schema(cfg)
+    cfg = to_train_config(cfg)
     if not cfg.train.deterministic:
         return _train(cfg)
     previous = (
@@ -246,7 +246,7 @@ def train(cfg: TrainSchema | DictConfig) -> dict[str, Any]:
         torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
 
 
-def _train(cfg: TrainSchema) -> dict[str, Any]:
+def _train(cfg: TrainConfig) -> dict[str, Any]:
     t_start = time.perf_counter()
     rank, world_size = init_distributed(device=cfg.train.device)
     if rank != 0:
@@ -400,7 +400,7 @@ def _train(cfg: TrainSchema) -> dict[str, Any]:
 
 
 def _train_loop(
-    cfg: TrainSchema,
+    cfg: TrainConfig,
     meta: SSLMetaArch,
     optimizer: torch.optim.Optimizer,
     batches: Any,

@@ -24,6 +24,8 @@ def scaling(load_script):
 
 
 def test_bench_tiny_rows(bench, tmp_path):
+    from curate.bench.kmeans import ROW_KEYS
+
     out = tmp_path / "rows.json"
     argv = ["--size", "tiny", "--iters", "3", "--init", "same", "--threads", "1", "--in-process"]
     lines = tmp_path / "runs.jsonl"
@@ -34,7 +36,7 @@ def test_bench_tiny_rows(bench, tmp_path):
     assert [r["impl"] for r in runs] == ["ours", "faiss", "sklearn"]
     assert [r["sec_per_iter"] for r in runs] == [r["sec_per_iter"] for r in rows]
     for r in rows:
-        assert set(bench.ROW_KEYS) <= set(r)
+        assert set(ROW_KEYS) <= set(r)
         assert (r["n"], r["d"], r["k"]) == (5000, 16, 32)
         assert r["iters"] == 3 and r["sec_per_iter"] > 0 and r["gflops"] > 0
         assert math.isclose(r["gflops"], 2 * 5000 * 16 * 32 / r["sec_per_iter"] / 1e9, rel_tol=1e-9)
@@ -47,22 +49,47 @@ def test_bench_tiny_rows(bench, tmp_path):
 
 
 @pytest.mark.slow
-def test_bench_worker_runs_in_a_subprocess(bench, tmp_path):
-    data = bench.write_dataset(tmp_path / "x.npy", n=2000, d=8, k=16)
+def test_bench_worker_runs_in_a_subprocess(tmp_path):
+    from curate.bench import write_clustered_npy
+    from curate.bench.kmeans import spawn_worker
+
+    data = write_clustered_npy(tmp_path / "x.npy", n=2000, d=8, k=16)
     spec = {"impl": "faiss", "data": str(data), "n": 2000, "d": 8, "k": 16, "iters": 3, "seed": 0}
-    res = bench.spawn_worker(dict(spec, threads=1, device="cpu", mmap=False), threads=1)
+    res = spawn_worker(dict(spec, threads=1, device="cpu", mmap=False), threads=1)
     assert len(res["iter_seconds"]) == 3 and res["inertia"] > 0
     assert 0 < res["peak_rss_mb"] < 2048  # this process image's own peak (VmHWM), not the parent's
 
 
-def test_bench_dataset_and_pread_reader(bench, tmp_path):
-    path = bench.write_dataset(tmp_path / "x.npy", n=1000, d=8, k=5, seed=1, chunk_rows=300)
+def test_bench_dataset_and_pread_reader(tmp_path):
+    from curate.bench import write_clustered_npy
+    from curate.io.shards import NpyRows
+
+    path = write_clustered_npy(tmp_path / "x.npy", n=1000, d=8, k=5, seed=1, chunk_rows=300)
     x = np.load(path)
     assert x.shape == (1000, 8) and x.dtype == np.float32
-    reader = bench.PreadRows(path)
+    # deterministic in the seed, and another seed gives other rows
+    whole = np.load(write_clustered_npy(tmp_path / "y.npy", n=1000, d=8, k=5, seed=1, chunk_rows=300))
+    np.testing.assert_array_equal(whole, x)
+    assert not np.array_equal(np.load(write_clustered_npy(tmp_path / "z.npy", n=1000, d=8, k=5, seed=2)), x)
+    reader = NpyRows(path)  # what the engine reads a path with (the "ours" row of an on-disk size)
     assert reader.shape == (1000, 8)
     np.testing.assert_array_equal(reader[250:700], x[250:700])
     np.testing.assert_array_equal(reader[np.array([3, 999, 0])], x[[3, 999, 0]])
+
+
+def test_bench_plan_jobs_covers_the_blocks(tmp_path):
+    from curate.bench.kmeans import plan_jobs
+
+    base = dict(data="x.npy", n=2_000_000, d=8, k=16, iters=3, seed=0, threads=1, device="cpu")
+    same = plan_jobs(dict(base, mmap=False), ["same"], ["ours", "faiss", "sklearn"], tmp_path / "c.npy")
+    assert [label for _, label, _ in same] == ["ours", "faiss", "sklearn"]
+    assert same[0][2]["init_path"] is None and same[1][2]["init_path"] == str(tmp_path / "c.npy")
+    # on disk: no sklearn, a memory-map row, and no default block without a k-means++ subset
+    disk = plan_jobs(dict(base, mmap=True), ["same", "default"], ["ours", "faiss", "sklearn"], tmp_path / "c.npy")
+    assert [(b, label) for b, label, _ in disk] == [("same", "ours"), ("same", "faiss"), ("same", "ours[mmap]")]
+    sub = plan_jobs(dict(base, mmap=True), ["default"], ["ours", "faiss"], tmp_path / "c.npy", init_max_points=50_000)
+    assert [label for _, label, _ in sub] == ["ours[++ on 50k]", "faiss"]
+    assert sub[0][2]["init_max_points"] == 50_000 and sub[1][2]["init_max_points"] is None
 
 
 def test_bench_rejects_bad_arguments(bench):
@@ -149,9 +176,25 @@ def test_bench_dedup_rows_agree_and_compare_with_the_peer(tmp_path):
     assert "machine:" in proc.stdout and "2 ranks vs 1" in proc.stdout
 
 
-def test_bench_dedup_peer_is_the_greedy_rule(load_script):
-    module = load_script("bench_dedup")
-    x = module.make_pool(400, 8, 0.3, seed=2)
+def test_bench_dedup_peer_is_the_greedy_rule():
+    from curate.bench import near_duplicate_pool
+    from curate.bench.dedup import faiss_allpairs
     from curate.dedup import deduplicate
 
-    np.testing.assert_array_equal(module.faiss_allpairs(x, 0.95), deduplicate(x, 0.95).kept_indices)
+    x = near_duplicate_pool(400, 8, 0.3, seed=2)
+    np.testing.assert_array_equal(faiss_allpairs(x, 0.95), deduplicate(x, 0.95).kept_indices)
+
+
+def test_bench_peak_memory_sees_an_allocation_and_ratios_need_both_sides():
+    from curate.bench import PeakMemory, add_ratios
+
+    with PeakMemory(every_s=0.01) as idle:
+        pass
+    with PeakMemory(every_s=0.01) as busy:
+        block = np.ones(64 * 2**20 // 8)  # 64 MiB of private pages, touched, alive at the exit
+    del block
+    assert busy.anon_mb - idle.anon_mb > 48 and busy.rss_mb >= busy.anon_mb
+    rows = [{"impl": "ours", "t": 2.0, "c": 1.0}, {"impl": "peer", "t": 4.0}]
+    add_ratios(rows, ("peer", "absent"), {"time": "t", "cpu": "c"})
+    assert rows[0]["time_ratio_to_peer"] == 0.5 and rows[1]["time_ratio_to_peer"] == 1.0
+    assert "cpu_ratio_to_peer" not in rows[0] and not any("absent" in key for key in rows[0])

@@ -58,9 +58,9 @@ def _validator(primary: str) -> Callable[[Any], Any]:
         from curate.pipeline import validate
 
         return validate
-    from selfsup.config import to_eval_schema, to_train_schema
+    from selfsup.config import to_eval_config, to_train_config
 
-    return {"train": to_train_schema, "eval": to_eval_schema}[primary]
+    return {"train": to_train_config, "eval": to_eval_config}[primary]
 
 
 def _groups(primary: str) -> list[str]:

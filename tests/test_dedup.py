@@ -184,10 +184,12 @@ def test_dedup_config_errors(tmp_path):
         compose_dedup(["input=x", "out=y", "threshhold=0.9"])
     with pytest.raises(Exception, match="chunk_size"):
         compose_dedup(["chunk_size=big"])
+    with pytest.raises(Exception, match="backend=annoy") as refused:
+        compose_dedup(["input=x", "out=y", "backend=annoy"])  # a choice: refused when composing
+    assert "expected one of [torch, faiss]" in str(refused.value.__cause__)
     for override, field in [
         ("threshold=1.5", "threshold"),
         ("chunk_size=0", "chunk_size"),
-        ("backend=annoy", "backend"),
     ]:
         with pytest.raises(ValueError, match=field):
             run_dedup(compose_dedup([f"input={tmp_path}", f"out={tmp_path / 'o'}", override]))

@@ -47,13 +47,21 @@ SMALL = CurationSettings(
 )
 
 
-def test_parse_levels(wordnet_demo) -> None:
-    assert wordnet_demo.parse_levels("100:0:1, 10:10:5") == [
+def test_parse_levels() -> None:
+    from curate.analysis.study import parse_levels
+
+    assert parse_levels("100:0:1, 10:10:5") == [
         {"k": 100, "resample_steps": 0, "sample_size": 1},
         {"k": 10, "resample_steps": 10, "sample_size": 5},
     ]
     with pytest.raises(ValueError, match="--levels"):
-        wordnet_demo.parse_levels("100:0")
+        parse_levels("100:0")
+
+
+@pytest.mark.slow
+def test_wordnet_demo_bad_levels_is_a_usage_error(cli, tmp_path: Path) -> None:
+    proc = cli(SCRIPTS / "demo_text_wordnet.py", "--out", tmp_path / "o", "--levels", "100:0", check=False)
+    assert proc.returncode == 2 and "error: --levels: '100:0' is not k:resample_steps:sample_size" in proc.stderr
 
 
 def test_wordnet_demo_core_rare_labels_gain(wordnet_demo, tmp_path: Path) -> None:
@@ -69,7 +77,12 @@ def test_wordnet_demo_core_rare_labels_gain(wordnet_demo, tmp_path: Path) -> Non
     assert s["curated"]["ref_smallest_share"]["mean"] > s["random"]["ref_smallest_share"]["mean"]
     assert len(s["curated"]["rarest_share"]["values"]) == 2
     assert Path(res["figure"]).is_file() and "| share of the 3 rarest topics |" in res["table"]
-    assert "The 3 rarest topics" in wordnet_demo.topic_notes(res)
+    from curate.analysis.study import label_notes
+
+    notes = label_notes(res, "topic")
+    assert "The 3 rarest topics" in notes
+    rarest = [line for line in notes.split("The 3 rarest topics:")[1].split("Largest")[0].splitlines() if "|" in line]
+    assert [line.split(" | ")[0] for line in rarest[2:]] == [f"| {names[c]}" for c in res["pool"]["rarest_labels"]]
     for seed in (0, 1):
         assert (tmp_path / f"cluster_seed{seed}" / "manifest.json").is_file()
         assert len(np.load(tmp_path / f"sample_seed{seed}" / "indices.npy")) == res["budget"]

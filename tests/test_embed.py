@@ -448,10 +448,12 @@ def test_misspelled_key_is_an_error(override):
 def test_invalid_values(tmp_path, text_file):
     with pytest.raises(Exception, match="shard_size"):
         compose_embed(["shard_size=many"])
+    with pytest.raises(Exception, match="dtype=int8") as refused:
+        compose_embed(["dtype=int8"])  # a choice: refused when composing
+    assert "expected one of [float32, float16]" in str(refused.value.__cause__)
     base = ["data=text_lines", f"data.path={text_file}", f"out={tmp_path}", "encoder=random_projection"]
     for override, field in [
         ("shard_size=0", "shard_size"),
-        ("dtype=int8", "dtype"),
         ("num_workers=-1", "num_workers"),
         ("device=tpu", "device"),
     ]:

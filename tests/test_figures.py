@@ -92,21 +92,26 @@ def test_fig1a_reduced_run_finds_the_one_third_exponent(fig1a, tmp_path):
 
 
 def test_fig1a_alpha_fit_recovers_known_exponents(fig1a):
+    from curate.analysis.density import bin_densities, fit_alpha
+    from curate.datasets.toy import mixture_1d_density
+
     t = np.linspace(-15, 24, 200_001)
     for a in (1 / 3, 1.0):
-        cdf = np.cumsum(fig1a.mixture_1d_density(t) ** a)
+        cdf = np.cumsum(mixture_1d_density(t) ** a)
         centroids = np.interp((np.arange(5000) + 0.5) / 5000, cdf / cdf[-1], t)
-        assert fig1a.fit_alpha(fig1a.bin_densities(centroids, 0.25))["alpha"] == pytest.approx(a, abs=0.01)
+        bins = bin_densities(centroids, 0.25, mixture_1d_density, fig1a.SPAN)
+        assert fit_alpha(bins)["alpha"] == pytest.approx(a, abs=0.01)
 
 
 def test_fig1a_exact_lloyd_matches_the_engine_where_float32_suffices(fig1a):
     """Small k (wide cells): the float64 1-D Lloyd and curate's KMeans reach the same centroids."""
+    from curate.analysis.density import lloyd_1d
     from curate.kmeans import KMeans
 
     x, _ = fig1a.scaled_mixture(0, 0.02)
     init = KMeans(k=100, n_iter=0, seed=0).fit(x).centroids.numpy()[:, 0]
     engine = np.sort(KMeans(k=100, n_iter=30, seed=0).fit(x).centroids.numpy()[:, 0])
-    exact, info = fig1a.lloyd_1d(x, init, 30)
+    exact, info = lloyd_1d(x, init, 30)
     gap = np.abs(exact - engine)
     assert np.median(gap) < 1e-4 and gap.max() < 0.05  # float32 rounding may move a few ties
     assert info["empty"] == 0 and info["iterations"] <= 30

@@ -83,7 +83,8 @@ def test_level_jobs_sbatch_golden(fake_slurm, tmp_path, capsys):
 
 
 def test_resources_come_from_config_not_code(tmp_path):
-    cfg = compose_cluster(["launcher=submitit_slurm", "hydra.launcher.partition=p", "submit.resources=[{nodes:3}]"])
+    overrides = ["launcher=submitit_slurm", "device=cuda", "hydra.launcher.partition=p", "submit.resources=[{nodes:3}]"]
+    cfg = compose_cluster(overrides)
     params = level_parameters(cfg, "slurm", 1, None)
     assert params["slurm_partition"] == "p" and params["nodes"] == 3 and params["gpus_per_node"] == 8
     assert "slurm_dependency" not in params
@@ -168,3 +169,80 @@ def test_dedup_runs_through_submitit_local(tmp_path, cli):
     cli("-m", "curate.dedup", "-m", "launcher=submitit_local", *args)
     np.testing.assert_array_equal(np.load(tmp_path / "dd" / "kept_indices.npy"), np.arange(300))
     assert list((tmp_path / "dd" / ".submitit").iterdir())  # it went through submitit's executor
+
+
+# ---- what a SLURM job asks for follows the stage's device --------------------------------------
+def _sbatch_of(stage: str, overrides: list[str], folder: Path, fake_slurm: Path) -> set[str]:
+    """The #SBATCH lines of a job sent with the parameters ``launcher=submitit_slurm`` composes for
+    ``stage`` (the mapping hydra-submitit-launcher and curate.submit apply), through submitit."""
+    from conftest import compose_config
+
+    from curate.submit import launcher_parameters
+
+    cfg = compose_config(stage, [*overrides, "launcher=submitit_slurm", f"hydra.job.name={stage}"], hydra=True)
+    executor = submitit.AutoExecutor(folder=folder, cluster="slurm")
+    executor.update_parameters(**launcher_parameters(cfg, "slurm"))
+    job = executor.submit(int)
+    return sbatch_flags((fake_slurm / f"{job.job_id}.sh").read_text())
+
+
+@pytest.mark.parametrize(
+    "stage, overrides, gpus, tasks",
+    [
+        ("cluster", [], None, 1),  # device=cpu by default: no GPU, one task
+        ("cluster", ["device=cuda"], 8, 8),
+        ("cluster", ["device=cuda", "hydra.launcher.gpus_per_node=4"], 4, 4),
+        ("sample", [], None, 1),  # no device: a CPU stage
+        ("dedup", ["input=x", "out=y"], 8, 8),  # device=auto
+        ("dedup", ["input=x", "out=y", "device=cpu"], None, 1),
+        ("embed", ["out=y"], 8, 8),
+        ("embed", ["out=y", "device=cpu"], None, 1),
+    ],
+)
+def test_slurm_jobs_ask_for_gpus_only_on_gpu_stages(tmp_path, fake_slurm, stage, overrides, gpus, tasks):
+    folder = tmp_path / "jobs"
+    expected = {
+        "#SBATCH --cpus-per-task=10",
+        f"#SBATCH --error={folder}/%j_0_log.err",
+        f"#SBATCH --job-name={stage}",
+        "#SBATCH --nodes=1",
+        f"#SBATCH --ntasks-per-node={tasks}",
+        "#SBATCH --open-mode=append",
+        f"#SBATCH --output={folder}/%j_0_log.out",
+        "#SBATCH --requeue",
+        "#SBATCH --signal=USR2@120",
+        "#SBATCH --time=4320",
+        "#SBATCH --wckey=submitit",
+    }
+    if gpus is not None:
+        expected.add(f"#SBATCH --gpus-per-node={gpus}")
+    assert _sbatch_of(stage, overrides, folder, fake_slurm) == expected
+
+
+def test_cpu_level_jobs_ask_for_no_gpu(tmp_path, fake_slurm):
+    from curate.submit import main
+
+    main(["launcher=submitit_slurm", "cluster=kmeans_flat", f"out_dir={tmp_path}/out", "name=c"])
+    (script,) = fake_slurm.iterdir()
+    flags = sbatch_flags(script.read_text())
+    assert {"#SBATCH --ntasks-per-node=1", "#SBATCH --requeue", "#SBATCH --signal=USR2@120"} <= flags
+    assert not any("gpu" in line for line in flags)
+
+
+def test_plain_hydra_slurm_launcher_is_refused(tmp_path, capsys):
+    from curate.launch import launcher_problem
+
+    with pytest.raises(SystemExit) as exit_info:
+        submit_levels(["hydra/launcher=submitit_slurm", f"out_dir={tmp_path}"])
+    assert exit_info.value.code == 2
+    assert "use launcher=submitit_slurm" in capsys.readouterr().err and not (tmp_path / "cluster").exists()
+    assert launcher_problem(compose_cluster(["launcher=submitit_slurm"]).hydra.launcher) is None
+    assert launcher_problem(compose_cluster(["launcher=submitit_local"]).hydra.launcher) is None
+
+
+@pytest.mark.slow
+def test_plain_hydra_slurm_sweep_is_refused_before_queuing(tmp_path, cli):
+    args = ["-m", "hydra/launcher=submitit_slurm", "seed=0,1", f"out_dir={tmp_path}"]
+    proc = cli("-m", "curate.cluster", *args, check=False)
+    assert proc.returncode == 2 and "error: hydra/launcher=submitit_slurm has no requeue settings" in proc.stderr
+    assert not (tmp_path / "multirun").exists()  # Hydra's sweep folder is made when jobs are sent

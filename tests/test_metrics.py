@@ -22,7 +22,6 @@ from curate.metrics import (
     kl_to_uniform,
     label_entropy,
     label_shares,
-    rare_share_gain,
     share_of_rarest,
 )
 
@@ -94,7 +93,6 @@ def test_share_of_rarest_picks_the_rare_classes_of_the_pool():
     assert share_of_rarest(pool, pool, 2) == pytest.approx(0.10)
     sample = np.array([0, 1, 2, 3, 3])
     assert share_of_rarest(sample, pool, 1) == pytest.approx(0.4)
-    assert rare_share_gain(sample, pool, 1) == pytest.approx(0.4 / 0.03)
     assert share_of_rarest([], pool) == 0.0
     with pytest.raises(ValueError, match="n_rarest"):
         share_of_rarest(sample, pool, 5)

@@ -13,7 +13,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from omegaconf import OmegaConf
 
-from selfsup.config import TrainSchema, to_train_schema
+from selfsup.config import TrainConfig, to_train_config
 from selfsup.losses import DINOLoss, sinkhorn_knopp
 from selfsup.masking import batch_masks, stratified_mask_ratios
 from selfsup.meta_arch import SSLMetaArch
@@ -40,10 +40,10 @@ TINY_VIT = [
 ]
 
 
-def make_cfg(*overrides: str) -> TrainSchema:
-    cfg = OmegaConf.structured(TrainSchema)
+def make_cfg(*overrides: str) -> TrainConfig:
+    cfg = OmegaConf.structured(TrainConfig)
     cfg.merge_with_dotlist(["out=unused", *TINY_VIT, *overrides])
-    return to_train_schema(cfg)
+    return to_train_config(cfg)
 
 
 def random_batch(b: int = 4, n_local: int = 2, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -377,6 +377,6 @@ def test_resnet_backbone_trains_with_dino_and_koleo_and_exports(tmp_path):
 
 
 def test_resnet_cpu_model_config_composes(compose_config):
-    cfg = to_train_schema(compose_config("train", ["model=resnet_cpu", "ibot.loss_weight=0"]))
+    cfg = to_train_config(compose_config("train", ["model=resnet_cpu", "ibot.loss_weight=0"]))
     assert cfg.model.arch == "resnet" and cfg.model.resnet_channels == [16, 32, 64, 128]
     assert SSLMetaArch(cfg).student.backbone.embed_dim == 128

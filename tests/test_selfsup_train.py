@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 
 from curate.datasets.fashion_mnist import load_fashion_mnist
 from selfsup.augment import MultiCrop
-from selfsup.config import TrainSchema, to_eval_schema, to_train_schema
+from selfsup.config import TrainConfig, to_eval_config, to_train_config
 from selfsup.data import InfiniteBatchSampler, MultiCropDataset, collate_multicrop, open_image_set
 from selfsup.export import embed_images, load_backbone
 from selfsup.meta_arch import SSLMetaArch
@@ -48,10 +48,10 @@ def fmnist_npy(tmp_path_factory):
     return folder
 
 
-def tiny_cfg(out: Path, data: Path, *overrides: str) -> TrainSchema:
-    cfg = OmegaConf.structured(TrainSchema)
+def tiny_cfg(out: Path, data: Path, *overrides: str) -> TrainConfig:
+    cfg = OmegaConf.structured(TrainConfig)
     cfg.merge_with_dotlist([f"out={out}", "data.kind=npy", f"data.path={data / 'images.npy'}", *TINY, *overrides])
-    return to_train_schema(cfg)
+    return to_train_config(cfg)
 
 
 class SimulatedKill(BaseException):
@@ -63,7 +63,7 @@ def _records(out: Path) -> list[dict]:
 
 
 def test_loss_decreases_on_a_tiny_fashion_mnist_run(tmp_path):
-    cfg = OmegaConf.structured(TrainSchema)
+    cfg = OmegaConf.structured(TrainConfig)
     cfg.merge_with_dotlist(
         [
             f"out={tmp_path / 'run'}",
@@ -253,7 +253,7 @@ def _ddp_worker(rank: int, world: int, port: int, folder: str, cfg_dict: dict) -
 
     assert init_distributed(backend="gloo") == (rank, world)
     try:
-        cfg = to_train_schema(OmegaConf.create(cfg_dict))
+        cfg = to_train_config(OmegaConf.create(cfg_dict))
         torch.manual_seed(0)
         meta = SSLMetaArch(cfg)
         meta.wrap_ddp()
@@ -320,11 +320,11 @@ def test_ddp_two_gloo_ranks_match_one_process(tmp_path, fmnist_npy, free_port):
 
 # ---- configs ----------------------------------------------------------------------------------
 def test_train_and_eval_configs_compose_and_validate():
-    schema = to_train_schema(compose_config("train", ["train.iterations=5"]))
+    schema = to_train_config(compose_config("train", ["train.iterations=5"]))
     assert schema.train.iterations == 5 and schema.out == "runs/selfsup/fmnist_cpu"
     assert (schema.model.depth, schema.model.embed_dim, schema.model.patch_size) == (6, 192, 7)
-    assert to_train_schema(compose_config("train", ["model=vit_large"])).model.depth == 24
-    ev = to_eval_schema(compose_config("eval", ["name=abc"]))
+    assert to_train_config(compose_config("train", ["model=vit_large"])).model.depth == 24
+    ev = to_eval_config(compose_config("eval", ["name=abc"]))
     assert ev.backbone == "runs/selfsup/abc/backbone.pt" and ev.eval.knn_k == 20
 
 
@@ -345,23 +345,30 @@ def test_appended_unknown_key_is_refused_by_the_schema():
     """Hydra's ``+key=value`` may append to a struct config; the schema conversion still refuses it."""
     cfg = compose_config("train", ["+optim.momentum=0.9"])
     with pytest.raises(ValueError, match="optim.momentum"):
-        to_train_schema(cfg)
+        to_train_config(cfg)
 
 
 def test_validate_names_the_bad_field():
     for override, field in [
         ("crops.local_size=15", "crops.local_size"),
         ("model.num_heads=5", "model.num_heads"),
-        ("dino.centering=median", "dino.centering"),
         ("crops.mean=[0.5,0.5,0.5]", "crops.mean"),
         ("data.kind=text_lines", "data.kind"),
         ("+data.rooot=/x", "data"),
-        ("logger.wandb.mode=maybe", "logger.wandb.mode"),
     ]:
         with pytest.raises(ValueError, match=field):
-            to_train_schema(compose_config("train", [override]))
+            to_train_config(compose_config("train", [override]))
+    for override in ("dino.centering=median", "logger.wandb.mode=maybe", "optim.clip_grad_mode=globl"):
+        with pytest.raises(ConfigCompositionException, match=override.split("=")[0]):  # choices: Enums
+            compose_config("train", [override])
+    # a config built in code is checked against the same Enums
+    cfg = OmegaConf.structured(TrainConfig)
+    with pytest.raises(ValueError, match="ibot.mask_type: Invalid value 'square'"):
+        to_train_config(OmegaConf.merge(OmegaConf.to_container(cfg), {"ibot": {"mask_type": "square"}}))
+    clip = to_train_config(OmegaConf.create({"optim": {"clip_grad_mode": "global"}})).optim.clip_grad_mode
+    assert clip == "global"  # a member named "global" (a keyword) reads back
     with pytest.raises(ValueError, match="eval.val_fraction"):
-        to_eval_schema(compose_config("eval", ["eval.val_fraction=1.5"]))
+        to_eval_config(compose_config("eval", ["eval.val_fraction=1.5"]))
 
 
 # ---- the Hydra apps, in process ---------------------------------------------------------------

@@ -156,6 +156,7 @@ def test_plot_sweep_mean_over_seeds(tmp_path, load_script):
 
 
 def test_plot_sweep_figure_reads_by_factor_with_direction_and_reference(tmp_path, load_script, monkeypatch):
+    from curate.analysis import sweep
     from curate.datasets.toy import write_toy
     from curate.metrics import kl_to_uniform
 
@@ -180,8 +181,8 @@ def test_plot_sweep_figure_reads_by_factor_with_direction_and_reference(tmp_path
     assert 0.8 < raw < 1.1  # the toy's data row (~0.95)
     lines = [line.get_xdata()[0] for line in ax.get_lines() if line.get_linestyle() == "--"]
     assert lines == [pytest.approx(raw)]
-    assert plot_sweep.reference("rarest_share", [{"rarest_pool_share": 0.02}], None) == (
+    assert sweep.reference("rarest_share", [{"rarest_pool_share": 0.02}], None) == (
         0.02,
         "pool share (random sample)",
     )
-    assert plot_sweep.factor_label("cluster.resample_steps_override", "10") == "steps 10"
+    assert sweep.factor_label("cluster.resample_steps_override", "10") == "steps 10"

@@ -11,6 +11,9 @@ The analysis library behind ``python -m curate.report`` (the HTML page), ``pytho
 - :mod:`~curate.analysis.data`: loading a clustering, its input, labels and a sample once.
 - :mod:`~curate.analysis.plots` / :mod:`~curate.analysis.figures`: matplotlib panels and PNGs.
 - :mod:`~curate.analysis.features`: raw-pixel PCA; :mod:`~curate.analysis.machine`: machine facts.
+- :mod:`~curate.analysis.sweep`: a Hydra sweep's ``metrics.json`` files as a table and a figure.
+- :mod:`~curate.analysis.study`: one labelled embedding, curated vs random, its figure and notes.
+- :mod:`~curate.analysis.density`: centroid density vs data density in 1-D (Zador's exponent).
 
 Submodules import matplotlib and torch lazily; importing this package is cheap.
 """

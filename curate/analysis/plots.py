@@ -142,12 +142,12 @@ def plot_density_shares(ax: Any, result: dict[str, Any], title: str = "") -> Non
     ax.set_title(title, fontsize=10)
 
 
-def save_figure(fig: Any, path: Path, dpi: int = 90) -> None:
-    """Save a matplotlib figure atomically as PNG and close it."""
+def save_figure(fig: Any, path: Path, dpi: int = 90, tight: bool = False) -> None:
+    """Save a matplotlib figure atomically as PNG and close it (``tight``: crop to what is drawn)."""
     import matplotlib.pyplot as plt
 
     with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=dpi)
+        fig.savefig(tmp, dpi=dpi, bbox_inches="tight" if tight else None)
     plt.close(fig)
 
 

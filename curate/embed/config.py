@@ -13,8 +13,9 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
-from curate.conf import LoggerConf
+from curate.conf import LoggerConfig, choices, register_help
 
+EmbedDtype = choices("EmbedDtype", ("float32", "float16"), __name__)
 IMAGE_EXTENSIONS = [".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".ppm", ".pgm"]
 
 
@@ -231,10 +232,10 @@ class EmbedConfig:
     device: str = "auto"
     amp: bool = True
     normalize: bool = True
-    dtype: str = "float32"
+    dtype: EmbedDtype = EmbedDtype.float32
     overwrite: bool = False
     progress: bool = True
-    logger: LoggerConf = field(default_factory=LoggerConf)  # metrics.jsonl in the store (+ wandb)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)  # metrics.jsonl in the store (+ wandb)
 
 
 SOURCES: dict[str, type] = {
@@ -266,8 +267,6 @@ def validate(cfg: Any) -> None:
             raise ValueError(f"{key} must be >= 1, got {cfg[key]}")
     if cfg.num_workers is not None and cfg.num_workers < 0:
         raise ValueError(f"num_workers must be >= 0, got {cfg.num_workers}")
-    if cfg.dtype not in ("float32", "float16"):
-        raise ValueError(f"dtype must be float32 or float16, got {cfg.dtype!r}")
     if cfg.device != "auto" and cfg.device != "cpu" and not str(cfg.device).startswith("cuda"):
         raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {cfg.device!r}")
     if cfg.data.limit is not None and cfg.data.limit < 1:
@@ -299,6 +298,7 @@ def register_configs() -> None:
         cs.store(group="data", name=f"{kind}_schema", node=node)
     for kind, node in ENCODERS.items():
         cs.store(group="encoder", name=f"{kind}_schema", node=node)
+    register_help()
 
 
 register_configs()

@@ -161,7 +161,9 @@ def run_embed(cfg: DictConfig) -> dict:
 
     out.mkdir(parents=True, exist_ok=True)
     labels = source.labels()
-    writer = StoreWriter(out, meta=meta, dtype=cfg.dtype, ids_format=source.ids_format, label_names=source.label_names)
+    writer = StoreWriter(
+        out, meta=meta, dtype=str(cfg.dtype), ids_format=source.ids_format, label_names=source.label_names
+    )
     dataset = ItemDataset(source, encoder.transform)
     encoder.setup(lambda count, seed: _fit_batches(dataset, count, seed, cfg), out)
 

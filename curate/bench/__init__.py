@@ -1,0 +1,37 @@
+"""Benchmark support: what ``scripts/bench_kmeans.py`` and ``scripts/bench_dedup.py`` measure with.
+
+- :mod:`~curate.bench.measure`: the ``torch.mm`` rate probe, peak memory, wall / CPU time, worker
+  subprocesses with a thread limit, rows appended or rewritten as soon as they are measured, ratios
+  to a peer.
+- :mod:`~curate.bench.data`: synthetic inputs (clustered points written chunk by chunk, a pool with
+  near-duplicates).
+- :mod:`~curate.bench.kmeans`: the k-means workers (ours, faiss, sklearn), their runs and rows.
+- :mod:`~curate.bench.dedup`: the dedup peer (faiss all-pairs) and the multi-rank run.
+
+Importing this package does not import torch, faiss or sklearn.
+"""
+
+from curate.bench.data import near_duplicate_pool, write_clustered_npy
+from curate.bench.measure import (
+    RESULT_TAG,
+    PeakMemory,
+    add_ratios,
+    append_jsonl,
+    matmul_gflops,
+    run_module,
+    timed,
+    write_rows,
+)
+
+__all__ = [
+    "RESULT_TAG",
+    "PeakMemory",
+    "add_ratios",
+    "append_jsonl",
+    "matmul_gflops",
+    "near_duplicate_pool",
+    "run_module",
+    "timed",
+    "write_clustered_npy",
+    "write_rows",
+]

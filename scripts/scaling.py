@@ -65,7 +65,9 @@ class Config:
     memory_budget_mb: float = 4096.0  # KMeans(memory_budget_mb=...) on the GPU: sets the chunk
     storage_bytes: int = 4  # 4: float32 rows resident on the GPU, 2: storage_dtype="bfloat16"
     row_passes: int = 1  # reads of the rows per k-means++ step in the current engine (see FORMULAS)
-    init_max_points: int | None = None  # KMeans(init_max_points=...): k-means++ on a subset
+    # KMeans(init_max_points=...): k-means++ on a subset (configs/cluster/web_4level.yaml: 25.6M;
+    # docs/scaling.md is written with --init-max-points 25.6e6)
+    init_max_points: int | None = None
     init_points_per_cluster: float | None = None  # same, as a multiple of k (min of the two)
     # curate.hierarchy runs a level >= 2 sharded over its GPUs when its input has at least
     # shard_min_rows rows per GPU (HierarchicalKMeans(shard_min_rows=...)), replicated otherwise
@@ -75,6 +77,16 @@ class Config:
     # HierarchicalKMeans(split_memory_mb=...): the level-1 split holds the sub-centroids and float64
     # sums of at most this many MB of clusters at once; more run in batches, one shard pass each
     split_memory_mb: float = 4096.0
+    # init of the first k-means of each level (level 1, 2, ...): "k-means++" or "k-means||";
+    # the resampled runs always use k-means++ (the method's choice; their sample is only r x k rows)
+    # (chosen with this model: see docs/scaling.md, "Init of each level's first k-means")
+    inits: tuple[str, ...] = ("k-means++", "k-means++", "k-means++", "k-means++")
+    kpar_rounds: int = 5  # KMeans(init="k-means||"): oversampling rounds ...
+    kpar_oversampling: float = 2.0  # ... of l = oversampling x k candidates each
+    split_init: str = "k-means++"  # level-1 split: "k-means++" inside every cluster or "random" members
+    # HierarchicalKMeans(split_regroup=...): rows regrouped by cluster across ranks once (all-to-all),
+    # each rank splits its own clusters with no per-iteration communication; False: slot all-reduce
+    split_regroup: bool = True
     hw: Hardware = field(default_factory=Hardware)
 
     def validate(self) -> None:
@@ -87,6 +99,8 @@ class Config:
             raise ValueError(f"cluster counts must decrease level by level, got {ks}")
         if min(self.gpus) < 1:
             raise ValueError(f"gpus must be >= 1, got {self.gpus}")
+        if len(self.inits) != len(self.gpus) or set(self.inits) - {"k-means++", "k-means||"}:
+            raise ValueError(f"inits needs one of k-means++ / k-means|| per level, got {self.inits}")
         if self.n < ks[0]:
             raise ValueError(f"n={self.n} is below the number of level-1 leaves {ks[0]}")
 
@@ -118,6 +132,12 @@ R = per-GPU matmul rate (peak x efficiency), B_hbm / B_host / B_net = bandwidths
   temporary at every step: 1.76x slower on one CPU thread, docs/benchmarks.md).
   With `init_max_points` the subset stays spread over the W ranks: the pass shrinks, the step count
   and the collectives do not.
+- **k-means||** (`init="k-means||"`, Bahmani et al. 2012): R rounds, each one pass over the n_loc rows
+  scoring the ~l = oversampling x k rows drawn in the previous round (2 n_loc l d FLOPs, the (chunk, l)
+  distance block written and read back: 8 n_loc l bytes, an all-gather of the l d 4 bytes drawn);
+  then a weighted greedy k-means++ on the m = R l + 1 candidates, replicated on every rank (no
+  collectives): k steps of max(4 m d / B_hbm, 2 trials m d / R) + launch overhead. It replaces k
+  sequential passes over the shard by R; it pays when m << n_loc (k small against the level input).
 - **resampling step** (levels 2-4): sample S = the r_t members closest to each centroid,
   |S| <= r_t k_t; a fresh k-means++ on S, n_iter Lloyd iterations on S, then one assignment pass
   over the whole level input (2 n k d FLOPs, no all-reduce of sums). A level runs 1 full k-means
@@ -126,11 +146,19 @@ R = per-GPU matmul rate (peak x efficiency), B_hbm / B_host / B_net = bandwidths
   all k1 clusters at once, data-parallel by rows: each row is scored against the n_splits
   sub-centroids of its own cluster (`baddbmm` on the gathered `sub[parent]`, a (chunk, n_splits, d)
   block), FLOPs = 2 N n_splits d per iteration, but the gather moves 4 N n_splits d bytes, so it is
-  bandwidth-bound; init = random members (no k-means++); per iteration the k1 n_splits slot sums
+  bandwidth-bound; per iteration the k1 n_splits slot sums
   are all-reduced: 8 k1 n_splits d bytes; sub-centroids 4 k1 n_splits d + float64 sums
   8 k1 n_splits d, held on the device in B = ceil(k1 n_splits (12 d + 21) / split_memory) batches of
   clusters (each batch run to the end: one more read of the shard per iteration and batch; the
-  finished sub-centroids wait on the host)
+  finished sub-centroids wait on the host). Init (`split_init="k-means++"`): greedy k-means++ inside
+  every cluster, all clusters at once: n_splits steps, each one pass over the shard scoring each row
+  against its own cluster's t = 2 + ln n_splits candidates (a (chunk, t, d) gather: 4 n_loc t d bytes)
+  plus the candidates' fetch, an all-reduce of 4 k1 t d bytes, and the k1 t float64 trial sums;
+  run per batch of clusters (one more read of the shard per step and batch).
+  Regrouped (`split_regroup=True`, the default when distributed): ranks own contiguous ranges of
+  clusters balanced by rows; one all-to-all sends each row to its cluster's rank (4 n_loc d bytes per
+  rank), slots and distances return (12 n_loc), the leaf centroids are all-gathered (4 k1 n_splits d);
+  then no communication per iteration or init step, and a rank holds only its k1 / W clusters' slots
 - **upper levels** (2..T) run data-parallel over their W GPUs in `curate.hierarchy` when the
   level input has at least `shard_min_rows` (65,536) rows per GPU, replicated otherwise (every
   rank computes the same thing on the whole level input, no collectives): W_eff = 1
@@ -246,6 +274,61 @@ def kmeanspp(n: int, k: int, d: int, world: int, cfg: Config) -> dict[str, Any]:
     }
 
 
+def kmeans_parallel(n: int, k: int, d: int, world: int, cfg: Config) -> dict[str, Any]:
+    """k-means||: R oversampling passes over the rows, then a local weighted k-means++ on the
+    ~R l candidates (replicated: one GPU's speed, no collectives)."""
+    hw = cfg.hw
+    n_local = math.ceil(n / world)
+    ell = cfg.kpar_oversampling * k
+    m = int(min(n, cfg.kpar_rounds * ell + 1))
+    t_round = (
+        max(2.0 * n_local * ell * d / hw.rate, 4.0 * n_local * d / (hw.hbm_gbps * GB))
+        + 8.0 * n_local * ell / (hw.hbm_gbps * GB)
+        + ((world - 1) / max(world, 1)) * ell * d * 4.0 / (hw.net_gbps * GB)
+        + coll_latency_s(world, hw) * 3
+    )
+    trials = kpp_trials(k)
+    t_step = max(4.0 * m * d / (hw.hbm_gbps * GB), 2.0 * trials * m * d / hw.rate) + hw.step_overhead_us * 1e-6
+    return {
+        "rounds": cfg.kpar_rounds,
+        "l": ell,
+        "candidates": m,
+        "flops": cfg.kpar_rounds * 2.0 * n * ell * d + 2.0 * k * trials * m * d,
+        "t_round": t_round,
+        "t_rounds": cfg.kpar_rounds * t_round,
+        "t_local": k * t_step,
+        "candidate_bytes": 4.0 * m * d,
+        "t_total": cfg.kpar_rounds * t_round + k * t_step,
+    }
+
+
+def first_init(n: int, k: int, d: int, world: int, cfg: Config, init: str) -> dict[str, Any]:
+    """Cost of the first k-means' init of a level, in the shape of :func:`kmeanspp`'s record."""
+    pp = kmeanspp(n, k, d, world, cfg)
+    if init == "k-means++":
+        return {**pp, "init": init}
+    par = kmeans_parallel(n, k, d, world, cfg)
+    return {**pp, "init": init, "flops": par["flops"], "t_total": par["t_total"], "kpar": par}
+
+
+def split_init_cost(cfg: Config, n_local: int, world: int, batches: int, shard_bytes: float) -> float:
+    """Seconds of the level-1 split's in-cluster k-means++ (0 for random members). Regrouped, a
+    rank draws from its own clusters: no collectives (``world`` = 1 here)."""
+    if cfg.split_init != "k-means++":
+        return 0.0
+    hw, d, k1 = cfg.hw, cfg.d, cfg.level1_k
+    k_here = k1 if world > 1 else math.ceil(k1 / cfg.gpus[0])
+    t = kpp_trials(cfg.n_splits)
+    per_step = (
+        max(2.0 * n_local * t * d / hw.rate, 4.0 * n_local * t * d / (hw.hbm_gbps * GB))
+        + ring_allreduce_s(4.0 * k_here * t * d, world, hw)  # the candidates, fetched by an all-reduce
+        + ring_allreduce_s(8.0 * k_here * t * 2 + 8.0 * k_here * world, world, hw)  # trial sums, picks
+        + (batches - 1) * shard_bytes / (hw.hbm_gbps * GB)
+        + hw.step_overhead_us * 1e-6
+    )
+    return cfg.n_splits * per_step
+
+
 def compute(cfg: Config) -> dict[str, Any]:
     """Per-level costs of the whole hierarchy (times in seconds, sizes in bytes)."""
     cfg.validate()
@@ -254,24 +337,34 @@ def compute(cfg: Config) -> dict[str, Any]:
     # level 1: k-means with level1_k clusters on all N rows ...
     w1 = cfg.gpus[0]
     l1 = lloyd(cfg.n, cfg.level1_k, d, w1, cfg)
-    p1 = kmeanspp(cfg.n, cfg.level1_k, d, w1, cfg)
+    p1 = first_init(cfg.n, cfg.level1_k, d, w1, cfg, cfg.inits[0])
     # ... then every cluster split n_splits-way: one batched constrained Lloyd, data-parallel by rows
     leaves = cfg.level1_k * cfg.n_splits
     n1_local = math.ceil(cfg.n / w1)
     split_flops = it * 2.0 * cfg.n * cfg.n_splits * d
     gather_bytes = 4.0 * n1_local * cfg.n_splits * d  # sub[parent] materialised, per rank and iteration
-    split_ar_bytes = leaves * d * 8.0 + leaves * 8
-    batches = max(1, math.ceil(leaves * (12.0 * d + 21) / (cfg.split_memory_mb * 2**20)))
+    regroup = cfg.split_regroup and w1 > 1
+    split_ar_bytes = 0.0 if regroup else leaves * d * 8.0 + leaves * 8
+    own_leaves = math.ceil(cfg.level1_k / w1) * cfg.n_splits if regroup else leaves  # slots a rank holds
+    batches = max(1, math.ceil(own_leaves * (12.0 * d + 21) / (cfg.split_memory_mb * 2**20)))
     shard_bytes = float(n1_local * d * cfg.storage_bytes)
+    t_split_init = split_init_cost(cfg, n1_local, 1 if regroup else w1, batches, shard_bytes)
+    # regrouped: the shard's rows go to their cluster's rank once (all-to-all at the network rate),
+    # slots and distances come back (12 bytes a row), the leaf centroids are all-gathered
+    t_regroup = (
+        (4.0 * n1_local * d + 12.0 * n1_local + 4.0 * leaves * d * (w1 - 1) / w1) / (hw.net_gbps * GB)
+        if regroup
+        else 0.0
+    )
     t_split_iter = (
         max(2.0 * n1_local * cfg.n_splits * d / hw.rate, gather_bytes / (hw.hbm_gbps * GB))
         + ring_allreduce_s(split_ar_bytes, w1, hw)
-        + 3 * 8.0 * leaves * d / (hw.hbm_gbps * GB)
+        + 3 * 8.0 * own_leaves * d / (hw.hbm_gbps * GB)
         + (batches - 1) * shard_bytes / (hw.hbm_gbps * GB)  # each extra batch reads the shard again
     )
     split_mem = {
-        "sub_centroids": 4.0 * leaves * d / batches,
-        "sums_f64": (8.0 * leaves * d + 8.0 * leaves) / batches,
+        "sub_centroids": 4.0 * own_leaves * d / batches,
+        "sums_f64": (8.0 * own_leaves * d + 8.0 * own_leaves) / batches,
         "shard": shard_bytes,
         "gather_chunk": cfg.memory_budget_mb * 2**20,
     }
@@ -283,8 +376,11 @@ def compute(cfg: Config) -> dict[str, Any]:
         "gather_bytes_per_rank": gather_bytes,
         "allreduce_bytes": split_ar_bytes,
         "t_allreduce": ring_allreduce_s(split_ar_bytes, w1, hw),
+        "regroup": regroup,
+        "t_regroup": t_regroup,
         "t_iter": t_split_iter,
-        "t": (it + 1) * t_split_iter,
+        "t_init": t_split_init,
+        "t": (it + 1) * t_split_iter + t_split_init + t_regroup,
         "memory": split_mem,
         "fits": split_mem["total"] <= 0.9 * hw.gpu_mem_gb * GB,
         "leaves": leaves,
@@ -316,7 +412,7 @@ def compute(cfg: Config) -> dict[str, Any]:
         w = 1 if replicated else cfg.gpus[1 + j]
         m = cfg.resample_steps if r >= 1 else 0
         s = min(n_in, r * k)  # at most r members of each cluster
-        full, pp_full = lloyd(n_in, k, d, w, cfg), kmeanspp(n_in, k, d, w, cfg)
+        full, pp_full = lloyd(n_in, k, d, w, cfg), first_init(n_in, k, d, w, cfg, cfg.inits[1 + j])
         samp, pp_s = lloyd(s, k, d, w, cfg), kmeanspp(s, k, d, w, cfg)
         t_lloyd = it * full["t_iter"] + m * it * samp["t_iter"]
         t_kpp = pp_full["t_total"] + m * pp_s["t_total"]
@@ -511,14 +607,23 @@ def render(res: dict[str, Any], command: str) -> str:
             )
     head = ["level (run)", "rows", "k = steps", "trials", "FLOPs (= trials Lloyd iters)", "bytes/step/rank"]
     lines += _table(head + ["t/step (collectives)", "t/run", "runs", "total"], rows)
+    lines += ["", "### Init of each level's first k-means: k-means++ or k-means||", ""]
+    lines += init_choice_table(res)
     sp = l1["split"]
     lines += [
         "",
         f"Level-1 split (batched constrained Lloyd, {cfg['n_iter']} iterations + a final assignment): "
         f"{_f(sp['flops'])} in all, but each iteration gathers {_b(sp['gather_bytes_per_rank'])} of "
-        f"sub-centroids per rank and all-reduces {_b(sp['allreduce_bytes'])} of float64 slot sums "
-        f"({_t(sp['t_allreduce'])}): {_t(sp['t_iter'])} per iteration, in {sp['batches']} batch(es) of "
-        f"clusters (`split_memory_mb` = {cfg['split_memory_mb']:,.0f}). Memory per rank: sub-centroids "
+        f"sub-centroids per rank and "
+        + (
+            f"all-reduces nothing (rows regrouped by cluster once: {_t(sp['t_regroup'])} for the all-to-all "
+            "of the shard, the slots back and the all-gather of the leaf centroids)"
+            if sp["regroup"]
+            else f"all-reduces {_b(sp['allreduce_bytes'])} of float64 slot sums ({_t(sp['t_allreduce'])})"
+        )
+        + f": {_t(sp['t_iter'])} per iteration, in {sp['batches']} batch(es) of "
+        f"clusters (`split_memory_mb` = {cfg['split_memory_mb']:,.0f}); its {cfg['split_init']} init "
+        f"({cfg['n_splits']} steps): {_t(sp['t_init'])}. Memory per rank: sub-centroids "
         f"{_b(sp['memory']['sub_centroids'])} + float64 sums {_b(sp['memory']['sums_f64'])} + shard "
         f"{_b(sp['memory']['shard'])} = {_b(sp['memory']['total'])}: "
         f"{'fits' if sp['fits'] else '**does not fit**'} in {hw['gpu_mem_gb']:.0f} GB. The "
@@ -543,6 +648,36 @@ def render(res: dict[str, Any], command: str) -> str:
     return "\n".join(lines)
 
 
+def init_choice_table(res: dict[str, Any]) -> list[str]:
+    """Per level, the first k-means' init both ways, and which one the configuration uses."""
+    raw = res["config"]
+    cfg = Config(**{**raw, "hw": Hardware(**raw["hw"])})
+    cfg.levels, cfg.sample_r, cfg.gpus, cfg.inits = (
+        tuple(raw["levels"]),
+        tuple(raw["sample_r"]),
+        tuple(raw["gpus"]),
+        tuple(raw["inits"]),
+    )
+    rows = []
+    for lv, init in zip(res["levels"], cfg.inits):
+        n, k, w = lv["n_in"], lv["k"], lv["world"]
+        pp, par = kmeanspp(n, k, cfg.d, w, cfg), kmeans_parallel(n, k, cfg.d, w, cfg)
+        best = "k-means++" if pp["t_total"] <= par["t_total"] else "k-means||"
+        rows.append(
+            [
+                lv["name"],
+                f"{n:,}",
+                f"{k:,}",
+                f"{_t(pp['t_total'])} ({pp['n_init']:,} rows, {k:,} steps)",
+                f"{_t(par['t_rounds'])} + {_t(par['t_local'])} ({par['candidates']:,} candidates, "
+                f"{_b(par['candidate_bytes'])} per rank)",
+                f"**{init}**" + ("" if init == best else f" (model prefers {best})"),
+            ]
+        )
+    head = ["level", "input n", "k", "k-means++", f"k-means|| ({cfg.kpar_rounds} rounds + local k-means++)"]
+    return _table(head + ["configured (`inits`)"], rows)
+
+
 def breaks_first(res: dict[str, Any]) -> list[str]:
     """The bottlenecks, worst first, with their numbers."""
     cfg, hw = res["config"], res["config"]["hw"]
@@ -560,17 +695,30 @@ def breaks_first(res: dict[str, Any]) -> list[str]:
             f"{_b(mem['sums_f64'])} + the {_b(mem['shard'])} shard = {_b(mem['total'])} per rank against "
             f"{hw['gpu_mem_gb']:.0f} GB: lower `split_memory_mb`."
         )
-    out.append(
-        f"{len(out) + 1}. **The level-1 split's slot sums.** {sp['leaves']:,} slots: "
-        f"{_b(sp['leaf_centroid_bytes'])} of sub-centroids (on the host between batches) and a "
-        f"{_b(sp['allreduce_bytes'])} all-reduce per iteration ({_t(sp['t_allreduce'])}, "
-        f"{sp['t_allreduce'] / sp['t_iter']:.0%} of a split iteration). In {sp['batches']} batches the device "
-        f"holds {_b(mem['sub_centroids'] + mem['sums_f64'])} ({_b(mem['total'])} with the shard), at the "
-        f"price of {sp['batches'] - 1} extra reads of the shard per iteration. Regrouping the rows by "
-        f"cluster once (an all-to-all of {_b(shuffle)}, "
-        f"{_t(shuffle / lv1['gpus'] / (hw['net_gbps'] * GB))} at the network rate) would let each rank "
-        "split whole clusters with no all-reduce."
-    )
+    if sp["regroup"]:
+        out.append(
+            f"{len(out) + 1}. **The level-1 split's exchange.** Regrouped by cluster "
+            "(`HierarchicalKMeans(split_regroup=True)`, the default), a rank splits its own "
+            f"{math.ceil(cfg['level1_k'] / lv1['gpus']):,} clusters with no communication per iteration; the "
+            f"price is one all-to-all of the shard ({_b(shuffle)} in all) plus the slots back and the "
+            f"all-gather of the {_b(sp['leaf_centroid_bytes'])} of leaf centroids: {_t(sp['t_regroup'])} once, "
+            f"against {_t(ring_allreduce_s(8.0 * sp['leaves'] * (cfg['d'] + 1), lv1['gpus'], Hardware(**hw)))} "
+            f"of slot all-reduce per iteration ({cfg['n_iter'] + 1} iterations) with `split_regroup=False`. "
+            "The regrouped rows are held in host memory, and ranks are balanced by rows, not by work: a "
+            "cluster larger than N / W rows leaves its rank the long pole."
+        )
+    else:
+        out.append(
+            f"{len(out) + 1}. **The level-1 split's slot sums.** {sp['leaves']:,} slots: "
+            f"{_b(sp['leaf_centroid_bytes'])} of sub-centroids (on the host between batches) and a "
+            f"{_b(sp['allreduce_bytes'])} all-reduce per iteration ({_t(sp['t_allreduce'])}, "
+            f"{sp['t_allreduce'] / sp['t_iter']:.0%} of a split iteration). In {sp['batches']} batches the device "
+            f"holds {_b(mem['sub_centroids'] + mem['sums_f64'])} ({_b(mem['total'])} with the shard), at the "
+            f"price of {sp['batches'] - 1} extra reads of the shard per iteration. Regrouping the rows by "
+            f"cluster once (an all-to-all of {_b(shuffle)}, "
+            f"{_t(shuffle / lv1['gpus'] / (hw['net_gbps'] * GB))} at the network rate, `split_regroup=True`) lets "
+            "each rank split whole clusters with no all-reduce."
+        )
     if cfg["upper_replicated"]:
         pp2 = lv2["kpp"]
         m2r = ll2["memory_resident"]
@@ -595,8 +743,9 @@ def breaks_first(res: dict[str, Any]) -> list[str]:
         f"{_t(lv1['t_lloyd'])} for all {cfg['n_iter']} Lloyd iterations. In FLOPs it is only "
         f"{p1['trials']} Lloyd iterations; the time is the {p1['k']:,} memory-bound steps. Remedies: "
         "`init_max_points` (the pass shrinks with the subset, the step count does not), k-means|| "
-        "(O(log n) rounds instead of k steps), or random init for the resampled runs. The variant below "
-        "quantifies the first.",
+        '(`init="k-means||"`: a few passes instead of k, but k sequential steps of a local k-means++ '
+        "on ~R l candidates remain; the init table above says where it pays), or random init for the "
+        "resampled runs. The variant below quantifies the first.",
     ]
     out += [
         f"{len(out) + 1}. **All-reduce volume.** Level 1: {_b(ll1['allreduce_bytes'])} of float64 sums per "
@@ -714,6 +863,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="levels >= 2 replicated on their GPUs (default: sharded when >= 65,536 rows per GPU)",
     )
+    p.add_argument(
+        "--inits",
+        default=",".join(cfg.inits),
+        help="init of each level's first k-means: k-means++ or k-means|| (resampled runs: k-means++)",
+    )
+    p.add_argument("--kpar-rounds", type=int, default=cfg.kpar_rounds, help="k-means|| rounds")
+    p.add_argument("--split-init", default=cfg.split_init, choices=("k-means++", "random"))
+    p.add_argument(
+        "--split-allreduce", action="store_true", help="level-1 split with slot all-reduce (split_regroup=False)"
+    )
     p.add_argument("--out", type=Path, default=None, help="also write the markdown here")
     return p.parse_args(argv)
 
@@ -737,6 +896,10 @@ def config_from_args(a: argparse.Namespace) -> Config:
         init_points_per_cluster=a.init_points_per_cluster,
         upper_replicated=a.replicated_upper,
         split_memory_mb=a.split_memory_mb,
+        inits=tuple(v for v in a.inits.split(",") if v),
+        kpar_rounds=a.kpar_rounds,
+        split_init=a.split_init,
+        split_regroup=not a.split_allreduce,
         hw=Hardware(**{name: getattr(a, name) for name in hw_fields}),
     )
 

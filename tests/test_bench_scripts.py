@@ -119,14 +119,16 @@ def test_scaling_formulas(scaling):
     hw = cfg.hw
     expected = 2 * 127 / 128 * (k * d * 8 + k * 8) / (hw.net_gbps * 1e9)
     assert lv1["lloyd"]["t_allreduce"] == pytest.approx(expected, rel=0.01)
-    # the batched level-1 split keeps k1 * n_splits float64 slot sums on every rank
+    # the batched level-1 split keeps k1 * n_splits float64 slot sums on every rank (when its rows
+    # are not regrouped by cluster: then there is no all-reduce, tests/test_init.py)
+    lv1 = scaling.compute(scaling.Config(split_regroup=False))["levels"][0]
     leaves = cfg.level1_k * cfg.n_splits
     assert lv1["split"]["allreduce_bytes"] == leaves * d * 8 + leaves * 8
     batches = lv1["split"]["batches"]  # of clusters, each holding at most split_memory_mb
     assert batches == math.ceil(leaves * (12 * d + 21) / (cfg.split_memory_mb * 2**20)) > 1
     assert lv1["split"]["memory"]["sums_f64"] * batches == pytest.approx(8 * leaves * d + 8 * leaves)
     assert lv1["split"]["fits"]
-    one = scaling.compute(scaling.Config(split_memory_mb=1e9))["levels"][0]["split"]
+    one = scaling.compute(scaling.Config(split_memory_mb=1e9, split_regroup=False))["levels"][0]["split"]
     assert one["batches"] == 1 and not one["fits"] and one["t_iter"] < lv1["split"]["t_iter"]
     # an upper level runs sharded when it has >= shard_min_rows rows per GPU (level 2: 10M / 16),
     # replicated otherwise (level 3: 500k / 8 < 65,536) or on request

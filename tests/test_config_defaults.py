@@ -120,7 +120,7 @@ def test_cluster_runs_on_a_path_without_clearing_the_toy(tmp_path, cli, blobs):
     "stage, override, options",
     [
         ("curate.cluster", "cluster.distance=cosinee", "l2, cosine"),
-        ("curate.cluster", "cluster.init=kmeans++", "k-means++, random"),
+        ("curate.cluster", "cluster.init=kmeans++", "k-means++, k-means||, random"),
         ("curate.sample", "strategy=closer", "random, closest, farthest"),
         ("curate.dedup", "backend=fais", "torch, faiss"),
         ("selfsup.train", "dino.centering=sinkhorn", "center, sinkhorn_knopp"),
@@ -138,7 +138,7 @@ def test_a_wrong_choice_fails_at_composition(tmp_path, cli, stage, override, opt
 def test_help_lists_the_choices(cli):
     text = cli("-m", "curate.cluster", "--help").stdout
     assert "== Choices ==" in text
-    assert "cluster.distance: l2 | cosine" in text and "cluster.init: k-means++ | random" in text
+    assert "cluster.distance: l2 | cosine" in text and "cluster.init: k-means++ | k-means|| | random" in text
     assert "input.toy: toy_2d | rings_2d" in text and "logger.wandb.mode: disabled | offline | online" in text
     train = cli("-m", "selfsup.train", "--help").stdout
     assert "dino.centering: center | sinkhorn_knopp" in train and "ibot.mask_type: block | random" in train

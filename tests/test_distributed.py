@@ -51,8 +51,9 @@ def run_two_ranks(tmp_path, x: np.ndarray, kwargs: dict, split: int, port: int):
         dict(k=24, n_iter=8, seed=3),
         dict(k=24, n_iter=8, seed=3, init="random", distance="cosine"),
         dict(k=24, n_iter=4, seed=1, init_max_points=900),
+        dict(k=24, n_iter=4, seed=2, init="k-means||"),
     ],
-    ids=["kmeans++-l2", "random-cosine", "init-subset"],
+    ids=["kmeans++-l2", "random-cosine", "init-subset", "kmeans||"],
 )
 def test_world_size_two_equals_one(tmp_path, blobs, kwargs, free_port):
     single = KMeans(**kwargs).fit(blobs)
@@ -151,17 +152,22 @@ def _hierarchy_worker(
 )
 @pytest.mark.parametrize(
     "options",
-    [{}, {"shard_min_rows": 1, "split_memory_mb": 1e-3}],  # 1e-3 MB: the split runs in cluster batches
-    ids=["upper-replicated", "upper-sharded-split-batched"],
+    # 1e-3 MB: the split runs in cluster batches; split_regroup=False: slot sums all-reduced instead
+    [{}, {"shard_min_rows": 1, "split_memory_mb": 1e-3}, {"split_regroup": False, "split_memory_mb": 1e-3}],
+    ids=["upper-replicated", "upper-sharded-split-batched", "split-allreduce"],
 )
 def test_hierarchy_world_size_two_equals_one(tmp_path, blobs, levels, options, free_port):
     from curate.hierarchy import HierarchicalKMeans
 
+    if "split_regroup" in options and all(level.get("n_splits", 1) == 1 for level in levels):
+        pytest.skip("no split level")
     data = tmp_path / "x.npy"
     np.save(data, blobs)
     single = HierarchicalKMeans(levels, n_iter=5, seed=2).fit(blobs)
     mp.spawn(_hierarchy_worker, args=(2, free_port, str(data), str(tmp_path / "h"), levels, options), nprocs=2)
     double = HierarchicalKMeans.load(tmp_path / "h")
+    if "split" in double.levels_[0].stats:  # regrouped by cluster (all-to-all) unless told otherwise
+        assert double.levels_[0].stats["split"].get("regrouped", False) == options.get("split_regroup", True)
     for a, b in zip(single.levels_, double.levels_):
         np.testing.assert_allclose(a.centroids, b.centroids, rtol=1e-5, atol=1e-5)
         np.testing.assert_array_equal(a.assign, b.assign)

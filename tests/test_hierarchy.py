@@ -264,3 +264,94 @@ def test_sample_before_fit():
 def test_cosine_hierarchy(blobs):
     hkm = HierarchicalKMeans([dict(k=20), dict(k=4)], n_iter=5, distance="cosine").fit(blobs)
     torch.testing.assert_close(torch.from_numpy(hkm.levels_[0].centroids).norm(dim=1), torch.ones(20))
+
+
+# -- the level-1 split's initialisation -----------------------------------------------------
+def _split_rows(x: np.ndarray):
+    from curate.kmeans.shard import LocalRows
+    from curate.kmeans.source import RowSource
+
+    rows = LocalRows(RowSource(torch.from_numpy(x)), torch.device("cpu"), 500, cosine=False, cache_bytes=1 << 40)
+    rows.scan()
+    return rows
+
+
+def _reference_kmeanspp_in_cluster(x: np.ndarray, s: int, u: list[np.ndarray]) -> np.ndarray:
+    """Greedy k-means++ on the rows of one cluster in float64, with the given uniforms per step."""
+    x = x.astype(np.float64)
+    pot = np.ones(len(x))
+    chosen = []
+    for j in range(s):
+        if pot.sum() <= 0:
+            break
+        cum = np.cumsum(pot)
+        cand = np.minimum(np.searchsorted(cum, u[j] * cum[-1], side="right"), len(x) - 1)
+        d2 = ((x[:, None, :] - x[cand][None]) ** 2).sum(2)
+        trial = d2 if j == 0 else np.minimum(pot[:, None], d2)
+        best = int(trial.sum(0).argmin())
+        chosen.append(int(cand[best]))
+        pot = trial[:, best]
+    return np.array(chosen)
+
+
+@pytest.mark.parametrize("d", [3, 20], ids=["direct", "matmul"])
+def test_split_kmeanspp_init_matches_a_per_cluster_reference(d):
+    import math
+
+    from curate.hierarchy.split import _mixed_seed, split_clusters
+
+    rng = np.random.default_rng(d)
+    k, s, seed = 5, 4, 11
+    parent = rng.integers(0, k, 400)
+    parent[:3] = 4  # cluster 4 keeps 3 members only: 3 slots filled, 1 unused
+    parent[3:][parent[3:] == 4] = 0
+    x = (rng.normal(size=(400, d)) + 3 * parent[:, None]).astype(np.float32)
+    rows = _split_rows(x)
+    sub, _, _, stats = split_clusters(rows, torch.from_numpy(parent), parent, k, s, 0, seed)
+    xc = x - x.mean(0)
+    t = 2 + int(math.log(s))
+    u = [
+        torch.rand(
+            k, 1 if j == 0 else t, generator=torch.Generator().manual_seed(_mixed_seed(seed, j)), dtype=torch.float64
+        ).numpy()
+        for j in range(s)
+    ]
+    for c in range(k):
+        members = np.flatnonzero(parent == c)
+        ref = members[_reference_kmeanspp_in_cluster(xc[members], s, [u[j][c] for j in range(s)])]
+        got = sub[c * s : (c + 1) * s]
+        used = ~np.isnan(got[:, 0])
+        np.testing.assert_allclose(got[used], xc[ref], atol=1e-5)
+    assert stats["seeded_slots"] == 4 * s + 3 and stats["init"] == "k-means++"
+
+
+def test_split_kmeanspp_init_beats_random_members():
+    x = small_toy(3000, seed=1)
+    inertia = {}
+    for init in ("k-means++", "random"):
+        vals = []
+        for seed in range(3):
+            hkm = HierarchicalKMeans([dict(k=8, n_splits=12), dict(k=10)], n_iter=0, seed=seed, init=init).fit(x)
+            vals.append(float(hkm.levels_[0].dist.sum()))
+        inertia[init] = np.mean(vals)
+    assert inertia["k-means++"] < 0.85 * inertia["random"]
+
+
+def test_split_reseeds_empty_slots_from_the_farthest_members():
+    from curate.hierarchy.split import split_clusters
+
+    rng = np.random.default_rng(0)
+    # every cluster: 60 copies of one point (random members: several slots on the same point,
+    # all but the first left empty) and 20 scattered points far away
+    blocks = []
+    for _ in range(4):
+        centre = rng.normal(scale=20.0, size=6)
+        blocks.append(np.concatenate([np.repeat(centre[None], 60, 0), centre + 5 * rng.normal(size=(20, 6))]))
+    x = np.concatenate(blocks).astype(np.float32)
+    parent = np.repeat(np.arange(4), 80)
+    rows = _split_rows(x)
+    sub, slot, sq, stats = split_clusters(rows, torch.from_numpy(parent), parent, 4, 5, 5, 3, init="random")
+    assert stats["empty_reseeded"] > 0 and stats["empty_after_lloyd"] == 0
+    sizes = np.bincount(slot.numpy(), minlength=20)
+    assert (sizes[~np.isnan(sub[:, 0])] > 0).all()
+    assert (slot.numpy() // 5 == parent).all()

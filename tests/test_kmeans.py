@@ -122,7 +122,7 @@ def test_tol_stops_early(blobs):
 
 
 # -- determinism ----------------------------------------------------------------------------
-@pytest.mark.parametrize("init", ["k-means++", "random"])
+@pytest.mark.parametrize("init", ["k-means++", "k-means||", "random"])
 def test_same_seed_same_result_and_centroids_from_data(init, blobs):
     a = KMeans(k=20, n_iter=0, seed=7, init=init).fit(blobs)
     b = KMeans(k=20, n_iter=0, seed=7, init=init).fit(blobs)

@@ -31,7 +31,7 @@ import torch
 
 from curate import dist
 from curate.hierarchy.levels import Level, LevelSpec, validate_levels
-from curate.hierarchy.split import split_clusters
+from curate.hierarchy.split import split_clusters, split_clusters_regrouped
 from curate.io.atomic import atomic_write_json
 from curate.io.shards import rank_rows
 from curate.kmeans import KMeans, RowSource
@@ -98,6 +98,10 @@ class HierarchicalKMeans:
             record plus ``level`` and ``run`` (0: the full run, ``m``: resampling step ``m``).
         init_cache_mb: passed to :class:`KMeans` (k-means++ of a streamed shard in memory).
         allow_tf32: TF32 float32 matmuls on CUDA, for every k-means and the split alike.
+        split_regroup: distributed level-1 split: regroup the rows by cluster across ranks once
+            (all-to-all) and split each rank's clusters alone, with no communication per
+            iteration (the prepared rows are then held in host memory); False: every rank splits
+            its own rows and the slot sums are all-reduced every iteration. Same result.
     """
 
     def __init__(
@@ -118,6 +122,7 @@ class HierarchicalKMeans:
         on_iteration: Callable[[dict[str, Any]], None] | None = None,
         init_cache_mb: float = 0.0,
         allow_tf32: bool = True,
+        split_regroup: bool = True,
     ) -> None:
         self.specs = [LevelSpec.of(spec) for spec in levels]
         validate_levels(self.specs)
@@ -136,6 +141,7 @@ class HierarchicalKMeans:
         self.split_memory_mb = float(split_memory_mb)
         self.on_iteration = on_iteration
         self.init_cache_mb = float(init_cache_mb)
+        self.split_regroup = bool(split_regroup)
         self._sharded: set[int] = set()  # the levels of this fit that run sharded
         self.levels_: list[Level] = []
         self.n_items_: int = 0
@@ -273,8 +279,9 @@ class HierarchicalKMeans:
             cache_bytes=int(resolve_memory_mb(self.device, self.memory_budget_mb, None)[1] * 2**20),
         )
         rows.scan()
+        split = split_clusters_regrouped if sharded and dist.is_distributed() and self.split_regroup else split_clusters
         with matmul_precision(self.device, self.allow_tf32):  # the batched matmul, like KMeans'
-            sub, slot_local, sq_local, stats = split_clusters(
+            sub, slot_local, sq_local, stats = split(
                 rows,
                 km.labels_,
                 labels,
@@ -284,6 +291,7 @@ class HierarchicalKMeans:
                 self._seed(t, 1_000_000),
                 self.memory_budget_mb,
                 self.split_memory_mb,
+                init="random" if self.init == "random" else "k-means++",
             )
         if self.distance != "cosine":
             sub = sub + rows.shift.cpu().numpy()

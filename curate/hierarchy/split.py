@@ -3,9 +3,12 @@
 The paper reaches ~10M level-1 clusters as 100k clusters split 100-way by an in-cluster k-means.
 Here the in-cluster k-means of *all* clusters runs as one batched, constrained Lloyd: a row is
 compared only with the ``n_splits`` sub-centroids of its own cluster (a gather + batched matmul),
-sums go to ``k * n_splits`` slots with ``index_add_``. Every rank processes its own shard and
-only the slot sums and counts are all-reduced, so the work follows the data (balanced by rows,
-whatever the cluster sizes) and no Python loop runs over clusters.
+sums go to ``k * n_splits`` slots with ``index_add_``; no Python loop runs over clusters. The
+sub-centroids start from a greedy k-means++ inside every cluster, also batched over all clusters
+(or from random members). Distributed, either every rank processes its own shard and the slot
+sums and counts are all-reduced every iteration (:func:`split_clusters`), or the rows are first
+regrouped by cluster across ranks with one all-to-all and each rank splits its own clusters with
+no further communication (:func:`split_clusters_regrouped`); both give the single-process result.
 
 Clusters are independent, so when the sub-centroids and float64 sums of all slots exceed
 ``memory_mb`` they are split in batches of clusters, each run to the end before the next (one
@@ -15,12 +18,17 @@ holds one batch, the host the finished sub-centroids, and the result is the same
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
 from curate import dist
-from curate.kmeans.kernels import normalize_rows
+from curate.kmeans.kernels import _CANCELLATION_RTOL, _DIRECT_MAX_D, accumulate_, normalize_rows, row_sqnorms
 from curate.kmeans.shard import LocalRows
+from curate.kmeans.source import RowSource
+
+SPLIT_INITS = ("k-means++", "random")
 
 
 def pick_split_seeds(
@@ -45,6 +53,183 @@ def pick_split_seeds(
     chosen = rank_in_cluster < n_splits
     rows = order[chosen]
     return rows.astype(np.int64), (assign[rows] * n_splits + rank_in_cluster[chosen]).astype(np.int64)
+
+
+def _mixed_seed(*keys: int) -> int:
+    return int(np.random.SeedSequence(list(keys)).generate_state(1, np.uint64)[0] >> 1)
+
+
+def _batch_rows(rows: LocalRows, parent_local: torch.Tensor, lo: int, hi: int, whole: bool, chunk: int):
+    """Yield ``(at, x, p)``: local row indices ``(m,)``, prepared rows ``(m, d)`` and their
+    cluster within the batch ``(m,)``, for the rows of clusters ``[lo, hi)``, ``chunk`` at a time."""
+    device = rows.device
+    for first, block in rows.chunks():
+        for offset in range(0, len(block), chunk):
+            x = block[offset : offset + chunk]
+            at = torch.arange(first + offset, first + offset + len(x), device=device)
+            parent = parent_local[at]
+            if not whole:  # only the rows of this batch's clusters
+                mine = (parent >= lo) & (parent < hi)
+                x, at, parent = x[mine], at[mine], parent[mine]
+            yield at, x, parent - lo
+
+
+def _member_sq_dists(x: torch.Tensor, cand: torch.Tensor) -> torch.Tensor:
+    """``(m, t)`` squared distances of rows ``x: (m, d)`` to their own candidates
+    ``cand: (m, t, d)``; exact for duplicates (the expansion's small entries are recomputed)."""
+    if x.shape[1] <= _DIRECT_MAX_D:
+        return (cand - x.unsqueeze(1)).square_().sum(dim=2)
+    x_sq = row_sqnorms(x).unsqueeze(1)
+    c_sq = cand.square().sum(dim=2)
+    d2 = torch.baddbmm((x_sq + c_sq).unsqueeze(2), cand, x.unsqueeze(2), alpha=-2.0).squeeze(2).clamp_min_(0.0)
+    small = (d2 <= _CANCELLATION_RTOL * (x_sq + c_sq)).nonzero(as_tuple=True)
+    if len(small[0]):
+        d2[small] = (cand[small] - x[small[0]]).square().sum(dim=1)
+    return d2
+
+
+def _segment_sample(
+    rows: LocalRows, pot: torch.Tensor, order: torch.Tensor, p_sorted: torch.Tensor, m: int, u: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """In every cluster, rows drawn with probability proportional to ``pot`` among its members.
+
+    Like the flat k-means++ draw, in two stages so that no row-length vector crosses ranks: the
+    rank by its share of the cluster's potential, then the row in that rank's cumulative
+    potential of the cluster.
+
+    Args:
+        rows: this rank's shard; pot: ``(n_local,)`` potential.
+        order: ``(b,)`` local indices of the batch's rows, sorted by cluster; p_sorted: ``(b,)``
+            their cluster within the batch.
+        m: clusters in the batch; u: ``(m, t)`` float64 uniforms, the same on every rank.
+
+    Returns:
+        ``(m, t)`` int64 global row indices (0 where the cluster has no potential) and the
+        ``(m,)`` float64 total potential of every cluster.
+    """
+    device = pot.device
+    pot_sorted = pot[order].double()
+    local_total = torch.zeros(m, dtype=torch.float64, device=device).index_add_(0, p_sorted, pot_sorted)
+    counts = torch.bincount(p_sorted, minlength=m)
+    ends = torch.cumsum(counts, 0)
+    starts = ends - counts
+    cum = torch.cumsum(pot_sorted, 0)
+    base = cum[(starts - 1).clamp_min(0)] * (starts > 0) if len(cum) else torch.zeros(m, dtype=torch.float64)
+    rank_cum = torch.cumsum(dist.all_gather_stack(local_total.cpu()), dim=0).to(device)  # (world, m)
+    total = rank_cum[-1]
+    target = u.to(device) * total.unsqueeze(1)
+    owner = (target.unsqueeze(0) >= rank_cum.unsqueeze(2)).sum(0).clamp_(max=len(rank_cum) - 1)
+    before = rank_cum[rows.rank - 1] if rows.rank > 0 else torch.zeros_like(total)
+    mine = (owner == rows.rank) & (counts > 0).unsqueeze(1)
+    picked = torch.zeros(u.shape, dtype=torch.int64, device=device)  # global index + 1, 0 elsewhere
+    if len(cum):
+        local = target - before.unsqueeze(1) + base.unsqueeze(1)
+        pos = torch.searchsorted(cum, local.contiguous(), right=True)
+        pos = torch.minimum(torch.maximum(pos, starts.unsqueeze(1)), (ends - 1).clamp_min(0).unsqueeze(1))
+        picked = torch.where(mine, order[pos] + rows.offset + 1, picked)
+    return (dist.all_reduce_sum_(picked.cpu()) - 1).clamp_min_(0), total
+
+
+def _kmeanspp_in_clusters(
+    rows: LocalRows,
+    parent_local: torch.Tensor,
+    clusters: tuple[int, int, bool],
+    n_splits: int,
+    seed: int,
+    chunk: int,
+    first_id: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Greedy k-means++ inside every cluster of the batch, all clusters at once.
+
+    Step ``j`` draws ``2 + ln n_splits`` candidates per cluster (one, uniformly, at the first
+    step) from its members by their potential, scores each row against its own cluster's
+    candidates only and keeps, per cluster, the one that lowers the cluster's potential most:
+    ``n_splits`` passes over the batch's rows. A cluster with fewer distinct members than
+    ``n_splits`` fills only as many slots. The draws of cluster ``c`` (global id ``first_id + c``)
+    at step ``j`` come from a generator seeded by ``(seed, j)``, so they do not depend on the
+    batching or the ranks.
+
+    Returns:
+        ``sub ((hi - lo) * n_splits, d)`` float32 and ``used ((hi - lo) * n_splits,)`` bool.
+    """
+    lo, hi, whole = clusters
+    m, d, device = hi - lo, rows.d, rows.device
+    s, t = n_splits, 2 + int(math.log(n_splits))
+    sub = torch.zeros(m, s, d, dtype=torch.float32, device=device)
+    used = torch.zeros(m, s, dtype=torch.bool, device=device)
+    if whole:
+        batch_at = torch.arange(rows.n, device=device)
+    else:
+        batch_at = ((parent_local >= lo) & (parent_local < hi)).nonzero().squeeze(1)
+    p_batch = parent_local[batch_at] - lo
+    sort = torch.argsort(p_batch, stable=True)
+    order, p_sorted = batch_at[sort], p_batch[sort]
+    pot = torch.ones(rows.n, dtype=torch.float32, device=device)
+    for j in range(s):
+        tj = 1 if j == 0 else t
+        gen = torch.Generator().manual_seed(_mixed_seed(seed, j))
+        u = torch.rand(first_id + hi, tj, generator=gen, dtype=torch.float64)[first_id + lo :]
+        picked, total = _segment_sample(rows, pot, order, p_sorted, m, u)
+        cand = rows.fetch_global(picked.flatten()).view(m, tj, d)
+        sums = torch.zeros(m, tj, dtype=torch.float64, device=device)
+        trial = torch.empty(rows.n, tj, dtype=torch.float32, device=device)
+        for at, x, p in _batch_rows(rows, parent_local, lo, hi, whole, chunk):
+            d2 = _member_sq_dists(x, cand[p])
+            if j > 0:
+                d2 = torch.minimum(d2, pot[at].unsqueeze(1))
+            trial[at] = d2
+            sums.index_add_(0, p, d2.double())
+        best = torch.argmin(dist.all_reduce_sum_(sums), dim=1)  # (m,)
+        pot[batch_at] = trial[batch_at].gather(1, best[p_batch].unsqueeze(1)).squeeze(1)
+        valid = total > 0
+        sub[:, j] = cand[torch.arange(m, device=device), best]
+        used[:, j] = valid
+    return sub.view(m * s, d), used.view(m * s)
+
+
+def _reseed_slots(
+    rows: LocalRows,
+    parent_local: torch.Tensor,
+    clusters: tuple[int, int, bool],
+    sq: torch.Tensor,
+    empty: torch.Tensor,
+    n_splits: int,
+    chunk: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows for the empty slots ``empty: (e,)`` (slot ids within the batch): the members of the
+    slot's cluster farthest from their sub-centroid, as the flat engine re-seeds. Ties by global
+    row index, so every world size picks the same rows.
+
+    Returns:
+        the slots that got a row ``(e',)`` and those rows ``(e', d)``.
+    """
+    lo, hi, whole = clusters
+    device = rows.device
+    need = torch.bincount(empty // n_splits, minlength=hi - lo)
+    at = (need[(parent_local - lo).clamp(0, hi - lo - 1)] > 0) & (parent_local >= lo) & (parent_local < hi)
+    at = at.nonzero().squeeze(1)
+    local = torch.stack([parent_local[at] - lo, at + rows.offset], 1)  # (cluster, global row)
+    table = dist.all_gather_rows(torch.cat([local.double(), sq[at].double().unsqueeze(1)], 1).cpu())
+    cluster, row, dist2 = table[:, 0].long(), table[:, 1].long(), table[:, 2]
+    order = torch.argsort(row, stable=True)
+    order = order[torch.argsort(-dist2[order], stable=True)]
+    order = order[torch.argsort(cluster[order], stable=True)]
+    cluster, row = cluster[order], row[order]
+    counts = torch.bincount(cluster, minlength=hi - lo)
+    rank = torch.arange(len(cluster)) - (torch.cumsum(counts, 0) - counts)[cluster]
+    take = rank < need.cpu()[cluster]
+    cluster, row, rank = cluster[take], row[take], rank[take]
+    # the empty slots of every cluster in increasing order, matched to its rows by rank
+    empty = empty.sort().values.cpu()
+    e_cluster = empty // n_splits
+    e_counts = torch.bincount(e_cluster, minlength=hi - lo)
+    e_rank = torch.arange(len(empty)) - (torch.cumsum(e_counts, 0) - e_counts)[e_cluster]
+    key_slots = e_cluster * (n_splits + 1) + e_rank
+    key_rows = cluster * (n_splits + 1) + rank
+    filled = torch.isin(key_slots, key_rows)
+    slots = empty[filled]
+    pos = torch.searchsorted(key_rows, key_slots[filled])
+    return slots.to(device), rows.fetch_global(row[pos])
 
 
 def _constrained_assign(
@@ -76,45 +261,65 @@ def split_clusters(
     seed: int,
     memory_budget_mb: float = 256.0,
     memory_mb: float = 4096.0,
+    init: str = "k-means++",
+    first_id: int = 0,
+    seeds: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, torch.Tensor, torch.Tensor, dict]:
-    """Batched in-cluster k-means (random-member init, Lloyd) of every cluster.
+    """Batched in-cluster k-means (k-means++ or random-member init, Lloyd) of every cluster.
 
     Args:
         rows: this rank's prepared rows (``rows.scan()`` already called).
         parent_local: ``(n_local,)`` int64 cluster of this rank's rows.
-        parent_global: ``(n,)`` cluster of every row (all ranks), used to seed identically.
+        parent_global: ``(n,)`` cluster of every row (all ranks), used by the random init.
         k: number of clusters; n_splits: sub-clusters per cluster; n_iter: Lloyd iterations.
-        seed: seeds the choice of initial members.
+        seed: seeds the initialisation.
         memory_budget_mb: bounds the per-chunk temporaries (rows x n_splits scores).
         memory_mb: bounds the sub-centroids and float64 sums held at once (a batch of clusters).
+        init: ``"k-means++"`` (greedy, inside every cluster, all clusters at once) or
+            ``"random"`` (distinct random members).
+        first_id: global id of cluster 0 here (a rank splitting its own range of clusters).
+        seeds: the random init's ``(rows, slots)`` when already drawn (local rows, local slots).
 
     Returns:
         ``centroids (k * n_splits, d)`` float32 numpy in the prepared space (unused slots are
         NaN), ``slot_local (n_local,)`` int64, ``sq_dist_local (n_local,)`` float32 and stats.
     """
+    if init not in SPLIT_INITS:
+        raise ValueError(f"split init must be one of {SPLIT_INITS}, got {init!r}")
     d, device = rows.d, rows.device
-    seed_rows, seed_slots = pick_split_seeds(parent_global, k, n_splits, np.random.default_rng(seed))
     centroids = np.full((k * n_splits, d), np.nan, dtype=np.float32)  # on the host
-    centroids[seed_slots] = rows.fetch_global(torch.from_numpy(seed_rows)).cpu().numpy()
+    if init == "random":
+        if seeds is None:
+            seeds = pick_split_seeds(parent_global, k, n_splits, np.random.default_rng(seed))
+        seed_rows, seed_slots = seeds
+        centroids[seed_slots] = rows.fetch_global(torch.from_numpy(seed_rows)).cpu().numpy()
     per_cluster = n_splits * (12 * d + 21)  # sub float32 + sums float64 + counts, norms, flags
     batch = int(max(1, min(k, memory_mb * 2**20 // per_cluster)))
     chunk = max(1, int(memory_budget_mb * 2**20) // (4 * n_splits * (d + 2) + 12 * d))
     parent_local = parent_local.to(device)
     slot = torch.empty(rows.n, dtype=torch.int64, device=device)
     sq = torch.empty(rows.n, dtype=torch.float32, device=device)
-    n_empty = 0
+    n_empty, n_reseeded, n_seeded = 0, 0, 0
     for lo in range(0, k, batch):  # batches of clusters, each run to the end
         hi = min(k, lo + batch)
-        sub = torch.from_numpy(centroids[lo * n_splits : hi * n_splits].copy()).to(device)
-        used = ~torch.isnan(sub[:, 0])
-        sub[~used] = 0.0
-        n_empty += _lloyd_batch(rows, parent_local, (lo, hi, batch >= k), n_splits, n_iter, chunk, sub, used, slot, sq)
+        clusters = (lo, hi, batch >= k)
+        if init == "random":
+            sub = torch.from_numpy(centroids[lo * n_splits : hi * n_splits].copy()).to(device)
+            used = ~torch.isnan(sub[:, 0])
+            sub[~used] = 0.0
+        else:
+            sub, used = _kmeanspp_in_clusters(rows, parent_local, clusters, n_splits, seed, chunk, first_id)
+        n_seeded += int(used.sum())
+        empty, reseeded = _lloyd_batch(rows, parent_local, clusters, n_splits, n_iter, chunk, sub, used, slot, sq)
+        n_empty, n_reseeded = n_empty + empty, n_reseeded + reseeded
         sub[~used] = torch.nan
         centroids[lo * n_splits : hi * n_splits] = sub.cpu().numpy()
     n_batches = -(-k // batch)
     stats = {
         "n_splits": n_splits,
-        "seeded_slots": int(len(seed_slots)),
+        "init": init,
+        "seeded_slots": n_seeded,
+        "empty_reseeded": n_reseeded,
         "empty_after_lloyd": n_empty,
         "cluster_batches": n_batches,
     }
@@ -132,13 +337,16 @@ def _lloyd_batch(
     used: torch.Tensor,
     slot: torch.Tensor,
     sq: torch.Tensor,
-) -> int:
+    reseed: bool = True,
+) -> tuple[int, int]:
     """Constrained Lloyd of the clusters ``clusters = (lo, hi, all of them)``: updates
-    ``sub ((hi - lo) * n_splits, d)`` in place and writes ``slot`` / ``sq`` of their rows; returns
-    the seeded slots left empty."""
+    ``sub ((hi - lo) * n_splits, d)`` in place and writes ``slot`` / ``sq`` of their rows.
+
+    A seeded slot that loses all its rows is re-seeded with its cluster's farthest row (as the
+    flat engine does). Returns the seeded slots left empty and the re-seeds."""
     lo, hi, whole = clusters
     k, d, device = hi - lo, rows.d, rows.device
-    n_empty = 0
+    n_empty, n_reseeded = 0, 0
     for it in range(n_iter + 1):  # the last pass only assigns
         sqnorm = torch.where(used, sub.square().sum(dim=1), torch.inf).view(k, n_splits)
         sums = torch.zeros(k * n_splits, d, dtype=torch.float64, device=device)
@@ -155,18 +363,134 @@ def _lloyd_batch(
                 s_lab, s_d2 = _constrained_assign(x, parent - lo, sub3, sqnorm)
                 slot[at], sq[at] = s_lab + lo * n_splits, s_d2
                 if it < n_iter:
-                    sums.index_add_(0, s_lab, x.double())
-                    counts.index_add_(0, s_lab, torch.ones_like(s_lab))  # bincount would sync
+                    accumulate_(x, s_lab, sums, counts)
         if it == n_iter:
             break
         dist.all_reduce_sum_(sums)
         dist.all_reduce_sum_(counts)
         # on the device, no mask indexing: no host sync per iteration
         filled = counts > 0
-        n_empty = (used & ~filled).sum()
+        # the update stays on the device (no mask indexing); reading the empty count back is this
+        # iteration's one host sync, and the re-seeding (rare) needs it
         new = (sums / counts.clamp_min(1).unsqueeze(1).double()).float()
         if rows.cosine:
-            new = torch.where(filled.unsqueeze(1), new, 1.0)  # unfilled slots: no 0/0 in the norm
-            new = normalize_rows(new)
+            new = normalize_rows(torch.where(filled.unsqueeze(1), new, 1.0))  # unfilled: no 0/0 in the norm
         sub.copy_(torch.where(filled.unsqueeze(1), new, sub))
-    return int(n_empty)
+        n_empty = int((used & ~filled).sum())
+        if n_empty and reseed:
+            empty = (used & ~filled).nonzero().squeeze(1)
+            slots, seeds = _reseed_slots(rows, parent_local, clusters, sq, empty, n_splits, chunk)
+            sub[slots] = seeds
+            n_reseeded += len(slots)
+            n_empty -= len(slots)
+    return n_empty, n_reseeded
+
+
+def cluster_owners(counts: torch.Tensor, world: int) -> torch.Tensor:
+    """``(world + 1,)`` cluster boundaries: rank ``r`` owns clusters ``[b[r], b[r + 1])``, contiguous
+    ranges with about ``N / world`` rows each (``counts: (k,)`` global rows per cluster)."""
+    ends = torch.cumsum(counts, 0)
+    n = int(ends[-1]) if len(ends) else 0
+    starts = ends - counts
+    # a cluster goes to the rank where its first row would fall in an even split of the rows
+    owner = torch.clamp(starts * world // max(n, 1), max=world - 1)
+    bounds = torch.searchsorted(owner, torch.arange(world + 1), right=False)
+    bounds[-1] = len(counts)
+    return bounds
+
+
+def _exchange(t: torch.Tensor, send: list[int], recv: list[int]) -> torch.Tensor:
+    """All-to-all of the rows of ``t`` (``send[r]`` rows to rank ``r``, in order)."""
+    nccl = torch.distributed.get_backend() == "nccl"
+    comm = torch.device("cuda", torch.cuda.current_device()) if nccl else torch.device("cpu")
+    out = torch.empty((sum(recv), *t.shape[1:]), dtype=t.dtype, device=comm)
+    torch.distributed.all_to_all_single(out, t.to(comm).contiguous(), output_split_sizes=recv, input_split_sizes=send)
+    return out.cpu()
+
+
+def split_clusters_regrouped(
+    rows: LocalRows,
+    parent_local: torch.Tensor,
+    parent_global: np.ndarray,
+    k: int,
+    n_splits: int,
+    n_iter: int,
+    seed: int,
+    memory_budget_mb: float = 256.0,
+    memory_mb: float = 4096.0,
+    init: str = "k-means++",
+) -> tuple[np.ndarray, torch.Tensor, torch.Tensor, dict]:
+    """:func:`split_clusters` with the rows regrouped by cluster: no communication per iteration.
+
+    Ranks own contiguous ranges of clusters balanced by rows (:func:`cluster_owners`); one
+    all-to-all sends every prepared row to the owner of its cluster (received in global row
+    order), each rank splits its clusters alone, another all-to-all returns the rows' slots and
+    distances, and one all-gather shares the sub-centroids. Per split iteration nothing crosses
+    ranks, against an all-reduce of ``k * n_splits * d`` float64 sums; the price is one exchange
+    of the shard each way (on the CPU backend via the host). The result equals a single
+    process's, row for row.
+
+    Args and returns: as :func:`split_clusters` (distributed; ``rows`` prepared and scanned).
+    """
+    world, device = dist.get_world_size(), rows.device
+    counts = dist.all_reduce_sum_(torch.bincount(parent_local.cpu(), minlength=k))
+    bounds = cluster_owners(counts, world)
+    parent_cpu = parent_local.cpu()
+    owner = torch.searchsorted(bounds[1:], parent_cpu, right=True)
+    order = torch.argsort(owner, stable=True)
+    send = torch.bincount(owner, minlength=world)
+    recv = dist.all_gather_stack(send)[:, dist.get_rank()]
+    send_l, recv_l = send.tolist(), recv.tolist()
+    local_x = torch.empty(rows.n, rows.d, dtype=torch.float32)
+    for start, x in rows.chunks():
+        local_x[start : start + len(x)] = x.cpu()
+    x_mine = _exchange(local_x[order], send_l, recv_l)
+    parent_mine = _exchange(parent_cpu[order], send_l, recv_l)
+    gidx_mine = _exchange(order + rows.offset, send_l, recv_l)
+    lo, hi = int(bounds[dist.get_rank()]), int(bounds[dist.get_rank() + 1])
+    seeds = None
+    if init == "random":
+        seed_rows, seed_slots = pick_split_seeds(parent_global, k, n_splits, np.random.default_rng(seed))
+        mine = (seed_slots >= lo * n_splits) & (seed_slots < hi * n_splits)
+        local_rows = torch.searchsorted(gidx_mine, torch.from_numpy(seed_rows[mine])).numpy()
+        seeds = (local_rows, seed_slots[mine] - lo * n_splits)
+    with dist.local_only():
+        mine_rows = LocalRows(
+            RowSource(x_mine.to(device)), device, chunk_rows=rows.chunk_rows, cosine=False, cache_bytes=1 << 62
+        )
+        mine_rows._cache = x_mine.to(device) if len(x_mine) else None
+        mine_rows.cosine = rows.cosine  # rows are prepared already; the flag re-normalises centroids
+        if hi > lo:
+            sub, slot, sq, stats = split_clusters(
+                mine_rows,
+                (parent_mine - lo).to(device),
+                np.empty(0, np.int64),
+                hi - lo,
+                n_splits,
+                n_iter,
+                seed,
+                memory_budget_mb,
+                memory_mb,
+                init,
+                first_id=lo,
+                seeds=seeds,
+            )
+        else:
+            sub = np.empty((0, rows.d), np.float32)
+            slot, sq = torch.empty(0, dtype=torch.int64), torch.empty(0, dtype=torch.float32)
+            stats = {"n_splits": n_splits, "init": init, "cluster_batches": 0}
+    back_slot = _exchange(slot + lo * n_splits, recv_l, send_l)
+    back_sq = _exchange(sq, recv_l, send_l)
+    slot_local = torch.empty(rows.n, dtype=torch.int64)
+    sq_local = torch.empty(rows.n, dtype=torch.float32)
+    slot_local[order], sq_local[order] = back_slot, back_sq
+    centroids = dist.all_gather_rows(torch.from_numpy(sub)).numpy()
+    totals = torch.tensor([stats.get(key, 0) for key in _SUMMED_STATS], dtype=torch.int64)
+    dist.all_reduce_sum_(totals)
+    stats.update(zip(_SUMMED_STATS, totals.tolist()))
+    stats["cluster_batches"] = int(dist.all_reduce_(torch.tensor([stats["cluster_batches"]]), "max")[0])
+    stats["regrouped"] = True
+    return centroids, slot_local, sq_local, stats
+
+
+_SUMMED_STATS = ("seeded_slots", "empty_reseeded", "empty_after_lloyd")

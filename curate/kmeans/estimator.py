@@ -22,14 +22,14 @@ import torch
 from curate import dist
 from curate.io.atomic import atomic_path
 from curate.kmeans.device import matmul_precision, resolve_memory_mb
-from curate.kmeans.init import distinct_random_indices, kmeans_plusplus, random_init
+from curate.kmeans.init import distinct_random_indices, kmeans_parallel, kmeans_plusplus, random_init
 from curate.kmeans.kernels import accumulate_, assign_chunk, chunk_rows_for, normalize_rows
 from curate.kmeans.shard import LocalRows
 from curate.kmeans.source import ArrayLike, RowSource
 
 log = logging.getLogger(__name__)
 
-INITS = ("k-means++", "random")
+INITS = ("k-means++", "k-means||", "random")
 DISTANCES = ("l2", "cosine")
 _SMALL_WORK = 1 << 24
 _THREADED_MIN_DIM = 32
@@ -52,7 +52,9 @@ class KMeans:
         tol: stop early when the objective's relative decrease in one iteration is below ``tol``
             (0 runs all ``n_iter`` iterations). Lloyd always stops at a fixed point (a step that
             moves no centroid), which gives the same result as running on.
-        init: ``"k-means++"`` (greedy D^2 sampling, ``2 + ln k`` trials) or ``"random"`` rows.
+        init: ``"k-means++"`` (greedy D^2 sampling, ``2 + ln k`` trials), ``"k-means||"``
+            (Bahmani et al.'s parallel oversampling, a few passes instead of ``k``; see
+            :func:`curate.kmeans.init.kmeans_parallel`) or ``"random"`` rows.
         distance: ``"l2"`` (squared Euclidean) or ``"cosine"``: spherical k-means on
             L2-normalised rows with re-normalised centroids (distances reported are squared L2
             between unit vectors, ``2 - 2 cos``).
@@ -249,6 +251,9 @@ class KMeans:
             init_rows = _in_memory(rows)
         if self.init == "random":
             return random_init(init_rows, self.k, generator)
+        if self.init == "k-means||":
+            with self._matmul_precision(work=float(init_rows.n) * init_rows.d * self.k, dim=init_rows.d):
+                return kmeans_parallel(init_rows, self.k, generator)
         with self._matmul_precision(work=float(init_rows.n) * init_rows.d * (2 + math.log(self.k)), dim=init_rows.d):
             return kmeans_plusplus(init_rows, self.k, generator)
 

@@ -6,6 +6,9 @@ Shapes: ``x: (m, d)`` one chunk of rows, ``c: (k, d)`` centroids, ``c_sqnorm: (k
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 
 # Squared distances below this fraction of ||x||^2 + ||c||^2 are recomputed exactly: the matmul
@@ -88,8 +91,11 @@ def assign_chunk(
         return labels, best
     # ||x||^2 does not change the argmin: add it to the minimum only.
     scores = torch.addmm(c_sqnorm.unsqueeze(0), x, c.T, beta=1.0, alpha=-2.0, out=scratch)
-    best, labels = argmin_rows(scores)
-    sq_dist = (best + x.square().sum(dim=1)).clamp_min_(0.0)
+    # the matmul keeps the threads; the argmin pass (a string of short ops, one OpenMP
+    # synchronisation each) runs on one, so that it does not stall when another process runs
+    with one_cpu_thread() if x.device.type == "cpu" else contextlib.nullcontext():
+        best, labels = argmin_rows(scores)
+        sq_dist = (best + row_sqnorms(x)).clamp_min_(0.0)
     return labels, sq_dist
 
 
@@ -128,15 +134,43 @@ def sq_dists(x: torch.Tensor, c: torch.Tensor, x_sq: torch.Tensor | None = None)
     return d2
 
 
+@contextlib.contextmanager
+def cpu_threads(n: int) -> Iterator[None]:
+    """Run the block's torch CPU ops on ``n`` threads, then restore the previous count."""
+    before = torch.get_num_threads()
+    if n != before:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
+
+
+@contextlib.contextmanager
+def one_cpu_thread() -> Iterator[None]:
+    """Run the block's torch CPU ops on one thread.
+
+    For the scatter-like ops (``index_add_``): with two OpenMP threads on a machine where
+    another process runs, float64 ``index_add_`` of 8192 x 128 rows took 200-330 ms against
+    1-2 ms on one thread (the other thread is descheduled at every synchronisation;
+    docs/benchmarks.md). Switching the pool size costs microseconds.
+    """
+    with cpu_threads(1):
+        yield
+
+
 def accumulate_(x: torch.Tensor, labels: torch.Tensor, sums: torch.Tensor, counts: torch.Tensor) -> None:
     """Add each row of ``x: (m, d)`` to ``sums[labels]: (k, d)`` and count it in ``counts: (k,)``.
 
     ``sums`` is float64 so that the result does not depend on the order rows arrive in (and so on
-    the chunking or the number of ranks).
+    the chunking or the number of ranks). On a CPU this runs on one thread (see
+    :func:`one_cpu_thread`): the matmul keeps the others.
     """
-    sums.index_add_(0, labels, x.to(sums.dtype))
-    # not bincount: on a GPU it reads the largest label back to the host (a sync per chunk)
-    counts.index_add_(0, labels, torch.ones_like(labels, dtype=counts.dtype))
+    with one_cpu_thread() if sums.device.type == "cpu" else contextlib.nullcontext():
+        sums.index_add_(0, labels, x.to(sums.dtype))
+        # not bincount: on a GPU it reads the largest label back to the host (a sync per chunk)
+        counts.index_add_(0, labels, torch.ones_like(labels, dtype=counts.dtype))
 
 
 def normalize_rows(x: torch.Tensor) -> torch.Tensor:

@@ -90,6 +90,7 @@ class WandbConfig:
     mode: WandbMode = WandbMode.disabled
     project: str = "ssl-curate"
     entity: str | None = None
+    group: str | None = None  # wandb group; None: the run's name (curate.pipeline sets the experiment's)
     init_timeout: float = 60.0  # seconds; online falls back to offline when init fails or times out
 
 
@@ -196,6 +197,7 @@ class DedupConfig:
     shard_size: int = 50000
     checkpoint_every_s: float = 300.0
     overwrite: bool = False
+    logger: LoggerConfig = field(default_factory=LoggerConfig)  # metrics.jsonl in out (+ wandb)
 
 
 def register_configs() -> None:

@@ -547,6 +547,13 @@ def _run_dedup(cfg: DictConfig, out: Path) -> dict:
             _write_kept_store(Path(cfg.input), out / "store", array, ids, kept, cfg)
         atomic_write_json(done, summary)
         (out / "checkpoint.npz").unlink(missing_ok=True)
+        if "logger" in cfg:
+            from curate.tracking import stage_tracker
+
+            record = {k: summary[k] for k in ("count", "kept", "removed", "threshold")}
+            with stage_tracker(cfg, out, "dedup", fresh=True) as tracker:
+                tracker.log({**record, "seconds": elapsed}, step=0)
+                tracker.summary(record)
     dist.barrier()
     return summary
 

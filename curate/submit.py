@@ -1,4 +1,4 @@
-"""Send the cluster stage to a scheduler one hierarchy level per job, and return.
+"""Send the cluster stage to a scheduler one hierarchy level per job (or the pipeline one stage per job), and return.
 
     python -m curate.submit +experiment=web_4level input.path=/data/web_emb name=web \\
         hydra.launcher.partition=<partition> hydra.launcher.account=<account>
@@ -27,6 +27,11 @@ Executors (``submit.executor``, by default from the launcher):
 
 Job logs, pickles and sbatch scripts go to ``<out>/.submitit/<job id>/``; ``<out>/submit.json``
 lists the jobs.
+
+The pipeline (``curate.pipeline``) the same way, one job per stage (:func:`submit_pipeline`)::
+
+    python -m curate.pipeline +experiment=curation_ssl ... launcher=submitit_slurm submit=true \
+        resources='{embed: {gpus_per_node: 1}, train: {gpus_per_node: 1}, cluster: {cpus_per_task: 32}}'
 """
 
 from __future__ import annotations
@@ -202,6 +207,67 @@ def submit_levels(overrides: Sequence[str], executor: str | None = None) -> tupl
         {"executor": kind, "jobs": [{"level": t, "job_id": j.job_id} for t, j in enumerate(jobs, start=1)]},
     )
     return out, jobs
+
+
+# ---- the pipeline, one job per stage ---------------------------------------------------------------
+PIPELINE_OWN_KEYS = ("submit", "only", "hydra.run.dir")
+
+
+def pipeline_kind(launcher: DictConfig) -> str:
+    """``slurm`` / ``local`` / ``debug`` from a ``hydra.launcher`` node."""
+    target = str(launcher.get("_target_", ""))
+    return "slurm" if target.endswith("SlurmLauncher") else "local" if target.endswith("LocalLauncher") else "debug"
+
+
+def pipeline_stage_parameters(cfg: DictConfig, launcher: DictConfig, kind: str, stage: str, after: str | None) -> dict:
+    """Job parameters of one pipeline stage: the launcher's, then ``resources.<stage>`` (e.g. GPUs
+    for embed and train, CPUs for cluster), the job name and, on SLURM, ``afterok`` on job ``after``."""
+    params = launcher_parameters(OmegaConf.create({"hydra": {"launcher": launcher}}), kind)
+    own = OmegaConf.to_container(OmegaConf.create((cfg.resources or {}).get(stage) or {}))
+    params.update({key: value for key, value in own.items() if value is not None})
+    params["name"] = f"{cfg.name}-{stage}"
+    if kind == "slurm":
+        extra = dict(params.pop("slurm_additional_parameters", None) or {})
+        if after is not None:
+            params["slurm_dependency"] = f"afterok:{after}"
+            extra["kill-on-invalid-dep"] = "yes"
+        if extra:
+            params["slurm_additional_parameters"] = extra
+    return params
+
+
+def submit_pipeline(
+    cfg: DictConfig, root: str | Path, overrides: Sequence[str], launcher: dict, executor: str | None = None
+) -> list[submitit.Job]:
+    """Submit the stages of ``python -m curate.pipeline <overrides>`` as one job each (``only=<stage>``),
+    chained like the level jobs of :func:`submit_levels` (SLURM: queued at once with ``afterok``;
+    local / debug: one after the other). Every job is a :class:`StageJob` (requeued on preemption;
+    the stage resumes from its folder). Writes ``<root>/submit.json``; returns the jobs."""
+    from curate.pipeline import chain
+
+    launcher = OmegaConf.create(launcher)
+    kind = executor or pipeline_kind(launcher)
+    root = Path(root).expanduser().resolve()
+    kept = [o for o in overrides if o.lstrip("+~").split("=", 1)[0] not in PIPELINE_OWN_KEYS]
+    folder = root / ".submitit" / "%j"
+    init = {} if kind == "debug" else {f"{kind}_max_num_timeout": launcher.get("max_num_timeout", 3)}
+    jobs: list[submitit.Job] = []
+    stages = chain(cfg)
+    for stage in stages:
+        ex = submitit.AutoExecutor(folder=folder, cluster=kind, **init)
+        ex.update_parameters(**pipeline_stage_parameters(cfg, launcher, kind, stage, jobs[-1].job_id if jobs else None))
+        run_dir = "hydra.run.dir='" + str(root).replace("\\", "\\\\").replace("'", "\\'") + "'"  # quoted: seed=0
+        job = ex.submit(StageJob("curate.pipeline", [*kept, f"only={stage}", run_dir], root))
+        log.info("%s: job %s", stage, job.job_id)
+        print(f"{stage}: job {job.job_id}")
+        jobs.append(job)
+        if kind != "slurm":
+            job.result()
+    atomic_write_json(
+        root / "submit.json",
+        {"executor": kind, "jobs": [{"stage": s, "job_id": j.job_id} for s, j in zip(stages, jobs)]},
+    )
+    return jobs
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -13,13 +13,17 @@ wandb (``logger.wandb.mode`` in the stage configs):
 - ``online``: streams to the server; when ``wandb.init`` fails or does not answer within
   ``init_timeout`` seconds, the tracker warns and falls back to ``offline``.
 
-``WANDB_MODE=disabled`` in the environment switches wandb off whatever the config says (the test
-suite sets it). Only scalar metrics go to wandb (nested dicts are flattened to ``a/b`` keys, lists
+``WANDB_MODE`` in the environment wins over the config (``disabled`` switches wandb off, the test
+suite sets it; ``offline`` keeps an online config off the network). Runs are grouped by experiment
+(``group``, e.g. the pipeline's name) with the stage as ``job_type``; the wandb run id is a hash of
+the project, group, job type and output folder, so a requeued or resumed job continues the same
+wandb run (``resume="allow"``). Only scalar metrics go to wandb (nested dicts are flattened to ``a/b`` keys, lists
 are kept for the JSONL only).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -70,6 +74,8 @@ class Tracker:
         fresh: truncate an existing ``metrics.jsonl`` (and series files) first (stages whose log
             describes the whole result rather than one attempt: a resumed run rewrites it instead of
             duplicating lines).
+        resume_step: keep only the records with ``step <= resume_step`` of an existing
+            ``metrics.jsonl`` (a run resumed from a checkpoint drops what it logged after it).
     """
 
     def __init__(
@@ -84,6 +90,7 @@ class Tracker:
         entity: str | None = None,
         init_timeout: float = 60.0,
         fresh: bool = False,
+        resume_step: int | None = None,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"logger.wandb.mode: must be one of {MODES}, got {mode!r}")
@@ -93,14 +100,18 @@ class Tracker:
         self.run: Any = None
         self._series: dict[str, int] = {}  # records logged per series
         self.fresh = fresh
-        if os.environ.get("WANDB_MODE") == "disabled":
-            mode = "disabled"
+        env = os.environ.get("WANDB_MODE")
+        if env in ("disabled", "offline") and mode != "disabled":
+            mode = env
         self.mode = mode
+        self.run_id = run_id(project, group, job_type, self.out)
         if not self.active:
             return
         self.out.mkdir(parents=True, exist_ok=True)
         if fresh:
             self.path.write_text("")
+        elif resume_step is not None and self.path.exists():
+            self._truncate(resume_step)
         if mode != "disabled":
             self.run = self._init_wandb(dict(config or {}), name, group, job_type, project, entity, float(init_timeout))
 
@@ -124,6 +135,8 @@ class Tracker:
             job_type=job_type,
             project=project,
             entity=entity,
+            id=self.run_id,
+            resume="allow",
             reinit="create_new",
         )
         if self.mode == "online":
@@ -162,6 +175,19 @@ class Tracker:
                 self.run.define_metric(f"{name}/*", step_metric=f"{name}/index")
             self.run.log(flatten_scalars({"index": index, **metrics}, prefix=f"{name}/"))
 
+    def _truncate(self, last_step: int) -> None:
+        from curate.io.atomic import atomic_write_text
+
+        kept = []
+        for line in self.path.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:  # a line cut by a kill
+                continue
+            if record.get("step") is None or record["step"] <= last_step:
+                kept.append(line + "\n")
+        atomic_write_text(self.path, "".join(kept))
+
     @staticmethod
     def _append(path: Path, record: Mapping[str, Any]) -> None:
         with path.open("a") as f:
@@ -188,8 +214,16 @@ class Tracker:
         self.close()
 
 
+def run_id(project: str, group: str | None, job_type: str | None, out: Path) -> str:
+    """A wandb run id stable across restarts of one job: ``<job_type>-<hash of project, group,
+    job type and the absolute output folder>``."""
+    key = "\0".join([project, group or "", job_type or "", str(Path(out).resolve())])
+    return f"{job_type or 'run'}-{hashlib.sha1(key.encode()).hexdigest()[:16]}"
+
+
 def stage_tracker(cfg: Any, out: Path, stage: str, fresh: bool = False) -> Tracker:
-    """A :class:`Tracker` for a stage run from its config (``cfg.logger.wandb``)."""
+    """A :class:`Tracker` for a stage run from its config (``cfg.logger.wandb``): group
+    ``logger.wandb.group`` (the pipeline sets the experiment's name) or ``cfg.name``."""
     from omegaconf import OmegaConf
 
     wb = cfg.logger.wandb
@@ -198,7 +232,7 @@ def stage_tracker(cfg: Any, out: Path, stage: str, fresh: bool = False) -> Track
         mode=wb.mode,
         config=OmegaConf.to_container(cfg, resolve=True, enum_to_str=True) if wb.mode != "disabled" else None,
         name=f"{stage}/{out.name}",
-        group=f"{stage}/{cfg.name}",
+        group=wb.get("group") or cfg.get("name") or stage,
         job_type=stage,
         project=wb.project,
         entity=wb.get("entity"),

@@ -3,10 +3,10 @@
     python scripts/demo_images_fmnist.py --out outputs/demo_fmnist
     python scripts/demo_images_fmnist.py --out /tmp/fmnist_quick --seeds 0 --base-iterations 60   # faster
 
-Data (``scripts/reproduce_curation_ssl.py``'s splits, the same seeds): a balanced *seed set* of 200
-Fashion-MNIST train images per class, then the long-tailed *pool* drawn from the other train images,
-class sizes decaying geometrically from 6,000 to 60 (the head class keeps 5,800 because the seed set
-took its share): about 14.7k images. The pool is disjoint from the seed set. Labels are kept apart,
+Data (the curation_ssl experiment's splits, ``curate.datasets.fmnist_folders.curation_splits``): a
+balanced *seed set* of 200 Fashion-MNIST train images per class, then the long-tailed *pool* drawn from
+the other train images, class sizes decaying geometrically from 6,000 to 60 (the head class keeps 5,800
+because the seed set took its share): about 14.7k images. The pool is disjoint from the seed set. Labels are kept apart,
 never shown to the encoders or the clustering; which class is rare is fixed by ``lt_seed`` 0.
 
 Encoders (each writes an embedding store ``OUT/<encoder>/store`` whose ids are Fashion-MNIST train
@@ -82,23 +82,38 @@ ENCODERS = ("ssl", "pixels")
 # Embeddings
 # ----------------------------------------------------------------------------------------------
 def ssl_features(
-    images: np.ndarray, train_rows: np.ndarray, out: Path, iterations: int, preset: str = "full"
+    images: np.ndarray, train_rows: np.ndarray, out: Path, iterations: int
 ) -> tuple[np.ndarray, dict[str, Any]]:
-    """Train (or reuse) the SSL base model on ``train_rows`` of Fashion-MNIST train, embed ``images``.
+    """Train (or resume, or reuse) the SSL base model on ``train_rows`` of Fashion-MNIST train, embed ``images``.
 
-    Uses ``scripts/reproduce_curation_ssl.py``'s recipe (:func:`train_ssl`, :func:`embed_rows`).
+    The recipe is the curation_ssl experiment's (``configs/experiment/curation_ssl.yaml``, ``train`` node).
 
     Returns:
         ``((n, D) float32 features, training info)``.
     """
-    import reproduce_curation_ssl as R
+    from omegaconf import OmegaConf
 
-    s = R.make_settings(preset, {"base_iterations": iterations})
-    info = R.train_ssl(s, out, train_rows, seed=0, iterations=iterations, device="cpu")
+    from curate.io.atomic import atomic_save_npy
+    from curate.pipeline import CONFIG_DIR, compose_stage
+    from selfsup.export import embed_images, load_backbone
+    from selfsup.train import train
+
+    recipe = OmegaConf.load(Path(CONFIG_DIR) / "experiment" / "curation_ssl.yaml").train
+    atomic_save_npy(out / "train_rows.npy", np.asarray(train_rows, dtype=np.int64))
+    cfg = compose_stage("train", [], {"out": str(out), "name": "base", "train.seed": 0})
+    cfg = OmegaConf.merge(cfg, recipe)
+    cfg.train.iterations, cfg.train.device = iterations, "cpu"
+    data = {"kind": "fashion_mnist", "split": "train", "selection": str(out / "train_rows.npy")}
+    OmegaConf.update(cfg, "data", data, merge=False)
     t0 = time.perf_counter()
-    feats = R.embed_rows(info["backbone"], images, s.embed_batch_size, "cpu")
+    summary = train(cfg)
+    info = {"n_train": summary["n_train"], "iterations": summary["iterations"], "seconds": time.perf_counter() - t0}
+    info["backbone"] = str(out / "backbone.pt")
+    t0 = time.perf_counter()
+    feats = embed_images(load_backbone(info["backbone"]), images, 512, "cpu")
     info["embed_seconds"] = time.perf_counter() - t0
-    info["model"] = {k: getattr(s, k) for k in ("depth", "embed_dim", "num_heads", "patch_size", "batch_size")}
+    info["model"] = {k: cfg.model[k] for k in ("depth", "embed_dim", "num_heads", "patch_size")}
+    info["model"]["batch_size"] = cfg.train.batch_size
     return feats, info
 
 
@@ -253,15 +268,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     torch.set_num_threads(args.threads)
-    import reproduce_curation_ssl as R
+    from curate.datasets.fmnist_folders import curation_splits
 
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
-    s = R.make_settings("full")
     images, train_labels = load_fashion_mnist("train")
     _, test_labels = load_fashion_mnist("test")
-    splits = R.make_splits(s, train_labels, test_labels)
-    pool, seed_set = splits["pool"], splits["seed_set"]
+    splits = curation_splits(train_labels, test_labels)
+    pool, seed_set = splits["pool"], splits["seed"]
     labels = train_labels[pool]
     log.info("pool %d images, class counts %s", len(pool), np.bincount(labels, minlength=len(CLASSES)).tolist())
     settings = CurationSettings(levels=DEFAULT_LEVELS, n_iter=args.n_iter, ref_k=args.ref_k, ref_seed=args.ref_seed)

@@ -7,7 +7,7 @@ every HTTPS client in the process (wandb, urllib3, pip, ``huggingface_hub``).
 Entry points (Hydra apps):
 
 - ``python -m selfsup.train``: student/teacher ViT pre-training on a (curated) image set,
-  writing ``<out>/checkpoint.pt``, ``<out>/log.jsonl``, ``<out>/backbone.pt``, ``<out>/manifest.json``.
+  writing ``<out>/checkpoint.pt``, ``<out>/metrics.jsonl``, ``<out>/backbone.pt``, ``<out>/manifest.json``.
 - ``python -m selfsup.eval``: weighted k-NN and linear-probe accuracy of a frozen backbone,
   writing ``<out>/eval.json``.
 

@@ -58,28 +58,6 @@ class ModelConfig:
 
 
 @dataclass
-class DataConfig:
-    """Where training images come from.
-
-    ``source``: ``fashion_mnist`` (``split`` train/test) or ``npy`` (``path``: uint8 ``(n, H, W)`` or
-    ``(n, H, W, C)``). ``source_indices`` (``.npy`` int64) first restricts the source (e.g. to a
-    long-tailed pool); ``selection`` then picks the training set from those rows: an ``indices.npy``
-    (int64 row numbers) or a text file of ids, matched against ``ids_path`` (one id per row of the
-    restricted source; default: the row numbers themselves).
-    """
-
-    source: str = "fashion_mnist"
-    split: str = "train"
-    path: str | None = None
-    source_indices: str | None = None
-    ids_path: str | None = None
-    selection: str | None = None
-    mean: list[float] = field(default_factory=lambda: [FMNIST_MEAN])
-    std: list[float] = field(default_factory=lambda: [FMNIST_STD])
-    num_workers: int = 0
-
-
-@dataclass
 class CropsConfig:
     """Multi-crop augmentation (2 global + ``local_number`` local crops). Sizes in pixels."""
 
@@ -95,6 +73,9 @@ class CropsConfig:
     blur_sigma: list[float] = field(default_factory=lambda: [0.1, 1.0])
     blur_kernel: int = 3
     solarize_p: float = 0.2  # second global crop only
+    # normalisation after augmentation, one value per model.in_chans (Fashion-MNIST statistics)
+    mean: list[float] = field(default_factory=lambda: [FMNIST_MEAN])
+    std: list[float] = field(default_factory=lambda: [FMNIST_STD])
 
 
 @dataclass
@@ -182,6 +163,7 @@ class TrainLoopConfig:
     deterministic: bool = False
     log_every: int = 10
     checkpoint_every: int = 100
+    num_workers: int | None = None  # DataLoader workers (decoding + augmentation); None: from the job's CPUs
 
 
 @dataclass
@@ -189,6 +171,7 @@ class WandbConfig:
     mode: WandbMode = WandbMode.disabled
     project: str = "ssl-curate"
     entity: str | None = None
+    group: str | None = None  # wandb group; None: the run's name (curate.pipeline sets the experiment's)
     init_timeout_s: float = 60.0
 
 
@@ -202,7 +185,9 @@ class TrainConfig:
     name: str = "fmnist_cpu"
     out: str = "runs/selfsup/${name}"  # Hydra's run dir too: named by the experiment, never by the clock
     model: ModelConfig = field(default_factory=ModelConfig)
-    data: DataConfig = field(default_factory=DataConfig)
+    # the items to train on: a configs/data/<kind> node (curate.embed.config schemas: image_folder,
+    # image_list, fashion_mnist, npy), with data.selection for a curated subset; None: Fashion-MNIST
+    data: Any = None
     crops: CropsConfig = field(default_factory=CropsConfig)
     dino: DinoConfig = field(default_factory=DinoConfig)
     ibot: IbotConfig = field(default_factory=IbotConfig)
@@ -214,22 +199,12 @@ class TrainConfig:
 
 
 @dataclass
-class EvalDataConfig:
-    """A labelled image set: images as in :class:`DataConfig`, labels from the source or a file."""
-
-    source: str = "fashion_mnist"
-    split: str = "train"
-    path: str | None = None
-    labels_path: str | None = None  # (n,) int labels for an ``npy`` source
-    source_indices: str | None = None
-    ids_path: str | None = None
-    selection: str | None = None
-
-
-@dataclass
 class EvalSplitsConfig:
-    train: EvalDataConfig = field(default_factory=EvalDataConfig)
-    test: EvalDataConfig = field(default_factory=lambda: EvalDataConfig(split="test"))
+    """Labelled image sets: ``configs/data/<kind>`` nodes whose source has labels (an
+    ``image_folder`` with ``labels_from_dirs``, ``fashion_mnist``, ``npy`` with ``labels_path``)."""
+
+    train: Any = None
+    test: Any = None
 
 
 @dataclass
@@ -242,9 +217,10 @@ class EvalOptionsConfig:
     linear_weight_decay: float = 0.0
     val_fraction: float = 0.1
     tail_classes: list[int] | None = None
-    pool_indices: str | None = None  # index file of the training pool: its rarest classes are the tail
+    pool_labels: str | None = None  # (N,) int labels of the training pool (.npy): its rarest classes are the tail
     num_tail_classes: int = 3
     batch_size: int = 256  # embedding batch size
+    num_workers: int | None = None  # image decoding workers; None: from the job's CPUs
     device: Device = Device.auto
     seed: int = 0
 
@@ -256,10 +232,15 @@ class EvalConfig:
     out: str = "runs/selfsup/${name}/eval"
     data: EvalSplitsConfig = field(default_factory=EvalSplitsConfig)
     eval: EvalOptionsConfig = field(default_factory=EvalOptionsConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
 
 
 def register_configs() -> None:
-    """Register ``train_schema`` and ``eval_schema`` in Hydra's ConfigStore (idempotent)."""
+    """Register ``train_schema`` and ``eval_schema`` (and the ``data`` group's source schemas) in
+    Hydra's ConfigStore (idempotent)."""
+    from curate.embed.config import register_configs as register_sources
+
+    register_sources()
     cs = ConfigStore.instance()
     cs.store(name="train_schema", node=TrainConfig)
     cs.store(name="eval_schema", node=EvalConfig)
@@ -270,7 +251,13 @@ register_configs()
 
 
 def _reject_unknown_keys(given: Any, reference: Any, prefix: str = "") -> None:
-    """Struct mode stops typos, but Hydra's ``+key=value`` may still append keys; refuse them here."""
+    """Struct mode stops typos, but Hydra's ``+key=value`` may still append keys; refuse them here.
+    Data nodes are checked against their source's schema (``curate.embed.config.SOURCES``)."""
+    if prefix in DATA_NODES and isinstance(given, dict):
+        from curate.embed.config import SOURCES
+
+        schema = SOURCES.get(given.get("kind")) if given.get("kind") in IMAGE_SOURCES else None
+        reference = OmegaConf.to_container(OmegaConf.structured(schema)) if schema is not None else None
     if not isinstance(given, dict) or not isinstance(reference, dict):
         return
     for key, value in given.items():
@@ -290,6 +277,35 @@ def _to_schema(cfg: Any, schema: type) -> Any:
         return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), cfg))
     except OmegaConfBaseException as err:
         raise ValueError(f"{err.full_key}: {err.msg}") from None
+
+
+DATA_NODES = ("data.", "data.train.", "data.test.")
+IMAGE_SOURCES = ("image_folder", "image_list", "fashion_mnist", "npy")
+
+
+def data_config(node: Any, name: str, default: dict | None = None) -> Any:
+    """A data node as the dataclass of its source (``curate.embed.config.SOURCES``): typed, with
+    the source's defaults, unknown keys refused.
+
+    Raises:
+        ValueError: no or an unknown ``kind``, a source that is not an image source, a misspelled key.
+    """
+    from omegaconf.errors import OmegaConfBaseException
+
+    from curate.embed.config import SOURCES
+
+    if node is None:
+        node = default
+    if node is None:
+        raise ValueError(f"{name}: a data source is required (data=<image_folder|image_list|fashion_mnist|npy>)")
+    if not isinstance(node, DictConfig | dict):
+        node = OmegaConf.structured(node)
+    kind = node.get("kind")
+    _check(kind in IMAGE_SOURCES, f"{name}.kind", f"an image source {IMAGE_SOURCES}, got {kind!r}")
+    try:
+        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(SOURCES[kind]), node))
+    except OmegaConfBaseException as err:
+        raise ValueError(f"{name}: {str(err).splitlines()[0]}") from None
 
 
 def to_train_config(cfg: DictConfig | TrainConfig) -> TrainConfig:
@@ -324,12 +340,6 @@ def _check_range(values: list[float], name: str, low: float, high: float) -> Non
     _check(low <= values[0] <= values[1] <= high, name, f"expected {low} <= min <= max <= {high}, got {values}")
 
 
-def _check_source(source: str, path: str | None, name: str) -> None:
-    _check(source in ("fashion_mnist", "npy"), f"{name}.source", f"fashion_mnist or npy, got {source!r}")
-    if source == "npy":
-        _check(path is not None, f"{name}.path", "an .npy image file is required for source=npy")
-
-
 def validate_train(cfg: TrainConfig) -> None:
     """Check cross-field rules of a training config.
 
@@ -353,14 +363,14 @@ def validate_train(cfg: TrainConfig) -> None:
     _check(m.embed_dim % m.num_heads == 0, "model.num_heads", f"must divide embed_dim {m.embed_dim}")
     _check(m.in_chans in (1, 3), "model.in_chans", f"1 or 3, got {m.in_chans}")
     _check(0.0 <= m.drop_path_rate < 1.0, "model.drop_path_rate", "must be in [0, 1)")
-    _check_source(cfg.data.source, cfg.data.path, "data")
+    cfg.data = data_config(cfg.data, "data", {"kind": "fashion_mnist"})
     _check(
-        len(cfg.data.mean) == m.in_chans and len(cfg.data.std) == m.in_chans,
-        "data.mean/std",
-        f"need {m.in_chans} values (model.in_chans), got {cfg.data.mean} / {cfg.data.std}",
+        len(c.mean) == m.in_chans and len(c.std) == m.in_chans,
+        "crops.mean/std",
+        f"need {m.in_chans} values (model.in_chans), got {c.mean} / {c.std}",
     )
-    _check(all(s > 0 for s in cfg.data.std), "data.std", "must be positive")
-    _check(cfg.data.num_workers >= 0, "data.num_workers", "must be >= 0")
+    _check(all(s > 0 for s in c.std), "crops.std", "must be positive")
+    _check(t.num_workers is None or t.num_workers >= 0, "train.num_workers", "must be >= 0")
     for size_name in ("global_size", "local_size"):
         size = getattr(c, size_name)
         _check(
@@ -420,16 +430,11 @@ def validate_eval(cfg: EvalConfig) -> None:
     Raises:
         ValueError: naming the offending field.
     """
+    defaults = {"train": {"kind": "fashion_mnist"}, "test": {"kind": "fashion_mnist", "split": "test"}}
     for split in ("train", "test"):
-        spec: EvalDataConfig = getattr(cfg.data, split)
-        _check_source(spec.source, spec.path, f"data.{split}")
-        if spec.source == "npy":
-            _check(
-                spec.labels_path is not None,
-                f"data.{split}.labels_path",
-                "labels are required for source=npy",
-            )
+        setattr(cfg.data, split, data_config(getattr(cfg.data, split), f"data.{split}", defaults[split]))
     e = cfg.eval
+    _check(e.num_workers is None or e.num_workers >= 0, "eval.num_workers", "must be >= 0")
     _check(e.knn_k >= 1, "eval.knn_k", "must be >= 1")
     _check(e.knn_temperature > 0, "eval.knn_temperature", "must be > 0")
     _check(len(e.linear_lrs) >= 1 and all(lr > 0 for lr in e.linear_lrs), "eval.linear_lrs", "positive values")

@@ -1,4 +1,4 @@
-"""Training data: image sources, curated selections, the multi-crop dataset and the infinite sampler.
+"""Training data: image sets over the shared sources, the multi-crop dataset and the infinite sampler.
 
 Reproducibility contract: the global sample stream is a pure function of ``(seed, n)``. Epoch
 ``e`` is the permutation of the training set drawn with seed ``seed + e``; the stream concatenates
@@ -11,43 +11,63 @@ A run therefore resumes from "global samples seen" alone, on any world size.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from omegaconf import DictConfig
+from PIL import Image as PILImage
 
+from curate.embed.sources import Source, build_source
 from selfsup.augment import MultiCrop
 from selfsup.masking import sample_mask
 
 
-@dataclass
 class ImageSet:
-    """Images addressed through a row map.
+    """The images of a source (:mod:`curate.embed.sources`), decoded on demand.
 
-    Attributes:
-        images: ``(N, H, W)`` or ``(N, H, W, C)`` uint8 array (possibly memory-mapped).
-        rows: ``(n,) int64`` rows of ``images`` forming this set (repeats allowed).
-        labels: ``(n,) int64`` labels of the set, or None when the source has none.
+    Decoding happens where :meth:`image` / :meth:`array` are called: in DataLoader workers for
+    training and evaluation.
+
+    Args:
+        source: an image source (possibly restricted by ``data.selection``).
+        channels: 1 (grey) or 3 (RGB): decoded images are converted to it; None keeps grey images
+            grey and makes every other mode RGB.
     """
 
-    images: np.ndarray
-    rows: np.ndarray
-    labels: np.ndarray | None
+    def __init__(self, source: Source, channels: int | None = None) -> None:
+        if source.modality != "image":
+            raise ValueError(f"data.kind: {source.describe().get('kind')} is a text source; training needs images")
+        self.source = source
+        self.channels = channels
+        self.labels = source.labels()
 
     def __len__(self) -> int:
-        return len(self.rows)
+        return len(self.source)
+
+    def ids(self) -> list:
+        """Ids of the items, in order."""
+        return self.source.ids(np.arange(len(self.source)))
+
+    def array(self, i: int, size: int | None = None) -> np.ndarray:
+        """Item ``i`` as uint8 ``(H, W)`` (grey) or ``(H, W, 3)``; with ``size``: shorter side resized
+        to ``size`` and centre-cropped to ``(size, size)``."""
+        image = self.source.load(i)
+        mode = {1: "L", 3: "RGB"}.get(self.channels or 0, "L" if image.mode in ("L", "LA", "1") else "RGB")
+        if image.mode != mode:
+            image = image.convert(mode)
+        if size is not None and image.size != (size, size):
+            scale = size / min(image.size)
+            w, h = max(size, round(image.size[0] * scale)), max(size, round(image.size[1] * scale))
+            image = image.resize((w, h), PILImage.BILINEAR)
+            left, top = (w - size) // 2, (h - size) // 2
+            image = image.crop((left, top, left + size, top + size))
+        return np.asarray(image, dtype=np.uint8)
 
     def image(self, i: int) -> torch.Tensor:
         """Item ``i`` as a uint8 ``(C, H, W)`` tensor."""
-        return image_to_chw(np.asarray(self.images[self.rows[i]]))
-
-    def batch(self, start: int, stop: int) -> np.ndarray:
-        """Items ``[start, stop)`` as the raw uint8 array ``(m, H, W[, C])``."""
-        return np.asarray(self.images[self.rows[start:stop]])
+        return image_to_chw(self.array(i))
 
 
 def image_to_chw(image: np.ndarray) -> torch.Tensor:
@@ -62,117 +82,39 @@ def image_to_chw(image: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.array(image, order="C", copy=True))
 
 
-def load_index_file(path: str | os.PathLike, n: int, what: str = "index file") -> np.ndarray:
-    """Read an ``.npy`` of integer row numbers in ``[0, n)``.
-
-    Returns:
-        ``(m,) int64``.
+def open_image_set(data: Any, channels: int | None = None) -> ImageSet:
+    """The :class:`ImageSet` of a ``data`` config node (``configs/data/<kind>``, ``data.selection``
+    applied by id), built by the registry every stage uses (:func:`curate.embed.sources.build_source`).
 
     Raises:
-        FileNotFoundError: missing file.
-        ValueError: not a 1-D integer array, or indices out of range (the message names the file).
+        FileNotFoundError, ValueError: a missing input or a bad selection (the message names it).
     """
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{what} not found: {path}")
-    try:
-        idx = np.load(path, allow_pickle=False)
-    except ValueError as err:
-        raise ValueError(f"cannot read {what} {path} as a .npy array: {err}") from err
-    if idx.ndim != 1 or not np.issubdtype(idx.dtype, np.integer):
-        raise ValueError(f"{what} {path} must be a 1-D integer array, got {idx.dtype} {idx.shape}")
-    idx = idx.astype(np.int64)
-    if len(idx) and (idx.min() < 0 or idx.max() >= n):
-        raise ValueError(f"{what} {path} holds indices outside [0, {n}) (min {idx.min()}, max {idx.max()})")
-    return idx
+    from selfsup.config import data_config
+
+    if isinstance(data, dict | DictConfig):
+        data = data_config(data, "data")
+    images = ImageSet(build_source(data), channels)
+    if len(images) == 0:
+        raise ValueError("the image set is empty")
+    return images
 
 
-def load_selection(path: str | os.PathLike, n: int, ids_path: str | os.PathLike | None = None) -> np.ndarray:
-    """Rows selected by a curated selection file.
+class ResizedImages(torch.utils.data.Dataset):
+    """``dataset[i]`` -> uint8 ``(size, size[, 3])`` array of item ``i`` (evaluation embedding)."""
 
-    Args:
-        path: ``.npy`` int indices into the ``n`` rows, or a text file with one id per line.
-        n: number of rows of the (restricted) source.
-        ids_path: text file with the ids of the ``n`` rows, one per line; without it a row's id is
-            its row number written in decimal.
+    def __init__(self, images: ImageSet, size: int) -> None:
+        self.images, self.size = images, size
 
-    Returns:
-        ``(m,) int64`` rows, in file order (repeats kept).
-    """
-    path = Path(path)
-    if path.suffix == ".npy":
-        return load_index_file(path, n, "selection")
-    if not path.exists():
-        raise FileNotFoundError(f"selection file not found: {path}")
-    wanted = [line.strip() for line in path.read_text().splitlines() if line.strip()]
-    if ids_path is not None:
-        ids = [line.strip() for line in Path(ids_path).read_text().splitlines() if line.strip()]
-        if len(ids) != n:
-            raise ValueError(f"ids file {ids_path} lists {len(ids)} ids for {n} source rows")
-    else:
-        ids = [str(i) for i in range(n)]
-    lookup = {key: i for i, key in enumerate(ids)}
-    missing = [key for key in wanted if key not in lookup]
-    if missing:
-        raise ValueError(f"selection {path}: {len(missing)} ids are not in the source, e.g. {missing[:3]}")
-    return np.fromiter((lookup[key] for key in wanted), dtype=np.int64, count=len(wanted))
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return self.images.array(i, self.size)
 
 
-def open_image_set(
-    source: str = "fashion_mnist",
-    split: str = "train",
-    path: str | None = None,
-    labels_path: str | None = None,
-    source_indices: str | None = None,
-    ids_path: str | None = None,
-    selection: str | None = None,
-) -> ImageSet:
-    """Open a source and apply ``source_indices`` then ``selection``.
-
-    Args:
-        source: ``"fashion_mnist"`` or ``"npy"``.
-        split: Fashion-MNIST split (``train``/``test``).
-        path: ``.npy`` uint8 images ``(N, H, W)`` or ``(N, H, W, C)`` for ``source="npy"``.
-        labels_path: optional ``.npy`` ``(N,)`` integer labels for ``source="npy"``.
-        source_indices: optional ``.npy`` int64 rows of the source (e.g. a long-tailed pool).
-        ids_path: optional ids of the restricted source (see :func:`load_selection`).
-        selection: optional curated selection into the restricted source.
-
-    Returns:
-        The :class:`ImageSet`.
-    """
-    labels: np.ndarray | None
-    if source == "fashion_mnist":
-        from curate.datasets.fashion_mnist import load_fashion_mnist
-
-        images, labels = load_fashion_mnist(split)
-    elif source == "npy":
-        if path is None:
-            raise ValueError("data.path: an .npy image file is required for source=npy")
-        if not Path(path).exists():
-            raise FileNotFoundError(f"image file not found: {path}")
-        images = np.load(path, mmap_mode="r", allow_pickle=False)
-        if (
-            images.dtype != np.uint8
-            or images.ndim not in (3, 4)
-            or (images.ndim == 4 and images.shape[3] not in (1, 3))
-        ):
-            raise ValueError(f"{path}: expected uint8 (n, H, W) or (n, H, W, C), got {images.dtype} {images.shape}")
-        labels = None
-        if labels_path is not None:
-            labels = np.load(labels_path, allow_pickle=False).astype(np.int64)
-            if labels.shape != (len(images),):
-                raise ValueError(f"labels {labels_path} have shape {labels.shape}, expected ({len(images)},)")
-    else:
-        raise ValueError(f"data.source must be fashion_mnist or npy, got {source!r}")
-    rows = np.arange(len(images), dtype=np.int64)
-    if source_indices is not None:
-        rows = rows[load_index_file(source_indices, len(rows), "source_indices")]
-    if selection is not None:
-        rows = rows[load_selection(selection, len(rows), ids_path)]
-    if len(rows) == 0:
-        raise ValueError("the training set is empty after applying source_indices/selection")
-    return ImageSet(images=images, rows=rows, labels=None if labels is None else labels[rows])
+def stack_arrays(batch: list[np.ndarray]) -> np.ndarray:
+    """Collate equal-shape uint8 arrays into one ``(m, ...)`` array (no tensor conversion)."""
+    return np.stack(batch)
 
 
 def mix_seed(seed: int, position: int) -> int:
@@ -229,6 +171,7 @@ class MultiCropDataset(torch.utils.data.Dataset):
             "local_crops": views.local_crops,
             "masks": masks,
             "position": position,
+            "item": item,
         }
 
 
@@ -237,7 +180,8 @@ def collate_multicrop(samples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
 
     Returns:
         ``global_crops: (2B, C, Sg, Sg)``, ``local_crops: (L*B, C, Sl, Sl)`` (``L`` may be 0),
-        ``masks: (2B, P) bool`` aligned with ``global_crops``, ``positions: (B,) int64``.
+        ``masks: (2B, P) bool`` aligned with ``global_crops``, ``positions: (B,) int64``, ``items:
+        (B,) int64`` (positions in the training set).
     """
     n_global = len(samples[0]["global_crops"])
     n_local = len(samples[0]["local_crops"])
@@ -248,7 +192,14 @@ def collate_multicrop(samples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         local_crops = global_crops.new_zeros((0, *global_crops.shape[1:]))
     masks = torch.cat([torch.stack([s["masks"][i] for s in samples]) for i in range(n_global)])
     positions = torch.tensor([s["position"] for s in samples], dtype=torch.int64)
-    return {"global_crops": global_crops, "local_crops": local_crops, "masks": masks, "positions": positions}
+    items = torch.tensor([s["item"] for s in samples], dtype=torch.int64)
+    return {
+        "global_crops": global_crops,
+        "local_crops": local_crops,
+        "masks": masks,
+        "positions": positions,
+        "items": items,
+    }
 
 
 class InfiniteBatchSampler(torch.utils.data.Sampler):

@@ -24,10 +24,12 @@ from omegaconf import DictConfig
 
 from curate import CONFIG_DIR
 from curate.dist import resolve_device
+from curate.embed.sources import default_num_workers
 from curate.errors import hydra_entry, run_guarded
 from curate.io.atomic import atomic_write_json
-from selfsup.config import EvalConfig, EvalDataConfig, config_to_dict, to_eval_config
-from selfsup.data import ImageSet, load_index_file, open_image_set
+from curate.tracking import Tracker
+from selfsup.config import EvalConfig, config_to_dict, to_eval_config
+from selfsup.data import ImageSet, ResizedImages, open_image_set, stack_arrays
 from selfsup.export import Encoder, embed_images, load_backbone
 
 log = logging.getLogger(__name__)
@@ -253,28 +255,38 @@ def accuracy_report(
     }
 
 
-def _open_labelled(spec: EvalDataConfig, what: str) -> ImageSet:
-    images = open_image_set(
-        spec.source,
-        spec.split,
-        spec.path,
-        spec.labels_path,
-        spec.source_indices,
-        spec.ids_path,
-        spec.selection,
-    )
+def _open_labelled(spec: Any, what: str, channels: int) -> ImageSet:
+    images = open_image_set(spec, channels)
     if images.labels is None:
-        raise ValueError(f"data.{what}: the image set has no labels (set data.{what}.labels_path)")
+        hint = "labels_from_dirs=true" if spec.kind == "image_folder" else "labels_path"
+        raise ValueError(f"data.{what}: the image set has no labels (set data.{what}.{hint})")
     return images
 
 
-def embed_image_set(encoder: Encoder, images: ImageSet, batch_size: int, device: torch.device) -> np.ndarray:
-    """``(n, D) float32`` features of an :class:`ImageSet`, read block by block (memmap friendly)."""
-    block = max(batch_size, 8192)
-    parts = [
-        embed_images(encoder, images.batch(s, s + block), batch_size, device) for s in range(0, len(images), block)
-    ]
+def embed_image_set(
+    encoder: Encoder, images: ImageSet, batch_size: int, device: torch.device, num_workers: int | None = None
+) -> np.ndarray:
+    """``(n, D) float32`` features of an :class:`ImageSet`; images are decoded and resized to the
+    backbone's ``image_size`` in DataLoader workers (``num_workers`` None: from the job's CPUs)."""
+    workers = default_num_workers() if num_workers is None else num_workers
+    loader = torch.utils.data.DataLoader(
+        ResizedImages(images, encoder.image_size),
+        batch_size=max(batch_size, 1024),
+        num_workers=workers,
+        collate_fn=stack_arrays,
+    )
+    parts = [embed_images(encoder, block, batch_size, device) for block in loader]
     return np.concatenate(parts) if parts else np.empty((0, encoder.embed_dim), np.float32)
+
+
+def _read_labels(path: str) -> np.ndarray:
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"eval.pool_labels: {path} not found")
+    labels = np.load(path, allow_pickle=False)
+    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer) or (len(labels) and labels.min() < 0):
+        got = f"{labels.dtype} {labels.shape}"
+        raise ValueError(f"eval.pool_labels: {path} must be a 1-D array of labels >= 0, got {got}")
+    return labels.astype(np.int64)
 
 
 def evaluate(cfg: EvalConfig | DictConfig) -> dict[str, Any]:
@@ -288,20 +300,22 @@ def evaluate(cfg: EvalConfig | DictConfig) -> dict[str, Any]:
     e = cfg.eval
     device = resolve_device(e.device, key="eval.device")
     encoder = load_backbone(cfg.backbone)
-    train_set, test_set = _open_labelled(cfg.data.train, "train"), _open_labelled(cfg.data.test, "test")
+    channels = encoder.in_chans
+    train_set = _open_labelled(cfg.data.train, "train", channels)
+    test_set = _open_labelled(cfg.data.test, "test", channels)
     num_classes = _num_classes(train_set.labels, test_set.labels)
     tail, tail_source = e.tail_classes, "config" if e.tail_classes else None
-    if not tail and e.pool_indices is not None:
-        spec = cfg.data.train
-        pool_labels = open_image_set(spec.source, spec.split, spec.path, spec.labels_path).labels
-        pool_labels = pool_labels[load_index_file(e.pool_indices, len(pool_labels), "eval.pool_indices")]
+    if not tail and e.pool_labels is not None:
+        pool_labels = _read_labels(e.pool_labels)
+        if len(pool_labels) and pool_labels.max() >= num_classes:
+            raise ValueError(f"eval.pool_labels: {e.pool_labels} holds labels >= {num_classes} (the test set's)")
         tail, tail_source = rarest_classes(pool_labels, num_classes, e.num_tail_classes), "pool"
     if tail and (min(tail) < 0 or max(tail) >= num_classes):
         raise ValueError(f"eval.tail_classes {tail} outside [0, {num_classes})")
 
     t_embed = time.perf_counter()
-    train_feats = embed_image_set(encoder, train_set, e.batch_size, device)
-    test_feats = embed_image_set(encoder, test_set, e.batch_size, device)
+    train_feats = embed_image_set(encoder, train_set, e.batch_size, device, e.num_workers)
+    test_feats = embed_image_set(encoder, test_set, e.batch_size, device, e.num_workers)
     t_embed = time.perf_counter() - t_embed
     log.info("embedded %d train and %d test images in %.1fs", len(train_feats), len(test_feats), t_embed)
 
@@ -346,6 +360,22 @@ def evaluate(cfg: EvalConfig | DictConfig) -> dict[str, Any]:
         "config": config_to_dict(cfg),
     }
     atomic_write_json(Path(cfg.out) / "eval.json", report)
+    wb = cfg.logger.wandb
+    with Tracker(
+        cfg.out,
+        mode=wb.mode,
+        config=report["config"],
+        name=f"eval/{cfg.name}",
+        group=wb.group or cfg.name,
+        job_type="eval",
+        project=wb.project,
+        entity=wb.entity,
+        init_timeout=wb.init_timeout_s,
+        fresh=True,
+    ) as tracker:
+        scores = {f"{m}_{k}": report[m][k] for m in ("knn", "linear") for k in ("top1", "tail_mean")}
+        tracker.log({"n_train": report["n_train"], "n_test": report["n_test"], **scores}, step=0)
+        tracker.summary(scores)
     log.info("k-NN top-1 %.4f, linear top-1 %.4f", report["knn"]["top1"], report["linear"]["top1"])
     return report
 

@@ -4,9 +4,13 @@ Outputs in ``out`` (the Hydra run dir)::
 
     checkpoint.pt   student, teacher, optimizer, centers, iteration, global samples seen (rank 0,
                     atomic, every ``train.checkpoint_every`` iterations and at the end)
-    log.jsonl       one JSON line every ``train.log_every`` iterations (rank 0)
+    metrics.jsonl   one JSON line every ``train.log_every`` iterations (rank 0, :class:`curate.tracking.Tracker`;
+                    wandb too with ``logger.wandb.mode``: group ``logger.wandb.group`` or ``name``, job type
+                    ``train``, a run id stable across resumptions)
+    train_ids.txt   the ids of the training items (the source's ids, e.g. image paths), in order
     backbone.pt     the teacher backbone for :func:`selfsup.export.load_backbone`
-    manifest.json   resolved config, sizes, versions, final losses; written last
+    manifest.json   resolved config, the data (source, selection identity and count), distinct items
+                    seen, sizes, versions, final losses; written last
 
 Re-running with the same ``out`` resumes from ``checkpoint.pt`` (on any world size: the
 checkpoint holds unwrapped state dicts and the data position as global samples seen; random
@@ -15,7 +19,6 @@ numbers are re-derived from ``(seed, rank, iteration)`` at every iteration).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -42,10 +45,12 @@ from curate.dist import (
     resolve_device,
     setup_logging,
 )
+from curate.embed.sources import default_num_workers
 from curate.errors import IdentityError, hydra_entry, run_guarded
 from curate.io.atomic import atomic_path, atomic_write_json, atomic_write_text
+from curate.tracking import Tracker
 from selfsup.augment import MultiCrop
-from selfsup.config import OptimConfig, TrainConfig, WandbConfig, config_to_dict, to_train_config
+from selfsup.config import OptimConfig, TrainConfig, config_to_dict, to_train_config
 from selfsup.data import InfiniteBatchSampler, MultiCropDataset, collate_multicrop, mix_seed, open_image_set
 from selfsup.export import backbone_payload, save_backbone
 from selfsup.meta_arch import SSLMetaArch
@@ -64,7 +69,7 @@ _RESUME_FREE_KEYS = (
     "logger",
     "train.log_every",
     "train.checkpoint_every",
-    "data.num_workers",
+    "train.num_workers",
     "train.device",
 )
 
@@ -182,88 +187,6 @@ def clip_gradients(student: torch.nn.Module, max_norm: float, mode: str) -> dict
     return norms
 
 
-class RunLogger:
-    """Rank-0 JSON-lines log plus optional wandb (imported lazily, failures only warn).
-
-    Args:
-        out_dir: run folder holding ``log.jsonl``.
-        wandb_cfg: ``mode`` disabled / offline / online.
-        name: run name.
-        config: plain dict logged to wandb.
-        resume_from: keep only records with ``iteration <= resume_from`` (a resumed run rewrites
-            what it logged after its last checkpoint); None starts a fresh log.
-    """
-
-    def __init__(
-        self,
-        out_dir: Path,
-        wandb_cfg: WandbConfig,
-        name: str,
-        config: dict[str, Any],
-        resume_from: int | None,
-    ) -> None:
-        self.active = get_rank() == 0
-        self.path = out_dir / "log.jsonl"
-        self.run = None
-        if not self.active:
-            return
-        kept = []
-        if resume_from is not None and self.path.exists():
-            for line in self.path.read_text().splitlines():
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError:  # a line cut by a kill
-                    continue
-                if record.get("iteration", 0) <= resume_from:
-                    kept.append(line)
-        atomic_write_text(self.path, "".join(line + "\n" for line in kept))
-        if wandb_cfg.mode != "disabled":
-            self.run = _init_wandb(wandb_cfg, name, out_dir, config)
-
-    def log(self, record: dict[str, Any]) -> None:
-        """Append ``record`` (which holds ``iteration``) to the log and to wandb."""
-        if not self.active:
-            return
-        with open(self.path, "a") as f:
-            f.write(json.dumps(record, sort_keys=True) + "\n")
-        if self.run is not None:
-            try:
-                self.run.log(record, step=int(record["iteration"]))
-            except Exception as err:  # never let a logging backend stop training
-                log.warning("wandb log failed (%s); continuing without wandb", err)
-                self.run = None
-
-    def close(self) -> None:
-        if self.run is not None:
-            try:
-                self.run.finish()
-            except Exception as err:
-                log.warning("wandb finish failed: %s", err)
-            self.run = None
-
-
-def _init_wandb(cfg: WandbConfig, name: str, out_dir: Path, config: dict[str, Any]) -> Any:
-    """Start (or resume) a wandb run; returns None (with a warning) when anything fails."""
-    try:
-        import wandb
-
-        run_id = name + "-" + hashlib.sha1(str(out_dir.resolve()).encode()).hexdigest()[:8]
-        return wandb.init(
-            mode=cfg.mode,
-            project=cfg.project,
-            entity=cfg.entity,
-            name=name,
-            id=run_id,
-            resume="allow",
-            dir=str(out_dir),
-            config=config,
-            settings=wandb.Settings(init_timeout=cfg.init_timeout_s),
-        )
-    except Exception as err:
-        log.warning("wandb disabled: initialisation failed (%s)", err)
-        return None
-
-
 def _diff_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
     if isinstance(old, dict) and isinstance(new, dict):
         keys = sorted(set(old) | set(new))
@@ -334,16 +257,11 @@ def _train(cfg: TrainConfig) -> dict[str, Any]:
     out_dir.mkdir(parents=True, exist_ok=True)
     config_dict = config_to_dict(cfg)
 
-    images = open_image_set(
-        cfg.data.source,
-        cfg.data.split,
-        cfg.data.path,
-        None,
-        cfg.data.source_indices,
-        cfg.data.ids_path,
-        cfg.data.selection,
-    )
+    images = open_image_set(cfg.data, cfg.model.in_chans)
     n_train = len(images)
+    data_info = images.source.describe()
+    if rank == 0:
+        atomic_write_text(out_dir / "train_ids.txt", "".join(f"{i}\n" for i in images.ids()))
     total = total_iterations(cfg, n_train)
     freeze_iters = freeze_last_layer_iterations(cfg, n_train, total)
     sched = build_schedules(cfg, total, freeze_iters)
@@ -356,6 +274,7 @@ def _train(cfg: TrainConfig) -> dict[str, Any]:
     meta.set_bf16(cfg.train.bf16)
     ckpt_path = out_dir / "checkpoint.pt"
     start, samples_seen, ckpt = 0, 0, None
+    seen = torch.zeros(n_train, dtype=torch.bool)  # training items drawn so far (this rank)
     if ckpt_path.exists():
         ckpt = load_checkpoint(ckpt_path)
         changed = _diff_keys(ckpt.get("config", {}), config_dict)
@@ -373,6 +292,8 @@ def _train(cfg: TrainConfig) -> dict[str, Any]:
         if meta.ibot_loss is not None:
             meta.ibot_loss.load_state_dict(ckpt["ibot_loss"])
         start, samples_seen = int(ckpt["iteration"]), int(ckpt["samples_seen"])
+        if "seen" in ckpt and len(ckpt["seen"]) == n_train:
+            seen = ckpt["seen"].clone()
         log.info("resuming from %s at iteration %d (%d samples seen)", ckpt_path, start, samples_seen)
     meta.to(device)
     meta.train()
@@ -385,13 +306,26 @@ def _train(cfg: TrainConfig) -> dict[str, Any]:
     if is_distributed():
         meta.wrap_ddp([device.index] if device.type == "cuda" else None)
 
-    logger = RunLogger(out_dir, cfg.logger.wandb, cfg.name, config_dict, resume_from=start if start else None)
+    wb = cfg.logger.wandb
+    logger = Tracker(
+        out_dir,
+        mode=wb.mode,
+        config=config_dict,
+        name=f"train/{cfg.name}",
+        group=wb.group or cfg.name,
+        job_type="train",
+        project=wb.project,
+        entity=wb.entity,
+        init_timeout=wb.init_timeout_s,
+        fresh=start == 0,
+        resume_step=start,
+    )
     last_record: dict[str, Any] = {}
     if start < total:
         grid = (cfg.crops.global_size // cfg.model.patch_size,) * 2
         dataset = MultiCropDataset(
             images,
-            MultiCrop(cfg.crops, cfg.model.in_chans, cfg.data.mean, cfg.data.std),
+            MultiCrop(cfg.crops, cfg.model.in_chans, cfg.crops.mean, cfg.crops.std),
             grid,
             tuple(cfg.ibot.mask_ratio),
             cfg.ibot.mask_sample_probability if meta.use_ibot else 0.0,
@@ -399,13 +333,14 @@ def _train(cfg: TrainConfig) -> dict[str, Any]:
             cfg.train.seed,
         )
         sampler = InfiniteBatchSampler(n_train, global_batch, cfg.train.seed, rank, world_size, start=samples_seen)
-        loader = torch.utils.data.DataLoader(
+        workers = default_num_workers() if cfg.train.num_workers is None else cfg.train.num_workers
+        loader = torch.utils.data.DataLoader(  # decoding and augmentation run in the workers
             dataset,
             batch_sampler=sampler,
             collate_fn=collate_multicrop,
-            num_workers=cfg.data.num_workers,
+            num_workers=workers,
             pin_memory=device.type == "cuda",
-            persistent_workers=cfg.data.num_workers > 0,
+            persistent_workers=workers > 0,
         )
         log.info(
             "training %d images for %d iterations (global batch %d, %d ranks)",
@@ -425,14 +360,16 @@ def _train(cfg: TrainConfig) -> dict[str, Any]:
             device,
             logger,
             ckpt_path,
+            seen,
         )
     logger.close()
+    distinct_seen = int(seen.sum())  # merged over the ranks at the last checkpoint (the final iteration)
 
     if rank == 0:
-        payload = backbone_payload(meta.export_state_dict(), meta.export_kwargs(), cfg.data.mean, cfg.data.std, total)
+        payload = backbone_payload(meta.export_state_dict(), meta.export_kwargs(), cfg.crops.mean, cfg.crops.std, total)
         save_backbone(out_dir / "backbone.pt", payload)
-        if not last_record and (out_dir / "log.jsonl").exists():
-            lines = (out_dir / "log.jsonl").read_text().splitlines()
+        if not last_record and (out_dir / "metrics.jsonl").exists():
+            lines = (out_dir / "metrics.jsonl").read_text().splitlines()
             last_record = json.loads(lines[-1]) if lines else {}
         atomic_write_json(
             out_dir / "manifest.json",
@@ -442,6 +379,9 @@ def _train(cfg: TrainConfig) -> dict[str, Any]:
                 "name": cfg.name,
                 "config": config_dict,
                 "n_train": n_train,
+                "data": data_info,
+                "selection": data_info.get("selection"),
+                "distinct_items_seen": distinct_seen,
                 "iterations": total,
                 "samples_seen": total * global_batch,
                 "world_size": world_size,
@@ -459,6 +399,7 @@ def _train(cfg: TrainConfig) -> dict[str, Any]:
         "iterations": total,
         "start_iteration": start,
         "n_train": n_train,
+        "distinct_items_seen": distinct_seen,
         "last": last_record,
         "out_dir": str(out_dir),
         "elapsed_s": time.perf_counter() - t_start,
@@ -474,8 +415,9 @@ def _train_loop(
     start: int,
     total: int,
     device: torch.device,
-    logger: RunLogger,
+    logger: Tracker,
     ckpt_path: Path,
+    seen: torch.Tensor,
 ) -> dict[str, Any]:
     rank, world_size = get_rank(), get_world_size()
     global_batch = cfg.train.batch_size
@@ -484,7 +426,9 @@ def _train_loop(
     record: dict[str, Any] = {}
     for it in range(start, total):
         torch.manual_seed(mix_seed(cfg.train.seed + 7919 * (rank + 1), it))  # drop-path etc.
-        batch = _batch_to(next(batches), device)
+        batch = next(batches)
+        seen[batch.pop("items")] = True
+        batch = _batch_to(batch, device)
         apply_schedules(optimizer, sched, it)  # the prototypes' lr is 0 while frozen; their grads still flow
         optimizer.zero_grad(set_to_none=True)
         losses = meta.forward_backward(batch, float(sched["teacher_temp"][it]))
@@ -515,10 +459,12 @@ def _train_loop(
                 teacher_temp=float(sched["teacher_temp"][it]),
                 img_per_s=window_iters * global_batch / max(elapsed, 1e-9),
             )
-            logger.log(record)
+            logger.log(record, step=done)
             log.info("it %d/%d loss %.4f (%.0f img/s)", done, total, record["loss"], record["img_per_s"])
             window, window_iters, window_t0 = {}, 0, time.perf_counter()
         if done % cfg.train.checkpoint_every == 0 or done == total:
+            # every rank's drawn items, so a resumption on any world size counts them all
+            seen.copy_(all_reduce_sum_(seen.to(device=device, dtype=torch.int32)).cpu() > 0)
             if rank == 0:
                 state = {
                     "iteration": done,
@@ -527,6 +473,7 @@ def _train_loop(
                     "seed": cfg.train.seed,
                     "world_size": world_size,
                     "config": config_to_dict(cfg),
+                    "seen": seen,
                 }
                 save_checkpoint(ckpt_path, meta, optimizer, state)
             barrier()

@@ -3,6 +3,7 @@
 import importlib.util
 import os
 import socket
+import stat
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -84,6 +85,40 @@ def cli() -> _Cli:
     return _Cli()
 
 
+FAKE_SBATCH = """#!/bin/bash
+# test double of sbatch: keeps the script, answers like SLURM
+mkdir -p "$FAKE_SLURM_DIR"
+n=$(( $(ls "$FAKE_SLURM_DIR" | wc -l) + 1001 ))
+cp "$1" "$FAKE_SLURM_DIR/$n.sh"
+echo "Submitted batch job $n"
+"""
+
+
+@pytest.fixture
+def fake_slurm(tmp_path, monkeypatch) -> Path:
+    """``sbatch`` and ``srun`` doubles on PATH; returns the folder where the submitted scripts land."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "sbatch").write_text(FAKE_SBATCH)
+    (bin_dir / "srun").write_text("#!/bin/bash\nexit 1\n")
+    for tool in ("sbatch", "srun"):
+        (bin_dir / tool).chmod(stat.S_IRWXU)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_SLURM_DIR", str(tmp_path / "sbatch"))
+    return tmp_path / "sbatch"
+
+
+@pytest.fixture(scope="session")
+def fmnist_folders(tmp_path_factory) -> Path:
+    """A 150-image long-tailed Fashion-MNIST pool, a 20-image seed folder and labelled train (80) / test
+    (50) folders of PNG files (curate.datasets.fmnist_folders)."""
+    from curate.datasets.fmnist_folders import write_fmnist_folders
+
+    out = tmp_path_factory.mktemp("fmnist_folders")
+    write_fmnist_folders(out, seed_per_class=2, eval_train_per_class=8, test_per_class=5, pool_size=150)
+    return out
+
+
 @pytest.fixture
 def free_port() -> int:
     """A free TCP port on localhost for a spawned gloo group."""
@@ -115,6 +150,7 @@ def compose_config(config_name: str, overrides: Sequence[str] = (), hydra: bool 
     import curate.cluster  # noqa: F401  (each stage module registers its schemas)
     import curate.dedup  # noqa: F401
     import curate.embed.config  # noqa: F401
+    import curate.pipeline  # noqa: F401
     import curate.sample  # noqa: F401
     import selfsup.config  # noqa: F401
 

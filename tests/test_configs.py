@@ -21,10 +21,24 @@ REQUIRED = {"dedup": ["input=x.npy", "out=y"], "embed": ["out=y"]}
 # options that need a value to pass their stage's checks
 NEEDS = {
     ("encoder", "timm"): ["encoder.random_init=true"],
+    ("data", "image_folder"): ["data.root=x"],  # the pipeline checks that a source's ??? keys are given
+    ("data", "image_list"): ["data.path=x"],
+    ("data", "jsonl"): ["data.path=x"],
+    ("data", "text_lines"): ["data.path=x"],
+    ("data", "npy"): ["data.path=x"],
     ("model", "resnet_cpu"): ["ibot.loss_weight=0"],  # a model group option cannot set ibot.* (its header says so)
 }
 # which primary each experiment overrides (an experiment missing here fails test_every_experiment_is_listed)
-EXPERIMENTS = {"ablation_toy": "cluster", "ablation_toy_sample": "sample", "web_4level": "cluster"}
+EXPERIMENTS = {
+    "ablation_toy": "cluster",
+    "ablation_toy_sample": "sample",
+    "web_4level": "cluster",
+    "curation_ssl": "pipeline",
+    "curation_ssl_quick": "pipeline",
+    "curation_ssl_gpu": "pipeline",
+}
+# sources the trainer refuses (text): selfsup.train takes the data group's image sources only
+TEXT_SOURCES = ("jsonl", "text_lines", "wordnet")
 
 
 def _validator(primary: str) -> Callable[[Any], Any]:
@@ -38,6 +52,10 @@ def _validator(primary: str) -> Callable[[Any], Any]:
         return validate
     if primary == "embed":
         from curate.embed.config import validate
+
+        return validate
+    if primary == "pipeline":
+        from curate.pipeline import validate
 
         return validate
     from selfsup.config import to_eval_config, to_train_config
@@ -75,6 +93,10 @@ def test_primary_config_composes_and_validates(primary):
 @pytest.mark.parametrize("primary, group, option", GROUP_CASES, ids=[f"{p}-{g}={o}" for p, g, o in GROUP_CASES])
 def test_group_option_composes_and_validates(primary, group, option):
     overrides = [*REQUIRED.get(primary, []), f"{group}={option}", *NEEDS.get((group, option), [])]
+    if (primary, group) == ("train", "data") and option in TEXT_SOURCES:
+        with pytest.raises(ValueError, match="image source"):
+            _validator(primary)(compose_config(primary, overrides))
+        return
     _validator(primary)(compose_config(primary, overrides))
     if group == "launcher":
         assert compose_config(primary, overrides, hydra=True).hydra.launcher._target_
@@ -97,6 +119,9 @@ def test_experiment_composes_and_validates(experiment, primary):
     overrides = [*REQUIRED.get(primary, []), f"+experiment={experiment}"]
     if experiment == "web_4level":
         overrides.append("input.path=/data/web_emb")  # its comment's command sets the input
+    if primary == "pipeline":  # the experiments' commands give the folders
+        overrides += ["data=image_folder", "data.root=pool", "eval.train_root=train", "eval.test_root=test"]
+        overrides += [] if experiment == "curation_ssl_quick" else ["base.root=seed"]
     cfg = compose_config(primary, overrides, hydra=True)
     assert cfg.hydra.run.dir
     _validator(primary)(compose_config(primary, overrides))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,8 +21,6 @@ def wordnet_demo(load_script):
 
 @pytest.fixture(scope="module")
 def fmnist_demo(load_script):
-    if str(SCRIPTS) not in sys.path:  # the demo imports reproduce_curation_ssl from scripts/
-        sys.path.insert(0, str(SCRIPTS))
     return load_script("demo_images_fmnist")
 
 

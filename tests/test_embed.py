@@ -416,12 +416,21 @@ def test_image_list_with_pixels_needs_a_size(tmp_path):
 def test_every_source_and_encoder_config_composes():
     sources = sorted(p.stem for p in Path(CONFIGS, "data").glob("*.yaml"))
     encoders = sorted(p.stem for p in Path(CONFIGS, "encoder").glob("*.yaml"))
-    assert sources == ["fashion_mnist", "image_folder", "image_list", "jsonl", "text_lines", "wordnet"]
+    assert sources == [
+        "fashion_mnist",
+        "fashion_mnist_test",
+        "image_folder",
+        "image_list",
+        "jsonl",
+        "npy",
+        "text_lines",
+        "wordnet",
+    ]
     assert encoders == ["minilm", "pixels", "random_projection", "selfsup", "timm"]
     for source in sources:
         for encoder in encoders:
             cfg = compose_embed([f"data={source}", f"encoder={encoder}", "out=x"])
-            assert cfg.data.kind == source and cfg.out == "x"
+            assert cfg.data.kind == source.removesuffix("_test") and cfg.out == "x"
     default = compose_embed([])
     assert default.data.kind == "fashion_mnist" and default.encoder.kind == "pixels" and default.shard_size == 50000
 

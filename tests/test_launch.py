@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import stat
 import time
 from pathlib import Path
 
@@ -15,27 +14,6 @@ import submitit
 from curate.submit import StageJob, compose_cluster, level_parameters, submit_levels
 
 LEVEL_ARRAYS = ("centroids", "assign", "dist", "offsets", "members")
-FAKE_SBATCH = """#!/bin/bash
-# test double of sbatch: keeps the script, answers like SLURM
-mkdir -p "$FAKE_SLURM_DIR"
-n=$(( $(ls "$FAKE_SLURM_DIR" | wc -l) + 1001 ))
-cp "$1" "$FAKE_SLURM_DIR/$n.sh"
-echo "Submitted batch job $n"
-"""
-
-
-@pytest.fixture
-def fake_slurm(tmp_path, monkeypatch) -> Path:
-    """``sbatch`` and ``srun`` doubles on PATH; returns the folder where the submitted scripts land."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "sbatch").write_text(FAKE_SBATCH)
-    (bin_dir / "srun").write_text("#!/bin/bash\nexit 1\n")
-    for tool in ("sbatch", "srun"):
-        (bin_dir / tool).chmod(stat.S_IRWXU)
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-    monkeypatch.setenv("FAKE_SLURM_DIR", str(tmp_path / "sbatch"))
-    return tmp_path / "sbatch"
 
 
 def sbatch_flags(script: str) -> set[str]:

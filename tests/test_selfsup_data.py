@@ -10,7 +10,6 @@ from selfsup.data import (
     InfiniteBatchSampler,
     MultiCropDataset,
     collate_multicrop,
-    load_selection,
     open_image_set,
 )
 from selfsup.masking import block_mask, random_patch_mask, sample_mask
@@ -132,39 +131,54 @@ def npy_images(tmp_path):
     return tmp_path, images
 
 
-def test_npy_source_indices_and_selections(npy_images):
+def test_npy_source_and_selections_by_id(npy_images):
     folder, images = npy_images
-    np.save(folder / "pool.npy", np.arange(5, 20, dtype=np.int64))  # 15 pool rows
-    np.save(folder / "indices.npy", np.array([0, 3, 3, 14], dtype=np.int64))
-    s = open_image_set(
-        "npy",
-        path=str(folder / "images.npy"),
-        labels_path=str(folder / "labels.npy"),
-        source_indices=str(folder / "pool.npy"),
-        selection=str(folder / "indices.npy"),
-    )
-    assert s.rows.tolist() == [5, 8, 8, 19] and s.labels.tolist() == [1, 0, 0, 3]
+    np.save(folder / "indices.npy", np.array([5, 8, 8, 19], dtype=np.int64))
+    data = {"kind": "npy", "path": str(folder / "images.npy"), "labels_path": str(folder / "labels.npy")}
+    s = open_image_set({**data, "selection": str(folder / "indices.npy")})
+    assert s.ids() == [5, 8, 8, 19] and s.labels.tolist() == [1, 0, 0, 3]
     assert s.image(1).shape == (1, 12, 12) and torch.equal(s.image(1)[0], torch.from_numpy(images[8]))
-    # a text file of ids, matched against an ids file of the pool
-    (folder / "ids.txt").write_text("".join(f"img{r:03d}\n" for r in range(5, 20)))
-    (folder / "sel.txt").write_text("img019\nimg005\n")
-    rows = load_selection(folder / "sel.txt", 15, folder / "ids.txt")
-    assert rows.tolist() == [14, 0]
-    (folder / "plain.txt").write_text("2\n0\n")  # without an ids file: row numbers
-    assert load_selection(folder / "plain.txt", 15).tolist() == [2, 0]
-    (folder / "bad.txt").write_text("img999\n")
-    with pytest.raises(ValueError, match="img999"):
-        load_selection(folder / "bad.txt", 15, folder / "ids.txt")
+    # a folder with ids.txt (a curate.sample output) wins over its indices.npy: ids survive skipped items
+    (folder / "sample").mkdir()
+    (folder / "sample" / "ids.txt").write_text("19\n5\n")
+    np.save(folder / "sample" / "indices.npy", np.array([0, 1], dtype=np.int64))
+    s = open_image_set({**data, "selection": str(folder / "sample")})
+    assert s.ids() == [19, 5] and torch.equal(s.image(0)[0], torch.from_numpy(images[19]))
+    assert s.source.describe()["selection"]["count"] == 2
+    assert s.source.describe()["selection"]["file"] == "ids.txt"
+    (folder / "bad.txt").write_text("999\n")
+    with pytest.raises(ValueError, match="bad.txt"):
+        open_image_set({**data, "selection": str(folder / "bad.txt")})
     np.save(folder / "oob.npy", np.array([20], dtype=np.int64))
     with pytest.raises(ValueError, match="oob.npy"):
-        open_image_set("npy", path=str(folder / "images.npy"), selection=str(folder / "oob.npy"))
+        open_image_set({**data, "selection": str(folder / "oob.npy")})
     with pytest.raises(FileNotFoundError, match="missing.npy"):
-        open_image_set("npy", path=str(folder / "missing.npy"))
+        open_image_set({"kind": "npy", "path": str(folder / "missing.npy")})
+    (folder / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="none of"):
+        open_image_set({**data, "selection": str(folder / "empty")})  # a folder without a selection file
+
+
+def test_image_folder_items_are_decoded_converted_and_resized(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for cls, mode, size in (("a", "RGB", (20, 10)), ("b", "L", (8, 8))):
+        (tmp_path / cls).mkdir()
+        Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3) if mode == "RGB" else size, dtype=np.uint8)).save(
+            tmp_path / cls / "x.png"
+        )
+    s = open_image_set({"kind": "image_folder", "root": str(tmp_path), "labels_from_dirs": True}, channels=1)
+    assert s.ids() == ["a/x.png", "b/x.png"] and s.labels.tolist() == [0, 1]
+    assert s.image(0).shape == (1, 10, 20) and s.image(1).shape == (1, 8, 8)
+    assert s.array(0, size=6).shape == (6, 6)  # shorter side to 6, centre crop
+    rgb = open_image_set({"kind": "image_folder", "root": str(tmp_path)}, channels=3)
+    assert rgb.image(1).shape == (3, 8, 8) and rgb.labels is None
 
 
 def test_dataset_is_a_pure_function_of_the_stream_position(npy_images):
     folder, _ = npy_images
-    s = open_image_set("npy", path=str(folder / "images.npy"))
+    s = open_image_set({"kind": "npy", "path": str(folder / "images.npy")})
     cfg = CropsConfig(global_size=12, local_size=6, local_number=2)
     ds = MultiCropDataset(s, MultiCrop(cfg, 1, [0.5], [0.25]), (4, 4), (0.1, 0.5), 1.0, "block", seed=0)
     torch.manual_seed(123)

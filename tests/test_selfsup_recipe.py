@@ -357,7 +357,7 @@ def test_resnet_backbone_trains_with_dino_and_koleo_and_exports(tmp_path):
         *resnet,
         "model.resnet_stem_width=8",
         "ibot.loss_weight=0",
-        "data.source=npy",
+        "data.kind=npy",
         f"data.path={tmp_path / 'images.npy'}",
         f"out={tmp_path / 'run'}",
         "train.iterations=3",

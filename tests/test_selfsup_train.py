@@ -50,7 +50,7 @@ def fmnist_npy(tmp_path_factory):
 
 def tiny_cfg(out: Path, data: Path, *overrides: str) -> TrainConfig:
     cfg = OmegaConf.structured(TrainConfig)
-    cfg.merge_with_dotlist([f"out={out}", "data.source=npy", f"data.path={data / 'images.npy'}", *TINY, *overrides])
+    cfg.merge_with_dotlist([f"out={out}", "data.kind=npy", f"data.path={data / 'images.npy'}", *TINY, *overrides])
     return to_train_config(cfg)
 
 
@@ -59,16 +59,16 @@ class SimulatedKill(BaseException):
 
 
 def _records(out: Path) -> list[dict]:
-    return [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
 def test_loss_decreases_on_a_tiny_fashion_mnist_run(tmp_path):
-    np.save(tmp_path / "pool.npy", np.arange(256, dtype=np.int64))
     cfg = OmegaConf.structured(TrainConfig)
     cfg.merge_with_dotlist(
         [
             f"out={tmp_path / 'run'}",
-            f"data.source_indices={tmp_path / 'pool.npy'}",  # 256 Fashion-MNIST images
+            "data.kind=fashion_mnist",
+            "data.limit=256",  # 256 Fashion-MNIST images
             *TINY,
             "train.batch_size=32",
             "train.iterations=30",
@@ -153,9 +153,9 @@ def test_export_load_embed_round_trip(tmp_path, fmnist_npy):
     train(cfg)
     payload = torch.load(tmp_path / "run" / "backbone.pt", weights_only=True)  # a plain dict
     assert payload["embed_dim"] == 64 and payload["img_size"] == 28 and payload["in_chans"] == 1
-    assert payload["normalize"] == {"mean": cfg.data.mean, "std": cfg.data.std}
+    assert payload["normalize"] == {"mean": cfg.crops.mean, "std": cfg.crops.std}
     encoder = load_backbone(tmp_path / "run" / "backbone.pt")
-    assert (encoder.embed_dim, encoder.image_size, encoder.mean) == (64, 28, cfg.data.mean)
+    assert (encoder.embed_dim, encoder.image_size, encoder.mean) == (64, 28, cfg.crops.mean)
 
     images = np.load(fmnist_npy / "images.npy")[:10]
     feats = embed_images(encoder, images, batch_size=4, device="cpu")
@@ -163,7 +163,7 @@ def test_export_load_embed_round_trip(tmp_path, fmnist_npy):
 
     meta = SSLMetaArch(cfg)  # the teacher, rebuilt from the checkpoint
     meta.teacher.load_state_dict(torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["teacher"])
-    x = (torch.from_numpy(images).float().unsqueeze(1) / 255 - cfg.data.mean[0]) / cfg.data.std[0]
+    x = (torch.from_numpy(images).float().unsqueeze(1) / 255 - cfg.crops.mean[0]) / cfg.crops.std[0]
     with torch.no_grad():
         expected = meta.teacher.backbone(x)["cls"]
     np.testing.assert_allclose(feats, expected.numpy(), rtol=1e-4, atol=1e-5)
@@ -287,9 +287,9 @@ def test_ddp_two_gloo_ranks_match_one_process(tmp_path, fmnist_npy, free_port):
     cfg = tiny_cfg(
         tmp_path / "single_run", fmnist_npy, "train.iterations=3", "koleo.loss_weight=0.5", "train.device=cpu"
     )
-    images = open_image_set("npy", path=str(fmnist_npy / "images.npy"))
+    images = open_image_set({"kind": "npy", "path": str(fmnist_npy / "images.npy")})
     ds = MultiCropDataset(
-        images, MultiCrop(cfg.crops, 1, cfg.data.mean, cfg.data.std), (4, 4), (0.1, 0.5), 1.0, "block", 0
+        images, MultiCrop(cfg.crops, 1, cfg.crops.mean, cfg.crops.std), (4, 4), (0.1, 0.5), 1.0, "block", 0
     )
     batch = collate_multicrop([ds[key] for key in InfiniteBatchSampler(len(images), 16, seed=0).batch_keys(0)])
     torch.save(batch, tmp_path / "batch.pt")
@@ -352,7 +352,9 @@ def test_validate_names_the_bad_field():
     for override, field in [
         ("crops.local_size=15", "crops.local_size"),
         ("model.num_heads=5", "model.num_heads"),
-        ("data.mean=[0.5,0.5,0.5]", "data.mean"),
+        ("crops.mean=[0.5,0.5,0.5]", "crops.mean"),
+        ("data.kind=text_lines", "data.kind"),
+        ("+data.rooot=/x", "data"),
     ]:
         with pytest.raises(ValueError, match=field):
             to_train_config(compose_config("train", [override]))
@@ -388,10 +390,11 @@ def test_train_and_eval_apps(tmp_path, fmnist_npy, monkeypatch):
     pool = np.flatnonzero(np.load(folder / "labels.npy") != 3)[:100]  # class 3 rare: absent from the pool
     pool = np.concatenate([pool, np.flatnonzero(np.load(folder / "labels.npy") == 3)[:1]])
     np.save(tmp_path / "pool.npy", pool.astype(np.int64))
+    np.save(tmp_path / "pool_labels.npy", np.load(folder / "labels.npy")[pool])
     out = tmp_path / "run"
     args = [
         f"out={out}",
-        "data.source=npy",
+        "data=npy",
         f"data.path={folder / 'images.npy'}",
         *TINY,
         "train.iterations=2",
@@ -403,14 +406,14 @@ def test_train_and_eval_apps(tmp_path, fmnist_npy, monkeypatch):
         [
             f"backbone={out / 'backbone.pt'}",
             f"out={out / 'eval'}",
-            "data.train.source=npy",
+            "data@data.train=npy",
             f"data.train.path={folder / 'images.npy'}",
             f"data.train.labels_path={folder / 'labels.npy'}",
-            f"data.train.source_indices={tmp_path / 'pool.npy'}",
-            "data.test.source=npy",
+            f"data.train.selection={tmp_path / 'pool.npy'}",
+            "data@data.test=npy",
             f"data.test.path={tmp_path / 'test_images.npy'}",
             f"data.test.labels_path={tmp_path / 'test_labels.npy'}",
-            f"eval.pool_indices={tmp_path / 'pool.npy'}",
+            f"eval.pool_labels={tmp_path / 'pool_labels.npy'}",
             "eval.num_tail_classes=2",
             "eval.knn_k=5",
             "eval.linear_epochs=3",
@@ -434,8 +437,8 @@ def test_sweep_jobs_get_their_own_folders(tmp_path, fmnist_npy, monkeypatch):
     keeps the command line, hence the folder names, short."""
     import selfsup.train
 
-    settings = [f"data.path={fmnist_npy / 'images.npy'}", "data.source=npy", *TINY, "train.iterations=1"]
-    experiment = {"defaults": ["train", "_self_"]}
+    settings = [f"data.path={fmnist_npy / 'images.npy'}", *TINY, "train.iterations=1"]
+    experiment = {"defaults": ["train", {"override /data": "npy"}, "_self_"]}
     experiment.update(OmegaConf.to_container(OmegaConf.from_dotlist(settings)))
     (tmp_path / "conf").mkdir()
     OmegaConf.save(OmegaConf.create(experiment), tmp_path / "conf" / "tiny_sweep.yaml")
@@ -451,31 +454,36 @@ def test_sweep_jobs_get_their_own_folders(tmp_path, fmnist_npy, monkeypatch):
 
 
 def test_wandb_is_imported_only_when_enabled(tmp_path, fmnist_npy, monkeypatch):
-    """mode=disabled never imports wandb; offline/online go through wandb.init (a stub here) and a
-    failing init only warns."""
+    """mode=disabled never imports wandb; offline/online go through wandb.init (a stub here) with the
+    grouping and the stable id of curate.tracking.Tracker; a failing online init falls back to offline."""
     import types
 
     calls = []
 
     class Run:
-        def log(self, record, step):
-            calls.append(("log", step))
+        def log(self, record, step=None):
+            calls.append(("log", record["step"]))
 
         def finish(self):
             calls.append(("finish", None))
 
     stub = types.ModuleType("wandb")
     stub.Settings = lambda **kw: kw
-    stub.init = lambda **kw: calls.append(("init", kw["mode"])) or Run()
+    stub.init = lambda **kw: calls.append(("init", kw["mode"], kw["group"], kw["job_type"], kw["resume"])) or Run()
     monkeypatch.setitem(sys.modules, "wandb", None)  # importing it would fail
     train(tiny_cfg(tmp_path / "a", fmnist_npy, "train.iterations=2"))
     monkeypatch.setitem(sys.modules, "wandb", stub)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
     train(tiny_cfg(tmp_path / "b", fmnist_npy, "train.iterations=2", "logger.wandb.mode=offline"))
-    assert calls == [("init", "offline"), ("log", 2), ("finish", None)]
+    assert calls == [("init", "offline", "fmnist_cpu", "train", "allow"), ("log", 2), ("finish", None)]
+    working_init = stub.init
 
     def broken_init(**kw):
-        raise RuntimeError("no network")
+        if kw["mode"] == "online":
+            raise RuntimeError("no network")
+        return working_init(**kw)
 
     stub.init = broken_init
     summary = train(tiny_cfg(tmp_path / "c", fmnist_npy, "train.iterations=2", "logger.wandb.mode=online"))
     assert summary["iterations"] == 2 and (tmp_path / "c" / "backbone.pt").exists()
+    assert calls[-3][:2] == ("init", "offline")

@@ -103,3 +103,51 @@ def test_series_go_to_their_own_jsonl_and_wandb_axis(tmp_path):
     # a fresh tracker starts the series over
     Tracker(tmp_path, fresh=True).log_series("kmeans", {"level": 2})
     assert (tmp_path / "kmeans.jsonl").read_text().splitlines() == ['{"index": 0, "level": 2}']
+
+
+def test_offline_runs_are_grouped_and_a_restarted_job_resumes_its_run_id(tmp_path, monkeypatch):
+    wandb = pytest.importorskip("wandb")
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    out = tmp_path / "exp" / "train"
+    first = Tracker(out, mode="offline", name="train/exp", group="exp", job_type="train", config={"lr": 0.1})
+    assert (first.run.group, first.run.job_type, first.run.id) == ("exp", "train", first.run_id)
+    first.log({"loss": 2.0}, step=10)
+    first.close()
+    # a requeued job: same folder, same experiment and stage -> the same wandb run, resumed; the JSONL
+    # keeps what the killed attempt logged up to its checkpoint
+    second = Tracker(out, mode="offline", group="exp", job_type="train", resume_step=10)
+    assert second.run.id == first.run_id and second.run_id == first.run_id
+    second.log({"loss": 1.5}, step=20)
+    second.close()
+    assert [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines()] == [10, 20]
+    runs = list((out / "wandb").glob("offline-run-*"))
+    assert runs and all(first.run_id in run.name for run in runs)  # both attempts: one wandb run id
+    # another stage of the experiment, or the same stage elsewhere, is another run
+    assert Tracker(out, group="exp", job_type="eval").run_id != first.run_id
+    assert Tracker(tmp_path / "other", group="exp", job_type="train").run_id != first.run_id
+    del wandb
+
+
+def test_wandb_mode_offline_in_the_environment_keeps_an_online_config_off_the_network(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    calls = []
+
+    class Stub:
+        Settings = staticmethod(lambda **kw: kw)
+
+        @staticmethod
+        def init(**kw):
+            calls.append(kw["mode"])
+            return None
+
+    monkeypatch.setitem(sys.modules, "wandb", Stub)
+    tracker = Tracker(tmp_path, mode="online", group="exp", job_type="sample")
+    assert tracker.mode == "offline" and calls == ["offline"]
+
+
+def test_resume_step_drops_records_logged_after_the_checkpoint(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 2, "a": 1}\n{"step": 4, "a": 2}\n{"step": 6, "a": 3}\n{"step": 8, "a"')  # cut by a kill
+    Tracker(tmp_path, resume_step=4).log({"a": 9}, step=6)
+    assert [json.loads(x)["a"] for x in path.read_text().splitlines()] == [1, 2, 9]

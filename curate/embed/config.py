@@ -13,7 +13,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
-from curate.conf import choices, register_help
+from curate.conf import LoggerConfig, choices, register_help
 
 EmbedDtype = choices("EmbedDtype", ("float32", "float16"), __name__)
 IMAGE_EXTENSIONS = [".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".ppm", ".pgm"]
@@ -22,10 +22,13 @@ IMAGE_EXTENSIONS = [".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".
 # ---- sources (config group "data") ---------------------------------------------------------
 @dataclass
 class DataConfig:
-    """Fields every source has. ``limit``: keep only the first ``limit`` items (None: all)."""
+    """Fields every source has. ``limit``: keep only the first ``limit`` items (None: all).
+    ``selection``: only the items named by a ``curate.sample`` / ``curate.dedup`` folder, an ids
+    text file or an ``.npy`` of positions (matched by id, see ``curate.embed.sources.read_selection``)."""
 
     kind: str = MISSING
     limit: int | None = None
+    selection: str | None = None
 
 
 @dataclass
@@ -64,6 +67,16 @@ class FashionMnistData(DataConfig):
     lt_max_per_class: int = 6000
     lt_min_per_class: int = 60
     lt_seed: int = 0
+
+
+@dataclass
+class NpyData(DataConfig):
+    """uint8 images ``(N, H, W)`` or ``(N, H, W, C)`` in one ``.npy``; ids are row numbers;
+    optional ``(N,)`` int labels in ``labels_path``."""
+
+    kind: str = "npy"
+    path: str = MISSING
+    labels_path: str | None = None
 
 
 @dataclass
@@ -199,7 +212,8 @@ class EmbedConfig:
         out: the store directory (also Hydra's run dir).
         shard_size: items per shard; the unit of resumption and of work split between ranks.
         batch_size: items per forward pass.
-        num_workers: DataLoader worker processes (0: load in the main process).
+        num_workers: DataLoader worker processes (0: load in the main process; None: from the
+            CPUs the job may use, see ``curate.embed.sources.default_num_workers``).
         device: ``auto`` (CUDA when available, the rank's local GPU), ``cpu``, ``cuda``, ``cuda:N``.
         amp: bf16 autocast, on CUDA only (ignored on CPU).
         normalize: L2-normalise the embeddings (recorded as ``normalised`` in the manifest).
@@ -214,19 +228,21 @@ class EmbedConfig:
     out: str = MISSING
     shard_size: int = 50000
     batch_size: int = 64
-    num_workers: int = 4
+    num_workers: int | None = None
     device: str = "auto"
     amp: bool = True
     normalize: bool = True
     dtype: EmbedDtype = EmbedDtype.float32
     overwrite: bool = False
     progress: bool = True
+    logger: LoggerConfig = field(default_factory=LoggerConfig)  # metrics.jsonl in the store (+ wandb)
 
 
 SOURCES: dict[str, type] = {
     "image_folder": ImageFolderData,
     "image_list": ImageListData,
     "fashion_mnist": FashionMnistData,
+    "npy": NpyData,
     "text_lines": TextLinesData,
     "jsonl": JsonlData,
     "wordnet": WordnetData,
@@ -249,7 +265,7 @@ def validate(cfg: Any) -> None:
     for key in ("shard_size", "batch_size"):
         if cfg[key] < 1:
             raise ValueError(f"{key} must be >= 1, got {cfg[key]}")
-    if cfg.num_workers < 0:
+    if cfg.num_workers is not None and cfg.num_workers < 0:
         raise ValueError(f"num_workers must be >= 0, got {cfg.num_workers}")
     if cfg.device != "auto" and cfg.device != "cpu" and not str(cfg.device).startswith("cuda"):
         raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {cfg.device!r}")

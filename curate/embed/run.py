@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader, Dataset
 from curate.dist import barrier, get_rank, get_world_size, init_distributed, resolve_device
 from curate.embed.config import validate
 from curate.embed.encoders import Encoder, build_encoder
-from curate.embed.sources import Source, build_source
+from curate.embed.sources import Source, build_source, default_num_workers
 from curate.io.shards import shard_range
 from curate.io.store import MANIFEST, PARTS, StoreWriter, finalize_store, read_manifest
 from curate.stage import guarded_output
@@ -84,11 +84,11 @@ def collate_items(batch: list[tuple[int, Any, str | None]]) -> tuple[np.ndarray,
     return indices, items, bad
 
 
-def _loader(dataset: ItemDataset, batches: list[list[int]], num_workers: int, pin: bool) -> DataLoader:
+def _loader(dataset: ItemDataset, batches: list[list[int]], num_workers: int | None, pin: bool) -> DataLoader:
     return DataLoader(
         dataset,
         batch_sampler=batches,
-        num_workers=num_workers,
+        num_workers=default_num_workers() if num_workers is None else num_workers,
         collate_fn=collate_items,
         pin_memory=pin,
         persistent_workers=False,
@@ -227,6 +227,7 @@ def _run_embed(cfg: DictConfig, out: Path) -> dict:
     barrier()
     if rank == 0:
         manifest = finalize_store(out, expected_shards=n_shards)
+        _log_metrics(cfg, out, manifest, n_todo, elapsed)
         log.info(
             "store %s: %d rows of dim %d, %d skipped",
             out,
@@ -236,6 +237,19 @@ def _run_embed(cfg: DictConfig, out: Path) -> dict:
         )
     barrier()
     return read_manifest(out)
+
+
+def _log_metrics(cfg: DictConfig, out: Path, manifest: dict, n_done: int, seconds: float) -> None:
+    """One record in ``<out>/metrics.jsonl`` (and wandb, ``job_type=embed``) for this attempt."""
+    from curate.tracking import stage_tracker
+
+    if "logger" not in cfg:
+        return
+    record = {"rows": manifest["count"], "dim": manifest["dim"], "skipped": manifest["skipped"]}
+    record.update(embedded=n_done, seconds=seconds, items_per_s=n_done / max(seconds, 1e-9))
+    with stage_tracker(cfg, out, "embed") as tracker:
+        tracker.log(record, step=0)
+        tracker.summary(record)
 
 
 def _encode(encoder: Encoder, items: Any, amp: bool, normalize: bool) -> torch.Tensor:

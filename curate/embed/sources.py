@@ -3,6 +3,11 @@
 A :class:`Source` is deterministic (sorted listings, seeded subsets), so every rank and every
 resumed run sees the same items in the same order. ``load(i)`` returns a PIL image or a string;
 it may raise for an unreadable image, which the embed loop records in ``skipped.txt``.
+
+The same sources feed every stage that reads items (``curate.embed``, ``selfsup.train``,
+``selfsup.eval``), built from the same ``data`` config node by :func:`build_source`, so an item id
+names the same image everywhere. ``data.selection`` (a sample or dedup folder, an ``ids.txt`` or an
+``indices.npy``) restricts a source to the selected items, matched by id (:func:`read_selection`).
 """
 
 from __future__ import annotations
@@ -201,6 +206,148 @@ class FashionMnistSource(Source):
         return dict(self.config)
 
 
+class NpyImagesSource(Source):
+    """uint8 images ``(N, H, W)`` or ``(N, H, W, C)`` in one ``.npy`` (memory-mapped); ids are row
+    numbers; optional ``(N,)`` integer labels from ``labels_path``."""
+
+    modality = "image"
+    ids_format = "npy"
+
+    def __init__(self, path: str | os.PathLike, labels_path: str | None = None, limit: int | None = None) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"image array not found: {self.path}")
+        try:
+            images = np.load(self.path, mmap_mode="r", allow_pickle=False)
+        except ValueError as err:
+            raise ValueError(f"cannot read {self.path} as a .npy array: {err}") from None
+        shape_ok = images.ndim == 3 or (images.ndim == 4 and images.shape[3] in (1, 3))
+        if images.dtype != np.uint8 or not shape_ok:
+            raise ValueError(f"{self.path}: expected uint8 (n, H, W[, C]), got {images.dtype} {images.shape}")
+        self.images = images[: _limit(len(images), limit)]
+        self._labels = None
+        if labels_path is not None:
+            labels = np.load(labels_path, allow_pickle=False)
+            if labels.shape != (len(images),) or not np.issubdtype(labels.dtype, np.integer):
+                got = f"{labels.dtype} {labels.shape}"
+                raise ValueError(f"labels {labels_path}: expected ({len(images)},) integers, got {got}")
+            self._labels = labels[: len(self.images)].astype(np.int64)
+        self.config = {"kind": "npy", "path": str(self.path.resolve()), "count": len(self.images)}
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def load(self, index: int) -> Image.Image:
+        image = np.asarray(self.images[index])
+        return Image.fromarray(image[..., 0] if image.ndim == 3 and image.shape[2] == 1 else image)
+
+    def ids(self, indices: np.ndarray) -> list:
+        return np.asarray(indices, dtype=np.int64).tolist()
+
+    def labels(self) -> np.ndarray | None:
+        return self._labels
+
+    def describe(self) -> dict:
+        return dict(self.config)
+
+
+class SelectedSource(Source):
+    """The items ``positions`` of ``base``, in that order, keeping their ids and labels.
+
+    Args:
+        base: the full source.
+        positions: ``(m,) int64`` positions in ``base`` (repeats allowed).
+        selection: what selected them (recorded in :meth:`describe`).
+    """
+
+    def __init__(self, base: Source, positions: np.ndarray, selection: dict) -> None:
+        self.base = base
+        self.positions = np.asarray(positions, dtype=np.int64)
+        self.selection = selection
+        self.modality, self.ids_format, self.label_names = base.modality, base.ids_format, base.label_names
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def load(self, index: int) -> Any:
+        return self.base.load(int(self.positions[index]))
+
+    def ids(self, indices: np.ndarray) -> list:
+        return self.base.ids(self.positions[np.asarray(indices, dtype=np.int64)])
+
+    def labels(self) -> np.ndarray | None:
+        labels = self.base.labels()
+        return None if labels is None else labels[self.positions]
+
+    def describe(self) -> dict:
+        return {**self.base.describe(), "count": len(self.positions), "selection": dict(self.selection)}
+
+
+#: files of a selection folder, by preference: ids first (they survive skipped items), rows second
+SELECTION_FILES = ("ids.txt", "kept_ids.txt", "indices.npy", "kept_indices.npy")
+
+
+def read_selection(path: str | os.PathLike, source: Source) -> tuple[np.ndarray, dict]:
+    """Positions in ``source`` of the items a selection names.
+
+    Args:
+        path: a folder holding one of :data:`SELECTION_FILES` (a ``curate.sample`` output or a
+            ``curate.dedup`` output), a text file with one id per line, or an ``.npy`` of int
+            positions in the source.
+        source: the full source.
+
+    Returns:
+        ``(positions (m,) int64 in file order, identity)``; ``identity`` holds ``path``, ``file``,
+        ``count`` and ``sha1`` (of the selected ids, one per line, in order).
+
+    Raises:
+        FileNotFoundError: nothing to read at ``path``.
+        ValueError: an id that is not in the source (the message names the file), positions out of range.
+    """
+    import hashlib
+
+    path = Path(path).expanduser()
+    if path.is_dir():
+        found = [path / name for name in SELECTION_FILES if (path / name).is_file()]
+        if not found:
+            raise FileNotFoundError(f"data.selection: {path} holds none of {', '.join(SELECTION_FILES)}")
+        path = found[0]
+    elif not path.is_file():
+        raise FileNotFoundError(f"data.selection: {path} not found")
+    n = len(source)
+    if path.suffix == ".npy":
+        positions = np.load(path, allow_pickle=False)
+        if positions.ndim != 1 or not np.issubdtype(positions.dtype, np.integer):
+            got = f"{positions.dtype} {positions.shape}"
+            raise ValueError(f"data.selection: {path} must be a 1-D integer array, got {got}")
+        positions = positions.astype(np.int64)
+        if len(positions) and (positions.min() < 0 or positions.max() >= n):
+            raise ValueError(f"data.selection: {path} holds positions outside [0, {n}) of the source")
+        wanted = [str(i) for i in source.ids(positions)]
+    else:
+        wanted = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+        lookup = {str(item): i for i, item in enumerate(source.ids(np.arange(n)))}
+        missing = [key for key in wanted if key not in lookup]
+        if missing:
+            raise ValueError(f"data.selection: {len(missing)} ids of {path} are not in the source, e.g. {missing[:3]}")
+        positions = np.fromiter((lookup[key] for key in wanted), dtype=np.int64, count=len(wanted))
+    if not len(positions):
+        raise ValueError(f"data.selection: {path} selects no item")
+    digest = hashlib.sha1("".join(f"{key}\n" for key in wanted).encode()).hexdigest()
+    identity = {"path": str(path.resolve()), "file": path.name, "count": int(len(positions)), "sha1": digest}
+    return positions, identity
+
+
+def default_num_workers(limit: int = 8) -> int:
+    """DataLoader workers for this job: the CPUs it may run on (``sched_getaffinity``, i.e. the
+    SLURM / cgroup allocation) minus one for the main process, at most ``limit``; 0 on one CPU."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    return max(0, min(limit, cpus - 1))
+
+
 class TextListSource(Source):
     """Texts held in memory with ids (the base of the text sources)."""
 
@@ -335,12 +482,24 @@ def wordnet_source(pos: Sequence[str] = (), with_lemmas: bool = False, limit: in
 
 
 def build_source(cfg: Any) -> Source:
-    """The :class:`Source` described by a ``data`` config node (see ``curate.embed.config``)."""
+    """The :class:`Source` described by a ``data`` config node (see ``curate.embed.config``),
+    restricted to ``cfg.selection`` when it is set."""
+    source = _build_full_source(cfg)
+    selection = getattr(cfg, "selection", None)
+    if selection is None:
+        return source
+    positions, identity = read_selection(selection, source)
+    return SelectedSource(source, positions, identity)
+
+
+def _build_full_source(cfg: Any) -> Source:
     kind = cfg.kind
     if kind == "image_folder":
         return ImageFolderSource(cfg.root, list(cfg.extensions), cfg.labels_from_dirs, cfg.limit)
     if kind == "image_list":
         return ImageListSource(cfg.path, cfg.root, cfg.limit)
+    if kind == "npy":
+        return NpyImagesSource(cfg.path, cfg.labels_path, cfg.limit)
     if kind == "fashion_mnist":
         return FashionMnistSource(
             cfg.split, cfg.long_tailed, cfg.lt_max_per_class, cfg.lt_min_per_class, cfg.lt_seed, cfg.limit

@@ -1,0 +1,587 @@
+"""From an image folder to an evaluated backbone: the stages chained through their files.
+
+    python -m curate.pipeline +experiment=curation_ssl_quick data=image_folder data.root=<POOL> \\
+        eval.train_root=<LABELLED TRAIN FOLDER> eval.test_root=<LABELLED TEST FOLDER> name=<NAME>
+    python -m curate.pipeline -m +experiment=curation_ssl seed=0,1,2 ...     # one pipeline per seed
+    python -m curate.pipeline ... launcher=submitit_slurm submit=true        # one SLURM job per stage
+
+Runs embed -> dedup -> cluster -> sample -> train -> eval (``stages``: any of them, in this
+order) by calling each stage's own entry function (``curate.embed.run.run_embed``,
+``curate.dedup.run_dedup``, ``curate.cluster.cluster``, ``curate.sample.sample``,
+``selfsup.train.train``, ``selfsup.eval.evaluate``) with its own config: the stage's primary
+config (``configs/<stage>.yaml``) composed by Hydra, the pipeline's ``data`` / ``encoder`` / paths
+filled in, then the pipeline's ``<stage>`` node merged over it (``train.train.iterations=...`` is
+``train.iterations`` of ``selfsup.train``). Every stage writes its usual folder under
+``<out_dir>/<name>/<stage>/`` (the Hydra run dir of the pipeline; ``-m`` adds the job's overrides),
+plus ``pipeline.json``: the stage's resolved config, a key (hash of that config, minus where-it-runs
+settings, and of the keys of the stages it reads) and ``status`` running / complete.
+
+Re-running: a stage whose key is unchanged and complete is skipped; one left running (killed) is
+run again and resumes through its own resume (embed shards, dedup checkpoint, k-means checkpoints,
+trainer checkpoint); one whose key changed (its settings or an earlier stage's) has its folder,
+which the pipeline made, removed and runs again, so a changed train setting re-runs train and eval,
+not clustering. ``baselines: [random, full]`` adds trainings on a uniform random sample of the same
+size from the deduplicated pool (``sample_random/``) and on that whole pool, each evaluated
+(``train_<b>/``, ``eval_<b>/``). The run ends by writing ``summary.json``: ``pool_size``,
+``kept_after_dedup``, ``sample_size``, ``train_images`` (distinct items the trainer drew),
+``knn_top1`` / ``linear_top1`` (and ``_tail``, in %), ``baselines`` and the stages' folders and times.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import hydra
+import numpy as np
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+import curate.embed.config  # noqa: F401  (registers the data / encoder group schemas)
+from curate.io.atomic import atomic_write_json, atomic_write_text
+
+log = logging.getLogger(__name__)
+
+CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "configs")
+STAGES = ("base", "embed", "dedup", "cluster", "sample", "train", "eval")
+BASELINES = ("random", "full")
+STAMP = "pipeline.json"
+SUMMARY_KEYS = ("pool_size", "kept_after_dedup", "sample_size", "train_images", "knn_top1", "linear_top1")
+# settings that say where or how a stage runs, not what it computes: they do not enter its key
+RUN_ONLY = {
+    "embed": ("num_workers", "device", "progress", "overwrite", "batch_size", "amp", "logger"),
+    "dedup": ("device", "chunk_size", "sim_budget", "checkpoint_every_s", "backend", "logger"),
+    "cluster": (
+        "device",
+        "memory_budget_mb",
+        "checkpoint_every",
+        "shard_min_rows",
+        "split_memory_mb",
+        "init_cache_mb",
+        "stop_after_level",
+        "logger",
+        "submit",
+        "launcher",
+    ),  # fmt: skip
+    "sample": ("plot", "logger", "launcher"),
+    "base": ("logger", "train.num_workers", "train.device", "train.log_every", "train.checkpoint_every"),
+    "train": ("logger", "train.num_workers", "train.device", "train.log_every", "train.checkpoint_every"),
+    "eval": ("logger", "eval.num_workers", "eval.device", "eval.batch_size"),
+}
+
+
+@dataclass
+class EvalStageConf:
+    """``eval.train_root`` / ``eval.test_root``: labelled image folders (one sub-folder per class);
+    ``eval.eval`` is merged into ``selfsup.eval``'s ``eval`` options (e.g. ``eval.eval.knn_k``)."""
+
+    train_root: str | None = None
+    test_root: str | None = None
+    eval: Any = None
+
+
+@dataclass
+class BaseStageConf:
+    """``base.root``: an image folder to train the curation embedding on first (the paper's
+    ImageNet-trained model); embed then uses its backbone (``encoder=selfsup``). ``base.train``
+    is merged over the pipeline's ``train`` node for that run."""
+
+    root: str | None = None
+    train: Any = None
+
+
+@dataclass
+class WandbConf:
+    mode: str = "disabled"
+    project: str = "ssl-curate"
+    entity: str | None = None
+
+
+@dataclass
+class PipelineConf:
+    """``python -m curate.pipeline`` (see the module docstring).
+
+    Attributes:
+        name: the experiment; outputs under ``<out_dir>/<name>/`` and wandb group.
+        seed: seed of the clustering, the sampling, the random baseline and the training.
+        stages: the stages to run (in pipeline order); a stage left out reuses its finished folder.
+        only: run this one stage (its inputs must be finished): what a submitted stage job runs.
+        baselines: ``random`` and / or ``full`` trainings beside the curated one.
+        submit: send the stages as dependent jobs through the launcher (``curate.submit``) and return.
+        resources: per-stage job resources for ``submit`` (``{train: {gpus_per_node: 1}}``).
+        data, encoder: the ``data`` and ``encoder`` groups (the same items for every stage).
+        base: optional training of the curation embedding on another folder (``base.root``).
+        embed, dedup, cluster, sample, train, eval: merged into each stage's own config.
+    """
+
+    name: str = "pipeline"
+    out_dir: str = "outputs"
+    seed: int = 0
+    stages: list[str] = field(default_factory=lambda: list(STAGES[1:]))
+    only: str | None = None
+    baselines: list[str] = field(default_factory=list)
+    submit: bool = False
+    resources: Any = None
+    data: Any = MISSING
+    encoder: Any = MISSING
+    base: BaseStageConf = field(default_factory=BaseStageConf)
+    embed: Any = None
+    dedup: Any = None
+    cluster: Any = None
+    sample: Any = None
+    train: Any = None
+    eval: EvalStageConf = field(default_factory=EvalStageConf)
+    logger: dict[str, Any] = field(default_factory=lambda: {"wandb": WandbConf()})
+
+
+ConfigStore.instance().store(name="pipeline_schema", node=PipelineConf)
+
+
+def validate(cfg: DictConfig) -> None:
+    """Cross-field checks of a pipeline config; raises ``ValueError`` naming the key."""
+    for key in ("data", "base.root", "eval.train_root", "eval.test_root"):
+        if OmegaConf.is_missing(cfg, key):
+            raise ValueError(f"{key}: required by this experiment (e.g. {key}=<folder>)")
+    missing = [k for k, v in _container(cfg.data).items() if v == "???"] if isinstance(cfg.data, DictConfig) else []
+    if missing:
+        raise ValueError(f"data.{missing[0]}: required by data.kind={cfg.data.kind} (data.{missing[0]}=...)")
+    unknown = [s for s in cfg.stages if s not in STAGES]
+    if unknown or not cfg.stages:
+        raise ValueError(f"stages: {unknown or 'empty'}; choose from {list(STAGES)}")
+    if cfg.only is not None and cfg.only not in STAGES:
+        raise ValueError(f"only: {cfg.only!r} is not a stage of {list(STAGES)}")
+    bad = [b for b in cfg.baselines if b not in BASELINES]
+    if bad:
+        raise ValueError(f"baselines: {bad}; choose from {list(BASELINES)}")
+    if cfg.data.get("selection") is not None:
+        raise ValueError("data.selection: the pipeline selects the items itself (sample stage); leave it unset")
+    targets = (cfg.sample or {}).get("targets")
+    if targets is not None and len(targets) != 1:
+        raise ValueError(f"sample.targets: the pipeline trains on one budget, got {list(targets)}")
+
+
+# ---- composing a stage's own config ----------------------------------------------------------
+def compose_stage(config_name: str, overrides: list[str], values: dict[str, Any] | None = None) -> DictConfig:
+    """The stage's primary config (``configs/<config_name>.yaml``) with ``overrides``, composed
+    by Hydra (inside a running Hydra app, through its global instance), then ``values`` set by
+    dotted key (paths are set, not parsed: a multirun folder such as ``seed=0`` is no override)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    import curate.cluster  # noqa: F401  (register the stages' schemas)
+    import curate.dedup  # noqa: F401
+    import selfsup.config  # noqa: F401
+
+    if GlobalHydra.instance().is_initialized():
+        cfg = compose(config_name=config_name, overrides=overrides)
+    else:
+        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+            cfg = compose(config_name=config_name, overrides=overrides)
+    for key, value in (values or {}).items():
+        OmegaConf.update(cfg, key, value, merge=False)
+    return cfg
+
+
+def _merge(cfg: DictConfig, settings: Any, where: str) -> DictConfig:
+    """``settings`` merged over a stage config (struct: a key the stage does not have is an error)."""
+    if settings is None:
+        return cfg
+    try:
+        return OmegaConf.merge(cfg, OmegaConf.create(OmegaConf.to_container(settings, resolve=True)))
+    except OmegaConfBaseException as err:
+        raise ValueError(f"{where}: {str(err).splitlines()[0]}") from None
+
+
+def _set(cfg: DictConfig, key: str, value: Any) -> None:
+    """Replace a node wholesale (a data node of another source kind has other keys)."""
+    OmegaConf.update(cfg, key, value, merge=False, force_add=True)
+
+
+def _container(node: Any) -> Any:
+    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
+
+
+@contextlib.contextmanager
+def hydra_output_dir(path: Path) -> Iterator[None]:
+    """Stages that read their folder from ``HydraConfig`` (cluster, sample) get ``path``; the
+    pipeline's own Hydra state is put back afterwards."""
+    from hydra.core.hydra_config import HydraConfig
+
+    instance = HydraConfig.instance()
+    saved = instance.cfg
+    instance.cfg = OmegaConf.create({"hydra": {"runtime": {"output_dir": str(path)}}})
+    try:
+        yield
+    finally:
+        instance.cfg = saved
+
+
+# ---- keys and stamps ---------------------------------------------------------------------------
+def _drop(tree: dict, dotted: str) -> None:
+    head, _, rest = dotted.partition(".")
+    if head in tree:
+        if rest and isinstance(tree[head], dict):
+            _drop(tree[head], rest)
+        elif not rest:
+            del tree[head]
+
+
+def stage_key(stage: str, cfg: DictConfig, upstream: list[str]) -> str:
+    """Hash of what a stage computes: its resolved config minus :data:`RUN_ONLY` settings, and the
+    keys of the stages it reads."""
+    tree = OmegaConf.to_container(cfg, resolve=True)
+    for key in RUN_ONLY.get(stage.split("_")[0], ()):
+        _drop(tree, key)
+    text = json.dumps({"config": tree, "upstream": upstream}, sort_keys=True, default=str)
+    return hashlib.sha1(text.encode()).hexdigest()[:16]
+
+
+def read_stamp(folder: Path) -> dict | None:
+    path = folder / STAMP
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def prepare(stage: str, folder: Path, key: str) -> bool:
+    """Decide what to do with a stage folder; returns True when the stage is already complete.
+
+    Raises:
+        ValueError: the folder exists, is not empty and was not made by the pipeline.
+    """
+    stamp = read_stamp(folder)
+    if stamp is None:
+        if folder.exists() and any(folder.iterdir()):
+            raise ValueError(f"{folder} exists and was not made by curate.pipeline (no {STAMP}); pick another name")
+        return False
+    if stamp["key"] == key:
+        return stamp["status"] == "complete"
+    log.info("%s: settings changed (key %s -> %s): removing %s and running it again", stage, stamp["key"], key, folder)
+    shutil.rmtree(folder)
+    return False
+
+
+def write_stamp(folder: Path, stage: str, key: str, status: str, cfg: DictConfig, result: Any = None) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    record = {"stage": stage, "key": key, "status": status, "config": OmegaConf.to_container(cfg, resolve=True)}
+    if result is not None:
+        record["result"] = result
+    atomic_write_json(folder / STAMP, record)
+
+
+# ---- the pipeline --------------------------------------------------------------------------------
+class Pipeline:
+    """The stages of one pipeline config under ``root`` (see the module docstring)."""
+
+    def __init__(self, cfg: DictConfig, root: Path) -> None:
+        validate(cfg)
+        self.cfg = cfg
+        self.root = Path(root).expanduser().resolve()
+        self.keys: dict[str, str] = {}
+        self.report: dict[str, dict] = {}
+
+    def tracked(self, cfg: DictConfig, key: str = "logger.wandb") -> DictConfig:
+        """The pipeline's wandb settings in a stage's logger node; the experiment's name as group."""
+        wb = self.cfg.logger.wandb
+        node = OmegaConf.select(cfg, key)
+        node.mode, node.project, node.group = wb.mode, wb.project, self.cfg.name
+        if wb.get("entity") is not None:
+            node.entity = wb.entity
+        return cfg
+
+    def folder(self, stage: str) -> Path:
+        return self.root / stage
+
+    def wanted(self, stage: str) -> bool:
+        """In ``stages`` (or ``only``); a baseline's stages count as the stage they repeat, and
+        ``base`` runs with ``embed``."""
+        kind = stage.split("_")[0]
+        if self.cfg.only is not None:
+            return kind == self.cfg.only
+        return kind in self.cfg.stages or (kind == "base" and "embed" in self.cfg.stages)
+
+    def needed(self, stage: str) -> bool:
+        """Whether a stage this run executes comes after ``stage`` (and may read it)."""
+        order = STAGES.index(stage.split("_")[0])
+        return any(self.wanted(s) for s in STAGES[order + 1 :])
+
+    def available(self, stage: str) -> bool:
+        """Run in this pipeline, or finished earlier (with the key it would have now)."""
+        if self.wanted(stage):
+            return True
+        stamp = read_stamp(self.folder(stage))
+        return stamp is not None and stamp["status"] == "complete" and stamp["key"] == self.keys.get(stage)
+
+    # -- stage configs (the stage's own config with the pipeline's paths) --
+    def embed_config(self) -> DictConfig:
+        cfg = compose_stage("embed", [], {"out": str(self.folder("embed"))})
+        _set(cfg, "data", _container(self.cfg.data))
+        encoder = _container(self.cfg.encoder)
+        if self.cfg.base.root is not None:  # the base model's backbone, with the selfsup encoder's defaults
+            from curate.embed.config import SelfsupEncoder
+
+            backbone = str(self.folder("base") / "backbone.pt")
+            encoder = OmegaConf.to_container(OmegaConf.structured(SelfsupEncoder(checkpoint=backbone)))
+        _set(cfg, "encoder", encoder)
+        return self.tracked(_merge(cfg, self.cfg.embed, "embed"))
+
+    def base_config(self) -> DictConfig:
+        cfg = self.train_config(self.folder("base"), None)
+        _set(cfg, "data", {"kind": "image_folder", "root": str(self.cfg.base.root)})
+        return _merge(cfg, self.cfg.base.train, "base.train")
+
+    def dedup_config(self) -> DictConfig:
+        cfg = compose_stage("dedup", [], {"input": str(self.folder("embed")), "out": str(self.folder("dedup"))})
+        return self.tracked(_merge(cfg, self.cfg.dedup, "dedup"))
+
+    def cluster_config(self) -> DictConfig:
+        values = {"input.path": str(self.folder("embed")), "input.toy": None, "name": self.cfg.name}
+        if self.available("dedup"):
+            values["input.subset"] = str(self.folder("dedup"))
+        cfg = compose_stage("cluster", [], {**values, "out_dir": str(self.root), "seed": self.cfg.seed})
+        return self.tracked(_merge(cfg, self.cfg.cluster, "cluster"))
+
+    def sample_config(self) -> DictConfig:
+        values = {"cluster_dir": str(self.folder("cluster")), "name": self.cfg.name, "out_dir": str(self.root)}
+        cfg = _merge(compose_stage("sample", [], {**values, "seed": self.cfg.seed}), self.cfg.sample, "sample")
+        return self.tracked(cfg)
+
+    def train_config(self, folder: Path, selection: Path | None) -> DictConfig:
+        cfg = compose_stage("train", [], {"out": str(folder), "name": self.cfg.name, "train.seed": self.cfg.seed})
+        data = dict(_container(self.cfg.data), selection=None if selection is None else str(selection))
+        _set(cfg, "data", data)
+        return self.tracked(_merge(cfg, self.cfg.train, "train"))
+
+    def eval_config(self, folder: Path, train_dir: Path) -> DictConfig:
+        values = {"out": str(folder), "name": self.cfg.name, "backbone": str(train_dir / "backbone.pt")}
+        cfg = compose_stage("eval", [], values)
+        for split in ("train", "test"):
+            root = self.cfg.eval.get(f"{split}_root")
+            if root is not None:
+                _set(cfg, f"data.{split}", {"kind": "image_folder", "root": str(root), "labels_from_dirs": True})
+        tail = self.tail_classes()
+        if tail is not None:
+            cfg.eval.tail_classes = tail
+        elif (self.folder("embed") / "labels.npy").exists():
+            cfg.eval.pool_labels = str(self.folder("embed") / "labels.npy")
+        return self.tracked(_merge(cfg, OmegaConf.create({"eval": _container(self.cfg.eval.eval) or {}}), "eval.eval"))
+
+    def tail_classes(self) -> list[int] | None:
+        """The rarest classes of the pool (``eval.num_tail_classes`` of them, absent ones first) as
+        class ids of the labelled train folder, matched by class name (a pool missing a class
+        numbers its folders differently); None without pool labels or a train folder."""
+        from curate.embed.sources import ImageFolderSource
+
+        store, root = self.folder("embed"), self.cfg.eval.get("train_root")
+        if root is None or not (store / "label_names.json").exists() or not (store / "labels.npy").exists():
+            return None
+        names = json.loads((store / "label_names.json").read_text())
+        counts = np.bincount(np.load(store / "labels.npy", allow_pickle=False), minlength=len(names))
+        pool = dict(zip(names, counts.tolist()))
+        eval_names = ImageFolderSource(root, labels_from_dirs=True).label_names
+        n_tail = int((self.cfg.eval.eval or {}).get("num_tail_classes", 3))
+        sizes = np.asarray([pool.get(name, 0) for name in eval_names])
+        return sorted(int(c) for c in np.argsort(sizes, kind="stable")[:n_tail])
+
+    # -- running --
+    def step(self, stage: str, cfg: DictConfig, upstream: list[str], body: Any) -> Any:
+        """Key, skip or (re)run one stage; returns its result (from the stamp when skipped)."""
+        folder = self.folder(stage)
+        key = stage_key(stage, cfg, [self.keys[u] for u in upstream if u in self.keys])
+        self.keys[stage] = key
+        if not self.wanted(stage):
+            if self.available(stage):
+                return read_stamp(folder).get("result")
+            if not self.needed(stage):
+                return None  # left out, and no stage of this run reads it (or a later job runs it)
+            raise ValueError(f"stages: {stage} is needed by a later stage but {folder} holds no finished run of it")
+        if prepare(stage, folder, key):
+            log.info("%s: up to date in %s, skipped", stage, folder)
+            self.report[stage] = {"dir": str(folder), "ran": False}
+            return read_stamp(folder).get("result")
+        write_stamp(folder, stage, key, "running", cfg)
+        log.info("%s: running in %s", stage, folder)
+        t0 = time.perf_counter()
+        result = body(cfg)
+        seconds = time.perf_counter() - t0
+        write_stamp(folder, stage, key, "complete", cfg, result)
+        self.report[stage] = {"dir": str(folder), "ran": True, "seconds": seconds}
+        return result
+
+    def run(self) -> dict[str, Any] | None:
+        """Run the pipeline; returns the summary (None when ``only`` runs a single stage)."""
+        from curate.cluster import cluster
+        from curate.dedup import run_dedup
+        from curate.embed.run import run_embed
+        from curate.sample import sample
+        from selfsup.eval import evaluate
+        from selfsup.train import train
+
+        self.root.mkdir(parents=True, exist_ok=True)
+        embed_reads = []
+        if self.cfg.base.root is not None:
+            self.step("base", self.base_config(), [], _train_summary(train))
+            embed_reads = ["base"]
+        manifest = self.step("embed", self.embed_config(), embed_reads, lambda c: _store_summary(run_embed(c)))
+        dedup = None
+        reads = ["embed"]
+        dedup_cfg = self.dedup_config()
+        self.keys["dedup"] = stage_key("dedup", dedup_cfg, [self.keys["embed"]])
+        if self.available("dedup"):
+            dedup = self.step("dedup", dedup_cfg, ["embed"], lambda c: _dedup_summary(run_dedup(c)))
+            reads.append("dedup")
+        else:
+            del self.keys["dedup"]
+
+        def in_folder(fn: Any, stage: str) -> Any:
+            def body(c: DictConfig) -> Any:
+                with hydra_output_dir(self.folder(stage)):
+                    return str(fn(c))
+
+            return body
+
+        self.step("cluster", self.cluster_config(), reads, in_folder(cluster, "cluster"))
+        self.step("sample", self.sample_config(), ["cluster"], in_folder(sample, "sample"))
+        train_dir, eval_dir = self.folder("train"), self.folder("eval")
+        self.step("train", self.train_config(train_dir, self.folder("sample")), ["sample"], _train_summary(train))
+        self.step("eval", self.eval_config(eval_dir, train_dir), ["train"], _eval_summary(evaluate))
+        for name in self.cfg.baselines:
+            pool = self.folder("dedup") if dedup is not None else None
+            if name == "random":
+                selection = self.random_selection(pool)
+                upstream = ["sample_random"]
+            else:
+                selection, upstream = pool, reads
+            tdir, edir = self.folder(f"train_{name}"), self.folder(f"eval_{name}")
+            self.step(f"train_{name}", self.train_config(tdir, selection), upstream, _train_summary(train))
+            self.step(f"eval_{name}", self.eval_config(edir, tdir), [f"train_{name}"], _eval_summary(evaluate))
+        if self.cfg.only not in (None, "eval"):
+            return None  # a stage job of a submitted chain: the eval job writes the summary
+        summary: dict[str, Any] = {"name": self.cfg.name, "root": str(self.root), "seed": self.cfg.seed}
+        if manifest is not None:
+            summary["pool_size"] = manifest["count"]
+            summary["kept_after_dedup"] = dedup["kept"] if dedup is not None else manifest["count"]
+        if (self.folder("sample") / "indices.npy").exists() and self.available("sample"):
+            summary["sample_size"] = int(len(np.load(self.folder("sample") / "indices.npy", allow_pickle=False)))
+        summary.update(self.results("train", "eval"))
+        summary["baselines"] = {name: self.results(f"train_{name}", f"eval_{name}") for name in self.cfg.baselines}
+        summary.update(stages=self.report, keys=self.keys)
+        atomic_write_json(self.root / "summary.json", summary)
+        shown = ", ".join(
+            f"{k} {v:.1f}" if isinstance(v, float) else f"{k} {v}"
+            for k, v in ((k, summary.get(k)) for k in SUMMARY_KEYS)
+            if v is not None
+        )
+        log.info("summary: %s -> %s", shown, self.root / "summary.json")
+        return summary
+
+    def results(self, train_stage: str, eval_stage: str) -> dict[str, Any]:
+        """The training's sizes and the evaluation's scores (those of the two that finished)."""
+        out: dict[str, Any] = {}
+        for stage in (train_stage, eval_stage):
+            stamp = read_stamp(self.folder(stage))
+            if stamp is not None and stamp["status"] == "complete" and stamp["key"] == self.keys.get(stage):
+                result = dict(stamp["result"])
+                if "distinct_items_seen" in result:
+                    out.update(train_images=result["distinct_items_seen"], n_train=result["n_train"])
+                else:
+                    out.update(result)
+        return out
+
+    def random_selection(self, pool: Path | None) -> Path:
+        """``sample_random/ids.txt``: as many ids as the curated sample, uniform without replacement
+        from the (deduplicated) pool, drawn with ``seed``."""
+        folder = self.folder("sample_random")
+        cfg = OmegaConf.create({"seed": self.cfg.seed, "pool": None if pool is None else str(pool)})
+
+        def body(c: DictConfig) -> dict:
+            n = int(len(np.load(self.folder("sample") / "indices.npy", allow_pickle=False)))
+            if pool is not None:
+                ids = (pool / "kept_ids.txt").read_text().splitlines()
+            else:
+                from curate.io.store import load_embeddings
+
+                _, store_ids = load_embeddings(self.folder("embed"))
+                ids = [str(i) for i in store_ids]
+            rng = np.random.default_rng([int(c.seed), 7])
+            pick = np.sort(rng.choice(len(ids), size=min(n, len(ids)), replace=False))
+            atomic_write_text(folder / "ids.txt", "".join(f"{ids[i]}\n" for i in pick))
+            return {"count": int(len(pick))}
+
+        upstream = ["sample", "dedup" if pool is not None else "embed"]
+        self.step("sample_random", cfg, upstream, body)
+        return folder
+
+
+def _store_summary(manifest: dict) -> dict:
+    return {"count": int(manifest["count"]), "dim": int(manifest["dim"])}
+
+
+def _dedup_summary(summary: dict) -> dict:
+    return {"count": int(summary["count"]), "kept": int(summary["kept"])}
+
+
+def _train_summary(train: Any) -> Any:
+    def body(cfg: DictConfig) -> dict:
+        out = train(cfg)
+        return {k: out[k] for k in ("iterations", "start_iteration", "n_train", "distinct_items_seen")}
+
+    return body
+
+
+def _eval_summary(evaluate: Any) -> Any:
+    def body(cfg: DictConfig) -> dict:
+        report = evaluate(cfg)
+        out = {f"{m}_top1": 100.0 * report[m]["top1"] for m in ("knn", "linear")}
+        for m in ("knn", "linear"):
+            tail = report[m]["tail_mean"]
+            out[f"{m}_tail"] = None if tail is None else 100.0 * tail
+        return {**out, "n_eval_train": report["n_train"], "n_test": report["n_test"]}
+
+    return body
+
+
+def chain(cfg: DictConfig) -> list[str]:
+    """The stage jobs of a submitted pipeline, in order (each runs with ``only=<stage>``)."""
+    stages = [s for s in STAGES if s in cfg.stages or (s == "base" and cfg.base.root is not None)]
+    return stages
+
+
+def run_pipeline(cfg: DictConfig, root: str | Path | None = None) -> dict[str, Any] | None:
+    """Run (or resume) the pipeline of ``cfg`` under ``root`` (default ``<out_dir>/<name>``);
+    returns the summary (None for a stage job, ``only``)."""
+    root = Path(root) if root is not None else Path(cfg.out_dir) / cfg.name
+    return Pipeline(cfg, root).run()
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="pipeline")
+def main(cfg: DictConfig) -> None:
+    """Hydra entry point: ``python -m curate.pipeline [overrides]``."""
+    from curate.dist import setup_logging
+    from curate.stage import output_dir, run_stage
+
+    setup_logging()
+    root = output_dir()
+    if cfg.submit:
+        from hydra.core.hydra_config import HydraConfig
+
+        from curate.submit import submit_pipeline
+
+        hc = HydraConfig.get()
+        launcher = OmegaConf.to_container(hc.launcher, resolve=True)
+        run_stage(lambda c: submit_pipeline(c, root, list(hc.overrides.task), launcher), cfg)
+        return
+    run_stage(lambda c: run_pipeline(c, root), cfg)
+
+
+if __name__ == "__main__":
+    from curate.errors import hydra_entry
+
+    hydra_entry(main, single_components=("name",))

@@ -153,7 +153,7 @@ def test_selfsup_errors_are_one_line(tmp_path, cli):
     train = [
         "-m",
         "selfsup.train",
-        "data.source=npy",
+        "data=npy",
         f"data.path={tmp_path / 'images.npy'}",
         f"out={tmp_path / 'run'}",
     ]
@@ -179,7 +179,7 @@ def test_resume_with_another_model_is_refused_up_front(tmp_path):
                 "dino.head.bottleneck_dim=16", "ibot.head.n_prototypes=32", "ibot.head.hidden_dim=32",
                 "ibot.head.bottleneck_dim=16", "crops.local_number=1", "train.batch_size=8"]  # fmt: skip
         node.merge_with_dotlist(
-            [f"out={tmp_path / 'run'}", "data.source=npy", f"data.path={tmp_path / 'images.npy'}", *tiny, *overrides]
+            [f"out={tmp_path / 'run'}", "data.kind=npy", f"data.path={tmp_path / 'images.npy'}", *tiny, *overrides]
         )
         return to_train_config(node)
 

@@ -240,6 +240,9 @@ def test_text_lines_are_newline_separated_records(tmp_path):
     source = text_lines_source(tmp_path / "t.txt")
     assert [source.load(i) for i in range(len(source))] == ["a\x0cb", "c\u2028d", "e\rf", "g"]
     assert source.ids(np.arange(4)) == [0, 1, 2, 4]  # ids are line numbers: line 3 is empty
+    from curate.analysis.data import load_texts  # the report shows the same records for those ids
+
+    assert load_texts(dict(source.describe()), [0, 1, 4]) == ["a\x0cb", "c\u2028d", "g"]
     (tmp_path / "bad.txt").write_bytes(b"ok\n\xff\xfe\n")
     with pytest.raises(ValueError, match=r"bad.txt is not UTF-8 text \(byte 3"):
         text_lines_source(tmp_path / "bad.txt")

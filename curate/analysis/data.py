@@ -294,7 +294,9 @@ def load_texts(source: dict[str, Any], ids: Sequence) -> list[str | None]:
         lookup = dict(zip(wn.ids, wn.texts))
         return [lookup.get(str(i)) for i in ids]
     if kind == "text_lines":
-        lines = Path(source["path"]).read_text(encoding="utf-8").splitlines()
+        from curate.embed.sources import read_lines  # the embed stage's records: ids are its line numbers
+
+        lines = read_lines(Path(source["path"]))
         return [lines[int(i)] if 0 <= int(i) < len(lines) else None for i in ids]
     if kind == "jsonl":
         wanted = {str(i) for i in ids}

@@ -11,7 +11,10 @@ Writes ``<out_dir>/cluster/<name>/``: ``level<t>/{centroids,assign,dist,offsets,
 of this attempt: level, run, objective, shift, seconds), ``metrics.json`` (balance summary),
 ``items.npy`` (with ``input.subset``: the input rows of the clustered items) and ``manifest.json``
 (last). A re-run resumes from ``checkpoints/`` (levels, resampling steps, k-means iterations); a
-finished run with the same settings is skipped. ``stop_after_level=t`` builds levels 1..t into
+finished run with the same settings and input is skipped (after checking the files its manifest
+vouches for; a missing or changed one is rebuilt). Checkpoints or a clustering of another input
+or other settings are refused; ``overwrite=true`` replaces them (only what this stage wrote).
+The run holds ``<out>/.lock``. ``stop_after_level=t`` builds levels 1..t into
 ``checkpoints/`` and exits (``curate.submit`` sends one such job per level).
 """
 
@@ -28,10 +31,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from curate import CONFIG_DIR, dist
 from curate.conf import input_toy, level_specs, register_configs, validate_cluster
+from curate.errors import IdentityError, InputError, check_device, hydra_entry
 from curate.hierarchy import HierarchicalKMeans
 from curate.io.atomic import atomic_save_npy, atomic_write_json
+from curate.io.identity import check_identity, verify_files, vouch
 from curate.io.shards import rank_rows
-from curate.stage import open_input, output_dir, read_json, run_stage
+from curate.stage import guarded_output, open_input, output_dir, read_json, run_stage, stage_name
 from curate.tracking import stage_tracker
 
 log = logging.getLogger(__name__)
@@ -88,24 +93,42 @@ def balance_metrics(model: HierarchicalKMeans) -> dict:
     return out
 
 
+# what this stage writes into its output folder (and may therefore replace with overwrite=true)
+OWN_OUTPUTS = ("manifest.json", "metrics.json", "metrics.jsonl", "kmeans.jsonl", "items.npy", "checkpoints")
+FRESH = "set overwrite=true to replace it, or pick another name="
+
+
 def cluster(cfg: DictConfig) -> Path:
     """Run the stage; returns the output folder."""
     validate_cluster(cfg)
+    stage_name(cfg)
+    check_device(cfg.device)
     dist.init_distributed(device=cfg.device)
     dist.setup_logging()
     out = output_dir()
     path = cfg.input.path if cfg.input.path is not None else toy_input(input_toy(cfg), cfg.out_dir)
+    with guarded_output(out, {"input.path": path, "input.subset": cfg.input.subset}, "out_dir/cluster/name"):
+        return _cluster(cfg, out, path)
+
+
+def _cluster(cfg: DictConfig, out: Path, path: str | Path) -> Path:
     array, _, _, source = open_input(path, cfg.input.subset)
     model = build_model(cfg, out / "checkpoints")
+    config = json.loads(json.dumps(model.config()))
     manifest_path = out / "manifest.json"
-    if manifest_path.exists():
+    if manifest_path.exists() and not cfg.overwrite:
         done = read_json(manifest_path)
-        if done.get("config") == json.loads(json.dumps(model.config())) and done.get("input") == source:
+        if done.get("config") != config:
+            raise IdentityError(f"{out} already holds a clustering with other settings; {FRESH}")
+        _check_same_input(done.get("input"), source, f"the clustering in {out}")
+        problems = verify_files(out, done.get("files"))
+        if not problems:
             log.info("%s already holds this clustering; nothing to do", out)
             return out
-        raise ValueError(
-            f"{out} already holds a clustering with other settings or input; pick another name=... or delete it"
-        )
+        log.warning("%s: %s; building the clustering again", out, "; ".join(problems))
+    if dist.is_main_process():
+        _start(out, source, cfg.overwrite)
+    dist.barrier()
     shard = rank_rows(array, dist.get_rank(), dist.get_world_size())
     stop = cfg.stop_after_level
     # the log describes the levels built so far, so a resumed or later level job rewrites it
@@ -114,25 +137,72 @@ def cluster(cfg: DictConfig) -> Path:
         model.on_iteration = lambda record: tracker.log_series("kmeans", record)
         if stop is not None and stop < len(model.specs):
             model.fit(shard, stop_after_level=stop)
+            _check_finite_objective(model, source)
             for t, level in enumerate(model.levels_, start=1):
                 tracker.log({"level": t, **level.stats}, step=t)
             log.info("levels 1..%d built in %s; a run without stop_after_level continues from them", stop, out)
             return out
         model.fit(shard)
+        _check_finite_objective(model, source)
         for t, level in enumerate(model.levels_, start=1):
             tracker.log({"level": t, **level.stats}, step=t)
         summary = balance_metrics(model)
         tracker.summary(summary)
         if dist.is_main_process():
             atomic_write_json(out / "metrics.json", summary)
+    own = ["metrics.json"]
     if dist.is_main_process() and cfg.input.subset is not None:
         atomic_save_npy(out / "items.npy", array.rows)  # the input rows of the items, for the sample stage
-    model.save(out, extra={"input": source, "stage_config": OmegaConf.to_container(cfg, resolve=True)})
+        own.append("items.npy")
+    files = vouch(out, own) if dist.is_main_process() else {}
+    model.save(out, extra={"input": source, "stage_config": OmegaConf.to_container(cfg, resolve=True), "files": files})
     if dist.is_main_process():
         shutil.rmtree(out / "checkpoints", ignore_errors=True)
         sizes = ", ".join(f"level {t}: {level.k}" for t, level in enumerate(model.levels_, start=1))
         log.info("clusters written to %s (%s)", out, sizes)
     return out
+
+
+def _check_same_input(recorded: dict | None, source: dict, what: str) -> None:
+    """The input (and subset) a run was made from must be the one given now."""
+    recorded = recorded if isinstance(recorded, dict) else {}
+    check_identity(recorded.get("identity"), source["identity"], what, FRESH)
+    if recorded.get("subset") != source.get("subset"):
+        raise IdentityError(
+            f"{what} was made from input.subset={recorded.get('subset')}, not {source.get('subset')}; {FRESH}"
+        )
+    if "subset_identity" in source:
+        check_identity(recorded.get("subset_identity"), source["subset_identity"], f"{what} (input.subset)", FRESH)
+
+
+def _start(out: Path, source: dict, overwrite: bool) -> None:
+    """Before fitting (rank 0): a finished manifest no longer holds; checkpoints of another input
+    are refused (or, with ``overwrite``, removed with everything else this stage wrote)."""
+    if overwrite:
+        for name in OWN_OUTPUTS:
+            target = out / name
+            shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
+        for level in out.glob("level[0-9]*"):
+            if level.is_dir():
+                shutil.rmtree(level)
+    (out / "manifest.json").unlink(missing_ok=True)  # only reached when it must be rebuilt
+    record = out / "checkpoints" / "input.json"
+    if record.exists():
+        _check_same_input(read_json(record), source, f"the checkpoints in {out / 'checkpoints'}")
+    else:
+        atomic_write_json(record, source)
+
+
+def _check_finite_objective(model: HierarchicalKMeans, source: dict) -> None:
+    """Refuse a hierarchy whose k-means objective overflowed (rows of huge magnitude square past
+    float32): its assignments are meaningless and its numbers are not JSON."""
+    for t, level in enumerate(model.levels_, start=1):
+        inertia = level.stats.get("inertia") or [0.0]
+        if not np.isfinite(np.asarray(inertia, dtype=np.float64)).all():
+            raise InputError(
+                f"level {t}: the k-means objective overflowed (squared distances beyond float32): the rows "
+                f"are too large in magnitude; rescale them (for example L2-normalise) ({source['path']})"
+            )
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="cluster")
@@ -141,4 +211,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    hydra_entry(main, single_components=("name",))

@@ -144,6 +144,9 @@ class ClusterStageConfig:
     init_cache_mb: float = 0.0
     # build levels 1..t (kept in <out>/checkpoints) and exit; the next run resumes from them
     stop_after_level: int | None = None
+    # replace what an earlier run left in the output folder (checkpoints or a finished clustering
+    # of other settings or another input) instead of refusing
+    overwrite: bool = False
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     submit: SubmitConfig = field(default_factory=SubmitConfig)
 
@@ -179,6 +182,8 @@ class DedupConfig:
         write_store: also write the kept rows as an embedding store in ``<out>/store``.
         shard_size: rows per shard of that store.
         checkpoint_every_s: seconds between checkpoints of the decisions (rank 0; 0: every step).
+        overwrite: replace a finished dedup or a checkpoint of another input in ``out`` (only the
+            files this stage writes) instead of refusing.
     """
 
     input: str = MISSING
@@ -191,6 +196,7 @@ class DedupConfig:
     write_store: bool = False
     shard_size: int = 50000
     checkpoint_every_s: float = 300.0
+    overwrite: bool = False
     logger: LoggerConfig = field(default_factory=LoggerConfig)  # metrics.jsonl in out (+ wandb)
 
 

@@ -38,6 +38,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,9 +53,11 @@ from omegaconf import DictConfig
 
 from curate import CONFIG_DIR, dist
 from curate.conf import register_configs
+from curate.errors import IdentityError, UnsafeOutputError, hydra_entry
 from curate.io.atomic import atomic_path, atomic_save_npy, atomic_write_json, atomic_write_text
-from curate.io.store import MANIFEST, StoreWriter, finalize_store, load_embeddings, read_manifest
-from curate.stage import run_stage
+from curate.io.identity import check_identity, input_identity
+from curate.io.store import StoreWriter, finalize_store, load_embeddings, read_manifest
+from curate.stage import guarded_output, read_json, run_stage
 
 log = logging.getLogger(__name__)
 
@@ -254,8 +258,9 @@ class _Progress:
         return cls(np.zeros(n, bool), np.full(n, -1, np.int64), np.full(n, np.nan, np.float32))
 
 
-def _fingerprint(n: int, d: int, threshold: float) -> str:
-    return json.dumps({"rule": RULE, "count": n, "dim": d, "threshold": float(threshold)}, sort_keys=True)
+def _fingerprint(n: int, d: int, threshold: float, identity: dict | None = None) -> str:
+    keys = {"rule": RULE, "count": n, "dim": d, "threshold": float(threshold), "input": identity}
+    return json.dumps(keys, sort_keys=True)
 
 
 def _save_checkpoint(path: Path, progress: _Progress, fingerprint: str) -> None:
@@ -275,10 +280,11 @@ def _load_checkpoint(path: Path | None, n: int, fingerprint: str, details: bool)
     progress = _Progress.fresh(n, details)
     if path is None or not path.exists():
         return progress
-    with np.load(path) as saved:
+    with np.load(path, allow_pickle=False) as saved:
         if str(saved["fingerprint"]) != fingerprint:
-            raise ValueError(
-                f"{path} is a dedup checkpoint of another input or threshold; delete it or choose another out="
+            raise IdentityError(
+                f"{path} is a dedup checkpoint of another input or threshold; set overwrite=true to start afresh "
+                "or choose another out="
             )
         stop = int(saved["next_row"])
         progress.keep[:stop] = saved["keep"]
@@ -297,7 +303,10 @@ def _read_normalised(x: Any, start: int, stop: int, device: torch.device) -> tor
         rows = rows.to(torch.float32)
     else:  # a copy: memory-mapped rows are read-only
         rows = torch.from_numpy(np.array(rows, dtype=np.float32).reshape(stop - start, x.shape[1]))
-    return F.normalize(rows.to(device), dim=1)
+    rows = rows.to(device)
+    # scale first: the squared norm of a row of magnitude ~1e20 overflows float32 (its direction does not)
+    scale = rows.abs().amax(dim=1, keepdim=True)
+    return F.normalize(rows / torch.where(scale > 0, scale, 1.0), dim=1)
 
 
 def _first_bad_row(chunk: torch.Tensor, start: int, n: int) -> int:
@@ -352,6 +361,7 @@ def deduplicate(
     sim_budget: int | None = None,
     checkpoint: str | Path | None = None,
     checkpoint_every_s: float = 300.0,
+    identity: dict | None = None,
 ) -> DedupResult:
     """Remove near-duplicates with the sequential greedy rule (see the module docstring).
 
@@ -373,6 +383,8 @@ def deduplicate(
         checkpoint: an ``.npz`` path: resume from it when it exists, and (rank 0) save the
             decisions there every ``checkpoint_every_s`` seconds. None: no checkpoints.
         checkpoint_every_s: seconds between checkpoints (0: after every window).
+        identity: the input's identity (:func:`curate.io.identity.input_identity`), kept in the
+            checkpoint: a checkpoint of another input is refused.
 
     Returns:
         :class:`DedupResult`.
@@ -383,7 +395,7 @@ def deduplicate(
     rank, world = dist.get_rank(), dist.get_world_size()
     n, d = int(x.shape[0]), int(x.shape[1])
     checkpoint = None if checkpoint is None else Path(checkpoint)
-    fingerprint = _fingerprint(n, d, threshold)
+    fingerprint = _fingerprint(n, d, threshold, identity)
     progress = _load_checkpoint(checkpoint, n, fingerprint, details=rank == 0)
     chunk_size, sim_budget = default_sizes(device, chunk_size, sim_budget)
     block = max(1, sim_budget // chunk_size)
@@ -455,7 +467,9 @@ def run_dedup(cfg: DictConfig) -> dict:
     ``duplicate_of.npy`` and ``dedup.json`` (last) to ``cfg.out`` (rank 0).
 
     Under ``torchrun`` / SLURM every rank runs this and shares the work. A finished run with the
-    same input and threshold is skipped; a killed one resumes from ``<out>/checkpoint.npz``.
+    same input (identity: path, size, modification time, a few rows) and threshold is skipped; a
+    killed one resumes from ``<out>/checkpoint.npz``. ``out`` must not overlap the input; one run
+    at a time holds it.
 
     Returns:
         The content of ``dedup.json``.
@@ -463,15 +477,30 @@ def run_dedup(cfg: DictConfig) -> dict:
     validate(cfg)
     dist.init_distributed(device=cfg.device if cfg.backend == "torch" else "cpu")
     out = Path(cfg.out)
+    with guarded_output(out, {"input": cfg.input}, "out"):
+        return _run_dedup(cfg, out)
+
+
+def _run_dedup(cfg: DictConfig, out: Path) -> dict:
     array, ids = load_embeddings(cfg.input)
+    source = str(Path(cfg.input).expanduser().resolve())
+    identity = input_identity(cfg.input, array)
     done = out / "dedup.json"
+    if cfg.overwrite and dist.is_main_process():
+        _remove_own_outputs(out, source)
+    dist.barrier()
     if done.exists():
-        summary = json.loads(done.read_text())
-        same = summary.get("input") == str(Path(cfg.input).resolve()) and summary.get("threshold") == cfg.threshold
+        summary = read_json(done)
+        same = summary.get("input") == source and summary.get("threshold") == cfg.threshold
         if same and summary.get("count") == int(array.shape[0]):
+            check_identity(
+                summary.get("identity"), identity, f"the dedup in {out}", "set overwrite=true or choose another out="
+            )
             log.info("%s already holds this dedup; nothing to do", out)
             return summary
-        raise ValueError(f"{out} already holds a dedup of another input or threshold; pick another out= or delete it")
+        raise IdentityError(
+            f"{out} already holds a dedup of another input or threshold; set overwrite=true or choose another out="
+        )
     device = dist.resolve_device(cfg.device)
     started = time.perf_counter()
     result = deduplicate(
@@ -483,6 +512,7 @@ def run_dedup(cfg: DictConfig) -> dict:
         cfg.sim_budget,
         checkpoint=out / "checkpoint.npz",
         checkpoint_every_s=cfg.checkpoint_every_s,
+        identity=identity,
     )
     elapsed = time.perf_counter() - started
     kept = result.kept_indices
@@ -497,7 +527,8 @@ def run_dedup(cfg: DictConfig) -> dict:
         dist.get_world_size(),
     )
     summary = {
-        "input": str(Path(cfg.input).resolve()),
+        "input": source,
+        "identity": identity,
         "count": n,
         "kept": len(kept),
         "removed": n - len(kept),
@@ -527,24 +558,53 @@ def run_dedup(cfg: DictConfig) -> dict:
     return summary
 
 
+def _is_own_store(path: Path, source: str) -> bool:
+    """Whether ``path`` is a store this stage wrote from ``source`` (its manifest says so)."""
+    try:
+        manifest = read_manifest(path)
+    except (FileNotFoundError, ValueError):
+        return False
+    origin = (manifest.get("meta") or {}).get("source") or {}
+    return isinstance(origin, dict) and origin.get("kind") == "dedup" and origin.get("input") == source
+
+
+def _remove_own_outputs(out: Path, source: str) -> None:
+    """``overwrite=true``: remove what an earlier dedup wrote into ``out`` (nothing else)."""
+    for name in ("dedup.json", "checkpoint.npz", "kept_indices.npy", "duplicate_of.npy", "kept_ids.txt"):
+        (out / name).unlink(missing_ok=True)
+    for name in ("store", STORE_PARTIAL):
+        folder = out / name
+        if folder.exists() and (name == STORE_PARTIAL or _is_own_store(folder, source)):
+            shutil.rmtree(folder)
+
+
+STORE_PARTIAL = ".store.partial"
+
+
 def _write_kept_store(src: Path, dst: Path, array: Any, ids: Any, kept: np.ndarray, cfg: DictConfig) -> dict:
-    """The kept rows, ids and labels as a new store (streamed, ``shard_size`` rows at a time)."""
+    """The kept rows, ids and labels as a new store (streamed, ``shard_size`` rows at a time).
+
+    Written in ``<out>/.store.partial`` (resumable) and renamed to ``dst`` when complete; a
+    ``dst`` that this stage did not write is never touched (refused).
+    """
+    source = str(src.expanduser().resolve())
+    if dst.exists():
+        if _is_own_store(dst, source):  # finished before a kill, dedup.json not yet written
+            return read_manifest(dst)
+        raise UnsafeOutputError(f"{dst} exists and is not a store this dedup wrote; move it away (out)")
     manifest = read_manifest(src) if src.is_dir() else {}
     labels, names = None, None
     if manifest.get("labels"):
         from curate.io.store import load_labels
 
         labels, names = load_labels(src)
-    if (dst / MANIFEST).exists():
-        import shutil
-
-        shutil.rmtree(dst)
+    partial = dst.parent / STORE_PARTIAL
     writer = StoreWriter(
-        dst,
+        partial,
         meta={
             "model": manifest.get("model"),
             "normalised": manifest.get("normalised", False),
-            "source": {"kind": "dedup", "input": str(src.resolve()), "threshold": float(cfg.threshold)},
+            "source": {"kind": "dedup", "input": source, "threshold": float(cfg.threshold)},
         },
         dtype=manifest.get("dtype", "float32"),
         ids_format=manifest.get("ids_format", "npy"),
@@ -552,6 +612,8 @@ def _write_kept_store(src: Path, dst: Path, array: Any, ids: Any, kept: np.ndarr
     )
     n_shards = max(1, -(-len(kept) // cfg.shard_size))
     for k in range(n_shards):
+        if writer.done(k):
+            continue
         part = kept[k * cfg.shard_size : (k + 1) * cfg.shard_size]
         writer.write_shard(
             k,
@@ -560,7 +622,9 @@ def _write_kept_store(src: Path, dst: Path, array: Any, ids: Any, kept: np.ndarr
             items=(k * cfg.shard_size, k * cfg.shard_size + len(part)),
             labels=None if labels is None else labels[part],
         )
-    return finalize_store(dst, expected_shards=n_shards)
+    result = finalize_store(partial, expected_shards=n_shards)
+    os.replace(partial, dst)
+    return result
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="dedup")
@@ -572,4 +636,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    hydra_entry(main, outputs={"out": ("input",)})

@@ -16,7 +16,6 @@ sample). ``out=`` writes a PNG with the size histograms and the share bars. The 
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,6 +33,7 @@ from curate.analysis.clusters import (
     top_cluster_shares,
 )
 from curate.analysis.data import load_report_data
+from curate.errors import run_guarded
 
 __all__ = ["InspectArgs", "log2_histogram", "main"]
 
@@ -75,12 +75,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """``python -m curate.inspect cluster=DIR [sample=DIR] [labels=FILE] [out=PNG]``; errors exit 2."""
     prog = "python -m curate.inspect"
     args = parse_keyvalues(InspectArgs, argv, prog, __doc__.split("\n\n")[0], positional="cluster")
-    try:
-        return inspect(args)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"error: {err} ({prog})", file=sys.stderr)
-        raise SystemExit(2) from None
+    return run_guarded(inspect, args)  # one error line and exit 2 for a user's mistake
 
 
 if __name__ == "__main__":
-    main()
+    from curate.errors import cli_entry
+
+    cli_entry(main)

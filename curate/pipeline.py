@@ -383,7 +383,7 @@ class Pipeline:
         if root is None or not (store / "label_names.json").exists() or not (store / "labels.npy").exists():
             return None
         names = json.loads((store / "label_names.json").read_text())
-        counts = np.bincount(np.load(store / "labels.npy"), minlength=len(names))
+        counts = np.bincount(np.load(store / "labels.npy", allow_pickle=False), minlength=len(names))
         pool = dict(zip(names, counts.tolist()))
         eval_names = ImageFolderSource(root, labels_from_dirs=True).label_names
         n_tail = int((self.cfg.eval.eval or {}).get("num_tail_classes", 3))
@@ -469,7 +469,7 @@ class Pipeline:
             summary["pool_size"] = manifest["count"]
             summary["kept_after_dedup"] = dedup["kept"] if dedup is not None else manifest["count"]
         if (self.folder("sample") / "indices.npy").exists() and self.available("sample"):
-            summary["sample_size"] = int(len(np.load(self.folder("sample") / "indices.npy")))
+            summary["sample_size"] = int(len(np.load(self.folder("sample") / "indices.npy", allow_pickle=False)))
         summary.update(self.results("train", "eval"))
         summary["baselines"] = {name: self.results(f"train_{name}", f"eval_{name}") for name in self.cfg.baselines}
         summary.update(stages=self.report, keys=self.keys)
@@ -502,7 +502,7 @@ class Pipeline:
         cfg = OmegaConf.create({"seed": self.cfg.seed, "pool": None if pool is None else str(pool)})
 
         def body(c: DictConfig) -> dict:
-            n = int(len(np.load(self.folder("sample") / "indices.npy")))
+            n = int(len(np.load(self.folder("sample") / "indices.npy", allow_pickle=False)))
             if pool is not None:
                 ids = (pool / "kept_ids.txt").read_text().splitlines()
             else:
@@ -582,4 +582,6 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from curate.errors import hydra_entry
+
+    hydra_entry(main, single_components=("name",))

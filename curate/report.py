@@ -20,7 +20,6 @@ import html
 import json
 import logging
 import os
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +30,7 @@ import numpy as np
 from curate.analysis.cli import MISSING, parse_keyvalues
 from curate.analysis.clusters import cluster_members, example_clusters, top_counts
 from curate.analysis.data import ReportData, load_images, load_report_data, load_texts
+from curate.errors import run_guarded
 from curate.io.atomic import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -332,14 +332,12 @@ def main(argv: list[str] | None = None) -> Path:
     args = parse_keyvalues(ReportArgs, argv, prog, __doc__.split("\n\n")[0])
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     target: int | float = int(args.target) if args.target >= 1 else args.target
-    try:
-        path = build_report(args.cluster, args.sample, args.out, args.input, target, args.seed, args.examples)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"error: {err} ({prog})", file=sys.stderr)
-        raise SystemExit(2) from None
+    path = run_guarded(build_report, args.cluster, args.sample, args.out, args.input, target, args.seed, args.examples)
     print(f"report written to {path}")
     return path
 
 
 if __name__ == "__main__":
-    main()
+    from curate.errors import cli_entry
+
+    cli_entry(main)

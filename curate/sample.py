@@ -3,7 +3,8 @@
     python -m curate.sample                                    # the bundled 2-D toy, 1000 points
     python -m curate.sample name=web targets=[100000000,0.5] strategy=random
 
-Writes ``<out_dir>/sample/<name>/`` (one budget) or one sub-folder ``n<size>/`` per budget:
+Writes ``<out_dir>/sample/<name>/`` (one budget) or one sub-folder per budget, named after what
+was asked (``target_1000/``, ``target_0.5/``; the realised size is ``returned`` in its stats):
 ``indices.npy`` (int64, sorted), ``ids.txt`` when the embeddings have ids, ``stats.json``
 (requested / returned sizes and per-level balance: clusters touched, quota histogram, entropy),
 ``metrics.json`` (the balance numbers sweeps compare, see :func:`balance_metrics`), and for 2-D
@@ -26,10 +27,12 @@ from curate import CONFIG_DIR, dist
 from curate.analysis.balance import label_balance
 from curate.analysis.plots import plot_pool_vs_samples
 from curate.conf import register_configs, validate_sample
+from curate.errors import hydra_entry
 from curate.hierarchy import HierarchicalKMeans
 from curate.io.atomic import atomic_save_npy, atomic_write_json, atomic_write_text
+from curate.io.identity import file_sha256
 from curate.sampling import SampleResult, flat_sample, sample_budgets, sample_stats
-from curate.stage import open_clustered_input, output_dir, run_stage
+from curate.stage import guarded_output, open_clustered_input, output_dir, run_stage, stage_name
 from curate.tracking import stage_tracker
 
 log = logging.getLogger(__name__)
@@ -88,11 +91,24 @@ def balance_metrics(
 def sample(cfg: DictConfig) -> Path:
     """Run the stage; returns the output folder."""
     validate_sample(cfg)
+    stage_name(cfg)
     dist.setup_logging()
     out = output_dir()
     cluster_dir = Path(cfg.cluster_dir)
+    with guarded_output(out, {"cluster_dir": cluster_dir}, "out_dir/sample/name"):
+        return _sample(cfg, out, cluster_dir)
+
+
+def budget_folder(target: int | float) -> str:
+    """The sub-folder of one budget, named after what was asked (``target_1000``, ``target_0.5``):
+    two budgets that give the same size still get two folders."""
+    return f"target_{target}"
+
+
+def _sample(cfg: DictConfig, out: Path, cluster_dir: Path) -> Path:
+    array, ids, labels, rows = open_clustered_input(cluster_dir)  # checks the clustering and its input
     hkm = HierarchicalKMeans.load(cluster_dir)
-    array, ids, labels, rows = open_clustered_input(cluster_dir)
+    clustering = {"path": str(cluster_dir.resolve()), "manifest_sha256": file_sha256(cluster_dir / "manifest.json")}
     targets = list(cfg.targets)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -110,12 +126,18 @@ def sample(cfg: DictConfig) -> Path:
     tracker = stage_tracker(cfg, out, "sample", fresh=True)
     for step, (target, entry) in enumerate(drawn.items()):
         res: SampleResult = entry["result"]
-        folder = out if len(targets) == 1 else out / f"n{len(res.indices)}"
+        folder = out if len(targets) == 1 else out / budget_folder(target)
         # rows of the input store, also when the clustering saw a subset of it
         atomic_save_npy(folder / "indices.npy", res.indices if rows is None else rows[res.indices])
         if ids is not None:
             atomic_write_text(folder / "ids.txt", "".join(f"{ids[i]}\n" for i in res.indices))
-        stats = {**res.stats, "target": target, "method": cfg.method, "cluster_dir": str(cluster_dir)}
+        stats = {
+            **res.stats,
+            "target": target,
+            "method": cfg.method,
+            "cluster_dir": str(cluster_dir),
+            "clustering": clustering,
+        }
         if labels is not None:
             stats["labels"] = {
                 "curated": label_balance(labels, res.indices),
@@ -143,4 +165,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    hydra_entry(main, single_components=("name",))

@@ -1,11 +1,11 @@
-"""Shared plumbing of the stage apps: clean errors, output folders, inputs."""
+"""Shared plumbing of the stage apps: clean errors, guarded output folders, identified inputs."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
-import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,19 +13,36 @@ import numpy as np
 from omegaconf import DictConfig
 
 from curate import dist
+from curate.errors import IdentityError, InputError, check_component, resolve, run_guarded
+from curate.io.guard import check_disjoint, output_lock, remove_stray_tmp
+from curate.io.identity import check_identity, input_identity, verify_files
 from curate.io.shards import NpyRows
 
 log = logging.getLogger(__name__)
 
 
 def run_stage(body: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
-    """Run a stage body; bad input ends the program with ``error: <message>`` (exit code 2),
-    not a traceback. Other exceptions (bugs) keep their traceback."""
-    try:
-        return body(cfg)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
+    """Run a Hydra stage body in :func:`curate.errors.run_guarded`: a user-facing failure ends the
+    program with one ``error: <message>`` line (exit code 2), a bug keeps its traceback."""
+    return run_guarded(body, cfg, hydra=True)
+
+
+@contextlib.contextmanager
+def guarded_output(out: Path, inputs: Mapping[str, Any], out_key: str) -> Iterator[None]:
+    """The block owns the output folder ``out``: it overlaps no input (refused otherwise), this
+    run holds its lock (another one is refused, naming the holder), and temporary files a killed
+    run left there are removed first."""
+    check_disjoint(out, inputs, out_key)
+    with output_lock(out):
+        if dist.is_main_process():
+            remove_stray_tmp(out)
+        dist.barrier()
+        yield
+
+
+def stage_name(cfg: DictConfig) -> str:
+    """``cfg.name``, which names a folder under ``out_dir``: a single path component."""
+    return check_component("name", cfg.name)
 
 
 def output_dir() -> Path:
@@ -50,10 +67,12 @@ def open_input(
         ``(array, ids or None, labels or None, description)``; ``array`` is memory-mapped (a
         :class:`~curate.io.subset.SubsetRows` view with a subset; its ``rows`` are store rows).
     """
-    path = Path(path).expanduser().resolve()
+    path = resolve(path, "input.path")
     if not path.exists():
         raise FileNotFoundError(f"input not found: {path}")
     description: dict[str, Any]
+    if path.is_dir() and not (path / "manifest.json").exists() and (path / "level1").is_dir():
+        raise InputError(f"{path} is a clustering, not embeddings: give the .npy or store it was made from")
     if path.is_dir():
         from curate.io.store import load_embeddings, load_labels
 
@@ -67,9 +86,12 @@ def open_input(
         labels_path = path.with_name("labels.npy")
         labels = None
         if labels_path.exists() and labels_path != path:
-            candidate = np.load(labels_path, mmap_mode="r")
+            candidate = np.load(labels_path, mmap_mode="r", allow_pickle=False)
             labels = np.asarray(candidate) if candidate.shape == (array.shape[0],) else None
+            if labels is not None:
+                labels = check_labels(labels, labels_path)
         description = {"kind": "npy", "path": str(path)}
+    description["identity"] = input_identity(path, array)
     if subset is None:
         return array, ids, labels, description
     from curate.io.subset import SubsetIds, SubsetRows, read_subset
@@ -80,7 +102,10 @@ def open_input(
             raise ValueError(f"the clustered items name row {rows[-1]} but {path} has {array.shape[0]} rows")
     else:
         rows = read_subset(subset, array.shape[0], ids, store=path)
-        description["subset"] = str(Path(subset).expanduser().resolve())
+        description["subset"] = str(resolve(subset, "input.subset"))
+        subset_file = Path(description["subset"])
+        subset_file = subset_file / "kept_indices.npy" if subset_file.is_dir() else subset_file
+        description["subset_identity"] = input_identity(subset_file, rows=False)
     description["subset_rows"] = int(len(rows))
     return (
         SubsetRows(array, rows),
@@ -97,15 +122,87 @@ def item_rows(cluster_dir: str | Path) -> np.ndarray | None:
     return np.load(path, allow_pickle=False) if path.exists() else None
 
 
+def read_clustering_manifest(cluster_dir: str | Path) -> dict[str, Any]:
+    """A finished clustering's manifest, after checking the files it vouches for.
+
+    Raises:
+        FileNotFoundError: no ``manifest.json`` (no finished clustering there).
+        InputError: the folder is not a clustering (a store, say), or the manifest is not an object.
+        IdentityError: a file it vouches for is missing or changed.
+    """
+    cluster_dir = Path(cluster_dir)
+    path = cluster_dir / "manifest.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: no finished clustering in {cluster_dir}")
+    manifest = read_json(path)
+    if "levels" not in manifest or "config" not in manifest:
+        raise InputError(f"{cluster_dir} is not a clustering (its manifest.json has no levels) ({path})")
+    if "files" in manifest:
+        problems = verify_files(cluster_dir, manifest["files"])
+        if problems:
+            raise IdentityError(
+                f"clustering {cluster_dir} is damaged: {'; '.join(problems[:3])}; re-run the cluster stage ({path})"
+            )
+    return manifest
+
+
 def open_clustered_input(
     cluster_dir: str | Path, path: str | Path | None = None
 ) -> tuple[Any, Sequence | None, np.ndarray | None, np.ndarray | None]:
     """The rows a clustering was fitted on: ``(array, ids, labels, rows)`` with ``rows`` the input
-    rows of its items (None: all rows). ``path`` overrides the input named in its manifest."""
-    manifest = read_json(Path(cluster_dir) / "manifest.json")
+    rows of its items (None: all rows). ``path`` overrides the input named in its manifest.
+
+    The input's identity (path, size, modification time, a few rows) must be the one recorded in
+    the clustering's manifest: rows of a replaced input are never used.
+    """
+    manifest = read_clustering_manifest(cluster_dir)
     rows = item_rows(cluster_dir)
-    array, ids, labels, _ = open_input(path if path is not None else manifest["input"]["path"], rows)
+    recorded = manifest.get("input") or {}
+    if path is None and not recorded.get("path"):
+        raise InputError(f"the manifest of {cluster_dir} names no input ({Path(cluster_dir) / 'manifest.json'})")
+    array, ids, labels, source = open_input(path if path is not None else recorded["path"], rows)
+    if "identity" in recorded:
+        check_identity(
+            recorded["identity"],
+            source["identity"],
+            f"the clustering {cluster_dir}",
+            "re-run the cluster stage on the current input, or restore the original",
+        )
+    if array.shape[0] != manifest.get("n_items", array.shape[0]):
+        raise IdentityError(
+            f"input {source['path']} gives {array.shape[0]} items, the clustering {cluster_dir} has "
+            f"{manifest.get('n_items')}; re-run the cluster stage on it"
+        )
     return array, ids, labels, rows
+
+
+def check_sample_of(sample: str | Path, cluster_dir: str | Path) -> None:
+    """A sample folder whose ``stats.json`` names its clustering (``curate.sample`` records it) must
+    name this one, unchanged since (the manifest's hash); samples without the record pass."""
+    from curate.io.identity import file_sha256
+
+    stats_path = Path(sample) / "stats.json"
+    if not Path(sample).is_dir() or not stats_path.exists():
+        return
+    record = read_json(stats_path).get("clustering")
+    if not isinstance(record, dict):
+        return
+    same_dir = record.get("path") == str(Path(cluster_dir).resolve())
+    if not same_dir or record.get("manifest_sha256") != file_sha256(Path(cluster_dir) / "manifest.json"):
+        raise IdentityError(
+            f"sample {sample} was drawn from the clustering {record.get('path')}, not from {cluster_dir} as it is "
+            f"now; draw the sample again ({stats_path})"
+        )
+
+
+def check_labels(labels: np.ndarray, where: Any) -> np.ndarray:
+    """``(N,)`` labels as int64: integer, non-negative; float or negative labels are refused."""
+    labels = np.asarray(labels)
+    if labels.ndim != 1 or labels.dtype.kind not in "iu":
+        raise InputError(f"labels must be a 1-D integer array, got {labels.dtype} {labels.shape} ({where})")
+    if labels.size and labels.min() < 0:
+        raise InputError(f"labels must be >= 0, got {int(labels.min())} ({where})")
+    return labels.astype(np.int64, copy=False)
 
 
 def to_positions(rows: np.ndarray | None, indices: np.ndarray, where: str) -> np.ndarray:
@@ -121,10 +218,16 @@ def to_positions(rows: np.ndarray | None, indices: np.ndarray, where: str) -> np
 
 
 def read_json(path: Path) -> dict[str, Any]:
+    """A JSON object from ``path`` (``InputError`` for invalid JSON or another JSON type)."""
     try:
-        return json.loads(path.read_text())
+        value = json.loads(Path(path).read_text())
     except json.JSONDecodeError as err:
-        raise ValueError(f"{path} is not valid JSON: {err}") from None
+        raise InputError(f"{path} is not valid JSON: {err}") from None
+    except UnicodeDecodeError:
+        raise InputError(f"{path} is not a UTF-8 text file") from None
+    if not isinstance(value, dict):
+        raise InputError(f"{path} holds a JSON {type(value).__name__}, expected an object")
+    return value
 
 
 def main_process_only(fn: Callable[..., Any]) -> Callable[..., Any]:

@@ -47,6 +47,7 @@ from typing import Any
 import submitit
 from omegaconf import DictConfig, OmegaConf
 
+from curate.errors import run_guarded, take_traceback_flag
 from curate.io.atomic import atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -158,8 +159,9 @@ def level_parameters(cfg: DictConfig, kind: str, t: int, after: str | None) -> d
 
 def level_overrides(overrides: Sequence[str], out_dir: Path, t: int, n_levels: int) -> list[str]:
     """The stage overrides of the level-``t`` job (absolute ``out_dir``; ``stop_after_level`` but for
-    the last level)."""
-    kept = [o for o in overrides if o.lstrip("+~").split("=", 1)[0] not in OWN_KEYS]
+    the last level; ``overwrite`` for the first job only: later ones continue its checkpoints)."""
+    own = (*OWN_KEYS, "overwrite") if t > 1 else OWN_KEYS
+    kept = [o for o in overrides if o.lstrip("+~").split("=", 1)[0] not in own]
     kept.append(f"out_dir={out_dir}")
     if t < n_levels:
         kept.append(f"stop_after_level={t}")
@@ -275,13 +277,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(__doc__)
         return
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(levelname)s %(name)s: %(message)s")
-    from hydra.errors import HydraException
-
-    try:
-        out, jobs = submit_levels(args)
-    except (ValueError, FileNotFoundError, HydraException) as err:
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
+    out, jobs = run_guarded(submit_levels, take_traceback_flag(args), hydra=True)
     for t, job in enumerate(jobs, start=1):
         print(f"level {t}: job {job.job_id}")
     print(f"output: {out}")
@@ -290,4 +286,4 @@ def main(argv: Sequence[str] | None = None) -> None:
 if __name__ == "__main__":
     from curate.submit import main as _main  # so the pickled jobs refer to curate.submit, not __main__
 
-    _main()
+    _main()  # guarded inside (run_guarded), --traceback accepted

@@ -118,7 +118,7 @@ def bench_init(args: argparse.Namespace, out: list[dict[str, Any]]) -> None:
 
     n, d, k, _ = SIZES[args.size]
     with tempfile.TemporaryDirectory() as tmp:
-        x = np.load(write_clustered_npy(Path(tmp) / "x.npy", n, d, k))
+        x = np.load(write_clustered_npy(Path(tmp) / "x.npy", n, d, k), allow_pickle=False)
     rows = _prepared_rows(x)
     data = rows._cache
     sum_pass = _median_time(lambda: data.sum(), repeat=5)
@@ -318,4 +318,6 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
 
 
 if __name__ == "__main__":
-    main()
+    from curate.errors import cli_entry
+
+    cli_entry(main)

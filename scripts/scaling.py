@@ -926,4 +926,6 @@ def main(argv: list[str] | None = None) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    from curate.errors import cli_entry
+
+    cli_entry(main)

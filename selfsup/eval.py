@@ -25,6 +25,7 @@ from omegaconf import DictConfig
 from curate import CONFIG_DIR
 from curate.dist import resolve_device
 from curate.embed.sources import default_num_workers
+from curate.errors import hydra_entry, run_guarded
 from curate.io.atomic import atomic_write_json
 from curate.tracking import Tracker
 from selfsup.config import EvalConfig, config_to_dict, to_eval_config
@@ -389,8 +390,8 @@ def main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 
     cfg.out = HydraConfig.get().runtime.output_dir
-    evaluate(cfg)
+    run_guarded(evaluate, cfg, hydra=True)
 
 
 if __name__ == "__main__":
-    main()
+    hydra_entry(main)

@@ -46,6 +46,7 @@ from curate.dist import (
     setup_logging,
 )
 from curate.embed.sources import default_num_workers
+from curate.errors import IdentityError, hydra_entry, run_guarded
 from curate.io.atomic import atomic_path, atomic_write_json, atomic_write_text
 from curate.tracking import Tracker
 from selfsup.augment import MultiCrop
@@ -277,6 +278,12 @@ def _train(cfg: TrainConfig) -> dict[str, Any]:
     if ckpt_path.exists():
         ckpt = load_checkpoint(ckpt_path)
         changed = _diff_keys(ckpt.get("config", {}), config_dict)
+        arch = [key for key in changed if key.startswith("model.")]
+        if arch:  # the weights would not fit the model: refuse before load_state_dict fails on them
+            raise IdentityError(
+                f"{ckpt_path} was written with another model ({', '.join(arch)} changed); resume with the same "
+                f"model settings, or start afresh in another out= (or delete the checkpoint) ({arch[0]})"
+            )
         if changed:
             log.warning("resuming %s with a changed config: %s", ckpt_path, ", ".join(changed))
         meta.student.load_state_dict(ckpt["student"])
@@ -483,8 +490,8 @@ def main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 
     cfg.out = HydraConfig.get().runtime.output_dir
-    train(cfg)
+    run_guarded(train, cfg, hydra=True)
 
 
 if __name__ == "__main__":
-    main()
+    hydra_entry(main)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import numpy as np
@@ -168,6 +169,10 @@ def test_hierarchy_world_size_two_equals_one(tmp_path, blobs, levels, options, f
     double = HierarchicalKMeans.load(tmp_path / "h")
     if "split" in double.levels_[0].stats:  # regrouped by cluster (all-to-all) unless told otherwise
         assert double.levels_[0].stats["split"].get("regrouped", False) == options.get("split_regroup", True)
+    # the checkpoints' data digest (run identity) does not depend on the number of ranks
+    from curate.io.identity import rows_digest
+
+    assert json.loads((tmp_path / "h_ckpt" / "config.json").read_text())["data"] == rows_digest(blobs)
     for a, b in zip(single.levels_, double.levels_):
         np.testing.assert_allclose(a.centroids, b.centroids, rtol=1e-5, atol=1e-5)
         np.testing.assert_array_equal(a.assign, b.assign)

@@ -451,7 +451,7 @@ def test_invalid_values(tmp_path, text_file):
     with pytest.raises(Exception, match="dtype=int8") as refused:
         compose_embed(["dtype=int8"])  # a choice: refused when composing
     assert "expected one of [float32, float16]" in str(refused.value.__cause__)
-    base = ["data=text_lines", f"data.path={text_file}", f"out={tmp_path}", "encoder=random_projection"]
+    base = ["data=text_lines", f"data.path={text_file}", f"out={tmp_path / 'store'}", "encoder=random_projection"]
     for override, field in [
         ("shard_size=0", "shard_size"),
         ("num_workers=-1", "num_workers"),

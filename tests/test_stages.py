@@ -85,13 +85,13 @@ def test_cluster_then_sample_end_to_end(tmp_path, toy, cli):
     assert [r["index"] for r in iterations] == list(range(len(iterations)))
     cli("-m", "curate.sample", "targets=[300,0.5]", "strategy=closest", *common)
     sdir = out / "sample" / "e2e"
-    for size in (300, 1000):
-        idx = np.load(sdir / f"n{size}" / "indices.npy")
+    for target, size in ((300, 300), (0.5, 1000)):  # budget folders are named after what was asked
+        idx = np.load(sdir / f"target_{target}" / "indices.npy")
         assert len(idx) == size and len(np.unique(idx)) == size
-        stats = json.loads((sdir / f"n{size}" / "stats.json").read_text())
+        stats = json.loads((sdir / f"target_{target}" / "stats.json").read_text())
         assert stats["returned"] == size and stats["shortfall"] == 0
-        assert (sdir / f"n{size}" / "sample.png").stat().st_size > 10_000
-    small = json.loads((sdir / "n300" / "stats.json").read_text())["labels"]
+        assert (sdir / f"target_{target}" / "sample.png").stat().st_size > 10_000
+    small = json.loads((sdir / "target_300" / "stats.json").read_text())["labels"]
     # the rare uniform background gains share in the curated sample, not in the random one
     assert small["curated"]["share"][2] > 2 * small["random"]["share"][2]
     # re-running a finished clustering is a no-op; other settings into the same folder are refused

@@ -123,7 +123,7 @@ def reference_clustering(x: Any, settings: CurationSettings, folder: Path | None
     }
     if folder is not None and (folder / "ref.json").exists():
         saved = json.loads((folder / "ref.json").read_text())
-        assign = np.load(folder / "ref_assign.npy")
+        assign = np.load(folder / "ref_assign.npy", allow_pickle=False)
         if saved.get("settings") == meta and len(assign) == len(x):
             return assign, float(saved.get("seconds", 0.0))
     t0 = time.perf_counter()

@@ -196,17 +196,22 @@ def load_report_data(
         ValueError: the input or the sample does not fit the hierarchy (the message names the file).
     """
     from curate.hierarchy import HierarchicalKMeans, item_clusters
-    from curate.stage import item_rows, open_input
+    from curate.io.identity import check_identity
+    from curate.stage import check_sample_of, item_rows, open_input, read_clustering_manifest
 
     cluster_dir = Path(cluster_dir)
+    manifest = read_clustering_manifest(cluster_dir)  # a clustering, with the files it vouches for
     model = HierarchicalKMeans.load(cluster_dir)
-    manifest = json.loads((cluster_dir / "manifest.json").read_text())
     notes: list[str] = []
     path = _input_path(manifest, input_path, notes)
     rows = item_rows(cluster_dir)  # the clustering saw a subset of the input: map rows to items
     array = ids = labels = names = source = None
     if path is not None:
-        array, ids, labels, _ = open_input(path, rows)
+        array, ids, labels, described = open_input(path, rows)
+        recorded = (manifest.get("input") or {}).get("identity")
+        if recorded is not None and input_path is None:  # the rows the clustering saw, not a replaced file
+            fresh = "re-run the cluster stage on it, or pass the original as input="
+            check_identity(recorded, described["identity"], f"the clustering {cluster_dir}", fresh)
         if array.shape[0] != model.n_items_:
             raise ValueError(
                 f"input {path}: {array.shape[0]} rows, the clustering in {cluster_dir} has {model.n_items_}"
@@ -222,6 +227,8 @@ def load_report_data(
             if len(labels) <= rows[-1]:
                 raise ValueError(f"{labels_path}: {len(labels)} labels, the clustered subset names row {rows[-1]}")
             labels = labels[rows]
+    if sample_dir is not None:
+        check_sample_of(sample_dir, cluster_dir)
     sample, origin = _draw_or_read_sample(model.levels_, rows, sample_dir, target, seed, notes)
     return ReportData(
         cluster_dir=cluster_dir,
@@ -287,7 +294,9 @@ def load_texts(source: dict[str, Any], ids: Sequence) -> list[str | None]:
         lookup = dict(zip(wn.ids, wn.texts))
         return [lookup.get(str(i)) for i in ids]
     if kind == "text_lines":
-        lines = Path(source["path"]).read_text(encoding="utf-8").splitlines()
+        from curate.embed.sources import read_lines  # the embed stage's records: ids are its line numbers
+
+        lines = read_lines(Path(source["path"]))
         return [lines[int(i)] if 0 <= int(i) < len(lines) else None for i in ids]
     if kind == "jsonl":
         wanted = {str(i) for i in ids}

@@ -65,7 +65,7 @@ def cached_knn_radius(x: Any, distance: str, out: Path | None) -> tuple[np.ndarr
     """:func:`knn_radius` of ``x`` (default settings), cached in ``out/knn_radius.npy``."""
     path = out / "knn_radius.npy" if out is not None else None
     if path is not None and path.exists():
-        radius = np.load(path)
+        radius = np.load(path, allow_pickle=False)
         if len(radius) == len(x):
             meta = out / "knn_radius.json"
             return radius, float(json.loads(meta.read_text()).get("seconds", 0.0)) if meta.exists() else 0.0

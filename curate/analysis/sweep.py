@@ -120,7 +120,7 @@ def reference(metric: str, rows: list[dict[str, Any]], root: Path | None) -> tup
 
         from curate.metrics import kl_to_uniform
 
-        x = np.load(path, mmap_mode="r")
+        x = np.load(path, mmap_mode="r", allow_pickle=False)
         return (kl_to_uniform(np.asarray(x, dtype=np.float64)), "raw data") if x.ndim == 2 and x.shape[1] == 2 else None
     return None
 

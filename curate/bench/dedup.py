@@ -51,7 +51,7 @@ def _rank_worker(rank: int, world: int, port: int, path: str, spec: dict[str, An
     torch.set_num_threads(spec["threads"])
     dist.init_distributed(backend="gloo")
     try:
-        x = np.load(path, mmap_mode="r")
+        x = np.load(path, mmap_mode="r", allow_pickle=False)
         dist.barrier()
         result, wall, cpu = timed(
             lambda: deduplicate(x, spec["threshold"], spec["chunk_size"], spec["device"], "torch", spec["sim_budget"])
@@ -79,7 +79,7 @@ def run_ranks(path: Path, world: int, spec: dict[str, Any], tmp: Path) -> tuple[
         port = sock.getsockname()[1]
     mp.spawn(_rank_worker, args=(world, port, str(path), spec, str(tmp)), nprocs=world)
     times = [json.loads(Path(tmp, f"time_{r}.json").read_text()) for r in range(world)]
-    kept = [np.load(tmp / f"kept_{r}.npy") for r in range(world)]
+    kept = [np.load(tmp / f"kept_{r}.npy", allow_pickle=False) for r in range(world)]
     if any(not np.array_equal(k, kept[0]) for k in kept):
         raise AssertionError("the ranks disagree on the kept rows")
     return kept[0], max(t["wall"] for t in times), sum(t["cpu"] for t in times)

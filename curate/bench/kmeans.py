@@ -69,12 +69,12 @@ _DETAIL_KEYS = (
 
 def _load(spec: dict[str, Any]) -> Any:
     if spec["mmap"]:
-        return np.load(spec["data"], mmap_mode="r")
-    return np.load(spec["data"])
+        return np.load(spec["data"], mmap_mode="r", allow_pickle=False)
+    return np.load(spec["data"], allow_pickle=False)
 
 
 def _init_array(spec: dict[str, Any]) -> np.ndarray | None:
-    return np.load(spec["init_path"]) if spec.get("init_path") else None
+    return np.load(spec["init_path"], allow_pickle=False) if spec.get("init_path") else None
 
 
 def _work_ours(spec: dict[str, Any]) -> dict[str, Any]:

@@ -9,14 +9,16 @@ import curate.embed.config  # noqa: F401  (registers embed_schema and the group 
 from curate import CONFIG_DIR
 from curate.dist import setup_logging
 from curate.embed.run import run_embed
+from curate.errors import hydra_entry
+from curate.stage import run_stage
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="embed")
 def main(cfg: DictConfig) -> None:
     """Run the embed stage on the composed config."""
     setup_logging()
-    run_embed(cfg)
+    run_stage(run_embed, cfg)
 
 
 if __name__ == "__main__":
-    main()
+    hydra_entry(main, outputs={"out": ("data.root", "data.path")})

@@ -328,8 +328,8 @@ class PixelsEncoder(Encoder):
             atomic_save_npy(comp_path, comps.float().numpy())
             log.info("fitted a %d-d PCA of raw pixels on %d items", self.pca_dim, len(x))
         barrier()
-        self.mean = torch.from_numpy(np.load(mean_path)).to(self.device)
-        self.components = torch.from_numpy(np.load(comp_path)).to(self.device)
+        self.mean = torch.from_numpy(np.load(mean_path, allow_pickle=False)).to(self.device)
+        self.components = torch.from_numpy(np.load(comp_path, allow_pickle=False)).to(self.device)
 
     def encode(self, batch: torch.Tensor) -> torch.Tensor:
         x = batch.to(self.device).flatten(1).float()

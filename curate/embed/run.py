@@ -25,12 +25,13 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset
 
-from curate.dist import barrier, init_distributed, resolve_device
+from curate.dist import barrier, get_rank, get_world_size, init_distributed, resolve_device
 from curate.embed.config import validate
 from curate.embed.encoders import Encoder, build_encoder
 from curate.embed.sources import Source, build_source, default_num_workers
 from curate.io.shards import shard_range
 from curate.io.store import MANIFEST, PARTS, StoreWriter, finalize_store, read_manifest
+from curate.stage import guarded_output
 
 log = logging.getLogger(__name__)
 
@@ -140,13 +141,23 @@ def run_embed(cfg: DictConfig) -> dict:
         The store's manifest.
     """
     validate(cfg)
-    rank, world = init_distributed(device=cfg.device)
+    init_distributed(device=cfg.device)
     out = Path(cfg.out)
+    inputs = {f"data.{key}": cfg.data.get(key) for key in ("root", "path")}
+    with guarded_output(out, inputs, "out"):
+        return _run_embed(cfg, out)
+
+
+def _run_embed(cfg: DictConfig, out: Path) -> dict:
+    rank, world = get_rank(), get_world_size()
     if cfg.overwrite and rank == 0:
         _remove_store(out)
     barrier()
     source = build_source(cfg.data)
-    device = resolve_device(cfg.device)
+    try:
+        device = resolve_device(cfg.device)
+    except RuntimeError as err:  # torch's words for an unknown device type
+        raise ValueError(f"device={cfg.device!r} is not a device torch knows ({err}) (device)") from None
     encoder = build_encoder(cfg.encoder, source.modality, device)
     n = len(source)
     n_shards = math.ceil(n / cfg.shard_size)

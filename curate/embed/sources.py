@@ -388,12 +388,29 @@ class TextListSource(Source):
         return dict(self.config)
 
 
+def read_lines(path: Path) -> list[str]:
+    """The ``\\n``-separated lines of a UTF-8 text file (without the separators; a trailing
+    ``\\r`` is dropped, a last line without ``\\n`` counts)."""
+    try:
+        text = path.read_bytes().decode("utf-8")  # no universal newlines: a lone \r stays in its line
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path} is not UTF-8 text (byte {err.start}: {err.reason})") from None
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [line[:-1] if line.endswith("\r") else line for line in lines]
+
+
 def text_lines_source(path: str | os.PathLike, skip_empty: bool = True, limit: int | None = None) -> TextListSource:
-    """One item per line of a UTF-8 text file; ids are the 0-based line numbers."""
+    """One item per line of a UTF-8 text file; ids are the 0-based line numbers.
+
+    Lines are ``\\n``-separated records (a ``\\r`` before it is dropped): a form feed or U+2028
+    inside a line stays in it (``str.splitlines`` would split there and shift every later id).
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"text file not found: {path}")
-    lines = path.read_text(encoding="utf-8").splitlines()
+    lines = read_lines(path)
     keep = [i for i, line in enumerate(lines) if line.strip() or not skip_empty]
     keep = keep[: _limit(len(keep), limit)]
     if not keep:

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from curate.errors import as_int
 from curate.io.atomic import atomic_save_npy
 
 LEVEL_ARRAYS = ("centroids", "assign", "dist", "offsets", "members")
@@ -45,7 +46,7 @@ class LevelSpec:
         unknown = set(spec) - {"k", "resample_steps", "sample_size", "n_splits"}
         if unknown:
             raise ValueError(f"unknown level keys {sorted(unknown)}; allowed: k, resample_steps, sample_size, n_splits")
-        return cls(**{key: int(value) for key, value in spec.items()})
+        return cls(**{key: as_int(value, key) for key, value in spec.items()})
 
 
 def validate_levels(specs: Sequence[LevelSpec], n_items: int | None = None) -> None:

@@ -30,9 +30,11 @@ import numpy as np
 import torch
 
 from curate import dist
-from curate.hierarchy.levels import Level, LevelSpec, validate_levels
+from curate.errors import IdentityError, InputError
+from curate.hierarchy.levels import LEVEL_ARRAYS, Level, LevelSpec, validate_levels
 from curate.hierarchy.split import split_clusters, split_clusters_regrouped
 from curate.io.atomic import atomic_write_json
+from curate.io.identity import vouch
 from curate.io.shards import rank_rows
 from curate.kmeans import KMeans, RowSource
 from curate.kmeans.device import matmul_precision, resolve_memory_mb
@@ -205,7 +207,7 @@ class HierarchicalKMeans:
             raise ValueError(f"{source.name}: no rows to cluster (n = 0)")
         validate_levels(self.specs, n_items)
         self.n_items_, self.dim_ = n_items, source.d
-        self._check_checkpoint_config(n_items, source.d)
+        self._check_checkpoint_config(n_items, source.d, source)
         self.levels_ = []
         level_input: ArrayLike = source
         for t, spec in enumerate(self.specs[:stop_after_level], start=1):
@@ -362,6 +364,9 @@ class HierarchicalKMeans:
         if dist.is_main_process():
             for t, level in enumerate(self.levels_, start=1):
                 level.save(folder / f"level{t}")
+            extra = dict(extra or {})
+            written = [f"level{t}/{name}.npy" for t in range(1, len(self.levels_) + 1) for name in LEVEL_ARRAYS]
+            files = {**extra.pop("files", {}), **vouch(folder, written)}  # what the manifest vouches for
             manifest = {
                 "format_version": FORMAT_VERSION,
                 "status": "complete",
@@ -372,7 +377,8 @@ class HierarchicalKMeans:
                     {"k": level.k, "n_inputs": int(len(level.assign)), "stats": level.stats} for level in self.levels_
                 ],
                 "versions": _versions(),
-                **(extra or {}),
+                **extra,
+                "files": files,
             }
             atomic_write_json(folder / "manifest.json", manifest)
         dist.barrier()
@@ -384,7 +390,14 @@ class HierarchicalKMeans:
         manifest_path = folder / "manifest.json"
         if not manifest_path.exists():
             raise FileNotFoundError(f"{manifest_path} not found: no finished clustering in {folder}")
-        manifest = json.loads(manifest_path.read_text())
+        try:
+            manifest = json.loads(manifest_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise InputError(f"{manifest_path} is not valid JSON: {err}") from None
+        if not isinstance(manifest, dict):
+            raise InputError(f"{manifest_path} holds a JSON {type(manifest).__name__}, expected an object")
+        if "levels" not in manifest or "config" not in manifest:
+            raise InputError(f"{folder} is not a clustering (its manifest.json has no levels) ({manifest_path})")
         config = manifest["config"]
         hkm = cls(
             levels=config["levels"],
@@ -418,17 +431,22 @@ class HierarchicalKMeans:
         folder = self._scratch_dir(t)
         return None if folder is None else folder / f"run{step}"
 
-    def _check_checkpoint_config(self, n_items: int, dim: int) -> None:
+    def _check_checkpoint_config(self, n_items: int, dim: int, source: RowSource) -> None:
+        """Checkpoints hold this configuration and a digest of a few fixed rows of the data (the
+        same for any number of ranks); a fit on other data or settings is refused."""
         if self.checkpoint_dir is None:
             return
-        expected = {**self.config(), "n_items": n_items, "dim": dim}
+        from curate.io.identity import sharded_rows_digest
+
+        data = sharded_rows_digest(lambda i: source.read(i, i + 1, "cpu").numpy(), source.n, source.d)
+        expected = {**self.config(), "n_items": n_items, "dim": dim, "data": data}
         path = self.checkpoint_dir / "config.json"
         if path.exists():
             found = json.loads(path.read_text())
             if found != json.loads(json.dumps(expected)):
-                raise ValueError(
+                raise IdentityError(
                     f"{self.checkpoint_dir} holds checkpoints of another clustering (settings or data differ); "
-                    "use a new output folder or delete it"
+                    "use a new output folder or delete it (the cluster stage: overwrite=true)"
                 )
         elif dist.is_main_process():
             atomic_write_json(path, expected)

@@ -36,6 +36,8 @@ def open_npy(path: str | os.PathLike) -> np.memmap:
         raise ValueError(f"cannot read {path} as a .npy array: {err}") from err
     if array.ndim != 2:
         raise ValueError(f"{path} holds an array of shape {array.shape}; expected (n, d)")
+    if array.shape[1] == 0:
+        raise ValueError(f"{path} holds an array of shape {array.shape}: rows with no column (d = 0)")
     return array
 
 

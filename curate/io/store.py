@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from curate.errors import InputError
 from curate.io.atomic import atomic_save_npy, atomic_write_json, atomic_write_text
 from curate.io.shards import open_npy
 
@@ -192,8 +193,10 @@ def _read_manifest(path: Path) -> dict:
         raise FileNotFoundError(f"no {MANIFEST} in {path}{hint}")
     try:
         manifest = json.loads(manifest_path.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{manifest_path} is not valid JSON: {err}") from err
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise InputError(f"{manifest_path} is not valid JSON: {err}") from None
+    if not isinstance(manifest, dict):
+        raise InputError(f"{manifest_path} holds a JSON {type(manifest).__name__}, expected an object")
     if manifest.get("format") != FORMAT:
         raise ValueError(f"{manifest_path}: format {manifest.get('format')!r} is not {FORMAT!r}")
     return manifest
@@ -276,7 +279,7 @@ def load_embeddings(path: str | os.PathLike, check: bool = False) -> tuple[Any, 
     dim, dtype = manifest["dim"], np.dtype(manifest["dtype"])
     arrays, id_parts = [], []
     for shard in shards:
-        emb_path = path / shard["emb"]
+        emb_path = path / _plain_name(shard["emb"], path, "shards[].emb")
         array = open_npy(emb_path)
         if array.shape[1] != dim:
             raise ValueError(f"shard {emb_path}: dimension {array.shape[1]} != {dim} (manifest dim)")
@@ -284,7 +287,7 @@ def load_embeddings(path: str | os.PathLike, check: bool = False) -> tuple[Any, 
             raise ValueError(f"shard {emb_path}: dtype {array.dtype} != {dtype} (manifest dtype)")
         if array.shape[0] != shard["rows"]:
             raise ValueError(f"shard {emb_path}: {array.shape[0]} rows, manifest says {shard['rows']}")
-        ids = _read_ids(path / shard["ids"], manifest["ids_format"])
+        ids = _read_ids(path / _plain_name(shard["ids"], path, "shards[].ids"), manifest["ids_format"])
         if len(ids) != array.shape[0]:
             raise ValueError(f"ids file {path / shard['ids']}: {len(ids)} ids for {array.shape[0]} rows")
         arrays.append(array)
@@ -315,7 +318,8 @@ def check_finite(path: str | os.PathLike, chunk_rows: int = 65536) -> int:
         files = [(path, open_npy(path))]
     else:
         manifest = _read_manifest(path)
-        files = [(path / s["emb"], open_npy(path / s["emb"])) for s in manifest["shards"] if s.get("emb")]
+        names = [_plain_name(s["emb"], path, "shards[].emb") for s in manifest["shards"] if s.get("emb")]
+        files = [(path / name, open_npy(path / name)) for name in names]
     offset = 0
     for file, array in files:
         for start in range(0, array.shape[0], chunk_rows):
@@ -340,13 +344,33 @@ def load_labels(path: str | os.PathLike) -> tuple[np.ndarray, list[str] | None]:
     manifest = _read_manifest(path)
     if not manifest.get("labels"):
         raise FileNotFoundError(f"store {path} has no labels (its source had none)")
-    labels = np.load(path / manifest["labels"], allow_pickle=False)
+    labels_path = path / _plain_name(manifest["labels"], path, "labels")
+    labels = np.load(labels_path, allow_pickle=False)
     if labels.shape != (manifest["count"],):
-        raise ValueError(f"{path / manifest['labels']}: shape {labels.shape} != ({manifest['count']},)")
+        raise ValueError(f"{labels_path}: shape {labels.shape} != ({manifest['count']},)")
+    if labels.dtype.kind not in "iu":
+        raise InputError(f"labels must be integers, got {labels.dtype} ({labels_path})")
+    if labels.size and labels.min() < 0:
+        raise InputError(f"labels must be >= 0, got {int(labels.min())} ({labels_path})")
     names = None
     if manifest.get("label_names"):
-        names = json.loads((path / manifest["label_names"]).read_text())
+        names_path = path / _plain_name(manifest["label_names"], path, "label_names")
+        try:
+            names = json.loads(names_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise InputError(f"{names_path} is not a JSON list of names: {err}") from None
+        if not isinstance(names, list):
+            raise InputError(f"{names_path} must hold a JSON list of names, got a {type(names).__name__}")
+        if labels.size and len(names) <= int(labels.max()):
+            raise InputError(f"{len(names)} label names for labels up to {int(labels.max())} ({names_path})")
     return labels.astype(np.int64, copy=False), names
+
+
+def _plain_name(name: Any, store: Path, key: str) -> str:
+    """A file name a manifest gives: a plain name inside the store, never a path out of it."""
+    if not isinstance(name, str) or name in ("", ".", "..") or "/" in name or "\\" in name or "\x00" in name:
+        raise InputError(f"{store / MANIFEST}: {key} {name!r} is not a plain file name inside the store ({key})")
+    return name
 
 
 # --------------------------------------------------------------------------------------------

@@ -20,7 +20,9 @@ import numpy as np
 import torch
 
 from curate import dist
+from curate.errors import as_int
 from curate.io.atomic import atomic_path
+from curate.io.identity import sharded_rows_digest
 from curate.kmeans.device import matmul_precision, resolve_memory_mb
 from curate.kmeans.init import distinct_random_indices, kmeans_parallel, kmeans_plusplus, random_init
 from curate.kmeans.kernels import accumulate_, assign_chunk, chunk_rows_for, normalize_rows
@@ -101,10 +103,12 @@ class KMeans:
         on_iteration: Callable[[dict[str, float]], None] | None = None,
         progress_every_s: float = 30.0,
     ) -> None:
-        if not isinstance(k, int | np.integer) or k < 1:
+        if not isinstance(k, int | np.integer) or isinstance(k, bool) or k < 1:
             raise ValueError(f"k must be a positive integer, got {k!r}")
-        if n_iter < 0:
-            raise ValueError(f"n_iter must be >= 0, got {n_iter}")
+        n_iter, seed = as_int(n_iter, "n_iter", 0), as_int(seed, "seed")
+        checkpoint_every = as_int(checkpoint_every, "checkpoint_every", 1)
+        if init_max_points is not None:
+            init_max_points = as_int(init_max_points, "init_max_points", 1)
         if init not in INITS:
             raise ValueError(f"init must be one of {INITS}, got {init!r}")
         if distance not in DISTANCES:
@@ -115,7 +119,12 @@ class KMeans:
             raise ValueError(f"init_max_points={init_max_points} must be >= k={k}")
         if checkpoint_every < 1:
             raise ValueError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
-        self.device = torch.device(device)
+        try:
+            self.device = torch.device(device)
+        except (RuntimeError, TypeError) as err:
+            raise ValueError(f"device={device!r} is not a device torch knows ({err})") from None
+        if self.device.type not in ("cpu", "cuda"):
+            raise ValueError(f"device={device!r}: k-means runs on 'cpu' or 'cuda[:N]'")
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError(f"device={device!r} but CUDA is not available; use device='cpu'")
         self.k, self.n_iter, self.tol = int(k), int(n_iter), float(tol)
@@ -343,6 +352,7 @@ class KMeans:
     # -- checkpoints ------------------------------------------------------------------------
     def _fingerprint(self, rows: LocalRows) -> str:
         keys = dict(
+            data=self._data_key,  # a few fixed rows of the data (set by _resume_or_init)
             k=self.k,
             init=self.init,
             distance=self.distance,
@@ -375,6 +385,9 @@ class KMeans:
 
     def _resume_or_init(self, rows: LocalRows) -> tuple[torch.Tensor, int]:
         path = self._checkpoint_path()
+        self._data_key = ""
+        if self.checkpoint_dir is not None:  # every rank: a collective, the same for any world size
+            self._data_key = sharded_rows_digest(lambda i: rows.source.read(i, i + 1, "cpu").numpy(), rows.n, rows.d)
         if path is not None and path.exists():
             with np.load(path, allow_pickle=False) as state:
                 meta: dict[str, Any] = json.loads(state["meta"].tobytes().decode())

@@ -325,8 +325,25 @@ def _first_occurrences(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def random_init(rows: LocalRows, k: int, generator: torch.Generator) -> torch.Tensor:
-    """``k`` distinct rows chosen uniformly at random: ``(k, d)`` float32, identical on every rank."""
-    return rows.fetch_global(distinct_random_indices(rows.n_global, k, generator))
+    """``k`` distinct rows chosen uniformly at random: ``(k, d)`` float32, identical on every rank.
+
+    Rows may hold equal values (empty clusters are then re-seeded by Lloyd). When the drawn rows
+    hold copies and every row of the data equals one of the fewer than ``k`` drawn values,
+    :class:`TooFewDistinctPoints` is raised, as k-means++ does: no clustering separates them.
+    """
+    c = rows.fetch_global(distinct_random_indices(rows.n_global, k, generator))
+    distinct = torch.unique(c, dim=0)
+    if len(distinct) == k:
+        return c
+    chunk = chunk_rows_for(_INIT_BUDGET_BYTES, len(distinct), rows.d, "cuda")
+    x_sq = _local_row_sqnorms(rows, chunk)
+    pot = _local_sq_dists_to(rows, distinct, chunk, x_sq).min(dim=1).values
+    total = float(dist.all_reduce_sum_(pot.sum(dtype=torch.float64).reshape(1).cpu()))
+    if total <= 0.0:
+        raise TooFewDistinctPoints(
+            f"only {len(distinct)} distinct points found, fewer than k={k}; lower k or deduplicate the data"
+        )
+    return c
 
 
 # rows per block of the per-row uniforms of k-means||: each block has its own seeded generator,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -16,6 +15,7 @@ from curate import dist
 from curate.errors import IdentityError, InputError, check_component, resolve, run_guarded
 from curate.io.guard import check_disjoint, output_lock, remove_stray_tmp
 from curate.io.identity import check_identity, input_identity, verify_files
+from curate.io.jsonfile import read_json
 from curate.io.shards import NpyRows
 
 log = logging.getLogger(__name__)
@@ -215,25 +215,3 @@ def to_positions(rows: np.ndarray | None, indices: np.ndarray, where: str) -> np
     if bad.any():
         raise ValueError(f"{where}: row {indices[bad][0]} is not among the clustered subset's rows")
     return pos.astype(np.int64)
-
-
-def read_json(path: Path) -> dict[str, Any]:
-    """A JSON object from ``path`` (``InputError`` for invalid JSON or another JSON type)."""
-    try:
-        value = json.loads(Path(path).read_text())
-    except json.JSONDecodeError as err:
-        raise InputError(f"{path} is not valid JSON: {err}") from None
-    except UnicodeDecodeError:
-        raise InputError(f"{path} is not a UTF-8 text file") from None
-    if not isinstance(value, dict):
-        raise InputError(f"{path} holds a JSON {type(value).__name__}, expected an object")
-    return value
-
-
-def main_process_only(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Run ``fn`` on rank 0 only (others return None)."""
-
-    def wrapped(*args: Any, **kwargs: Any) -> Any:
-        return fn(*args, **kwargs) if dist.is_main_process() else None
-
-    return wrapped

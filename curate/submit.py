@@ -139,14 +139,10 @@ def launcher_parameters(cfg: DictConfig, kind: str) -> dict[str, Any]:
     }
 
 
-def level_parameters(cfg: DictConfig, kind: str, t: int, after: str | None) -> dict[str, Any]:
-    """Parameters of the level-``t`` job: the launcher's, then ``submit.resources[t - 1]``, then
-    the job name and, on SLURM, the ``afterok`` dependency on job ``after``."""
-    params = launcher_parameters(cfg, kind)
-    resources = cfg.submit.resources
-    if t <= len(resources):
-        params.update({key: value for key, value in resources[t - 1].items() if value is not None})
-    params["name"] = f"{cfg.name}-level{t}"
+def chained(params: dict[str, Any], name: str, kind: str, after: str | None) -> dict[str, Any]:
+    """``params`` with the job ``name`` and, on SLURM, an ``afterok`` dependency on job ``after``
+    (a job whose dependency can never be met is cancelled, not left pending)."""
+    params = {**params, "name": name}
     if kind == "slurm":
         extra = dict(params.pop("slurm_additional_parameters", None) or {})
         if after is not None:
@@ -155,6 +151,16 @@ def level_parameters(cfg: DictConfig, kind: str, t: int, after: str | None) -> d
         if extra:
             params["slurm_additional_parameters"] = extra
     return params
+
+
+def level_parameters(cfg: DictConfig, kind: str, t: int, after: str | None) -> dict[str, Any]:
+    """Parameters of the level-``t`` job: the launcher's, then ``submit.resources[t - 1]``, then
+    the job name and, on SLURM, the ``afterok`` dependency on job ``after``."""
+    params = launcher_parameters(cfg, kind)
+    resources = cfg.submit.resources
+    if t <= len(resources):
+        params.update({key: value for key, value in resources[t - 1].items() if value is not None})
+    return chained(params, f"{cfg.name}-level{t}", kind, after)
 
 
 def level_overrides(overrides: Sequence[str], out_dir: Path, t: int, n_levels: int) -> list[str]:
@@ -225,15 +231,7 @@ def pipeline_stage_parameters(cfg: DictConfig, launcher: DictConfig, kind: str, 
     params = launcher_parameters(OmegaConf.create({"hydra": {"launcher": launcher}}), kind)
     own = OmegaConf.to_container(OmegaConf.create((cfg.resources or {}).get(stage) or {}))
     params.update({key: value for key, value in own.items() if value is not None})
-    params["name"] = f"{cfg.name}-{stage}"
-    if kind == "slurm":
-        extra = dict(params.pop("slurm_additional_parameters", None) or {})
-        if after is not None:
-            params["slurm_dependency"] = f"afterok:{after}"
-            extra["kill-on-invalid-dep"] = "yes"
-        if extra:
-            params["slurm_additional_parameters"] = extra
-    return params
+    return chained(params, f"{cfg.name}-{stage}", kind, after)
 
 
 def submit_pipeline(

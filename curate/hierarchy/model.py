@@ -35,6 +35,7 @@ from curate.hierarchy.levels import LEVEL_ARRAYS, Level, LevelSpec, validate_lev
 from curate.hierarchy.split import split_clusters, split_clusters_regrouped
 from curate.io.atomic import atomic_write_json
 from curate.io.identity import vouch
+from curate.io.jsonfile import read_json
 from curate.io.shards import rank_rows
 from curate.kmeans import KMeans, RowSource
 from curate.kmeans.device import matmul_precision, resolve_memory_mb
@@ -390,12 +391,7 @@ class HierarchicalKMeans:
         manifest_path = folder / "manifest.json"
         if not manifest_path.exists():
             raise FileNotFoundError(f"{manifest_path} not found: no finished clustering in {folder}")
-        try:
-            manifest = json.loads(manifest_path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise InputError(f"{manifest_path} is not valid JSON: {err}") from None
-        if not isinstance(manifest, dict):
-            raise InputError(f"{manifest_path} holds a JSON {type(manifest).__name__}, expected an object")
+        manifest = read_json(manifest_path)
         if "levels" not in manifest or "config" not in manifest:
             raise InputError(f"{folder} is not a clustering (its manifest.json has no levels) ({manifest_path})")
         config = manifest["config"]

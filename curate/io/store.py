@@ -40,6 +40,7 @@ import numpy as np
 
 from curate.errors import InputError
 from curate.io.atomic import atomic_save_npy, atomic_write_json, atomic_write_text
+from curate.io.jsonfile import read_json
 from curate.io.shards import open_npy
 
 FORMAT = "ssl-curate-embeddings"
@@ -191,12 +192,7 @@ def _read_manifest(path: Path) -> dict:
         if (path / PARTS).exists():
             hint = " (shards are there but the store was never finalised: the embed run is unfinished)"
         raise FileNotFoundError(f"no {MANIFEST} in {path}{hint}")
-    try:
-        manifest = json.loads(manifest_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise InputError(f"{manifest_path} is not valid JSON: {err}") from None
-    if not isinstance(manifest, dict):
-        raise InputError(f"{manifest_path} holds a JSON {type(manifest).__name__}, expected an object")
+    manifest = read_json(manifest_path)
     if manifest.get("format") != FORMAT:
         raise ValueError(f"{manifest_path}: format {manifest.get('format')!r} is not {FORMAT!r}")
     return manifest

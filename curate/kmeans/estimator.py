@@ -25,7 +25,7 @@ from curate.io.atomic import atomic_path
 from curate.io.identity import sharded_rows_digest
 from curate.kmeans.device import matmul_precision, resolve_memory_mb
 from curate.kmeans.init import distinct_random_indices, kmeans_parallel, kmeans_plusplus, random_init
-from curate.kmeans.kernels import accumulate_, assign_chunk, chunk_rows_for, normalize_rows
+from curate.kmeans.kernels import accumulate_, assign_chunk, chunk_rows_for, normalize_rows, one_cpu_thread
 from curate.kmeans.shard import LocalRows
 from curate.kmeans.source import ArrayLike, RowSource
 
@@ -233,7 +233,7 @@ class KMeans:
         problems and ``dim < 32`` run single-threaded.
         """
         if self.device.type != "cuda":
-            with _cpu_threads(1 if work < _SMALL_WORK or dim < _THREADED_MIN_DIM else None):
+            with one_cpu_thread() if work < _SMALL_WORK or dim < _THREADED_MIN_DIM else contextlib.nullcontext():
                 yield
             return
         with matmul_precision(self.device, self.allow_tf32):
@@ -405,19 +405,6 @@ class KMeans:
         if self.checkpoint_dir is not None:
             self._save_checkpoint(c, 0, rows)
         return c, 0
-
-
-@contextlib.contextmanager
-def _cpu_threads(n: int | None) -> Iterator[None]:
-    """Temporarily run torch CPU ops on ``n`` threads (None: leave as is)."""
-    before = torch.get_num_threads()
-    if n is not None and n < before:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        if torch.get_num_threads() != before:
-            torch.set_num_threads(before)
 
 
 def _fits_everywhere(rows: LocalRows, cache_bytes: float) -> bool:

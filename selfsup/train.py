@@ -247,6 +247,124 @@ def train(cfg: TrainConfig | DictConfig) -> dict[str, Any]:
         torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
 
 
+def _resume(
+    ckpt_path: Path, meta: SSLMetaArch, config_dict: dict[str, Any], n_train: int
+) -> tuple[int, int, torch.Tensor, dict[str, Any] | None]:
+    """Load ``ckpt_path`` into ``meta`` when it exists (a changed model is refused up front).
+
+    Returns ``(start iteration, samples seen, seen: (n_train,) bool, checkpoint or None)``; the
+    checkpoint still holds the optimizer state for the caller."""
+    start, samples_seen, ckpt = 0, 0, None
+    seen = torch.zeros(n_train, dtype=torch.bool)  # training items drawn so far (this rank)
+    if ckpt_path.exists():
+        ckpt = load_checkpoint(ckpt_path)
+        changed = _diff_keys(ckpt.get("config", {}), config_dict)
+        arch = [key for key in changed if key.startswith("model.")]
+        if arch:  # the weights would not fit the model: refuse before load_state_dict fails on them
+            raise IdentityError(
+                f"{ckpt_path} was written with another model ({', '.join(arch)} changed); resume with the same "
+                f"model settings, or start afresh in another out= (or delete the checkpoint) ({arch[0]})"
+            )
+        if changed:
+            log.warning("resuming %s with a changed config: %s", ckpt_path, ", ".join(changed))
+        meta.student.load_state_dict(ckpt["student"])
+        meta.teacher.load_state_dict(ckpt["teacher"])
+        meta.dino_loss.load_state_dict(ckpt["dino_loss"])
+        if meta.ibot_loss is not None:
+            meta.ibot_loss.load_state_dict(ckpt["ibot_loss"])
+        start, samples_seen = int(ckpt["iteration"]), int(ckpt["samples_seen"])
+        if "seen" in ckpt and len(ckpt["seen"]) == n_train:
+            seen = ckpt["seen"].clone()
+        log.info("resuming from %s at iteration %d (%d samples seen)", ckpt_path, start, samples_seen)
+    return start, samples_seen, seen, ckpt
+
+
+def _tracker(cfg: TrainConfig, out_dir: Path, config_dict: dict[str, Any], start: int) -> Tracker:
+    """The run's metrics tracker: ``metrics.jsonl`` in ``out_dir`` and optionally wandb, grouped by
+    experiment, resuming its run (and dropping records after the checkpoint) at ``start``."""
+    wb = cfg.logger.wandb
+    return Tracker(
+        out_dir,
+        mode=wb.mode,
+        config=config_dict,
+        name=f"train/{cfg.name}",
+        group=wb.group or cfg.name,
+        job_type="train",
+        project=wb.project,
+        entity=wb.entity,
+        init_timeout=wb.init_timeout_s,
+        fresh=start == 0,
+        resume_step=start,
+    )
+
+
+def _loader(
+    cfg: TrainConfig, images: Any, use_ibot: bool, rank: int, world_size: int, samples_seen: int, device: torch.device
+) -> torch.utils.data.DataLoader:
+    """Multi-crop batches of this rank's share of the global batch, continuing after
+    ``samples_seen`` draws; decoding and augmentation run in the DataLoader workers."""
+    grid = (cfg.crops.global_size // cfg.model.patch_size,) * 2
+    dataset = MultiCropDataset(
+        images,
+        MultiCrop(cfg.crops, cfg.model.in_chans, cfg.crops.mean, cfg.crops.std),
+        grid,
+        tuple(cfg.ibot.mask_ratio),
+        cfg.ibot.mask_sample_probability if use_ibot else 0.0,
+        cfg.ibot.mask_type,
+        cfg.train.seed,
+    )
+    sampler = InfiniteBatchSampler(
+        len(images), cfg.train.batch_size, cfg.train.seed, rank, world_size, start=samples_seen
+    )
+    workers = default_num_workers() if cfg.train.num_workers is None else cfg.train.num_workers
+    return torch.utils.data.DataLoader(  # decoding and augmentation run in the workers
+        dataset,
+        batch_sampler=sampler,
+        collate_fn=collate_multicrop,
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=workers > 0,
+    )
+
+
+def _write_manifest(
+    cfg: TrainConfig,
+    out_dir: Path,
+    config_dict: dict[str, Any],
+    data_info: dict[str, Any],
+    n_train: int,
+    distinct_seen: int,
+    total: int,
+    world_size: int,
+    last_record: dict[str, Any],
+) -> None:
+    """``manifest.json`` of a finished run, written last: the config, the data and selection it
+    trained on, the distinct items drawn, the versions."""
+    atomic_write_json(
+        out_dir / "manifest.json",
+        {
+            "stage": "selfsup.train",
+            "status": "complete",
+            "name": cfg.name,
+            "config": config_dict,
+            "n_train": n_train,
+            "data": data_info,
+            "selection": data_info.get("selection"),
+            "distinct_items_seen": distinct_seen,
+            "iterations": total,
+            "samples_seen": total * cfg.train.batch_size,
+            "world_size": world_size,
+            "embed_dim": cfg.model.embed_dim,
+            "last": last_record,
+            "versions": {
+                "torch": torch.__version__,
+                "torchvision": torchvision.__version__,
+                "timm": timm.__version__,
+            },
+        },
+    )
+
+
 def _train(cfg: TrainConfig) -> dict[str, Any]:
     t_start = time.perf_counter()
     rank, world_size = init_distributed(device=cfg.train.device)
@@ -273,28 +391,7 @@ def _train(cfg: TrainConfig) -> dict[str, Any]:
     meta = SSLMetaArch(cfg)
     meta.set_bf16(cfg.train.bf16)
     ckpt_path = out_dir / "checkpoint.pt"
-    start, samples_seen, ckpt = 0, 0, None
-    seen = torch.zeros(n_train, dtype=torch.bool)  # training items drawn so far (this rank)
-    if ckpt_path.exists():
-        ckpt = load_checkpoint(ckpt_path)
-        changed = _diff_keys(ckpt.get("config", {}), config_dict)
-        arch = [key for key in changed if key.startswith("model.")]
-        if arch:  # the weights would not fit the model: refuse before load_state_dict fails on them
-            raise IdentityError(
-                f"{ckpt_path} was written with another model ({', '.join(arch)} changed); resume with the same "
-                f"model settings, or start afresh in another out= (or delete the checkpoint) ({arch[0]})"
-            )
-        if changed:
-            log.warning("resuming %s with a changed config: %s", ckpt_path, ", ".join(changed))
-        meta.student.load_state_dict(ckpt["student"])
-        meta.teacher.load_state_dict(ckpt["teacher"])
-        meta.dino_loss.load_state_dict(ckpt["dino_loss"])
-        if meta.ibot_loss is not None:
-            meta.ibot_loss.load_state_dict(ckpt["ibot_loss"])
-        start, samples_seen = int(ckpt["iteration"]), int(ckpt["samples_seen"])
-        if "seen" in ckpt and len(ckpt["seen"]) == n_train:
-            seen = ckpt["seen"].clone()
-        log.info("resuming from %s at iteration %d (%d samples seen)", ckpt_path, start, samples_seen)
+    start, samples_seen, seen, ckpt = _resume(ckpt_path, meta, config_dict, n_train)
     meta.to(device)
     meta.train()
     optimizer = torch.optim.AdamW(
@@ -306,42 +403,10 @@ def _train(cfg: TrainConfig) -> dict[str, Any]:
     if is_distributed():
         meta.wrap_ddp([device.index] if device.type == "cuda" else None)
 
-    wb = cfg.logger.wandb
-    logger = Tracker(
-        out_dir,
-        mode=wb.mode,
-        config=config_dict,
-        name=f"train/{cfg.name}",
-        group=wb.group or cfg.name,
-        job_type="train",
-        project=wb.project,
-        entity=wb.entity,
-        init_timeout=wb.init_timeout_s,
-        fresh=start == 0,
-        resume_step=start,
-    )
+    logger = _tracker(cfg, out_dir, config_dict, start)
     last_record: dict[str, Any] = {}
     if start < total:
-        grid = (cfg.crops.global_size // cfg.model.patch_size,) * 2
-        dataset = MultiCropDataset(
-            images,
-            MultiCrop(cfg.crops, cfg.model.in_chans, cfg.crops.mean, cfg.crops.std),
-            grid,
-            tuple(cfg.ibot.mask_ratio),
-            cfg.ibot.mask_sample_probability if meta.use_ibot else 0.0,
-            cfg.ibot.mask_type,
-            cfg.train.seed,
-        )
-        sampler = InfiniteBatchSampler(n_train, global_batch, cfg.train.seed, rank, world_size, start=samples_seen)
-        workers = default_num_workers() if cfg.train.num_workers is None else cfg.train.num_workers
-        loader = torch.utils.data.DataLoader(  # decoding and augmentation run in the workers
-            dataset,
-            batch_sampler=sampler,
-            collate_fn=collate_multicrop,
-            num_workers=workers,
-            pin_memory=device.type == "cuda",
-            persistent_workers=workers > 0,
-        )
+        loader = _loader(cfg, images, meta.use_ibot, rank, world_size, samples_seen, device)
         log.info(
             "training %d images for %d iterations (global batch %d, %d ranks)",
             n_train,
@@ -371,29 +436,7 @@ def _train(cfg: TrainConfig) -> dict[str, Any]:
         if not last_record and (out_dir / "metrics.jsonl").exists():
             lines = (out_dir / "metrics.jsonl").read_text().splitlines()
             last_record = json.loads(lines[-1]) if lines else {}
-        atomic_write_json(
-            out_dir / "manifest.json",
-            {
-                "stage": "selfsup.train",
-                "status": "complete",
-                "name": cfg.name,
-                "config": config_dict,
-                "n_train": n_train,
-                "data": data_info,
-                "selection": data_info.get("selection"),
-                "distinct_items_seen": distinct_seen,
-                "iterations": total,
-                "samples_seen": total * global_batch,
-                "world_size": world_size,
-                "embed_dim": cfg.model.embed_dim,
-                "last": last_record,
-                "versions": {
-                    "torch": torch.__version__,
-                    "torchvision": torchvision.__version__,
-                    "timm": timm.__version__,
-                },
-            },
-        )
+        _write_manifest(cfg, out_dir, config_dict, data_info, n_train, distinct_seen, total, world_size, last_record)
     barrier()
     return {
         "iterations": total,

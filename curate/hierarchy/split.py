@@ -110,7 +110,8 @@ def _batch_rows(rows: LocalRows, parent_local: torch.Tensor, batch: _Batch, grou
     for (first, block), (a, b) in zip(blocks, ranges):
         for i in range(a, b, chunk):
             at = grouped.order[i : min(i + chunk, b)]
-            x = rows.take(at) if block is None else block[at - first]
+            # the device copy indexed directly: take() would move the indices (a no-op there)
+            x = rows._cache[at].float() if block is None else block[at - first]
             yield at, x, parent_local[at] - lo
 
 

@@ -211,6 +211,32 @@ def test_split_iteration_does_not_sync():
 
 
 @pytest.mark.parametrize("memmap", [False, True], ids=["memory", "memmap"])
+def test_batched_split_syncs_do_not_grow_with_the_sub_chunks(tmp_path, memmap):
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=(3000, 6)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    data = np.load(tmp_path / "x.npy", mmap_mode="r") if memmap else x  # streamed in 3 blocks / kept
+    parent = torch.from_numpy(rng.integers(0, 6, size=3000))
+    rows = LocalRows(RowSource(data), torch.device("cpu"), 1000, False, 1 << 30)
+    rows.scan()
+    per_cluster = 4 * (12 * 6 + 21)  # bytes of a cluster's 4 slots: 2 clusters per batch, 3 batches
+    totals = {}
+    for budget_mb in (0.01, 0.002):  # sub-chunks of 52 and 10 rows: ~20 and ~100 per batch and pass
+        for n_iter in (2, 6):
+            with count_host_syncs() as c:
+                *_, stats = split_clusters(
+                    rows, parent, parent.numpy(), 6, 4, n_iter, 0, budget_mb, 2.5 * per_cluster / 2**20
+                )
+            assert stats["cluster_batches"] == 3
+            totals[budget_mb, n_iter] = c.total
+    # per iteration: the empty-slot count of each batch (it decides the re-seeding), no row selection
+    for budget_mb in (0.01, 0.002):
+        assert (totals[budget_mb, 6] - totals[budget_mb, 2]) / 4 <= 3, totals
+    # nor in the k-means++ inside the clusters: the whole split syncs as often at either sub-chunk size
+    assert totals[0.002, 2] == totals[0.01, 2] and totals[0.002, 6] == totals[0.01, 6], totals
+
+
+@pytest.mark.parametrize("memmap", [False, True], ids=["memory", "memmap"])
 def test_kmeanspp_step_syncs_do_not_grow_with_the_chunks(tmp_path, memmap):
     x = np.random.default_rng(5).normal(size=(6000, 32)).astype(np.float32)
     np.save(tmp_path / "x.npy", x)

@@ -59,19 +59,60 @@ def _mixed_seed(*keys: int) -> int:
     return int(np.random.SeedSequence(list(keys)).generate_state(1, np.uint64)[0] >> 1)
 
 
-def _batch_rows(rows: LocalRows, parent_local: torch.Tensor, lo: int, hi: int, whole: bool, chunk: int):
+class _Grouped:
+    """This rank's rows sorted by cluster once per split, so that a batch of clusters selects its
+    rows without a host sync per chunk.
+
+    The sort is stable and runs within every block of ``rows.chunks()`` (one block, the whole
+    shard, when it is kept on the device): the rows of clusters ``[lo, hi)`` are then one
+    contiguous range of ``order`` per block, read back once per batch (:meth:`ranges`) instead of
+    a boolean mask per chunk and pass. A cluster's rows keep their order, so every slot sums them
+    in the same order as a pass over the shard: the result is the same.
+    """
+
+    def __init__(self, rows: LocalRows, parent_local: torch.Tensor, k: int) -> None:
+        self.rows, self.k = rows, k
+        self.cached = rows._cache is not None  # rows are gathered from the device copy
+        self.span = max(rows.n, 1) if self.cached else rows.chunk_rows
+        key = torch.arange(rows.n, device=rows.device) // self.span * k + parent_local
+        self.order = torch.argsort(key, stable=True)  # (n_local,)
+        self.key = key[self.order]
+
+    def ranges(self, lo: int, hi: int) -> list[tuple[int, int]]:
+        """Per block, the range of ``order`` holding the rows of clusters ``[lo, hi)`` (one host read)."""
+        base = torch.arange(0, self.rows.n, self.span, device=self.key.device) // self.span * self.k
+        bounds = torch.searchsorted(self.key, torch.stack([base + lo, base + hi], 1))
+        return [(a, b) for a, b in bounds.tolist()]
+
+    def indices(self, ranges: list[tuple[int, int]]) -> torch.Tensor:
+        """``(m,)`` local indices of the batch's rows."""
+        return torch.cat([self.order[a:b] for a, b in ranges] or [self.order[:0]])
+
+
+# a batch of clusters: (lo, hi, ranges of the grouped order; None when it holds every cluster)
+_Batch = tuple[int, int, "list[tuple[int, int]] | None"]
+
+
+def _batch_rows(rows: LocalRows, parent_local: torch.Tensor, batch: _Batch, grouped: _Grouped | None, chunk: int):
     """Yield ``(at, x, p)``: local row indices ``(m,)``, prepared rows ``(m, d)`` and their
-    cluster within the batch ``(m,)``, for the rows of clusters ``[lo, hi)``, ``chunk`` at a time."""
+    cluster within the batch ``(m,)``, for the rows of the batch's clusters, ``chunk`` at a time.
+    No host sync: a batch of every cluster reads the shard in order, another its ranges."""
+    lo, _, ranges = batch
     device = rows.device
-    for first, block in rows.chunks():
-        for offset in range(0, len(block), chunk):
-            x = block[offset : offset + chunk]
-            at = torch.arange(first + offset, first + offset + len(x), device=device)
-            parent = parent_local[at]
-            if not whole:  # only the rows of this batch's clusters
-                mine = (parent >= lo) & (parent < hi)
-                x, at, parent = x[mine], at[mine], parent[mine]
-            yield at, x, parent - lo
+    if ranges is None:
+        for first, block in rows.chunks():
+            for offset in range(0, len(block), chunk):
+                x = block[offset : offset + chunk]
+                at = torch.arange(first + offset, first + offset + len(x), device=device)
+                yield at, x, parent_local[at] - lo
+        return
+    blocks = [(0, None)] if grouped.cached else rows.chunks()
+    for (first, block), (a, b) in zip(blocks, ranges):
+        for i in range(a, b, chunk):
+            at = grouped.order[i : min(i + chunk, b)]
+            # the device copy indexed directly: take() would move the indices (a no-op there)
+            x = rows._cache[at].float() if block is None else block[at - first]
+            yield at, x, parent_local[at] - lo
 
 
 def _member_sq_dists(x: torch.Tensor, cand: torch.Tensor) -> torch.Tensor:
@@ -133,7 +174,8 @@ def _segment_sample(
 def _kmeanspp_in_clusters(
     rows: LocalRows,
     parent_local: torch.Tensor,
-    clusters: tuple[int, int, bool],
+    batch: _Batch,
+    grouped: _Grouped | None,
     n_splits: int,
     seed: int,
     chunk: int,
@@ -152,15 +194,12 @@ def _kmeanspp_in_clusters(
     Returns:
         ``sub ((hi - lo) * n_splits, d)`` float32 and ``used ((hi - lo) * n_splits,)`` bool.
     """
-    lo, hi, whole = clusters
+    lo, hi, ranges = batch
     m, d, device = hi - lo, rows.d, rows.device
     s, t = n_splits, 2 + int(math.log(n_splits))
     sub = torch.zeros(m, s, d, dtype=torch.float32, device=device)
     used = torch.zeros(m, s, dtype=torch.bool, device=device)
-    if whole:
-        batch_at = torch.arange(rows.n, device=device)
-    else:
-        batch_at = ((parent_local >= lo) & (parent_local < hi)).nonzero().squeeze(1)
+    batch_at = torch.arange(rows.n, device=device) if ranges is None else grouped.indices(ranges)
     p_batch = parent_local[batch_at] - lo
     sort = torch.argsort(p_batch, stable=True)
     order, p_sorted = batch_at[sort], p_batch[sort]
@@ -173,7 +212,7 @@ def _kmeanspp_in_clusters(
         cand = rows.fetch_global(picked.flatten()).view(m, tj, d)
         sums = torch.zeros(m, tj, dtype=torch.float64, device=device)
         trial = torch.empty(rows.n, tj, dtype=torch.float32, device=device)
-        for at, x, p in _batch_rows(rows, parent_local, lo, hi, whole, chunk):
+        for at, x, p in _batch_rows(rows, parent_local, batch, grouped, chunk):
             d2 = _member_sq_dists(x, cand[p])
             if j > 0:
                 d2 = torch.minimum(d2, pot[at].unsqueeze(1))
@@ -190,7 +229,7 @@ def _kmeanspp_in_clusters(
 def _reseed_slots(
     rows: LocalRows,
     parent_local: torch.Tensor,
-    clusters: tuple[int, int, bool],
+    batch: _Batch,
     sq: torch.Tensor,
     empty: torch.Tensor,
     n_splits: int,
@@ -203,7 +242,7 @@ def _reseed_slots(
     Returns:
         the slots that got a row ``(e',)`` and those rows ``(e', d)``.
     """
-    lo, hi, whole = clusters
+    lo, hi, _ = batch
     device = rows.device
     need = torch.bincount(empty // n_splits, minlength=hi - lo)
     at = (need[(parent_local - lo).clamp(0, hi - lo - 1)] > 0) & (parent_local >= lo) & (parent_local < hi)
@@ -297,20 +336,23 @@ def split_clusters(
     batch = int(max(1, min(k, memory_mb * 2**20 // per_cluster)))
     chunk = max(1, int(memory_budget_mb * 2**20) // (4 * n_splits * (d + 2) + 12 * d))
     parent_local = parent_local.to(device)
+    grouped = None if batch >= k else _Grouped(rows, parent_local, k)
     slot = torch.empty(rows.n, dtype=torch.int64, device=device)
     sq = torch.empty(rows.n, dtype=torch.float32, device=device)
     n_empty, n_reseeded, n_seeded = 0, 0, 0
     for lo in range(0, k, batch):  # batches of clusters, each run to the end
         hi = min(k, lo + batch)
-        clusters = (lo, hi, batch >= k)
+        clusters = (lo, hi, None if grouped is None else grouped.ranges(lo, hi))
         if init == "random":
             sub = torch.from_numpy(centroids[lo * n_splits : hi * n_splits].copy()).to(device)
             used = ~torch.isnan(sub[:, 0])
             sub[~used] = 0.0
         else:
-            sub, used = _kmeanspp_in_clusters(rows, parent_local, clusters, n_splits, seed, chunk, first_id)
+            sub, used = _kmeanspp_in_clusters(rows, parent_local, clusters, grouped, n_splits, seed, chunk, first_id)
         n_seeded += int(used.sum())
-        empty, reseeded = _lloyd_batch(rows, parent_local, clusters, n_splits, n_iter, chunk, sub, used, slot, sq)
+        empty, reseeded = _lloyd_batch(
+            rows, parent_local, clusters, grouped, n_splits, n_iter, chunk, sub, used, slot, sq
+        )
         n_empty, n_reseeded = n_empty + empty, n_reseeded + reseeded
         sub[~used] = torch.nan
         centroids[lo * n_splits : hi * n_splits] = sub.cpu().numpy()
@@ -329,7 +371,8 @@ def split_clusters(
 def _lloyd_batch(
     rows: LocalRows,
     parent_local: torch.Tensor,
-    clusters: tuple[int, int, bool],
+    batch: _Batch,
+    grouped: _Grouped | None,
     n_splits: int,
     n_iter: int,
     chunk: int,
@@ -339,12 +382,12 @@ def _lloyd_batch(
     sq: torch.Tensor,
     reseed: bool = True,
 ) -> tuple[int, int]:
-    """Constrained Lloyd of the clusters ``clusters = (lo, hi, all of them)``: updates
+    """Constrained Lloyd of the clusters of ``batch = (lo, hi, ranges)``: updates
     ``sub ((hi - lo) * n_splits, d)`` in place and writes ``slot`` / ``sq`` of their rows.
 
     A seeded slot that loses all its rows is re-seeded with its cluster's farthest row (as the
     flat engine does). Returns the seeded slots left empty and the re-seeds."""
-    lo, hi, whole = clusters
+    lo, hi, _ = batch
     k, d, device = hi - lo, rows.d, rows.device
     n_empty, n_reseeded = 0, 0
     for it in range(n_iter + 1):  # the last pass only assigns
@@ -352,18 +395,11 @@ def _lloyd_batch(
         sums = torch.zeros(k * n_splits, d, dtype=torch.float64, device=device)
         counts = torch.zeros(k * n_splits, dtype=torch.int64, device=device)
         sub3 = sub.view(k, n_splits, d)
-        for first, block in rows.chunks():
-            for offset in range(0, len(block), chunk):
-                x = block[offset : offset + chunk]
-                at = torch.arange(first + offset, first + offset + len(x), device=device)
-                parent = parent_local[at]
-                if not whole:  # only the rows of this batch's clusters
-                    mine = (parent >= lo) & (parent < hi)
-                    x, at, parent = x[mine], at[mine], parent[mine]
-                s_lab, s_d2 = _constrained_assign(x, parent - lo, sub3, sqnorm)
-                slot[at], sq[at] = s_lab + lo * n_splits, s_d2
-                if it < n_iter:
-                    accumulate_(x, s_lab, sums, counts)
+        for at, x, p in _batch_rows(rows, parent_local, batch, grouped, chunk):
+            s_lab, s_d2 = _constrained_assign(x, p, sub3, sqnorm)
+            slot[at], sq[at] = s_lab + lo * n_splits, s_d2
+            if it < n_iter:
+                accumulate_(x, s_lab, sums, counts)
         if it == n_iter:
             break
         dist.all_reduce_sum_(sums)
@@ -379,7 +415,7 @@ def _lloyd_batch(
         n_empty = int((used & ~filled).sum())
         if n_empty and reseed:
             empty = (used & ~filled).nonzero().squeeze(1)
-            slots, seeds = _reseed_slots(rows, parent_local, clusters, sq, empty, n_splits, chunk)
+            slots, seeds = _reseed_slots(rows, parent_local, batch, sq, empty, n_splits, chunk)
             sub[slots] = seeds
             n_reseeded += len(slots)
             n_empty -= len(slots)

@@ -85,3 +85,46 @@ def test_kmeans_logs_kmeanspp_and_lloyd_progress(caplog, monkeypatch):
     assert heads == [f"k-means++ k=5: centroid: {j}/5" for j in range(2, 6)] + [
         f"k-means k=5: Lloyd iteration: {i}/3" for i in range(1, 4)
     ]
+
+
+def test_dedup_reports_rows_and_removals(caplog, monkeypatch):
+    from curate.dedup import deduplicate
+
+    caplog.set_level(logging.INFO)
+    monkeypatch.setattr("curate.progress.EVERY_S", 0.0)
+    x = np.random.default_rng(0).normal(size=(40, 8)).astype(np.float32)
+    x[20:30] = x[:10]  # 10 exact duplicates
+    result = deduplicate(x, threshold=0.99, chunk_size=10)
+    lines = _lines(caplog)
+    assert [line.split(" (")[0] for line in lines] == [f"dedup: row: {i}/40" for i in (10, 20, 30, 40)]
+    removed = len(x) - len(result.kept_indices)
+    assert removed == 10 and lines[-1].endswith(f"{removed} removed so far")
+
+
+def test_levels_say_when_each_step_starts(caplog):
+    from curate.hierarchy.model import HierarchicalKMeans
+
+    caplog.set_level(logging.INFO)
+    x = np.random.default_rng(0).normal(size=(300, 4)).astype(np.float32)
+    levels = [dict(k=20, resample_steps=2, sample_size=5), dict(k=4)]
+    HierarchicalKMeans(levels, n_iter=3).fit(x)
+    messages = [r.getMessage() for r in caplog.records if r.name == "curate.hierarchy.model"]
+    starts = [m for m in messages if "k-means with" in m or "resampling step" in m]
+    assert starts == [
+        "level 1 of 2: k-means with k=20 on 300 rows",
+        "level 1: resampling step 1 of 2",
+        "level 1: resampling step 2 of 2",
+        "level 2 of 2: k-means with k=4 on 20 rows",
+    ]
+
+
+def test_split_reports_its_lloyd_passes(caplog, monkeypatch):
+    from curate.hierarchy.model import HierarchicalKMeans
+
+    caplog.set_level(logging.INFO)
+    monkeypatch.setattr("curate.progress.EVERY_S", 0.0)
+    x = np.random.default_rng(0).normal(size=(300, 4)).astype(np.float32)
+    HierarchicalKMeans([dict(k=5, n_splits=3)], n_iter=3).fit(x)
+    split = [line.split(" (")[0] for line in _lines(caplog) if line.startswith("split")]
+    assert split == [f"split of 5 clusters into 3: Lloyd pass: {i}/4" for i in range(1, 5)]
+    assert any(r.getMessage() == "level 1: splitting each of 5 clusters into 3" for r in caplog.records)

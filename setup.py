@@ -24,7 +24,6 @@ setup(
         "scikit-learn>=1.4",
         "matplotlib>=3.8",
         "psutil>=5.9",
-        "tqdm>=4.66",
         "pillow>=10",
         "safetensors>=0.4",
         "sentence-transformers>=3",

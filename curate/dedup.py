@@ -57,11 +57,11 @@ from curate.errors import IdentityError, UnsafeOutputError, hydra_entry
 from curate.io.atomic import atomic_path, atomic_save_npy, atomic_write_json, atomic_write_text
 from curate.io.identity import check_identity, input_identity
 from curate.io.store import StoreWriter, finalize_store, load_embeddings, read_manifest
+from curate.progress import Progress
 from curate.stage import guarded_output, read_json, run_stage
 
 log = logging.getLogger(__name__)
 
-PROGRESS_EVERY_S = 30.0  # rank 0 logs a progress line this often
 RULE = "sequential greedy: keep row i unless a kept row j < i has cosine(x_i, x_j) > threshold"
 
 
@@ -402,8 +402,8 @@ def deduplicate(
     kept: Any = _KeptRows(d, device, chunk_size, block) if backend == "torch" else _FaissKept(d)
     _rebuild_shard(x, kept, progress, chunk_size, rank, world, device)
     window_rows = world * chunk_size
-    last_saved = last_report = started = time.monotonic()
-    first_row = progress.next_row
+    last_saved = time.monotonic()
+    report = Progress(n, "dedup: row", done=progress.next_row)
     for w0 in range(progress.next_row, n, window_rows):
         m = min(window_rows, n - w0)
         lo, hi = w0 + min(m, rank * chunk_size), w0 + min(m, (rank + 1) * chunk_size)
@@ -435,16 +435,7 @@ def deduplicate(
         if checkpoint is not None and rank == 0 and time.monotonic() - last_saved >= checkpoint_every_s:
             _save_checkpoint(checkpoint, progress, fingerprint)
             last_saved = time.monotonic()
-        if time.monotonic() - last_report >= PROGRESS_EVERY_S:
-            last_report = time.monotonic()
-            done = progress.next_row
-            log.info(
-                "dedup: %d of %d rows, %d removed so far, %.0f rows/s",
-                done,
-                n,
-                done - int(progress.keep[:done].sum()),
-                (done - first_row) / (last_report - started),
-            )
+        report.update(m, lambda: f"{progress.next_row - int(progress.keep[: progress.next_row].sum())} removed so far")
     return DedupResult(progress.keep, progress.duplicate_of, progress.similarity)
 
 

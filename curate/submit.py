@@ -5,6 +5,8 @@
     python -m curate.submit launcher=submitit_slurm cluster=toy_2d submit.resources='[{nodes:1},{nodes:1},{nodes:1}]'
     python -m curate.submit launcher=submitit_local cluster=toy_2d     # local processes, one after the other
     python -m curate.submit cluster=toy_2d                            # launcher=local: in this process
+    python -m curate.submit cluster=toy_2d --cfg job                  # print the composed config, submit nothing
+    python -m curate.submit -m launcher=submitit_slurm seed=0,1,2     # one chain of level jobs per seed
 
 The arguments are the cluster stage's own overrides (``python -m curate.cluster ARGS`` builds the
 same hierarchy in one go). Level ``t < T`` becomes a job running the stage with
@@ -36,6 +38,8 @@ The pipeline (``curate.pipeline``) the same way, one job per stage (:func:`submi
 
 from __future__ import annotations
 
+import argparse
+import itertools
 import logging
 import runpy
 import sys
@@ -45,7 +49,7 @@ from pathlib import Path
 from typing import Any
 
 import submitit
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from curate.errors import run_guarded, take_traceback_flag
 from curate.io.atomic import atomic_write_json
@@ -268,17 +272,97 @@ def submit_pipeline(
     return jobs
 
 
+def parse_hydra_flags(args: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
+    """Hydra's command-line flags that ``curate.submit`` honours (``--cfg``/``-c``, ``--resolve``,
+    ``--package``/``-p``, ``--multirun``/``-m``) and the overrides left."""
+    parser = argparse.ArgumentParser(prog="python -m curate.submit", add_help=False)
+    parser.add_argument("-c", "--cfg", choices=("job", "hydra", "all"))
+    parser.add_argument("--resolve", action="store_true")
+    parser.add_argument("-p", "--package")
+    parser.add_argument("-m", "--multirun", action="store_true")
+    flags, rest = parser.parse_known_args(list(args))
+    unknown = [a for a in rest if a.startswith("-")]
+    if unknown:
+        raise ValueError(f"unknown flag {unknown[0]} (curate.submit takes overrides, --cfg, --resolve, -p, -m)")
+    return flags, rest
+
+
+def sweep_points(overrides: Sequence[str]) -> list[list[str]]:
+    """The runs of ``-m overrides``: the cartesian product of the swept values (``seed=0,1``,
+    ``x=range(3)``), as Hydra's basic sweeper expands them; one point when nothing is swept."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    lists = []
+    for override in OverridesParser.create().parse_overrides(list(overrides)):
+        if override.is_sweep_override():
+            if not override.is_discrete_sweep():
+                raise ValueError(f"{override.input_line}: only lists and ranges can be swept here")
+            key = override.get_key_element()
+            lists.append([f"{key}={value}" for value in override.sweep_string_iterator()])
+        else:
+            lists.append([override.input_line])
+    return [list(point) for point in itertools.product(*lists)]
+
+
+def point_overrides(point: list[str]) -> list[str]:
+    """One sweep point's overrides, run in ``hydra.sweep.dir/hydra.sweep.subdir`` (where
+    ``python -m curate.cluster -m`` would put it) instead of the single run's folder."""
+    from hydra.core.hydra_config import HydraConfig
+
+    cfg = compose_cluster(point)
+    HydraConfig.instance().set_config(cfg)  # resolves ${hydra:...} in the folder names
+    folder = str(Path(cfg.hydra.sweep.dir) / str(cfg.hydra.sweep.subdir))
+    return [*point, "hydra.run.dir='" + folder.replace("\\", "\\\\").replace("'", "\\'") + "'"]
+
+
+def show_config(overrides: Sequence[str], flags: argparse.Namespace) -> str:
+    """What ``--cfg job|hydra|all`` prints (as Hydra apps do): the composed config, its ``hydra``
+    node or both, optionally resolved and narrowed to ``--package``."""
+    from hydra.core.hydra_config import HydraConfig
+
+    cfg = compose_cluster(overrides)
+    HydraConfig.instance().set_config(cfg)
+    if flags.resolve:  # before narrowing: the hydra node refers to the job's keys
+        OmegaConf.set_readonly(cfg.hydra, False)
+        OmegaConf.resolve(cfg)
+    if flags.cfg == "job":
+        with open_dict(cfg):
+            del cfg["hydra"]
+    elif flags.cfg == "hydra":
+        cfg = OmegaConf.create({"hydra": cfg.hydra})
+    if flags.package and flags.package != "_global_":
+        cfg = OmegaConf.select(cfg, flags.package)
+        if cfg is None:
+            raise ValueError(f"--package {flags.package}: no such node in the config")
+    return OmegaConf.to_yaml(cfg) if OmegaConf.is_config(cfg) else f"{cfg}\n"
+
+
 def main(argv: Sequence[str] | None = None) -> None:
-    """``python -m curate.submit [cluster-stage overrides]``: print the job ids and return."""
+    """``python -m curate.submit [-m] [--cfg job] [cluster-stage overrides]``: print the job ids and return.
+
+    ``--cfg job|hydra|all`` (with ``--resolve``, ``-p``) prints the composed cluster config and
+    submits nothing; ``-m`` submits one chain of level jobs per point of the sweep.
+    """
     args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] in ("-h", "--help"):
         print(__doc__)
         return
+    args = take_traceback_flag(args)
+    flags, overrides = run_guarded(parse_hydra_flags, args, hydra=True)
+    points = run_guarded(sweep_points, overrides, hydra=True) if flags.multirun else [overrides]
+    if flags.cfg:
+        for point in points:
+            print(run_guarded(show_config, point, flags, hydra=True), end="")
+        return
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(levelname)s %(name)s: %(message)s")
-    out, jobs = run_guarded(submit_levels, take_traceback_flag(args), hydra=True)
-    for t, job in enumerate(jobs, start=1):
-        print(f"level {t}: job {job.job_id}")
-    print(f"output: {out}")
+    for point in points:
+        if flags.multirun:
+            point = run_guarded(point_overrides, point, hydra=True)
+            print(f"run {' '.join(point[:-1])}:")
+        out, jobs = run_guarded(submit_levels, point, hydra=True)
+        for t, job in enumerate(jobs, start=1):
+            print(f"level {t}: job {job.job_id}")
+        print(f"output: {out}")
 
 
 if __name__ == "__main__":

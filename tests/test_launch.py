@@ -246,3 +246,38 @@ def test_plain_hydra_slurm_sweep_is_refused_before_queuing(tmp_path, cli):
     proc = cli("-m", "curate.cluster", *args, check=False)
     assert proc.returncode == 2 and "error: hydra/launcher=submitit_slurm has no requeue settings" in proc.stderr
     assert not (tmp_path / "multirun").exists()  # Hydra's sweep folder is made when jobs are sent
+
+
+def test_submit_prints_the_config_like_a_hydra_app(tmp_path, capsys):
+    from omegaconf import OmegaConf, open_dict
+
+    from curate.submit import main
+
+    overrides = ["cluster=kmeans_flat", f"out_dir={tmp_path}/out", "seed=7"]
+    main(["--cfg", "job", *overrides])
+    printed = OmegaConf.create(capsys.readouterr().out)
+    expected = compose_cluster(overrides)
+    with open_dict(expected):
+        del expected["hydra"]
+    assert printed == expected and printed.seed == 7
+    main(["--cfg", "hydra", "-p", "hydra.run.dir", "--resolve", *overrides])
+    assert capsys.readouterr().out.strip() == f"{tmp_path}/out/cluster/kmeans_flat"
+    assert not (tmp_path / "out").exists()  # nothing submitted
+
+
+def test_submit_multirun_sends_one_chain_per_sweep_point(tmp_path, fake_slurm, capsys):
+    from curate.submit import main
+
+    main(["-m", "launcher=submitit_slurm", "cluster=kmeans_flat", f"out_dir={tmp_path}/out", "name=c", "seed=0,1"])
+    printed = capsys.readouterr().out
+    sweep = tmp_path / "out" / "multirun" / "cluster" / "c"
+    # Hydra's sweep folders: <sweep.dir>/<override_dirname>
+    assert sorted(p.name for p in sweep.iterdir()) == ["cluster=kmeans_flat,seed=0", "cluster=kmeans_flat,seed=1"]
+    assert printed.count("level 1: job") == 2 and len(list(fake_slurm.iterdir())) == 2
+    scripts = [script.read_text() for script in sorted(fake_slurm.iterdir())]
+    assert all("--requeue" in script for script in scripts)
+
+
+def test_submit_refuses_an_unknown_flag(tmp_path, cli):
+    proc = cli("-m", "curate.submit", "--cfgg", "job", f"out_dir={tmp_path}", check=False)
+    assert proc.returncode == 2 and proc.stderr.startswith("error: unknown flag --cfgg")

@@ -220,7 +220,7 @@ class EmbedConfig:
         dtype: ``float32`` or ``float16`` on disk.
         overwrite: delete an existing store in ``out`` first (otherwise a finished store with the
             same settings is reused, a partial one resumed, and one with other settings refused).
-        progress: a tqdm bar with items/s on rank 0.
+        progress: a progress line with an ETA every few seconds on rank 0.
     """
 
     data: Any = MISSING

@@ -31,6 +31,7 @@ from curate.embed.encoders import Encoder, build_encoder
 from curate.embed.sources import Source, build_source, default_num_workers
 from curate.io.shards import shard_range
 from curate.io.store import MANIFEST, PARTS, StoreWriter, finalize_store, read_manifest
+from curate.progress import Progress
 from curate.stage import guarded_output
 
 log = logging.getLogger(__name__)
@@ -200,21 +201,18 @@ def _run_embed(cfg: DictConfig, out: Path) -> dict:
     )
     amp = bool(cfg.amp) and device.type == "cuda"
     started = time.perf_counter()
-    bar = _progress(n_todo, enabled=cfg.progress and rank == 0)
-    try:
-        parts: list[tuple[np.ndarray, torch.Tensor]] = []
-        skipped: list[tuple[int, str]] = []
-        loader = _loader(dataset, batches, cfg.num_workers, pin=device.type == "cuda")
-        for b, (indices, items, bad) in enumerate(loader):
-            skipped += bad
-            if len(indices):
-                parts.append((indices, _encode(encoder, items, amp, cfg.normalize)))
-            bar.update(len(indices) + len(bad))
-            if b + 1 == len(batches) or owner[b + 1] != owner[b]:  # the shard's last batch
-                _write_shard(writer, source, labels, owner[b], cfg.shard_size, n, parts, skipped)
-                parts, skipped = [], []
-    finally:
-        bar.close()
+    bar = Progress(n_todo, "embed: item", enabled=bool(cfg.progress) and rank == 0)
+    parts: list[tuple[np.ndarray, torch.Tensor]] = []
+    skipped: list[tuple[int, str]] = []
+    loader = _loader(dataset, batches, cfg.num_workers, pin=device.type == "cuda")
+    for b, (indices, items, bad) in enumerate(loader):
+        skipped += bad
+        if len(indices):
+            parts.append((indices, _encode(encoder, items, amp, cfg.normalize)))
+        bar.update(len(indices) + len(bad))
+        if b + 1 == len(batches) or owner[b + 1] != owner[b]:  # the shard's last batch
+            _write_shard(writer, source, labels, owner[b], cfg.shard_size, n, parts, skipped)
+            parts, skipped = [], []
     elapsed = time.perf_counter() - started
     if n_todo:
         log.info(
@@ -308,19 +306,3 @@ def _fit_batches(dataset: ItemDataset, count: int, seed: int, cfg: DictConfig) -
     for _, items, _ in loader:
         if len(items):
             yield items
-
-
-class _NoBar:
-    def update(self, n: int) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-def _progress(total: int, enabled: bool) -> Any:
-    if not enabled:
-        return _NoBar()
-    from tqdm import tqdm
-
-    return tqdm(total=total, unit="item", unit_scale=True, desc="embed", mininterval=1.0, smoothing=0.1)

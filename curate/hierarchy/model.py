@@ -239,15 +239,19 @@ class HierarchicalKMeans:
     def _build_level(self, t: int, spec: LevelSpec, x: ArrayLike, sharded: bool) -> Level:
         started = time.perf_counter()
         stats: dict[str, Any] = {"level": t, "k_requested": spec.k * spec.n_splits, "inertia": []}
+        n_rows = self.levels_[t - 2].k if t > 1 and len(self.levels_) >= t - 1 else self.n_items_
+        log.info("level %d of %d: k-means with k=%d on %d rows", t, len(self.specs), spec.k, n_rows)
         km = self._kmeans(spec.k, self._seed(t, 0), checkpoint_dir=self._run_dir(t, 0), run=(t, 0)).fit(x)
         centroids = km.centroids.cpu().numpy()
         labels, sq = self._gather(km.labels_, sharded), self._gather(km.sq_dist_, sharded)
         stats["inertia"].append(km.inertia)
         stats["empty_reseeded"] = sum(s["empty_reseeded"] for s in km.stats)
         if spec.n_splits > 1:
+            log.info("level %d: splitting each of %d clusters into %d", t, spec.k, spec.n_splits)
             centroids, labels, sq, split_stats = self._split(spec, x, km, labels, sharded, t)
             stats["split"] = split_stats
         for step in range(1, spec.resample_steps + 1):
+            log.info("level %d: resampling step %d of %d", t, step, spec.resample_steps)
             centroids, labels, sq, inertia = self._resample_step(t, step, spec, x, centroids, labels, sq, sharded)
             stats["inertia"].append(inertia)
         level = Level.from_assignment(centroids, labels, sq, stats)

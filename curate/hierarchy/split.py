@@ -27,6 +27,7 @@ from curate import dist
 from curate.kmeans.kernels import _CANCELLATION_RTOL, _DIRECT_MAX_D, accumulate_, normalize_rows, row_sqnorms
 from curate.kmeans.shard import LocalRows
 from curate.kmeans.source import RowSource
+from curate.progress import Progress
 
 SPLIT_INITS = ("k-means++", "random")
 
@@ -340,6 +341,8 @@ def split_clusters(
     slot = torch.empty(rows.n, dtype=torch.int64, device=device)
     sq = torch.empty(rows.n, dtype=torch.float32, device=device)
     n_empty, n_reseeded, n_seeded = 0, 0, 0
+    n_batches = -(-k // batch)
+    progress = Progress(n_batches * (n_iter + 1), f"split of {k} clusters into {n_splits}: Lloyd pass")
     for lo in range(0, k, batch):  # batches of clusters, each run to the end
         hi = min(k, lo + batch)
         clusters = (lo, hi, None if grouped is None else grouped.ranges(lo, hi))
@@ -351,12 +354,11 @@ def split_clusters(
             sub, used = _kmeanspp_in_clusters(rows, parent_local, clusters, grouped, n_splits, seed, chunk, first_id)
         n_seeded += int(used.sum())
         empty, reseeded = _lloyd_batch(
-            rows, parent_local, clusters, grouped, n_splits, n_iter, chunk, sub, used, slot, sq
+            rows, parent_local, clusters, grouped, n_splits, n_iter, chunk, sub, used, slot, sq, progress=progress
         )
         n_empty, n_reseeded = n_empty + empty, n_reseeded + reseeded
         sub[~used] = torch.nan
         centroids[lo * n_splits : hi * n_splits] = sub.cpu().numpy()
-    n_batches = -(-k // batch)
     stats = {
         "n_splits": n_splits,
         "init": init,
@@ -381,12 +383,14 @@ def _lloyd_batch(
     slot: torch.Tensor,
     sq: torch.Tensor,
     reseed: bool = True,
+    progress: Progress | None = None,
 ) -> tuple[int, int]:
     """Constrained Lloyd of the clusters of ``batch = (lo, hi, ranges)``: updates
     ``sub ((hi - lo) * n_splits, d)`` in place and writes ``slot`` / ``sq`` of their rows.
 
     A seeded slot that loses all its rows is re-seeded with its cluster's farthest row (as the
-    flat engine does). Returns the seeded slots left empty and the re-seeds."""
+    flat engine does). Returns the seeded slots left empty and the re-seeds. ``progress`` counts
+    the passes over the rows."""
     lo, hi, _ = batch
     k, d, device = hi - lo, rows.d, rows.device
     n_empty, n_reseeded = 0, 0
@@ -400,6 +404,8 @@ def _lloyd_batch(
             slot[at], sq[at] = s_lab + lo * n_splits, s_d2
             if it < n_iter:
                 accumulate_(x, s_lab, sums, counts)
+        if progress is not None:
+            progress.update()
         if it == n_iter:
             break
         dist.all_reduce_sum_(sums)

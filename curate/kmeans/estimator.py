@@ -28,6 +28,7 @@ from curate.kmeans.init import distinct_random_indices, kmeans_parallel, kmeans_
 from curate.kmeans.kernels import accumulate_, assign_chunk, chunk_rows_for, normalize_rows, one_cpu_thread
 from curate.kmeans.shard import LocalRows
 from curate.kmeans.source import ArrayLike, RowSource
+from curate.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +80,8 @@ class KMeans:
         checkpoint_every: iterations between checkpoints.
         on_iteration: called on every rank after each Lloyd iteration with that iteration's
             ``stats`` record (a tracker hook; rank 0 is enough to log it).
-        progress_every_s: rank 0 logs a progress line (iteration, objective, s/iter) when this
-            many seconds have passed since the last one.
+        progress_every_s: rank 0 logs a progress line (iteration, ETA, objective, s/iter) when
+            this many seconds have passed since the last one (:class:`curate.progress.Progress`).
     """
 
     def __init__(
@@ -161,22 +162,13 @@ class KMeans:
             rows.scan()
             self._shift = rows.shift
             c, start_iter = self._resume_or_init(rows)
-            last_report = time.perf_counter()
+            progress = Progress(self.n_iter, f"k-means k={self.k}: Lloyd iteration", self.progress_every_s, start_iter)
             for it in range(start_iter, self.n_iter):
                 c, stop = self._lloyd_step(rows, c, it)
                 if self.on_iteration is not None:
                     self.on_iteration(dict(self.stats[-1]))
-                if time.perf_counter() - last_report >= self.progress_every_s:
-                    last_report = time.perf_counter()
-                    s = self.stats[-1]
-                    log.info(
-                        "k-means k=%d: iteration %d/%d, objective %.6g, %.2f s/iter",
-                        self.k,
-                        it + 1,
-                        self.n_iter,
-                        s["objective"],
-                        s["seconds"],
-                    )
+                s = self.stats[-1]
+                progress.update(1, lambda: f"objective {s['objective']:.6g}, {s['seconds']:.2f} s/iter")  # noqa: B023
                 if self._due_checkpoint(it + 1, stop):
                     self._save_checkpoint(c, it + 1, rows)
                 if stop:

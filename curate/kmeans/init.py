@@ -26,6 +26,7 @@ from curate.kmeans.kernels import (
 )
 from curate.kmeans.shard import LocalRows
 from curate.kmeans.source import RowSource
+from curate.progress import Progress
 
 _INIT_BUDGET_BYTES = 64 << 20
 # rows of a k-means++ step's block: the (rows x t) scores and their float64 sum stay in cache
@@ -137,6 +138,7 @@ def _steps(
     check_now: bool,
 ) -> None:
     """Steps ``1 .. k-1`` of :func:`kmeans_plusplus`: fill ``chosen[1:]`` (global row indices)."""
+    progress = Progress(k, f"k-means++ k={k}: centroid", done=1)
     for j in range(1, k):  # sequential by definition: each centroid depends on the previous ones
         target = pot if weights is None else pot * weights
         picked, total = _sample_by_potential(rows, target, uniforms[j - 1], cum)
@@ -148,6 +150,7 @@ def _steps(
         candidates = rows.fetch_global(picked)
         best, pot = step(candidates, pot)
         chosen[j : j + 1] = picked[best.to(picked.device)]
+        progress.update()
 
 
 def _raise_too_few(j: int, k: int) -> None:

@@ -190,6 +190,38 @@ def test_degenerate_and_huge_rows(tmp_path):
     assert huge.keep.sum() == 100
 
 
+def _same_partition(a: np.ndarray, b: np.ndarray) -> bool:
+    pairs = np.unique(np.stack([a, b]), axis=1)  # one pair per cluster iff the two agree up to renaming
+    return len(pairs[0]) == len(np.unique(a)) == len(np.unique(b))
+
+
+def test_kmeans_api_refuses_rows_whose_squares_overflow_and_is_exact_below():
+    # the case: 300 finite float32 rows of magnitude ~1e20 (inertia was inf, 291 points in one cluster)
+    rng = np.random.default_rng(0)
+    centres = rng.standard_normal((5, 8)).astype(np.float32) * 10
+    x = centres[np.arange(300) % 5] + rng.standard_normal((300, 8)).astype(np.float32)
+    bad = x * np.float32(1e20)
+    fits = {
+        "KMeans": lambda a: KMeans(k=5, n_iter=10, seed=0).fit(a),
+        "KMeans cosine": lambda a: KMeans(k=5, n_iter=10, seed=0, distance="cosine").fit(a),
+        "HierarchicalKMeans": lambda a: HierarchicalKMeans([dict(k=5)], n_iter=10, seed=0).fit(a),
+    }
+    for fit in fits.values():
+        with pytest.raises(ValueError, match=r"row 0 is too large in magnitude.*rescale"):
+            fit(bad)
+    one = x.copy()
+    one[123] *= np.float32(1e20)  # one bad row: named
+    with pytest.raises(ValueError, match=r"row 123 is too large"):
+        KMeans(k=5, n_iter=10, seed=0).fit(one)
+    with pytest.raises(ValueError, match=r"row 7 is too large"):  # assign on new rows: the same check
+        KMeans(k=5, n_iter=10, seed=0).fit(x).assign(np.concatenate([x[:7], bad[7:9]]))
+    # below the limit the result is the unscaled one, scaled: the refusal is not a blanket one
+    ref = KMeans(k=5, n_iter=10, seed=0).fit(x)
+    big = KMeans(k=5, n_iter=10, seed=0).fit(x * np.float32(1e16))
+    assert np.isfinite(big.inertia) and _same_partition(ref.labels_.numpy(), big.labels_.numpy())
+    assert big.inertia == pytest.approx(ref.inertia * 1e32, rel=1e-3)
+
+
 def test_labels_must_be_non_negative_integers_with_enough_names(tmp_path):
     emb = _data(0, n=6)
     write_store(tmp_path / "s", emb, labels=np.array([0, 1, 2, 0, 1, 2]), label_names=["a", "b"])

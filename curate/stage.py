@@ -195,6 +195,38 @@ def check_sample_of(sample: str | Path, cluster_dir: str | Path) -> None:
         )
 
 
+def check_selection(selection: str | Path | None, key: str = "data.selection") -> None:
+    """A selection drawn by ``curate.sample`` (its ``stats.json`` names the clustering) must still
+    match what it was drawn from: the clustering unchanged since the draw (:func:`check_sample_of`)
+    and the clustering's input unchanged since it was clustered (:func:`open_clustered_input`).
+    Other selections (a dedup folder, an ids file, an ``.npy`` of positions) pass.
+
+    Raises:
+        IdentityError: the clustering or its input changed, or the clustering is gone; names ``key``.
+    """
+    if selection is None:
+        return
+    path = Path(selection).expanduser()
+    folder = path if path.is_dir() else path.parent
+    stats_path = folder / "stats.json"
+    if not stats_path.is_file():
+        return
+    record = read_json(stats_path).get("clustering")
+    if not isinstance(record, dict) or not record.get("path"):
+        return
+    cluster_dir = Path(record["path"])
+    try:
+        if not (cluster_dir / "manifest.json").is_file():
+            raise IdentityError(
+                f"the sample was drawn from the clustering {cluster_dir}, which is gone; restore it or draw the "
+                f"sample again ({stats_path})"
+            )
+        check_sample_of(folder, cluster_dir)
+        open_clustered_input(cluster_dir)
+    except IdentityError as err:
+        raise IdentityError(f"{key}={selection}: {err}") from None
+
+
 def check_labels(labels: np.ndarray, where: Any) -> np.ndarray:
     """``(N,)`` labels as int64: integer, non-negative; float or negative labels are refused."""
     labels = np.asarray(labels)

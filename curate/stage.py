@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from curate import dist
-from curate.errors import IdentityError, InputError, check_component, resolve, run_guarded
+from curate.errors import IdentityError, InputError, UnsafeOutputError, check_component, resolve, run_guarded
 from curate.io.guard import check_disjoint, output_lock, remove_stray_tmp
 from curate.io.identity import check_identity, input_identity, verify_files
 from curate.io.jsonfile import read_json
@@ -38,6 +40,33 @@ def guarded_output(out: Path, inputs: Mapping[str, Any], out_key: str) -> Iterat
             remove_stray_tmp(out)
         dist.barrier()
         yield
+
+
+class RunDirCheck(Callback):
+    """Hydra callback: a run folder (``hydra.run.dir``, e.g. ``${out_dir}/cluster/${name}``) that
+    is, contains or lies inside one of the ``inputs`` (config keys) is refused when the run starts,
+    before Hydra creates it and writes ``.hydra/`` into it. The stage checks it again under its
+    lock (:func:`guarded_output`), also for each job of a sweep.
+
+    Args:
+        inputs: config keys of the stage's input paths (unset ones are skipped).
+        out_key: how the message names the run folder.
+    """
+
+    def __init__(self, inputs: Sequence[str] = (), out_key: str = "hydra.run.dir") -> None:
+        self.inputs, self.out_key = tuple(inputs), out_key
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from omegaconf import OmegaConf
+
+        paths = {key: OmegaConf.select(config, key) for key in self.inputs}
+        # Hydra turns a callback's exception into a warning and goes on: the error line and the exit
+        # are ours (run_guarded), and a traceback the user asked for is printed before exiting
+        try:
+            run_guarded(check_disjoint, config.hydra.run.dir, paths, self.out_key, hydra=True)
+        except UnsafeOutputError:
+            traceback.print_exc()
+            raise SystemExit(1) from None
 
 
 def stage_name(cfg: DictConfig) -> str:

@@ -125,6 +125,27 @@ def test_dedup_never_writes_over_or_around_its_input(tmp_path, cli):
 
 
 @pytest.mark.slow
+def test_cluster_run_folder_inside_its_input_is_refused_before_hydra_writes(tmp_path, cli):
+    store = tmp_path / "cluster" / "old" / "store"
+    write_store(store, _data(0, n=40, d=8))
+
+    def snapshot():
+        return {p.relative_to(tmp_path): p.read_bytes() for p in (tmp_path / "cluster").rglob("*") if p.is_file()}
+
+    before = snapshot()
+    args = [*CLUSTER, "cluster.levels=[{k:5}]", f"input.path={store}"]
+    # the run folder <out_dir>/cluster/<name> inside the store, or holding it
+    for where in ([f"out_dir={store}"], [f"out_dir={store / 'runs'}", "name=x"], [f"out_dir={tmp_path}", "name=old"]):
+        _one_error_line(cli(*args, *where, check=False), "overlaps the input input.path=", "out_dir/cluster/name")
+    # --traceback: the traceback, and still nothing written
+    proc = cli(*args, f"out_dir={store}", "--traceback", check=False)
+    assert proc.returncode != 0 and "UnsafeOutputError" in proc.stderr and "Traceback" in proc.stderr
+    assert snapshot() == before and not list((tmp_path / "cluster").rglob(".hydra"))
+    cli(*args, f"out_dir={tmp_path / 'o'}")  # an output folder beside the input is fine
+    assert (tmp_path / "o" / "cluster" / "kmeans_flat" / "manifest.json").is_file()
+
+
+@pytest.mark.slow
 def test_embed_inspect_and_report_errors_are_one_line(tmp_path, cli):
     (tmp_path / "t.txt").write_text("one\ntwo\n")
     (tmp_path / "bad.txt").write_bytes(b"one\n\xff\xfe\n")

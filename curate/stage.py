@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from curate import dist
-from curate.errors import IdentityError, InputError, check_component, resolve, run_guarded
+from curate.errors import IdentityError, InputError, UnsafeOutputError, check_component, resolve, run_guarded
 from curate.io.guard import check_disjoint, output_lock, remove_stray_tmp
 from curate.io.identity import check_identity, input_identity, verify_files
 from curate.io.jsonfile import read_json
@@ -38,6 +40,33 @@ def guarded_output(out: Path, inputs: Mapping[str, Any], out_key: str) -> Iterat
             remove_stray_tmp(out)
         dist.barrier()
         yield
+
+
+class RunDirCheck(Callback):
+    """Hydra callback: a run folder (``hydra.run.dir``, e.g. ``${out_dir}/cluster/${name}``) that
+    is, contains or lies inside one of the ``inputs`` (config keys) is refused when the run starts,
+    before Hydra creates it and writes ``.hydra/`` into it. The stage checks it again under its
+    lock (:func:`guarded_output`), also for each job of a sweep.
+
+    Args:
+        inputs: config keys of the stage's input paths (unset ones are skipped).
+        out_key: how the message names the run folder.
+    """
+
+    def __init__(self, inputs: Sequence[str] = (), out_key: str = "hydra.run.dir") -> None:
+        self.inputs, self.out_key = tuple(inputs), out_key
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from omegaconf import OmegaConf
+
+        paths = {key: OmegaConf.select(config, key) for key in self.inputs}
+        # Hydra turns a callback's exception into a warning and goes on: the error line and the exit
+        # are ours (run_guarded), and a traceback the user asked for is printed before exiting
+        try:
+            run_guarded(check_disjoint, config.hydra.run.dir, paths, self.out_key, hydra=True)
+        except UnsafeOutputError:
+            traceback.print_exc()
+            raise SystemExit(1) from None
 
 
 def stage_name(cfg: DictConfig) -> str:
@@ -193,6 +222,38 @@ def check_sample_of(sample: str | Path, cluster_dir: str | Path) -> None:
             f"sample {sample} was drawn from the clustering {record.get('path')}, not from {cluster_dir} as it is "
             f"now; draw the sample again ({stats_path})"
         )
+
+
+def check_selection(selection: str | Path | None, key: str = "data.selection") -> None:
+    """A selection drawn by ``curate.sample`` (its ``stats.json`` names the clustering) must still
+    match what it was drawn from: the clustering unchanged since the draw (:func:`check_sample_of`)
+    and the clustering's input unchanged since it was clustered (:func:`open_clustered_input`).
+    Other selections (a dedup folder, an ids file, an ``.npy`` of positions) pass.
+
+    Raises:
+        IdentityError: the clustering or its input changed, or the clustering is gone; names ``key``.
+    """
+    if selection is None:
+        return
+    path = Path(selection).expanduser()
+    folder = path if path.is_dir() else path.parent
+    stats_path = folder / "stats.json"
+    if not stats_path.is_file():
+        return
+    record = read_json(stats_path).get("clustering")
+    if not isinstance(record, dict) or not record.get("path"):
+        return
+    cluster_dir = Path(record["path"])
+    try:
+        if not (cluster_dir / "manifest.json").is_file():
+            raise IdentityError(
+                f"the sample was drawn from the clustering {cluster_dir}, which is gone; restore it or draw the "
+                f"sample again ({stats_path})"
+            )
+        check_sample_of(folder, cluster_dir)
+        open_clustered_input(cluster_dir)
+    except IdentityError as err:
+        raise IdentityError(f"{key}={selection}: {err}") from None
 
 
 def check_labels(labels: np.ndarray, where: Any) -> np.ndarray:

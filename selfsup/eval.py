@@ -27,6 +27,7 @@ from curate.dist import resolve_device
 from curate.embed.sources import default_num_workers
 from curate.errors import hydra_entry, run_guarded
 from curate.io.atomic import atomic_write_json
+from curate.stage import check_selection, guarded_output
 from curate.tracking import Tracker
 from selfsup.config import EvalConfig, config_to_dict, to_eval_config
 from selfsup.data import ImageSet, ResizedImages, open_image_set, stack_arrays
@@ -297,6 +298,13 @@ def evaluate(cfg: EvalConfig | DictConfig) -> dict[str, Any]:
     """
     t0 = time.perf_counter()
     cfg = to_eval_config(cfg)
+    for part in ("train", "test"):  # a sample whose clustering or input changed is refused
+        check_selection(getattr(cfg.data, part).selection, f"data.{part}.selection")
+    with guarded_output(Path(cfg.out), {}, "out"):  # one run per folder; a killed run's temporaries removed
+        return _evaluate(cfg, t0)
+
+
+def _evaluate(cfg: EvalConfig, t0: float) -> dict[str, Any]:
     e = cfg.eval
     device = resolve_device(e.device, key="eval.device")
     encoder = load_backbone(cfg.backbone)

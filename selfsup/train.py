@@ -48,6 +48,7 @@ from curate.dist import (
 from curate.embed.sources import default_num_workers
 from curate.errors import IdentityError, hydra_entry, run_guarded
 from curate.io.atomic import atomic_path, atomic_write_json, atomic_write_text
+from curate.stage import check_selection, guarded_output
 from curate.tracking import Tracker
 from selfsup.augment import MultiCrop
 from selfsup.config import OptimConfig, TrainConfig, config_to_dict, to_train_config
@@ -371,8 +372,15 @@ def _train(cfg: TrainConfig) -> dict[str, Any]:
     if rank != 0:
         setup_logging()  # warnings only on other ranks; rank 0 keeps the app's (Hydra's) logging
     device = resolve_device(cfg.train.device, key="train.device")
+    check_selection(cfg.data.selection)  # a sample whose clustering or input changed is refused
     out_dir = Path(cfg.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    with guarded_output(out_dir, {}, "out"):  # one run per folder; a killed run's temporaries removed
+        return _train_locked(cfg, out_dir, rank, world_size, device, t_start)
+
+
+def _train_locked(
+    cfg: TrainConfig, out_dir: Path, rank: int, world_size: int, device: torch.device, t_start: float
+) -> dict[str, Any]:
     config_dict = config_to_dict(cfg)
 
     images = open_image_set(cfg.data, cfg.model.in_chans)

@@ -63,7 +63,7 @@ def test_cluster_user_errors_are_one_line(tmp_path, cli):
     _one_error_line(cli(*ok, f"input.path={tmp_path / 'loop_a'}", check=False), "symlink loop", "input.path")
     _one_error_line(cli(*ok, f"input.path={tmp_path / 'nocols.npy'}", check=False), "no column")
     huge = [*CLUSTER, LEVELS, f"input.path={tmp_path / 'huge' / 'x.npy'}", f"out_dir={out}", "name=huge"]
-    _one_error_line(cli(*huge, check=False), "objective overflowed", "rescale")
+    _one_error_line(cli(*huge, check=False), "row 0 is too large in magnitude", "rescale")
     _no_non_finite_json(out)
     # a traceback when asked for (HYDRA_FULL_ERROR=1 here; --traceback: the inspect test below)
     proc = subprocess.run(
@@ -122,6 +122,27 @@ def test_dedup_never_writes_over_or_around_its_input(tmp_path, cli):
     cli("-m", "curate.dedup", f"input={parent / 'store'}", f"out={tmp_path / 'e'}", "write_store=true")
     assert json.loads((tmp_path / "e" / "store" / "manifest.json").read_text())["count"] == 40
     assert not (tmp_path / "e" / ".store.partial").exists()
+
+
+@pytest.mark.slow
+def test_cluster_run_folder_inside_its_input_is_refused_before_hydra_writes(tmp_path, cli):
+    store = tmp_path / "cluster" / "old" / "store"
+    write_store(store, _data(0, n=40, d=8))
+
+    def snapshot():
+        return {p.relative_to(tmp_path): p.read_bytes() for p in (tmp_path / "cluster").rglob("*") if p.is_file()}
+
+    before = snapshot()
+    args = [*CLUSTER, "cluster.levels=[{k:5}]", f"input.path={store}"]
+    # the run folder <out_dir>/cluster/<name> inside the store, or holding it
+    for where in ([f"out_dir={store}"], [f"out_dir={store / 'runs'}", "name=x"], [f"out_dir={tmp_path}", "name=old"]):
+        _one_error_line(cli(*args, *where, check=False), "overlaps the input input.path=", "out_dir/cluster/name")
+    # --traceback: the traceback, and still nothing written
+    proc = cli(*args, f"out_dir={store}", "--traceback", check=False)
+    assert proc.returncode != 0 and "UnsafeOutputError" in proc.stderr and "Traceback" in proc.stderr
+    assert snapshot() == before and not list((tmp_path / "cluster").rglob(".hydra"))
+    cli(*args, f"out_dir={tmp_path / 'o'}")  # an output folder beside the input is fine
+    assert (tmp_path / "o" / "cluster" / "kmeans_flat" / "manifest.json").is_file()
 
 
 @pytest.mark.slow

@@ -190,6 +190,38 @@ def test_degenerate_and_huge_rows(tmp_path):
     assert huge.keep.sum() == 100
 
 
+def _same_partition(a: np.ndarray, b: np.ndarray) -> bool:
+    pairs = np.unique(np.stack([a, b]), axis=1)  # one pair per cluster iff the two agree up to renaming
+    return len(pairs[0]) == len(np.unique(a)) == len(np.unique(b))
+
+
+def test_kmeans_api_refuses_rows_whose_squares_overflow_and_is_exact_below():
+    # the case: 300 finite float32 rows of magnitude ~1e20 (inertia was inf, 291 points in one cluster)
+    rng = np.random.default_rng(0)
+    centres = rng.standard_normal((5, 8)).astype(np.float32) * 10
+    x = centres[np.arange(300) % 5] + rng.standard_normal((300, 8)).astype(np.float32)
+    bad = x * np.float32(1e20)
+    fits = {
+        "KMeans": lambda a: KMeans(k=5, n_iter=10, seed=0).fit(a),
+        "KMeans cosine": lambda a: KMeans(k=5, n_iter=10, seed=0, distance="cosine").fit(a),
+        "HierarchicalKMeans": lambda a: HierarchicalKMeans([dict(k=5)], n_iter=10, seed=0).fit(a),
+    }
+    for fit in fits.values():
+        with pytest.raises(ValueError, match=r"row 0 is too large in magnitude.*rescale"):
+            fit(bad)
+    one = x.copy()
+    one[123] *= np.float32(1e20)  # one bad row: named
+    with pytest.raises(ValueError, match=r"row 123 is too large"):
+        KMeans(k=5, n_iter=10, seed=0).fit(one)
+    with pytest.raises(ValueError, match=r"row 7 is too large"):  # assign on new rows: the same check
+        KMeans(k=5, n_iter=10, seed=0).fit(x).assign(np.concatenate([x[:7], bad[7:9]]))
+    # below the limit the result is the unscaled one, scaled: the refusal is not a blanket one
+    ref = KMeans(k=5, n_iter=10, seed=0).fit(x)
+    big = KMeans(k=5, n_iter=10, seed=0).fit(x * np.float32(1e16))
+    assert np.isfinite(big.inertia) and _same_partition(ref.labels_.numpy(), big.labels_.numpy())
+    assert big.inertia == pytest.approx(ref.inertia * 1e32, rel=1e-3)
+
+
 def test_labels_must_be_non_negative_integers_with_enough_names(tmp_path):
     emb = _data(0, n=6)
     write_store(tmp_path / "s", emb, labels=np.array([0, 1, 2, 0, 1, 2]), label_names=["a", "b"])
@@ -283,3 +315,122 @@ def test_submit_passes_overwrite_to_the_first_level_job_only(tmp_path):
     first = level_overrides(["overwrite=true", "seed=1"], tmp_path, 1, 3)
     later = level_overrides(["overwrite=true", "seed=1"], tmp_path, 2, 3)
     assert "overwrite=true" in first and "overwrite=true" not in later and "seed=1" in later
+
+
+# -- selfsup.train / selfsup.eval: the same lock, cleanup and selection checks as the stages ----------
+_TINY_SSL = [
+    "model.depth=1",
+    "model.embed_dim=32",
+    "model.num_heads=2",
+    "dino.head.n_prototypes=32",
+    "dino.head.hidden_dim=32",
+    "dino.head.bottleneck_dim=16",
+    "ibot.head.n_prototypes=32",
+    "ibot.head.hidden_dim=32",
+    "ibot.head.bottleneck_dim=16",
+    "crops.local_number=1",
+    "train.batch_size=8",
+    "train.iterations=1",
+    "train.device=cpu",
+]
+
+
+def _images(folder: Path, n: int = 64) -> Path:
+    rng = np.random.default_rng(0)
+    folder.mkdir(parents=True, exist_ok=True)
+    np.save(folder / "images.npy", rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8))
+    np.save(folder / "labels.npy", np.arange(n) % 4)
+    return folder / "images.npy"
+
+
+def _train_cfg(out: Path, images: Path, *overrides: str):
+    from omegaconf import OmegaConf
+
+    from selfsup.config import TrainConfig, to_train_config
+
+    cfg = OmegaConf.structured(TrainConfig)
+    cfg.merge_with_dotlist([f"out={out}", "data.kind=npy", f"data.path={images}", *_TINY_SSL, *overrides])
+    return to_train_config(cfg)
+
+
+def _eval_cfg(out: Path, backbone: Path, images: Path, *overrides: str):
+    from omegaconf import OmegaConf
+
+    from selfsup.config import EvalConfig, to_eval_config
+
+    cfg = OmegaConf.structured(EvalConfig)
+    data = [f"data.{part}.{key}" for part in ("train", "test") for key in ("kind=npy", f"path={images}")]
+    labels = [f"data.{part}.labels_path={images.with_name('labels.npy')}" for part in ("train", "test")]
+    cfg.merge_with_dotlist(
+        [f"out={out}", f"backbone={backbone}", *data, *labels, "eval.device=cpu", "eval.linear_epochs=1"]
+        + ["eval.linear_lrs=[0.1]", "eval.knn_k=3", "eval.num_workers=0", *overrides]
+    )
+    return to_eval_config(cfg)
+
+
+def test_selfsup_train_and_eval_lock_their_folder_and_clean_a_killed_writers_temporaries(tmp_path):
+    from selfsup.eval import evaluate
+    from selfsup.train import train
+
+    images = _images(tmp_path / "data")
+    run, ev = tmp_path / "run", tmp_path / "eval"
+    for folder, kept in ((run, "checkpoint.pt"), (ev, "eval.json")):
+        with atomic_path(folder / kept, suffix=Path(kept).suffix) as tmp:
+            tmp.write_bytes(b"partial")
+        (folder / kept).rename(tmp)  # undo the rename: what a writer killed before it leaves
+        assert list(folder.iterdir()) == [tmp]
+    cfg = _train_cfg(run, images)
+    with output_lock(run, distributed=False):  # another run writes the folder: refused, naming it
+        with pytest.raises(LockedError, match=rf"pid {os.getpid()}"):
+            train(cfg)
+    assert not (run / "backbone.pt").exists()
+    train(cfg)
+    assert list(run.glob(".*.tmp*")) == [] and (run / "backbone.pt").is_file()
+    ecfg = _eval_cfg(ev, run / "backbone.pt", images)
+    with output_lock(ev, distributed=False):
+        with pytest.raises(LockedError, match=rf"pid {os.getpid()}"):
+            evaluate(ecfg)
+    assert not (ev / "eval.json").exists()
+    evaluate(ecfg)
+    assert list(ev.glob(".*.tmp*")) == [] and (ev / "eval.json").is_file()
+
+
+def test_selfsup_refuses_a_sample_whose_clustering_or_input_changed(tmp_path, compose_config):
+    from curate.sample import _sample
+    from curate.stage import check_selection
+    from selfsup.eval import evaluate
+    from selfsup.train import train
+
+    images = _images(tmp_path / "data", n=300)
+    emb = tmp_path / "emb.npy"
+
+    def cluster(x):
+        atomic_save_npy(emb, x)
+        array, _, _, source = open_input(emb)
+        HierarchicalKMeans([dict(k=10)], n_iter=3).fit(array).save(tmp_path / "c", extra={"input": source})
+
+    cluster(_data(0))
+    scfg = compose_config("sample", [f"cluster_dir={tmp_path / 'c'}", "targets=[50]", "plot=false"])
+    sample = _sample(scfg, tmp_path / "s", tmp_path / "c")
+    assert (sample / "indices.npy").is_file()
+    check_selection(sample)  # as drawn: fine
+    cfg = _train_cfg(tmp_path / "run", images, f"data.selection={sample}")
+    ecfg = _eval_cfg(tmp_path / "ev", tmp_path / "none.pt", images, f"data.train.selection={sample}")
+    # the clustered input replaced by other rows of the same shape: the sample's rows mean other items
+    y = _data(0)
+    y[43] += 1.0
+    atomic_save_npy(emb, y)
+    with pytest.raises(IdentityError, match=rf"data.selection={re.escape(str(sample))}: .*which changed since"):
+        train(cfg)
+    with pytest.raises(IdentityError, match=r"data.train.selection=.*which changed since"):
+        evaluate(ecfg)
+    assert not (tmp_path / "run").exists()
+    # re-clustered since the draw (on the restored input): the sample belongs to the old clustering
+    cluster(_data(0))
+    with pytest.raises(IdentityError, match=r"data.selection=.*draw the sample again"):
+        train(cfg)
+    import shutil
+
+    shutil.rmtree(tmp_path / "c")
+    with pytest.raises(IdentityError, match=r"data.selection=.*which is gone"):
+        train(cfg)

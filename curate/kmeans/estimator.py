@@ -26,7 +26,7 @@ from curate.io.identity import sharded_rows_digest
 from curate.kmeans.device import matmul_precision, resolve_memory_mb
 from curate.kmeans.init import distinct_random_indices, kmeans_parallel, kmeans_plusplus, random_init
 from curate.kmeans.kernels import accumulate_, assign_chunk, chunk_rows_for, normalize_rows, one_cpu_thread
-from curate.kmeans.shard import LocalRows
+from curate.kmeans.shard import LocalRows, too_large, too_large_message
 from curate.kmeans.source import ArrayLike, RowSource
 from curate.progress import Progress
 
@@ -199,18 +199,23 @@ class KMeans:
             labels = torch.empty(rows.n, dtype=torch.int64, device=self.device)
             sq = torch.empty(rows.n, dtype=torch.float32, device=self.device)
             none = torch.iinfo(torch.int64).max
-            first_bad = torch.full((), none, dtype=torch.int64, device=self.device)
+            first_bad = torch.full((2,), none, dtype=torch.int64, device=self.device)  # non-finite, huge
             c_sqnorm = c.square().sum(dim=1)
             scratch = self._scratch(rows, c.shape[0])
             for start, xb in rows.chunks():
                 at = torch.arange(start, start + len(xb), device=self.device)
-                first_bad = torch.minimum(first_bad, torch.where(torch.isfinite(xb).all(dim=1), none, at).min())
+                first_bad[0] = torch.minimum(first_bad[0], torch.where(torch.isfinite(xb).all(dim=1), none, at).min())
+                # a huge raw row is refused here too; under cosine its norm overflowed and it normalised to zero
+                huge = too_large(xb) | ((xb.square().sum(dim=1) == 0) if rows.cosine else False)
+                first_bad[1] = torch.minimum(first_bad[1], torch.where(huge, at, none).min())
                 labels[start : start + len(xb)], sq[start : start + len(xb)] = assign_chunk(
                     xb, c, c_sqnorm, out=scratch
                 )
-            bad = int(first_bad)
-            if bad != none:
-                raise ValueError(f"{rows.source.name}: row {rows.offset + bad} contains NaN or Inf")
+            bad = first_bad.tolist()
+            if bad[0] != none:
+                raise ValueError(f"{rows.source.name}: row {rows.offset + bad[0]} contains NaN or Inf")
+            if bad[1] != none:
+                raise ValueError(too_large_message(rows.source.name, rows.offset + bad[1]))
         return labels.cpu(), sq.cpu()
 
     # -- internals --------------------------------------------------------------------------

@@ -18,6 +18,25 @@ from curate import dist
 from curate.kmeans.kernels import normalize_rows
 from curate.kmeans.source import RowSource
 
+# Largest squared row norm the float32 kernels can hold. Squared distances are expanded as
+# |x|^2 - 2 x.c + |c|^2 on centred rows; a centred row or centroid has norm at most twice the
+# largest raw norm R, so every term stays below 16 R^2, which must fit float32.
+MAX_SQ_NORM = float(torch.finfo(torch.float32).max) / 16
+
+
+def too_large(x: torch.Tensor) -> torch.Tensor:
+    """``(m,) bool``: rows of ``x: (m, d)`` whose squared norm the float32 kernels cannot hold
+    (an overflowing square reads as ``inf``, which is flagged too)."""
+    return x.float().square().sum(dim=1) > MAX_SQ_NORM
+
+
+def too_large_message(name: str, row: int) -> str:
+    return (
+        f"{name}: row {row} is too large in magnitude for float32 k-means (squared norm above "
+        f"{MAX_SQ_NORM:.3g}: squared distances would overflow); rescale the rows (for example "
+        f"divide by a constant or L2-normalise) before clustering"
+    )
+
 
 class LocalRows:
     """One rank's shard of the k-means input, streamed in prepared chunks.
@@ -65,7 +84,8 @@ class LocalRows:
 
     # -- validation -------------------------------------------------------------------------
     def scan(self) -> None:
-        """Check every row (finite; non-zero for cosine) and compute the global mean, in one pass;
+        """Check every row (finite; squared norm within :data:`MAX_SQ_NORM`; non-zero for cosine)
+        and compute the global mean, in one pass;
         a shard that may be cached is kept on the device on the way (float32 storage).
 
         The checks stay on the device (one host sync for the whole pass, not two per chunk).
@@ -75,15 +95,16 @@ class LocalRows:
         """
         total = torch.zeros(self.d, dtype=torch.float64, device=self.device)
         none = torch.iinfo(torch.int64).max
-        first_bad = torch.full((2,), none, dtype=torch.int64, device=self.device)  # non-finite, zero
+        first_bad = torch.full((3,), none, dtype=torch.int64, device=self.device)  # non-finite, huge, zero
         keep_raw = self._cache_allowed and self.n > 0 and self.storage_dtype == torch.float32
         if keep_raw:  # filled in place: a torch.cat of the chunks would hold the data twice at its peak
             self._cache = torch.empty(self.n, self.d, dtype=torch.float32, device=self.device)
         for start, x in self.source.blocks(0, self.n, self.chunk_rows, self.device, self.reader):
             at = torch.arange(start, start + len(x), device=self.device)
-            bad = [~torch.isfinite(x).all(dim=1)]
+            sq_norm = x.square().sum(dim=1)  # inf where the square overflows
+            bad = [~torch.isfinite(x).all(dim=1), sq_norm > MAX_SQ_NORM]
             if self.cosine:
-                bad.append(x.square().sum(dim=1) == 0)
+                bad.append(sq_norm == 0)
             for kind, flags in enumerate(bad):
                 first_bad[kind] = torch.minimum(first_bad[kind], torch.where(flags, at, none).min())
             total += x.sum(dim=0, dtype=torch.float64)
@@ -97,6 +118,8 @@ class LocalRows:
         if len(flagged):
             self._cache = None
             row, kind = flagged[flagged[:, 0].argmin()].tolist()
+            if kind == 1:
+                raise ValueError(too_large_message(self.source.name, row))
             what = "contains NaN or Inf" if kind == 0 else "is all zeros (no direction for cosine distance)"
             raise ValueError(f"{self.source.name}: row {row} {what}; clean or drop it before clustering")
         dist.all_reduce_sum_(total)

@@ -143,6 +143,12 @@ def test_cluster_run_folder_inside_its_input_is_refused_before_hydra_writes(tmp_
     assert snapshot() == before and not list((tmp_path / "cluster").rglob(".hydra"))
     cli(*args, f"out_dir={tmp_path / 'o'}")  # an output folder beside the input is fine
     assert (tmp_path / "o" / "cluster" / "kmeans_flat" / "manifest.json").is_file()
+    # the sample stage's run folder inside the clustering it reads: refused before Hydra writes
+    clustering = tmp_path / "o" / "cluster" / "kmeans_flat"
+    files = sorted(p.relative_to(clustering) for p in clustering.rglob("*"))
+    proc = cli("-m", "curate.sample", f"cluster_dir={clustering}", f"out_dir={clustering / 'x'}", check=False)
+    _one_error_line(proc, "overlaps the input cluster_dir=", "out_dir/sample/name")
+    assert sorted(p.relative_to(clustering) for p in clustering.rglob("*")) == files
 
 
 @pytest.mark.slow

@@ -26,7 +26,6 @@ from curate.kmeans.device import default_memory_mb, matmul_precision, resolve_me
 from curate.kmeans.shard import LocalRows
 from curate.kmeans.syncs import count_host_syncs
 
-CONFIGS = str(Path(__file__).resolve().parents[1] / "configs")
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)]
 GiB = 2**30
 
@@ -306,13 +305,10 @@ def test_allow_tf32_reaches_every_kmeans_and_the_split(monkeypatch, blobs):
         assert seen_split == [allow] and len(seen_kmeans) == 3 and set(seen_kmeans) == {allow}
 
 
-def test_cluster_config_sets_tf32():
-    from hydra import compose, initialize_config_dir
-
+def test_cluster_config_sets_tf32(compose_config):
     from curate.cluster import build_model
 
-    with initialize_config_dir(version_base="1.3", config_dir=CONFIGS):
-        cfg = compose(config_name="cluster", overrides=["cluster=toy_2d", "allow_tf32=false"])
+    cfg = compose_config("cluster", ["cluster=toy_2d", "allow_tf32=false"])
     model = build_model(cfg, None)
     assert model.allow_tf32 is False and model._kmeans(3, seed=0).allow_tf32 is False
     assert model.memory_budget_mb == 256.0  # null in the config: the device's default

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
+from conftest import compose_config
 from PIL import Image
 
-from curate.pipeline import CONFIG_DIR, STAMP, run_pipeline
+from curate.pipeline import STAMP, run_pipeline
 
 TINY_TRAIN = (
     "{model: {depth: 1, embed_dim: 32, num_heads: 2},"
@@ -44,8 +44,7 @@ def pipeline_cfg(folders: Path, *overrides: str):
         f"eval.test_root={folders / 'test'}",
         "name=tiny",
     ]
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return compose("pipeline", overrides=[*base, *TINY, *overrides])
+    return compose_config("pipeline", [*base, *TINY, *overrides])
 
 
 def lines(path: Path) -> list[str]:

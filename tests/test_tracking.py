@@ -106,7 +106,8 @@ def test_series_go_to_their_own_jsonl_and_wandb_axis(tmp_path):
 
 
 def test_offline_runs_are_grouped_and_a_restarted_job_resumes_its_run_id(tmp_path, monkeypatch):
-    wandb = pytest.importorskip("wandb")
+    import wandb
+
     monkeypatch.delenv("WANDB_MODE", raising=False)
     monkeypatch.setenv("WANDB_SILENT", "true")
     out = tmp_path / "exp" / "train"

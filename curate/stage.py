@@ -159,13 +159,11 @@ def read_clustering_manifest(cluster_dir: str | Path) -> dict[str, Any]:
         InputError: the folder is not a clustering (a store, say), or the manifest is not an object.
         IdentityError: a file it vouches for is missing or changed.
     """
+    from curate.hierarchy.model import read_manifest
+
     cluster_dir = Path(cluster_dir)
     path = cluster_dir / "manifest.json"
-    if not path.exists():
-        raise FileNotFoundError(f"{path} not found: no finished clustering in {cluster_dir}")
-    manifest = read_json(path)
-    if "levels" not in manifest or "config" not in manifest:
-        raise InputError(f"{cluster_dir} is not a clustering (its manifest.json has no levels) ({path})")
+    manifest = read_manifest(cluster_dir)
     if "files" in manifest:
         problems = verify_files(cluster_dir, manifest["files"])
         if problems:

@@ -221,21 +221,34 @@ def run_id(project: str, group: str | None, job_type: str | None, out: Path) -> 
     return f"{job_type or 'run'}-{hashlib.sha1(key.encode()).hexdigest()[:16]}"
 
 
-def stage_tracker(cfg: Any, out: Path, stage: str, fresh: bool = False) -> Tracker:
-    """A :class:`Tracker` for a stage run from its config (``cfg.logger.wandb``): group
-    ``logger.wandb.group`` (the pipeline sets the experiment's name) or ``cfg.name``."""
+def stage_tracker(
+    cfg: Any,
+    out: Path,
+    stage: str,
+    fresh: bool = False,
+    config: Mapping[str, Any] | None = None,
+    name: str | None = None,
+    resume_step: int | None = None,
+) -> Tracker:
+    """A :class:`Tracker` for a stage run from its config (``cfg.logger.wandb``, a DictConfig or a
+    dataclass): group ``logger.wandb.group`` (the pipeline sets the experiment's name) or
+    ``cfg.name``; ``config`` defaults to the resolved ``cfg``, ``name`` to ``<stage>/<out name>``."""
     from omegaconf import OmegaConf
 
     wb = cfg.logger.wandb
+    if config is None and wb.mode != "disabled":
+        config = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    timeout = getattr(wb, "init_timeout", None) or getattr(wb, "init_timeout_s", 60.0)  # curate / selfsup key
     return Tracker(
         out,
         mode=wb.mode,
-        config=OmegaConf.to_container(cfg, resolve=True, enum_to_str=True) if wb.mode != "disabled" else None,
-        name=f"{stage}/{out.name}",
-        group=wb.get("group") or cfg.get("name") or stage,
+        config=config,
+        name=name or f"{stage}/{Path(out).name}",
+        group=getattr(wb, "group", None) or getattr(cfg, "name", None) or stage,
         job_type=stage,
         project=wb.project,
-        entity=wb.get("entity"),
-        init_timeout=wb.get("init_timeout", 60.0),
+        entity=getattr(wb, "entity", None),
+        init_timeout=timeout,
         fresh=fresh,
+        resume_step=resume_step,
     )

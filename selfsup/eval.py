@@ -28,7 +28,7 @@ from curate.embed.sources import default_num_workers
 from curate.errors import hydra_entry, run_guarded
 from curate.io.atomic import atomic_write_json
 from curate.stage import check_selection, guarded_output
-from curate.tracking import Tracker
+from curate.tracking import stage_tracker
 from selfsup.config import EvalConfig, config_to_dict, to_eval_config
 from selfsup.data import ImageSet, ResizedImages, open_image_set, stack_arrays
 from selfsup.export import Encoder, embed_images, load_backbone
@@ -368,18 +368,8 @@ def _evaluate(cfg: EvalConfig, t0: float) -> dict[str, Any]:
         "config": config_to_dict(cfg),
     }
     atomic_write_json(Path(cfg.out) / "eval.json", report)
-    wb = cfg.logger.wandb
-    with Tracker(
-        cfg.out,
-        mode=wb.mode,
-        config=report["config"],
-        name=f"eval/{cfg.name}",
-        group=wb.group or cfg.name,
-        job_type="eval",
-        project=wb.project,
-        entity=wb.entity,
-        init_timeout=wb.init_timeout_s,
-        fresh=True,
+    with stage_tracker(
+        cfg, Path(cfg.out), "eval", fresh=True, config=report["config"], name=f"eval/{cfg.name}"
     ) as tracker:
         scores = {f"{m}_{k}": report[m][k] for m in ("knn", "linear") for k in ("top1", "tail_mean")}
         tracker.log({"n_train": report["n_train"], "n_test": report["n_test"], **scores}, step=0)

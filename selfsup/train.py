@@ -49,7 +49,7 @@ from curate.embed.sources import default_num_workers
 from curate.errors import IdentityError, hydra_entry, run_guarded
 from curate.io.atomic import atomic_path, atomic_write_json, atomic_write_text
 from curate.stage import check_selection, guarded_output
-from curate.tracking import Tracker
+from curate.tracking import Tracker, stage_tracker
 from selfsup.augment import MultiCrop
 from selfsup.config import OptimConfig, TrainConfig, config_to_dict, to_train_config
 from selfsup.data import InfiniteBatchSampler, MultiCropDataset, collate_multicrop, mix_seed, open_image_set
@@ -283,19 +283,8 @@ def _resume(
 def _tracker(cfg: TrainConfig, out_dir: Path, config_dict: dict[str, Any], start: int) -> Tracker:
     """The run's metrics tracker: ``metrics.jsonl`` in ``out_dir`` and optionally wandb, grouped by
     experiment, resuming its run (and dropping records after the checkpoint) at ``start``."""
-    wb = cfg.logger.wandb
-    return Tracker(
-        out_dir,
-        mode=wb.mode,
-        config=config_dict,
-        name=f"train/{cfg.name}",
-        group=wb.group or cfg.name,
-        job_type="train",
-        project=wb.project,
-        entity=wb.entity,
-        init_timeout=wb.init_timeout_s,
-        fresh=start == 0,
-        resume_step=start,
+    return stage_tracker(
+        cfg, out_dir, "train", fresh=start == 0, config=config_dict, name=f"train/{cfg.name}", resume_step=start
     )
 
 

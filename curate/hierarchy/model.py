@@ -72,6 +72,22 @@ def resample_members(level: Level, sample_size: int, strategy: str, rng: np.rand
     return np.sort(picked).astype(np.int64)
 
 
+def read_manifest(folder: str | Path) -> dict[str, Any]:
+    """The ``manifest.json`` of a hierarchy written by :meth:`HierarchicalKMeans.save`.
+
+    Raises:
+        FileNotFoundError: there is none (no finished clustering in ``folder``).
+        InputError: it is not a JSON object, or not a clustering's (a store's, say).
+    """
+    path = Path(folder) / "manifest.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: no finished clustering in {folder}")
+    manifest = read_json(path)
+    if "levels" not in manifest or "config" not in manifest:
+        raise InputError(f"{folder} is not a clustering (its manifest.json has no levels) ({path})")
+    return manifest
+
+
 class HierarchicalKMeans:
     """Hierarchical k-means with resampling.
 
@@ -392,12 +408,7 @@ class HierarchicalKMeans:
     def load(cls, folder: str | Path, device: str = "cpu") -> HierarchicalKMeans:
         """Read a hierarchy written by :meth:`save`."""
         folder = Path(folder)
-        manifest_path = folder / "manifest.json"
-        if not manifest_path.exists():
-            raise FileNotFoundError(f"{manifest_path} not found: no finished clustering in {folder}")
-        manifest = read_json(manifest_path)
-        if "levels" not in manifest or "config" not in manifest:
-            raise InputError(f"{folder} is not a clustering (its manifest.json has no levels) ({manifest_path})")
+        manifest = read_manifest(folder)
         config = manifest["config"]
         hkm = cls(
             levels=config["levels"],

@@ -163,6 +163,9 @@ class TrainLoopConfig:
     deterministic: bool = False
     log_every: int = 10
     checkpoint_every: int = 100
+    # > 0: the teacher backbone also every this many iterations, as snapshots/backbone_<iteration>.pt
+    # (for selfsup.eval backbone=<file>: how the features change over a run); 0: none
+    snapshot_every: int = 0
     num_workers: int | None = None  # DataLoader workers (decoding + augmentation); None: from the job's CPUs
 
 
@@ -421,6 +424,7 @@ def validate_train(cfg: TrainConfig) -> None:
     _check(t.epochs is None or t.epochs > 0, "train.epochs", "must be > 0 when set")
     _check(t.log_every >= 1, "train.log_every", "must be >= 1")
     _check(t.checkpoint_every >= 1, "train.checkpoint_every", "must be >= 1")
+    _check(t.snapshot_every >= 0, "train.snapshot_every", "must be >= 0 (0: no snapshots)")
     _check(bool(cfg.out), "out", "must be set")
 
 

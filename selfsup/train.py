@@ -9,6 +9,7 @@ Outputs in ``out`` (the Hydra run dir)::
                     ``train``, a run id stable across resumptions)
     train_ids.txt   the ids of the training items (the source's ids, e.g. image paths), in order
     backbone.pt     the teacher backbone for :func:`selfsup.export.load_backbone`
+    snapshots/backbone_<iteration>.pt   the same, every ``train.snapshot_every`` iterations (if > 0)
     manifest.json   resolved config, the data (source, selection identity and count), distinct items
                     seen, sizes, versions, final losses; written last
 
@@ -70,6 +71,7 @@ _RESUME_FREE_KEYS = (
     "logger",
     "train.log_every",
     "train.checkpoint_every",
+    "train.snapshot_every",
     "train.num_workers",
     "train.device",
 )
@@ -428,8 +430,7 @@ def _train_locked(
     distinct_seen = int(seen.sum())  # merged over the ranks at the last checkpoint (the final iteration)
 
     if rank == 0:
-        payload = backbone_payload(meta.export_state_dict(), meta.export_kwargs(), cfg.crops.mean, cfg.crops.std, total)
-        save_backbone(out_dir / "backbone.pt", payload)
+        _save_snapshot(cfg, meta, out_dir / "backbone.pt", total)
         if not last_record and (out_dir / "metrics.jsonl").exists():
             lines = (out_dir / "metrics.jsonl").read_text().splitlines()
             last_record = json.loads(lines[-1]) if lines else {}
@@ -444,6 +445,13 @@ def _train_locked(
         "out_dir": str(out_dir),
         "elapsed_s": time.perf_counter() - t_start,
     }
+
+
+def _save_snapshot(cfg: TrainConfig, meta: SSLMetaArch, path: Path, iteration: int) -> None:
+    """The teacher backbone at ``iteration`` as a :func:`selfsup.export.load_backbone` file (atomic)."""
+    payload = backbone_payload(meta.export_state_dict(), meta.export_kwargs(), cfg.crops.mean, cfg.crops.std, iteration)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_backbone(path, payload)
 
 
 def _train_loop(
@@ -502,6 +510,8 @@ def _train_loop(
             logger.log(record, step=done)
             log.info("it %d/%d loss %.4f (%.0f img/s)", done, total, record["loss"], record["img_per_s"])
             window, window_iters, window_t0 = {}, 0, time.perf_counter()
+        if rank == 0 and cfg.train.snapshot_every and done % cfg.train.snapshot_every == 0:
+            _save_snapshot(cfg, meta, ckpt_path.parent / "snapshots" / f"backbone_{done}.pt", done)
         if done % cfg.train.checkpoint_every == 0 or done == total:
             # every rank's drawn items, so a resumption on any world size counts them all
             seen.copy_(all_reduce_sum_(seen.to(device=device, dtype=torch.int32)).cpu() > 0)

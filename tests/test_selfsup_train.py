@@ -487,3 +487,19 @@ def test_wandb_is_imported_only_when_enabled(tmp_path, fmnist_npy, monkeypatch):
     summary = train(tiny_cfg(tmp_path / "c", fmnist_npy, "train.iterations=2", "logger.wandb.mode=online"))
     assert summary["iterations"] == 2 and (tmp_path / "c" / "backbone.pt").exists()
     assert calls[-3][:2] == ("init", "offline")
+
+
+def test_snapshots_hold_the_teacher_backbone_along_the_run(tmp_path, fmnist_npy):
+    cfg = tiny_cfg(tmp_path / "run", fmnist_npy, "train.iterations=4", "train.snapshot_every=2")
+    train(cfg)
+    snaps = sorted((tmp_path / "run" / "snapshots").iterdir())
+    assert [p.name for p in snaps] == ["backbone_2.pt", "backbone_4.pt"]
+    first, last = (torch.load(p, weights_only=True) for p in snaps)
+    final = torch.load(tmp_path / "run" / "backbone.pt", weights_only=True)
+    assert (first["iteration"], last["iteration"]) == (2, 4)
+    for key, value in final["state_dict"].items():  # the last snapshot is the exported backbone
+        torch.testing.assert_close(last["state_dict"][key], value, rtol=0, atol=0)
+    moved = [k for k, v in first["state_dict"].items() if not torch.equal(v, last["state_dict"][k])]
+    assert moved, "the teacher did not change between iterations 2 and 4"
+    with pytest.raises(ValueError, match="train.snapshot_every"):
+        tiny_cfg(tmp_path / "bad", fmnist_npy, "train.snapshot_every=-1")

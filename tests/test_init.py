@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -184,3 +185,15 @@ def test_bench_init_rows(load_script, tmp_path):
     for r in inits.values():  # Lloyd from an init never ends above the init's potential
         assert 0 < r["inertia_after_2"] <= r["potential"] * (1 + 1e-6)
     assert len(json.loads(out.read_text())) == len(rows)
+
+
+@pytest.mark.slow
+def test_bench_init_repo_runs_the_other_checkouts_engine(cli, tmp_path):
+    """``--repo`` re-runs the benchmark with that checkout first on the path: its rows name it."""
+    repo = Path(__file__).resolve().parents[1]
+    out = tmp_path / "rows.json"
+    cmd = [str(repo / "scripts" / "bench_init.py"), "curation", "--repo", str(repo), "--lloyd-iters", "1"]
+    proc = cli(*cmd, "--json", str(out))
+    rows = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [r["what"] for r in rows] == ["machine", "curation"] and rows[1]["code"] == str(repo)
+    assert json.loads(out.read_text()) == rows

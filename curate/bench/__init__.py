@@ -8,6 +8,7 @@
   near-duplicates).
 - :mod:`~curate.bench.kmeans`: the k-means workers (ours, faiss, sklearn), their runs and rows.
 - :mod:`~curate.bench.dedup`: the dedup peer (faiss all-pairs) and the multi-rank run.
+- :mod:`~curate.bench.inits`: ``scripts/bench_init.py``'s init, load, curation and quality rows.
 - :mod:`~curate.bench.costmodel`: the cost model of the engine at the paper's web scale (time,
   bytes, memory per level); :mod:`~curate.bench.scaling_report`: its markdown report.
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -204,48 +205,51 @@ def _per_level_section(res: dict[str, Any]) -> list[str]:
     ]
 
 
+def _per_run(res: dict[str, Any], kind: str, cells: Callable[[dict[str, Any], int], list[str]]) -> list[list[str]]:
+    """One table row per run of every level (full, resampled): ``"<level> (<run>)"`` then
+    ``cells(costs, runs)`` of its Lloyd (``kind="lloyd"``) or k-means++ (``"kpp"``) record."""
+    runs = [(lv["name"], tag, rec, count) for lv in res["levels"] for tag, rec, count in _runs(lv, kind)]
+    return [[f"{name} ({tag})", *cells(rec, count)] for name, tag, rec, count in runs]
+
+
 def _lloyd_terms_table(res: dict[str, Any]) -> list[str]:
     """One Lloyd iteration of every run, term by term."""
-    rows = []
-    for lv in res["levels"]:
-        for tag, ll, _ in _runs(lv, "lloyd"):
-            rows.append(
-                [
-                    f"{lv['name']} ({tag})",
-                    f"{ll['n_local']:,}",
-                    f"{ll['chunk']:,}",
-                    _t(ll["t_matmul"]),
-                    _t(ll["t_scores"]),
-                    f"{_t(ll['t_rows'])} ({'HBM' if ll['resident'] else 'host'})",
-                    _t(ll["t_allreduce"]),
-                    _t(ll["t_update"]),
-                    _t(ll["t_launch"]),
-                    _t(ll["t_iter"]),
-                ]
-            )
+    rows = _per_run(
+        res,
+        "lloyd",
+        lambda ll, _: [
+            f"{ll['n_local']:,}",
+            f"{ll['chunk']:,}",
+            _t(ll["t_matmul"]),
+            _t(ll["t_scores"]),
+            f"{_t(ll['t_rows'])} ({'HBM' if ll['resident'] else 'host'})",
+            _t(ll["t_allreduce"]),
+            _t(ll["t_update"]),
+            _t(ll["t_launch"]),
+            _t(ll["t_iter"]),
+        ],
+    )
     head = ["level (run)", "rows per rank", "chunk rows", "matmul", "score traffic", "rows in", "all-reduce"]
     return _table(head + ["update", "launches", "t/iter"], rows)
 
 
 def _kpp_table(res: dict[str, Any]) -> list[str]:
     """k-means++ of every run: its sequential steps and their cost."""
-    rows = []
-    for lv in res["levels"]:
-        for tag, pp, count in _runs(lv, "kpp"):
-            rows.append(
-                [
-                    f"{lv['name']} ({tag})",
-                    f"{pp['n_init']:,}",
-                    f"{pp['k']:,}",
-                    str(pp["trials"]),
-                    _f(pp["flops"]),
-                    _b(pp["step_bytes_per_rank"]),
-                    f"{_t(pp['t_step'])} ({_t(pp['t_step_coll'])})",
-                    _t(pp["t_total"]),
-                    str(count),
-                    _t(pp["t_total"] * count),
-                ]
-            )
+    rows = _per_run(
+        res,
+        "kpp",
+        lambda pp, count: [
+            f"{pp['n_init']:,}",
+            f"{pp['k']:,}",
+            str(pp["trials"]),
+            _f(pp["flops"]),
+            _b(pp["step_bytes_per_rank"]),
+            f"{_t(pp['t_step'])} ({_t(pp['t_step_coll'])})",
+            _t(pp["t_total"]),
+            str(count),
+            _t(pp["t_total"] * count),
+        ],
+    )
     head = ["level (run)", "rows", "k = steps", "trials", "FLOPs (= trials Lloyd iters)", "bytes/step/rank"]
     return _table(head + ["t/step (collectives)", "t/run", "runs", "total"], rows)
 
@@ -277,18 +281,14 @@ def _split_paragraph(res: dict[str, Any]) -> str:
 def _memory_table(res: dict[str, Any]) -> list[str]:
     """Memory per rank at the peak of a Lloyd step, shard resident."""
     hw = res["config"]["hw"]
-    rows = []
-    for lv in res["levels"]:
-        for tag, ll, _ in _runs(lv, "lloyd"):
-            m = ll["memory_resident"]
-            fits = "yes" if ll["resident"] else f"no: stream it ({_b(ll['memory']['total'])})"
-            rows.append(
-                [f"{lv['name']} ({tag})"]
-                + [_b(m[key]) for key in ("shard", "centroids", "sums_f64", "update_temps", "scores", "labels")]
-                + [_b(m["total"]), fits]
-            )
+    keys = ("shard", "centroids", "sums_f64", "update_temps", "scores", "labels", "total")
+
+    def cells(ll: dict[str, Any], _: int) -> list[str]:
+        fits = "yes" if ll["resident"] else f"no: stream it ({_b(ll['memory']['total'])})"
+        return [_b(ll["memory_resident"][key]) for key in keys] + [fits]
+
     head = ["level (run)", "shard", "centroids", "float64 sums", "update temps", "scores chunk", "labels"]
-    return _table(head + ["total", f"fits in {hw['gpu_mem_gb']:.0f} GB?"], rows)
+    return _table(head + ["total", f"fits in {hw['gpu_mem_gb']:.0f} GB?"], _per_run(res, "lloyd", cells))
 
 
 def render(res: dict[str, Any], command: str) -> str:

@@ -12,8 +12,9 @@ Data: :func:`curate.datasets.toy.toy_2d` (9,000 points). Every method ends with 
 - ``hkmeans_3``: (3000, 1000, 300), no resampling.
 - ``hkmeans_3_resampling``: (3000, 1000, 300), ``r = 2`` at every level, 10 resampling steps each.
 - ``dbscan``: scikit-learn ``DBSCAN(min_samples=5, eps=...)`` with the paper's companion setting: ``eps`` is
-  the 1001st-largest 5-nearest-neighbour distance of the data (:func:`curate.analysis.simulation.dbscan_eps`; the 5 neighbours
-  count the point itself, as ``min_samples`` does; in reduced runs the rank scales with ``n_scale``).
+  the 1001st-largest 5-nearest-neighbour distance of the data
+  (:func:`curate.analysis.simulation.dbscan_eps`; the 5 neighbours count the point itself, as
+  ``min_samples`` does; in reduced runs the rank scales with ``n_scale``).
   Centroid = mean of a cluster, noise points (label -1) excluded; the cluster and noise counts are
   reported (far fewer than 300 clusters: DBSCAN does not take a cluster count).
   Note, the setting this script used before (not in the paper): DBSCAN's KL depends strongly on the

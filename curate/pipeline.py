@@ -325,10 +325,10 @@ class Pipeline:
         _set(cfg, "data", _container(self.cfg.data))
         encoder = _container(self.cfg.encoder)
         if self.cfg.base.root is not None:  # the base model's backbone, with the selfsup encoder's defaults
-            from curate.embed.config import SelfsupEncoder
+            from curate.embed.config import SelfsupEncoderConfig
 
             backbone = str(self.folder("base") / "backbone.pt")
-            encoder = OmegaConf.to_container(OmegaConf.structured(SelfsupEncoder(checkpoint=backbone)))
+            encoder = OmegaConf.to_container(OmegaConf.structured(SelfsupEncoderConfig(checkpoint=backbone)))
         _set(cfg, "encoder", encoder)
         return self.tracked(_merge(cfg, self.cfg.embed, "embed"))
 

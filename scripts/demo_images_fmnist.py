@@ -47,24 +47,9 @@ os.environ.setdefault("MKL_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
-SCRIPTS = Path(__file__).resolve().parent
-for _p in (REPO, SCRIPTS):  # run as `python scripts/demo_images_fmnist.py` from a checkout
-    if str(_p) not in sys.path:
-        sys.path.insert(0, str(_p))
-
-from curate.analysis import (  # noqa: E402
-    CurationSettings,
-    cached_knn_radius,
-    compare_over_seeds,
-    embedding_diagnostics,
-    label_gains,
-    machine_info,
-    summary_table,
-    top_level_purity,
-)
+from curate.analysis import CurationSettings, machine_info, top_level_purity  # noqa: E402
 from curate.analysis.features import pixel_pca  # noqa: E402
-from curate.analysis.plots import plot_density_shares, plot_label_shares, plot_ref_shares, save_figure  # noqa: E402
+from curate.analysis.study import label_count_table, label_study, plot_studies  # noqa: E402
 from curate.datasets.fashion_mnist import CLASSES, load_fashion_mnist  # noqa: E402
 from curate.io.atomic import atomic_write_json, atomic_write_text  # noqa: E402
 
@@ -145,78 +130,18 @@ def run_encoder(
     store: Path | None = None,
     n_rarest: int = 3,
 ) -> dict[str, Any]:
-    """Curated vs random over ``seeds`` for one embedding, plus how well it separates the labels."""
+    """:func:`curate.analysis.study.label_study` of one embedding (k-NN diagnostics on every image),
+    plus the label purity of its first seed's top-level clusters."""
     from curate.hierarchy import HierarchicalKMeans
 
     desc = {"kind": "store", "path": str(store.resolve())} if store is not None else None
-    result = compare_over_seeds(feats, labels, settings, budget, seeds, n_rarest, out, desc)
-    radius, _ = cached_knn_radius(feats, settings.distance, out)
-    first = HierarchicalKMeans.load(out / f"cluster_seed{seeds[0]}").levels_
-    result["encoder"] = name
-    result["table"] = summary_table(result, rare_label="classes")
-    result["label_gains"] = label_gains(result)
-    result["diagnostics"] = embedding_diagnostics(
-        feats, labels, radius, result["pool"]["rarest_labels"], settings.distance, n_queries=None
+    result = label_study(
+        feats, labels, list(CLASSES), settings, budget, seeds, n_rarest, out, desc, rare_label="classes", n_queries=None
     )
+    result["encoder"] = name
+    first = HierarchicalKMeans.load(out / f"cluster_seed{seeds[0]}").levels_
     result["diagnostics"]["top_level_purity"] = top_level_purity(first, labels)
     return result
-
-
-def plot_demo(results: dict[str, dict[str, Any]], path: Path) -> Path:
-    """One row per encoder: class shares (pool / random / curated) and reference-cluster shares."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(len(results), 3, figsize=(17, 4.8 * len(results)), squeeze=False)
-    for row, (name, res) in enumerate(results.items()):
-        s = res["summary"]
-        seeds = ",".join(str(v) for v in res["seeds"])
-        plot_label_shares(
-            axes[row, 0],
-            res,
-            list(CLASSES),
-            title=(
-                f"{name} embedding: {res['budget']} of {res['pool']['n']} images, mean over seeds {seeds}\n"
-                f"3 rarest classes (shaded): pool {s['pool']['rarest_share']:.3f}, random "
-                f"{s['random']['rarest_share']['mean']:.3f}, curated {s['curated']['rarest_share']['mean']:.3f}"
-            ),
-        )
-        plot_ref_shares(
-            axes[row, 1],
-            res,
-            title=(
-                f"{name}: reference k-means (k={res['pool']['ref_k']}) of the same embedding\nsmallest tenth: "
-                f"random {s['random']['ref_smallest_share']['mean']:.3f}, curated "
-                f"{s['curated']['ref_smallest_share']['mean']:.3f}"
-            ),
-        )
-        plot_density_shares(
-            axes[row, 2],
-            res,
-            title=(
-                f"{name}: density deciles (10-NN radius)\nsparsest tenth: random "
-                f"{s['random']['sparsest_share']['mean']:.3f}, curated {s['curated']['sparsest_share']['mean']:.3f}"
-            ),
-        )
-    fig.tight_layout()
-    save_figure(fig, path, dpi=80)
-    return path
-
-
-def class_table(results: dict[str, dict[str, Any]]) -> str:
-    """Markdown: mean class counts of the pool and of each encoder's random / curated samples."""
-    first = next(iter(results.values()))
-    pool = np.asarray(first["pool"]["label_counts"])
-    order = np.argsort(-pool, kind="stable")
-    head = "| set | " + " | ".join(CLASSES[i] for i in order) + " |"
-    lines = [head, "|---" * (len(order) + 1) + "|", "| pool | " + " | ".join(str(pool[i]) for i in order) + " |"]
-    for name, res in results.items():
-        for which in ("random", "curated"):
-            counts = np.mean([r[which]["label_counts"] for r in res["runs"]], axis=0)
-            lines.append(f"| {which} ({name}) | " + " | ".join(f"{counts[i]:.0f}" for i in order) + " |")
-    return "\n".join(lines)
 
 
 def markdown(out: dict[str, Any]) -> str:
@@ -238,7 +163,7 @@ def markdown(out: dict[str, Any]) -> str:
             f"percentile of the class's 10-NN radius in the pool (high = sparse region, favoured by curation): "
             f"{radius}.\n"
         )
-    parts.append("## Mean class counts (over seeds)\n\n" + class_table(out["encoders"]) + "\n")
+    parts.append("## Mean class counts (over seeds)\n\n" + label_count_table(out["encoders"], list(CLASSES)) + "\n")
     reused = [f"{n} seed {r['seed']}" for n, res in out["encoders"].items() for r in res["runs"] if r["reused"]]
     clustering = "; ".join(
         f"{n} seed {r['seed']} {r['cluster_seconds']:.0f}s" for n, res in out["encoders"].items() for r in res["runs"]
@@ -300,7 +225,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         results[name] = run_encoder(name, feats, labels, settings, args.budget, args.seeds, folder, store)
         results[name]["model"] = model
         timings[f"{name}_curation_s"] = time.perf_counter() - t0
-    figure = plot_demo(results, args.out / "fmnist_classes.png")
+    figure = plot_studies(results, list(CLASSES), args.out / "fmnist_classes.png", "images", "classes")
     timings["total_s"] = time.perf_counter() - t_start
     out = {
         "pool_size": int(len(pool)),

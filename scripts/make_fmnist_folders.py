@@ -12,12 +12,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from curate.datasets.fmnist_folders import write_fmnist_folders  # noqa: E402
+from curate.datasets.fmnist_folders import write_fmnist_folders
 
 
 def main(argv: list[str] | None = None) -> dict:

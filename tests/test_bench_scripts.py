@@ -10,6 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from curate.bench import costmodel as cm
+from curate.bench.scaling_report import HAND_WRITTEN
+
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
 
@@ -99,9 +102,9 @@ def test_bench_rejects_bad_arguments(bench):
         bench.parse_args(["--iters", "2"])
 
 
-def test_scaling_formulas(scaling):
-    cfg = scaling.Config()
-    res = scaling.compute(cfg)
+def test_scaling_formulas():
+    cfg = cm.ScalingConfig()
+    res = cm.compute(cfg)
     lv1, lv2 = res["levels"][0], res["levels"][1]
     n, k, d = cfg.n, cfg.level1_k, cfg.d
     assert lv1["lloyd"]["flops"] == 2 * n * k * d
@@ -121,24 +124,24 @@ def test_scaling_formulas(scaling):
     assert lv1["lloyd"]["t_allreduce"] == pytest.approx(expected, rel=0.01)
     # the batched level-1 split keeps k1 * n_splits float64 slot sums on every rank (when its rows
     # are not regrouped by cluster: then there is no all-reduce, tests/test_init.py)
-    lv1 = scaling.compute(scaling.Config(split_regroup=False))["levels"][0]
+    lv1 = cm.compute(cm.ScalingConfig(split_regroup=False))["levels"][0]
     leaves = cfg.level1_k * cfg.n_splits
     assert lv1["split"]["allreduce_bytes"] == leaves * d * 8 + leaves * 8
     batches = lv1["split"]["batches"]  # of clusters, each holding at most split_memory_mb
     assert batches == math.ceil(leaves * (12 * d + 21) / (cfg.split_memory_mb * 2**20)) > 1
     assert lv1["split"]["memory"]["sums_f64"] * batches == pytest.approx(8 * leaves * d + 8 * leaves)
     assert lv1["split"]["fits"]
-    one = scaling.compute(scaling.Config(split_memory_mb=1e9, split_regroup=False))["levels"][0]["split"]
+    one = cm.compute(cm.ScalingConfig(split_memory_mb=1e9, split_regroup=False))["levels"][0]["split"]
     assert one["batches"] == 1 and not one["fits"] and one["t_iter"] < lv1["split"]["t_iter"]
     # an upper level runs sharded when it has >= shard_min_rows rows per GPU (level 2: 10M / 16),
     # replicated otherwise (level 3: 500k / 8 < 65,536) or on request
-    levels = scaling.compute(cfg)["levels"]
+    levels = cm.compute(cfg)["levels"]
     assert lv2["world"] == cfg.gpus[1] and lv2["lloyd"]["t_allreduce"] > 0 and levels[2]["world"] == 1
-    replicated = scaling.compute(scaling.Config(upper_replicated=True))["levels"][1]
+    replicated = cm.compute(cm.ScalingConfig(upper_replicated=True))["levels"][1]
     assert replicated["world"] == 1 and replicated["lloyd"]["t_allreduce"] == 0
     assert replicated["t_total"] > lv2["t_total"]
     # a subset for k-means++ shrinks its pass but not its number of steps
-    sub = scaling.compute(scaling.Config(init_max_points=1_000_000))
+    sub = cm.compute(cm.ScalingConfig(init_max_points=1_000_000))
     assert sub["levels"][0]["kpp"]["n_init"] == 1_000_000
     assert sub["levels"][0]["t_kpp"] < lv1["t_kpp"]
 
@@ -151,16 +154,34 @@ def test_scaling_writes_markdown(scaling, tmp_path, capsys):
     assert "## What would break first" in text and "| level |" in text
     assert "2 n k d" in text
     # a hand-written section below the marker survives a regeneration
-    out.write_text(text + "\n" + scaling.HAND_WRITTEN + "\n## By hand\n\nkept\n")
+    out.write_text(text + "\n" + HAND_WRITTEN + "\n## By hand\n\nkept\n")
     again = scaling.main(["--n", "1e8", "--gpus", "32,8,4,4", "--out", str(out)])
     assert out.read_text().startswith(again.rstrip("\n")) and out.read_text().endswith("## By hand\n\nkept\n")
 
 
-def test_scaling_validates(scaling):
+def test_scaling_defaults_are_the_web_4level_config():
+    """The model's hierarchy is configs/cluster/web_4level.yaml (with HierarchyConfig's defaults)."""
+    from omegaconf import OmegaConf
+
+    from curate.conf import HierarchyConfig
+
+    yaml = OmegaConf.load(Path(__file__).resolve().parents[1] / "configs" / "cluster" / "web_4level.yaml")
+    cfg = cm.ScalingConfig()
+    first, upper = yaml.levels[0], yaml.levels[1:]
+    assert (cfg.level1_k, cfg.n_splits) == (first.k, first.n_splits)
+    assert cfg.levels == tuple(lv.k for lv in upper) and cfg.sample_r == tuple(lv.sample_size for lv in upper)
+    assert {lv.resample_steps for lv in upper} == {cfg.resample_steps}
+    assert cfg.n_iter == yaml.get("n_iter", HierarchyConfig.n_iter)
+    # the chunk and trial rules are the engine's own
+    assert cm.chunk_rows(2**30, 500_000, 1024) == (2**30) // (4 * 500_000 + 12 * 1024 + 32)
+    assert cm.kpp_trials(100_000) == 2 + int(math.log(100_000))
+
+
+def test_scaling_validates():
     with pytest.raises(ValueError, match="gpus"):
-        scaling.compute(scaling.Config(gpus=(8, 8)))
+        cm.compute(cm.ScalingConfig(gpus=(8, 8)))
     with pytest.raises(ValueError, match="decrease"):
-        scaling.compute(scaling.Config(levels=(500_000, 600_000, 10_000)))
+        cm.compute(cm.ScalingConfig(levels=(500_000, 600_000, 10_000)))
 
 
 @pytest.mark.slow

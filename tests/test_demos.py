@@ -123,7 +123,15 @@ def test_fmnist_demo_core(fmnist_demo, tmp_path: Path) -> None:
     assert {g["label"] for g in res["label_gains"]} == set(range(10))
     assert 0.0 < res["diagnostics"]["top_level_purity"] <= 1.0
     res["model"] = "synthetic"
-    png = fmnist_demo.plot_demo({"ssl": res}, tmp_path / "fig.png")
-    assert png.is_file()
-    table = fmnist_demo.class_table({"ssl": res})
-    assert len(table.splitlines()) == 5  # header, rule, pool, one random and one curated row
+    from curate.analysis.study import label_count_table, plot_studies
+
+    assert res["label_names"] == list(fmnist_demo.CLASSES)
+    png = plot_studies({"ssl": res, "pixels": res}, res["label_names"], tmp_path / "fig.png", "images", "classes")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    table = label_count_table({"ssl": res}, res["label_names"]).splitlines()
+    assert len(table) == 5  # header, rule, pool, one random and one curated row
+    pool = res["pool"]["label_counts"]
+    assert table[2] == "| pool | " + " | ".join(str(c) for c in sorted(pool, reverse=True)) + " |"
+    curated = np.mean([r["curated"]["label_counts"] for r in res["runs"]], axis=0)
+    order = np.argsort(-np.asarray(pool), kind="stable")
+    assert table[4] == "| curated (ssl) | " + " | ".join(f"{curated[i]:.0f}" for i in order) + " |"

@@ -8,6 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from curate.analysis import simulation
+from curate.datasets.toy import toy_2d
+
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
 
@@ -53,17 +56,17 @@ def test_fig3_reduced_run_writes_everything_and_orders_the_methods(fig3, tmp_pat
     assert written["lattice"]["mean"] < written["uniform_reference"]["mean"]
 
 
-def test_fig3_dbscan_eps_is_the_ranked_knn_distance(fig3):
+def test_fig3_dbscan_eps_is_the_ranked_knn_distance():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(200, 2))
     d = np.sqrt(((x[:, None] - x[None]) ** 2).sum(-1))
     fifth = np.sort(d, axis=1)[:, 4]  # column 0 is the point itself, as DBSCAN's min_samples counts it
-    assert fig3.dbscan_eps(x, 5, 10) == pytest.approx(np.sort(fifth)[::-1][10])
-    assert fig3.dbscan_eps(x, 5, 10_000) == pytest.approx(fifth.min())
+    assert simulation.dbscan_eps(x, 5, 10) == pytest.approx(np.sort(fifth)[::-1][10])
+    assert simulation.dbscan_eps(x, 5, 10_000) == pytest.approx(fifth.min())
 
 
-def test_fig3_lattice_is_regular_and_centred(fig3):
-    pts = fig3.lattice_points(17)
+def test_fig3_lattice_is_regular_and_centred():
+    pts = simulation.lattice_points(17)
     assert pts.shape == (289, 2)
     xs = np.unique(pts[:, 0])
     np.testing.assert_allclose(np.diff(xs), 6 / 17)
@@ -72,14 +75,53 @@ def test_fig3_lattice_is_regular_and_centred(fig3):
 
 def test_fig3_ordering_check(fig3):
     good = {k: {"mean": v} for k, v in fig3.PAPER.items()}
-    assert fig3.check_ordering(good) == []
+    assert simulation.check_ordering(good) == []
     bad = {**good, "hkmeans_3_resampling": {"mean": 0.2}}
-    assert "hkmeans_3 > hkmeans_3_resampling" in fig3.check_ordering(bad)
+    assert "hkmeans_3 > hkmeans_3_resampling" in simulation.check_ordering(bad)
 
 
-def test_fig3_cluster_means_exclude_noise(fig3):
+def test_fig3_cluster_means_exclude_noise():
     x = np.array([[0, 0], [2, 2], [4, 4], [9, 9]], dtype=np.float32)
-    np.testing.assert_allclose(fig3._cluster_means(x, np.array([0, 0, 1, -1])), [[1, 1], [4, 4]])
+    np.testing.assert_allclose(simulation.cluster_means(x, np.array([0, 0, 1, -1])), [[1, 1], [4, 4]])
+
+
+def test_fig3_voronoi_borders_match_brute_force_nearest_centroid():
+    rng = np.random.default_rng(1)
+    c = rng.uniform(-3, 3, size=(7, 2))
+    n = 40
+    g = -3 + (np.arange(n) + 0.5) * 6 / n
+    gx, gy = np.meshgrid(g, g)
+    pixels = np.stack([gx.ravel(), gy.ravel()], axis=1)
+    cell = ((pixels[:, None] - c[None]) ** 2).sum(-1).argmin(1).reshape(n, n)  # row = y, column = x
+    border = simulation.voronoi_raster(c, n)
+    expected = np.zeros((n, n), dtype=bool)
+    expected[:, :-1] |= cell[:, :-1] != cell[:, 1:]
+    expected[:-1, :] |= cell[:-1, :] != cell[1:, :]
+    np.testing.assert_array_equal(border, expected)
+    assert 0 < border.sum() < n * n / 2  # 7 cells: some borders, mostly interior
+
+
+def test_fig3_summary_is_mean_and_sample_std_over_seeds_and_the_idle_estimate_packs_longest_first():
+    results = [
+        {"method": m, "seed": s, "kl": 0.1 * s + i, "n_points": 3, "seconds": 1.0, "cpu_seconds": 2.0}
+        for i, m in enumerate(simulation.KEYS)
+        for s in (2, 0, 1)
+    ]
+    table = simulation.summarise(results)
+    assert table["kmeans"]["values"] == pytest.approx([1.0, 1.1, 1.2])  # by seed
+    assert table["kmeans"]["mean"] == pytest.approx(1.1) and table["kmeans"]["std"] == pytest.approx(0.1)
+    jobs = [{"cpu_seconds": t} for t in (5, 4, 3, 3, 1)]  # longest first on 2 cores: 5+3 | 4+3+1 -> 8
+    assert simulation.unloaded_estimate(jobs, 2) == 8 and simulation.unloaded_estimate(jobs, 1) == 16
+
+
+def test_fig3_methods_end_with_k_points():
+    x, _ = toy_2d(0, n_scale=0.05)
+    k = simulation.scaled_k(simulation.K, 0.05)
+    for method in ("kmeans", "hkmeans_3", "agglomerative", "uniform_reference"):
+        points, _ = simulation.method_points(method, x, seed=0, n_scale=0.05)
+        assert points.shape == (k, 2), method
+    with pytest.raises(ValueError, match="unknown method"):
+        simulation.method_points("kmedoids", x, seed=0)
 
 
 def test_fig1a_reduced_run_finds_the_one_third_exponent(fig1a, tmp_path):

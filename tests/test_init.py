@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -140,9 +141,11 @@ def test_kmeans_parallel_more_rounds_when_short_and_too_few_points():
 
 
 def test_scaling_model_of_the_inits(load_script):
+    from curate.bench import costmodel as cm
+
     scaling = load_script("scaling")
-    cfg = scaling.Config()
-    par = scaling.kmeans_parallel(cfg.n, cfg.level1_k, cfg.d, cfg.gpus[0], cfg)
+    cfg = cm.ScalingConfig()
+    par = cm.kmeans_parallel(cfg.n, cfg.level1_k, cfg.d, cfg.gpus[0], cfg)
     ell = cfg.kpar_oversampling * cfg.level1_k
     assert par["candidates"] == cfg.kpar_rounds * ell + 1 and par["l"] == ell
     assert par["flops"] == pytest.approx(
@@ -150,24 +153,24 @@ def test_scaling_model_of_the_inits(load_script):
         + 2 * cfg.level1_k * (2 + int(math.log(cfg.level1_k))) * par["candidates"] * cfg.d
     )
     # k-means|| replaces k sequential passes over 743M rows by 5: far cheaper than k-means++ on all rows
-    base = scaling.compute(cfg)
-    par_cfg = scaling.Config(inits=("k-means||", "k-means++", "k-means++", "k-means++"))
-    with_par = scaling.compute(par_cfg)
+    base = cm.compute(cfg)
+    par_cfg = cm.ScalingConfig(inits=("k-means||", "k-means++", "k-means++", "k-means++"))
+    with_par = cm.compute(par_cfg)
     assert with_par["levels"][0]["t_kpp"] < base["levels"][0]["t_kpp"] / 3
     # ... but its local k-means++ on the candidates is slower when k is large against n (level 2)
     lv2 = base["levels"][1]
-    assert scaling.kmeans_parallel(lv2["n_in"], lv2["k"], cfg.d, lv2["world"], cfg)["t_total"] > lv2["kpp"]["t_total"]
+    assert cm.kmeans_parallel(lv2["n_in"], lv2["k"], cfg.d, lv2["world"], cfg)["t_total"] > lv2["kpp"]["t_total"]
     # the split's k-means++ init costs n_splits passes; random members cost nothing
     assert base["levels"][0]["split"]["t_init"] > 0
-    assert scaling.compute(scaling.Config(split_init="random"))["levels"][0]["split"]["t_init"] == 0
+    assert cm.compute(cm.ScalingConfig(split_init="random"))["levels"][0]["split"]["t_init"] == 0
     # regrouped split: no all-reduce per iteration, one exchange of the shard, a rank's own slots only
-    sp, ar = base["levels"][0]["split"], scaling.compute(scaling.Config(split_regroup=False))["levels"][0]["split"]
+    sp, ar = base["levels"][0]["split"], cm.compute(cm.ScalingConfig(split_regroup=False))["levels"][0]["split"]
     assert sp["regroup"] and sp["allreduce_bytes"] == 0 and ar["allreduce_bytes"] > 0
     n_local = math.ceil(cfg.n / cfg.gpus[0])
     assert sp["t_regroup"] >= 4.0 * n_local * cfg.d / (cfg.hw.net_gbps * 1e9)
     assert sp["t_iter"] < ar["t_iter"] and sp["memory"]["sums_f64"] < ar["memory"]["sums_f64"] * ar["batches"]
     with pytest.raises(ValueError, match="inits"):
-        scaling.compute(scaling.Config(inits=("k-means||",)))
+        cm.compute(cm.ScalingConfig(inits=("k-means||",)))
     assert "Init of each level's first k-means" in scaling.main(["--init-max-points", "25.6e6"])
 
 
@@ -182,3 +185,15 @@ def test_bench_init_rows(load_script, tmp_path):
     for r in inits.values():  # Lloyd from an init never ends above the init's potential
         assert 0 < r["inertia_after_2"] <= r["potential"] * (1 + 1e-6)
     assert len(json.loads(out.read_text())) == len(rows)
+
+
+@pytest.mark.slow
+def test_bench_init_repo_runs_the_other_checkouts_engine(cli, tmp_path):
+    """``--repo`` re-runs the benchmark with that checkout first on the path: its rows name it."""
+    repo = Path(__file__).resolve().parents[1]
+    out = tmp_path / "rows.json"
+    cmd = [str(repo / "scripts" / "bench_init.py"), "curation", "--repo", str(repo), "--lloyd-iters", "1"]
+    proc = cli(*cmd, "--json", str(out))
+    rows = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [r["what"] for r in rows] == ["machine", "curation"] and rows[1]["code"] == str(repo)
+    assert json.loads(out.read_text()) == rows

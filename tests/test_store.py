@@ -13,6 +13,7 @@ from curate.io.store import (
     load_embeddings,
     load_labels,
     read_manifest,
+    shard_files,
     write_store,
 )
 
@@ -111,6 +112,27 @@ def test_empty_shard_is_listed_but_holds_no_file(tmp_path, rows):
     array, ids = load_embeddings(tmp_path / "s")
     np.testing.assert_array_equal(array[0:6], rows[:6])
     assert list(ids) == ["0", "1", "2", "3", "8", "9"]
+    # the one walk over the shard list: files of the shards holding rows, in row order
+    files = shard_files(tmp_path / "s")
+    assert [(rec["index"], emb.name, ids.name) for rec, emb, ids in files] == [
+        (0, "emb-00000.npy", "ids-00000.txt"),
+        (2, "emb-00002.npy", "ids-00002.txt"),
+    ]
+    assert all(emb.is_file() and ids.is_file() for _, emb, ids in files)
+
+
+def test_every_reader_refuses_a_manifest_name_out_of_the_store(tmp_path, rows):
+    from curate.errors import InputError
+    from curate.io.identity import input_identity
+
+    write_store(tmp_path / "s", rows, list(range(len(rows))))
+    manifest = json.loads((tmp_path / "s" / "manifest.json").read_text())
+    manifest["shards"][0]["ids"] = "../ids.txt"
+    (tmp_path / "s" / "manifest.json").write_text(json.dumps(manifest))
+    (tmp_path / "ids.txt").write_text("".join(f"{i}\n" for i in range(len(rows))))
+    for read in (load_embeddings, check_finite, input_identity):
+        with pytest.raises(InputError, match=r"shards\[\]\.ids '../ids.txt' is not a plain file name"):
+            read(tmp_path / "s")
 
 
 def test_error_mismatched_dims(tmp_path, rows):

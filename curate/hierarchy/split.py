@@ -18,12 +18,11 @@ holds one batch, the host the finished sub-centroids, and the result is the same
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 
 from curate import dist
+from curate.kmeans.init import kpp_trials
 from curate.kmeans.kernels import _CANCELLATION_RTOL, _DIRECT_MAX_D, accumulate_, normalize_rows, row_sqnorms
 from curate.kmeans.shard import LocalRows
 from curate.kmeans.source import RowSource
@@ -197,7 +196,7 @@ def _kmeanspp_in_clusters(
     """
     lo, hi, ranges = batch
     m, d, device = hi - lo, rows.d, rows.device
-    s, t = n_splits, 2 + int(math.log(n_splits))
+    s, t = n_splits, kpp_trials(n_splits)
     sub = torch.zeros(m, s, d, dtype=torch.float32, device=device)
     used = torch.zeros(m, s, dtype=torch.bool, device=device)
     batch_at = torch.arange(rows.n, device=device) if ranges is None else grouped.indices(ranges)

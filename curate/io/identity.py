@@ -74,13 +74,9 @@ def sharded_rows_digest(read_row: Callable[[int], np.ndarray], n_local: int, d: 
 
 
 def _store_files(path: Path) -> list[Path]:
-    from curate.io.store import MANIFEST, _plain_name, read_manifest
+    from curate.io.store import MANIFEST, shard_files
 
-    manifest = read_manifest(path)
-    files = [path / MANIFEST]
-    for shard in manifest.get("shards", []):
-        files += [path / _plain_name(shard[key], path, f"shards[].{key}") for key in ("emb", "ids") if shard.get(key)]
-    return files
+    return [path / MANIFEST] + [file for _, emb, ids in shard_files(path) for file in (emb, ids)]
 
 
 def input_identity(path: str | os.PathLike, array: Any = None, rows: bool = True) -> dict[str, Any]:

@@ -203,6 +203,29 @@ def read_manifest(path: str | os.PathLike) -> dict:
     return _read_manifest(Path(path))
 
 
+def shard_files(path: str | os.PathLike, manifest: dict | None = None) -> list[tuple[dict, Path, Path]]:
+    """``(shard record, embeddings file, ids file)`` of every shard holding rows, in row order.
+
+    The one walk over a manifest's shard list: the file names are checked to be plain names
+    inside the store (a manifest never points out of it).
+
+    Args:
+        path: the store folder.
+        manifest: its manifest when already read (read from ``path`` otherwise).
+    """
+    path = Path(path)
+    manifest = _read_manifest(path) if manifest is None else manifest
+    return [
+        (
+            shard,
+            path / _plain_name(shard["emb"], path, "shards[].emb"),
+            path / _plain_name(shard["ids"], path, "shards[].ids"),
+        )
+        for shard in manifest.get("shards", [])
+        if shard.get("rows", 0) > 0 and shard.get("emb")
+    ]
+
+
 def _read_ids(path: Path, ids_format: str) -> Sequence:
     if not path.exists():
         raise FileNotFoundError(f"ids file missing: {path}")
@@ -269,13 +292,12 @@ def load_embeddings(path: str | os.PathLike, check: bool = False) -> tuple[Any, 
             check_finite(path)
         return array, range(array.shape[0])
     manifest = _read_manifest(path)
-    shards = [s for s in manifest.get("shards", []) if s.get("rows", 0) > 0 and s.get("emb")]
-    if not shards or manifest.get("count", 0) == 0:
+    files = shard_files(path, manifest)
+    if not files or manifest.get("count", 0) == 0:
         raise ValueError(f"embedding store {path} is empty (0 rows)")
     dim, dtype = manifest["dim"], np.dtype(manifest["dtype"])
     arrays, id_parts = [], []
-    for shard in shards:
-        emb_path = path / _plain_name(shard["emb"], path, "shards[].emb")
+    for shard, emb_path, ids_path in files:
         array = open_npy(emb_path)
         if array.shape[1] != dim:
             raise ValueError(f"shard {emb_path}: dimension {array.shape[1]} != {dim} (manifest dim)")
@@ -283,9 +305,9 @@ def load_embeddings(path: str | os.PathLike, check: bool = False) -> tuple[Any, 
             raise ValueError(f"shard {emb_path}: dtype {array.dtype} != {dtype} (manifest dtype)")
         if array.shape[0] != shard["rows"]:
             raise ValueError(f"shard {emb_path}: {array.shape[0]} rows, manifest says {shard['rows']}")
-        ids = _read_ids(path / _plain_name(shard["ids"], path, "shards[].ids"), manifest["ids_format"])
+        ids = _read_ids(ids_path, manifest["ids_format"])
         if len(ids) != array.shape[0]:
-            raise ValueError(f"ids file {path / shard['ids']}: {len(ids)} ids for {array.shape[0]} rows")
+            raise ValueError(f"ids file {ids_path}: {len(ids)} ids for {array.shape[0]} rows")
         arrays.append(array)
         id_parts.append(ids)
     total = sum(a.shape[0] for a in arrays)
@@ -295,7 +317,7 @@ def load_embeddings(path: str | os.PathLike, check: bool = False) -> tuple[Any, 
         check_finite(path)
     if len(arrays) == 1:
         return arrays[0], _ChainedIds(id_parts)
-    return ConcatenatedRows(arrays, [s["emb"] for s in shards]), _ChainedIds(id_parts)
+    return ConcatenatedRows(arrays, [emb.name for _, emb, _ in files]), _ChainedIds(id_parts)
 
 
 def check_finite(path: str | os.PathLike, chunk_rows: int = 65536) -> int:
@@ -313,9 +335,7 @@ def check_finite(path: str | os.PathLike, chunk_rows: int = 65536) -> int:
     if path.suffix == ".npy" and not path.is_dir():
         files = [(path, open_npy(path))]
     else:
-        manifest = _read_manifest(path)
-        names = [_plain_name(s["emb"], path, "shards[].emb") for s in manifest["shards"] if s.get("emb")]
-        files = [(path / name, open_npy(path / name)) for name in names]
+        files = [(emb, open_npy(emb)) for _, emb, _ in shard_files(path)]
     offset = 0
     for file, array in files:
         for start in range(0, array.shape[0], chunk_rows):

@@ -56,6 +56,11 @@ def _local_sq_dists_to(rows: LocalRows, c: torch.Tensor, chunk: int, x_sq: torch
     return out
 
 
+def kpp_trials(k: int) -> int:
+    """Candidates per greedy k-means++ step: ``2 + floor(ln k)`` (as scikit-learn)."""
+    return 2 + int(math.log(k))
+
+
 def kmeans_plusplus(
     rows: LocalRows,
     k: int,
@@ -89,7 +94,7 @@ def kmeans_plusplus(
     Raises:
         TooFewDistinctPoints: when the potential vanishes before ``k`` centroids are placed.
     """
-    n_trials = n_trials or 2 + int(math.log(k))
+    n_trials = n_trials or kpp_trials(k)
     distributed = dist.is_distributed()
     if weights is not None and distributed:
         raise ValueError("weighted k-means++ runs on one process (or under dist.local_only)")

@@ -35,11 +35,11 @@ from curate.analysis.clusters import (
 from curate.analysis.data import load_report_data
 from curate.errors import run_guarded
 
-__all__ = ["InspectArgs", "log2_histogram", "main"]
+__all__ = ["InspectConfig", "log2_histogram", "main"]
 
 
 @dataclass
-class InspectArgs:
+class InspectConfig:
     """``python -m curate.inspect`` arguments (``key=value``; a bare first argument is ``cluster``)."""
 
     cluster: str = field(default=MISSING, metadata={"help": "clustering output folder (manifest.json, level<t>/)"})
@@ -48,7 +48,7 @@ class InspectArgs:
     out: str | None = field(default=None, metadata={"help": "write a PNG here"})
 
 
-def inspect(args: InspectArgs) -> dict[str, Any]:
+def inspect(args: InspectConfig) -> dict[str, Any]:
     """Print the report of ``args``; returns it (``levels``, and ``shares`` / ``labels`` when asked for)."""
     data = load_report_data(args.cluster, args.sample, input_path=None, target=None, labels_path=args.labels)
     report = level_report(data.levels)
@@ -74,7 +74,7 @@ def inspect(args: InspectArgs) -> dict[str, Any]:
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """``python -m curate.inspect cluster=DIR [sample=DIR] [labels=FILE] [out=PNG]``; errors exit 2."""
     prog = "python -m curate.inspect"
-    args = parse_keyvalues(InspectArgs, argv, prog, __doc__.split("\n\n")[0], positional="cluster")
+    args = parse_keyvalues(InspectConfig, argv, prog, __doc__.split("\n\n")[0], positional="cluster")
     return run_guarded(inspect, args)  # one error line and exit 2 for a user's mistake
 
 

@@ -35,7 +35,7 @@ from curate.io.atomic import atomic_write_text
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ReportArgs", "build_report", "main"]
+__all__ = ["ReportConfig", "build_report", "main"]
 
 IMAGE_KINDS = ("fashion_mnist", "image_folder", "image_list")
 TEXT_KINDS = ("wordnet", "text_lines", "jsonl")
@@ -314,7 +314,7 @@ def build_report(
 
 
 @dataclass
-class ReportArgs:
+class ReportConfig:
     """``python -m curate.report`` arguments (``key=value``)."""
 
     cluster: str = field(default=MISSING, metadata={"help": "clustering folder (manifest.json + level<t>/)"})
@@ -329,7 +329,7 @@ class ReportArgs:
 def main(argv: list[str] | None = None) -> Path:
     """``python -m curate.report cluster=DIR [sample=DIR] [out=DIR] [input=PATH] [target=0.1] [seed=0]``."""
     prog = "python -m curate.report"
-    args = parse_keyvalues(ReportArgs, argv, prog, __doc__.split("\n\n")[0])
+    args = parse_keyvalues(ReportConfig, argv, prog, __doc__.split("\n\n")[0])
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     target: int | float = int(args.target) if args.target >= 1 else args.target
     path = run_guarded(build_report, args.cluster, args.sample, args.out, args.input, target, args.seed, args.examples)

@@ -54,8 +54,9 @@ from omegaconf import DictConfig
 from curate import CONFIG_DIR, dist
 from curate.conf import register_configs
 from curate.errors import IdentityError, UnsafeOutputError, hydra_entry
-from curate.io.atomic import atomic_path, atomic_save_npy, atomic_write_json, atomic_write_text
+from curate.io.atomic import atomic_path, atomic_save_npy, atomic_write_json
 from curate.io.identity import check_identity, input_identity
+from curate.io.idlist import write_ids
 from curate.io.store import StoreWriter, finalize_store, load_embeddings, read_manifest
 from curate.progress import Progress
 from curate.stage import guarded_output, read_json, run_stage
@@ -533,7 +534,7 @@ def _run_dedup(cfg: DictConfig, out: Path) -> dict:
     if dist.is_main_process():
         atomic_save_npy(out / "kept_indices.npy", kept)
         atomic_save_npy(out / "duplicate_of.npy", result.duplicate_of)
-        atomic_write_text(out / "kept_ids.txt", "".join(f"{ids[int(i)]}\n" for i in kept))
+        write_ids(out / "kept_ids.txt", (ids[int(i)] for i in kept))
         if cfg.write_store:
             _write_kept_store(Path(cfg.input), out / "store", array, ids, kept, cfg)
         atomic_write_json(done, summary)

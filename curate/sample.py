@@ -29,8 +29,9 @@ from curate.analysis.plots import plot_pool_vs_samples
 from curate.conf import register_configs, validate_sample
 from curate.errors import hydra_entry
 from curate.hierarchy import HierarchicalKMeans
-from curate.io.atomic import atomic_save_npy, atomic_write_json, atomic_write_text
+from curate.io.atomic import atomic_save_npy, atomic_write_json
 from curate.io.identity import file_sha256
+from curate.io.idlist import write_ids
 from curate.sampling import SampleResult, flat_sample, sample_budgets, sample_stats
 from curate.stage import guarded_output, open_clustered_input, output_dir, run_stage, stage_name
 from curate.tracking import stage_tracker
@@ -130,7 +131,7 @@ def _sample(cfg: DictConfig, out: Path, cluster_dir: Path) -> Path:
         # rows of the input store, also when the clustering saw a subset of it
         atomic_save_npy(folder / "indices.npy", res.indices if rows is None else rows[res.indices])
         if ids is not None:
-            atomic_write_text(folder / "ids.txt", "".join(f"{ids[i]}\n" for i in res.indices))
+            write_ids(folder / "ids.txt", (ids[i] for i in res.indices))
         stats = {
             **res.stats,
             "target": target,

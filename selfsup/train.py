@@ -48,7 +48,8 @@ from curate.dist import (
 )
 from curate.embed.sources import default_num_workers
 from curate.errors import IdentityError, hydra_entry, run_guarded
-from curate.io.atomic import atomic_path, atomic_write_json, atomic_write_text
+from curate.io.atomic import atomic_path, atomic_write_json
+from curate.io.idlist import write_ids
 from curate.stage import check_selection, guarded_output
 from curate.tracking import Tracker, stage_tracker
 from selfsup.augment import MultiCrop
@@ -378,7 +379,7 @@ def _train_locked(
     n_train = len(images)
     data_info = images.source.describe()
     if rank == 0:
-        atomic_write_text(out_dir / "train_ids.txt", "".join(f"{i}\n" for i in images.ids()))
+        write_ids(out_dir / "train_ids.txt", images.ids())
     total = total_iterations(cfg, n_train)
     freeze_iters = freeze_last_layer_iterations(cfg, n_train, total)
     sched = build_schedules(cfg, total, freeze_iters)

@@ -44,3 +44,20 @@ def test_atomic_writes_leave_no_temp_files_and_refuse_objects(tmp_path):
     with pytest.raises(ValueError, match="object array"):
         atomic_save_npy(tmp_path / "o.npy", np.array([{"x": 1}], dtype=object))
     assert not (tmp_path / "o.npy").exists() and sorted(os.listdir(tmp_path)) == ["a.npy", "m.json"]
+
+
+def test_id_lists_split_at_newlines_only(tmp_path):
+    from curate.io.idlist import read_ids, write_ids
+    from curate.io.subset import read_subset
+
+    odd = ["a\x0bb.png", "c\u2028d.png", "e\x1cf.png", " lead and trail .png", "plain.png"]
+    assert write_ids(tmp_path / "ids.txt", odd) == 5
+    assert read_ids(tmp_path / "ids.txt") == odd  # str.splitlines would give 8 ids and lose the spaces
+    (tmp_path / "crlf.txt").write_bytes(b"x.png\r\ny.png\r\n\r\n")
+    assert read_ids(tmp_path / "crlf.txt") == ["x.png", "y.png"]
+    store_ids = ["plain.png", "e\x1cf.png", "zzz", "c\u2028d.png"]
+    write_ids(tmp_path / "pick.txt", ["c\u2028d.png", "e\x1cf.png"])
+    np.testing.assert_array_equal(read_subset(tmp_path / "pick.txt", 4, store_ids), [1, 3])
+    with pytest.raises(ValueError, match="line break"):
+        write_ids(tmp_path / "bad.txt", ["ok", "two\nlines"])
+    assert not (tmp_path / "bad.txt").exists()

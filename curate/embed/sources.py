@@ -22,6 +22,7 @@ import numpy as np
 from PIL import Image
 
 from curate.embed.config import IMAGE_EXTENSIONS
+from curate.io.idlist import read_ids
 
 
 class Source:
@@ -132,7 +133,7 @@ class ImageListSource(Source):
         if not self.path.is_file():
             raise FileNotFoundError(f"image list not found: {self.path}")
         self.root = Path(root) if root is not None else self.path.parent
-        lines = [line.strip() for line in self.path.read_text().splitlines()]
+        lines = [line.strip() for line in self.path.read_text().split("\n")]
         entries = [line for line in lines if line and not line.startswith("#")]
         self.entries = entries[: _limit(len(entries), limit)]
         if not self.entries:
@@ -325,7 +326,7 @@ def read_selection(path: str | os.PathLike, source: Source) -> tuple[np.ndarray,
             raise ValueError(f"data.selection: {path} holds positions outside [0, {n}) of the source")
         wanted = [str(i) for i in source.ids(positions)]
     else:
-        wanted = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+        wanted = read_ids(path)
         lookup = {str(item): i for i, item in enumerate(source.ids(np.arange(n)))}
         missing = [key for key in wanted if key not in lookup]
         if missing:

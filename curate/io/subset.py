@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from curate.io.idlist import read_ids
+
 
 def read_subset(
     path: str | os.PathLike, n_rows: int, ids: Sequence | None = None, store: str | os.PathLike | None = None
@@ -83,7 +85,7 @@ def _check_dedup_input(folder: Path, n_rows: int, store: str | os.PathLike | Non
 def _rows_of_ids(path: Path, ids: Sequence | None) -> np.ndarray:
     if ids is None:
         raise ValueError(f"subset {path}: a list of ids needs a store with ids (a .npy has none); pass row indices")
-    wanted = path.read_text().splitlines()
+    wanted = read_ids(path)
     row_of = {str(value): row for row, value in enumerate(ids)}
     missing = [value for value in wanted if value not in row_of]
     if missing:

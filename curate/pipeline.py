@@ -33,7 +33,8 @@ Baselines (``baselines``, any of ``balanced, no_tail, random, full``), each a tr
   need neither cluster nor sample and run first, right after embed / dedup: the control's gap
   (balanced minus no_tail on the tail classes) is known before the curation is paid for. They need
   the pool's labels (``data.labels_from_dirs=true``); selections in ``sample_<b>/ids.txt``, their
-  class counts in the stage's result.
+  class counts in the stage's result. (A submitted chain, one job per stage, runs them in its
+  sample / train / eval jobs, beside the curated ones.)
 - ``random``: as many items as the curated sample, uniform from the (deduplicated) pool
   (``sample_random/``); ``full``: that whole pool.
 
@@ -190,7 +191,7 @@ def validate(cfg: DictConfig) -> None:
 
 def has_labels(data: DictConfig) -> bool:
     """Whether the items of a ``data`` node come with labels (the embed store then has ``labels.npy``)."""
-    if data.get("kind") == "fashion_mnist":
+    if data.get("kind") in ("fashion_mnist", "wordnet"):  # labelled sources
         return True
     return any(bool(data.get(key)) for key in ("labels_from_dirs", "labels_path", "label_field"))
 

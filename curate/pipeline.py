@@ -514,6 +514,7 @@ class Pipeline:
         pool = self.folder("dedup") if dedup is not None else None
         for name in (b for b in self.cfg.baselines if b in CONTROLS):
             self.run_training(f"train_{name}", f"eval_{name}", self.control_selection(name, pool), [f"sample_{name}"])
+        self.log_control()
         self.run_curated(reads)
         for name in (b for b in self.cfg.baselines if b not in CONTROLS):
             if name == "random":
@@ -524,6 +525,18 @@ class Pipeline:
         if self.cfg.only not in (None, "eval"):
             return None  # a stage job of a submitted chain: the eval job writes the summary
         return self.write_summary(manifest, dedup)
+
+    def log_control(self) -> None:
+        """Log the positive control's gap (balanced minus no_tail on the tail, in points) once both
+        are evaluated: what to look at before the curation runs."""
+        scores = {name: self.results(f"train_{name}", f"eval_{name}") for name in CONTROLS}
+        gaps = []
+        for metric in ("knn_tail", "linear_tail"):
+            pair = [scores[name].get(metric) for name in CONTROLS]
+            if None not in pair:
+                gaps.append(f"{metric} {pair[0] - pair[1]:+.1f} ({pair[0]:.1f} vs {pair[1]:.1f})")
+        if gaps:
+            log.info("positive control, balanced minus no_tail: %s", ", ".join(gaps))
 
     def run_pool(self) -> tuple[dict | None, dict | None, list[str]]:
         """[base ->] embed -> dedup (when run, or finished earlier); returns the store's and the

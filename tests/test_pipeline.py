@@ -204,7 +204,7 @@ def test_no_tail_rows_leave_out_the_tail_and_draw_uniformly():
 CONTROL_STAGES = [f"{kind}_{name}" for name in ("balanced", "no_tail") for kind in ("sample", "train", "eval")]
 
 
-def test_the_positive_control_runs_before_the_curation_and_a_rerun_skips_it(tmp_path, folders, monkeypatch):
+def test_the_positive_control_runs_before_the_curation_and_a_rerun_skips_it(tmp_path, folders, monkeypatch, caplog):
     """balanced / no_tail: selected, trained and evaluated from the dedup'd pool before cluster runs
     (cluster is killed here: the control is finished anyway); a re-run skips them."""
     import curate.cluster
@@ -215,8 +215,12 @@ def test_the_positive_control_runs_before_the_curation_and_a_rerun_skips_it(tmp_
         raise SimulatedKill
 
     monkeypatch.setattr(curate.cluster, "cluster", killed)
-    with pytest.raises(SimulatedKill):
+    with pytest.raises(SimulatedKill), caplog.at_level("INFO", logger="curate.pipeline"):
         run_pipeline(pipeline_cfg(folders, "baselines=[balanced,no_tail]"), root)
+    tails = [
+        json.loads((root / f"eval_{n}" / STAMP).read_text())["result"]["knn_tail"] for n in ("balanced", "no_tail")
+    ]
+    assert f"balanced minus no_tail: knn_tail {tails[0] - tails[1]:+.1f}" in caplog.text  # known before cluster
     assert all(json.loads((root / s / STAMP).read_text())["status"] == "complete" for s in CONTROL_STAGES)
     assert json.loads((root / "cluster" / STAMP).read_text())["status"] == "running" and not (root / "sample").exists()
 

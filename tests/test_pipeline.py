@@ -303,7 +303,8 @@ def test_contract_command_line(tmp_path, folders, cli):
         f"eval.test_root={folders / 'test'}",
         "name=contract",
         f"out_dir={tmp_path}",
-        "baselines=[random]",
+        "data.labels_from_dirs=true",  # the quick preset runs the positive control too (it needs the labels)
+        "baselines=[random,no_tail,balanced]",
         *TINY,
     ]
     cli(*args)
@@ -311,6 +312,7 @@ def test_contract_command_line(tmp_path, folders, cli):
     for key in ("pool_size", "kept_after_dedup", "sample_size", "train_images", "knn_top1", "linear_top1"):
         assert key in summary
     assert summary["train_images"] == summary["sample_size"] == 40 and "random" in summary["baselines"]
+    assert all(summary["baselines"][name]["train_images"] == 40 for name in ("no_tail", "balanced"))
     bad = cli(*[a if not a.startswith("data.root=") else f"data.root={tmp_path / 'nope'}" for a in args], check=False)
     assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith("error: ")
     assert "nope" in bad.stderr

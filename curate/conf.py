@@ -87,15 +87,20 @@ class InputConfig:
 
 @dataclass
 class WandbConfig:
+    """``logger.wandb`` of every stage (curate's, selfsup's) and of ``curate.pipeline`` (which copies
+    its settings into each stage's): see :mod:`curate.tracking`."""
+
     mode: WandbMode = WandbMode.disabled
     project: str = "ssl-curate"
     entity: str | None = None
     group: str | None = None  # wandb group; None: the run's name (curate.pipeline sets the experiment's)
-    init_timeout: float = 60.0  # seconds; online falls back to offline when init fails or times out
+    init_timeout_s: float = 60.0  # online falls back to offline when init fails or takes longer
 
 
 @dataclass
 class LoggerConfig:
+    """``logger``: where a stage's metrics go besides its ``metrics.jsonl``."""
+
     wandb: WandbConfig = field(default_factory=WandbConfig)
 
 

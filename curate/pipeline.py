@@ -20,11 +20,28 @@ Re-running: a stage whose key is unchanged and complete is skipped; one left run
 run again and resumes through its own resume (embed shards, dedup checkpoint, k-means checkpoints,
 trainer checkpoint); one whose key changed (its settings or an earlier stage's) has its folder,
 which the pipeline made, removed and runs again, so a changed train setting re-runs train and eval,
-not clustering. ``baselines: [random, full]`` adds trainings on a uniform random sample of the same
-size from the deduplicated pool (``sample_random/``) and on that whole pool, each evaluated
-(``train_<b>/``, ``eval_<b>/``). The run ends by writing ``summary.json``: ``pool_size``,
-``kept_after_dedup``, ``sample_size``, ``train_images`` (distinct items the trainer drew),
-``knn_top1`` / ``linear_top1`` (and ``_tail``, in %), ``baselines`` and the stages' folders and times.
+not clustering.
+
+Baselines (``baselines``, any of ``balanced, no_tail, random, full``), each a training
+(``train_<b>/``) and its evaluation (``eval_<b>/``) beside the curated one:
+
+- ``balanced`` / ``no_tail``, label oracles for the positive control: does this training regime
+  show the composition of its training set at all? ``balanced`` water-fills the budget over the
+  pool's class sizes (``curate.sampling.water_fill``, random items inside each class); ``no_tail``
+  draws it uniformly from the pool without any item of its ``eval.num_tail_classes`` rarest
+  classes. Their budget is ``sample.targets[0]`` resolved against the (deduplicated) pool, so they
+  need neither cluster nor sample and run first, right after embed / dedup: the control's gap
+  (balanced minus no_tail on the tail classes) is known before the curation is paid for. They need
+  the pool's labels (``data.labels_from_dirs=true``); selections in ``sample_<b>/ids.txt``, their
+  class counts in the stage's result. (A submitted chain, one job per stage, runs them in its
+  sample / train / eval jobs, beside the curated ones.)
+- ``random``: as many items as the curated sample, uniform from the (deduplicated) pool
+  (``sample_random/``); ``full``: that whole pool.
+
+The run ends by writing ``summary.json``: ``pool_size``, ``kept_after_dedup``, ``sample_size``,
+``train_images`` (distinct items the trainer drew), ``knn_top1`` / ``linear_top1`` (and ``_tail``,
+in %), ``baselines`` (the same per baseline; a label oracle's ``selection`` too) and the stages'
+folders and times, in the order they ran.
 """
 
 from __future__ import annotations
@@ -47,13 +64,17 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 import curate.embed.config  # noqa: F401  (registers the data / encoder group schemas)
+from curate.conf import LoggerConfig
 from curate.io.atomic import atomic_write_json, atomic_write_text
+from curate.sampling import resolve_target, water_fill
 
 log = logging.getLogger(__name__)
 
 CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "configs")
 STAGES = ("base", "embed", "dedup", "cluster", "sample", "train", "eval")
-BASELINES = ("random", "full")
+# the label oracles of the positive control (run first: they need neither cluster nor sample), then the others
+CONTROLS = ("balanced", "no_tail")
+BASELINES = (*CONTROLS, "random", "full")
 STAMP = "pipeline.json"
 SUMMARY_KEYS = ("pool_size", "kept_after_dedup", "sample_size", "train_images", "knn_top1", "linear_top1")
 # settings that say where or how a stage runs, not what it computes: they do not enter its key
@@ -80,7 +101,7 @@ RUN_ONLY = {
 
 
 @dataclass
-class EvalStageConf:
+class EvalStageConfig:
     """``eval.train_root`` / ``eval.test_root``: labelled image folders (one sub-folder per class);
     ``eval.eval`` is merged into ``selfsup.eval``'s ``eval`` options (e.g. ``eval.eval.knn_k``)."""
 
@@ -90,7 +111,7 @@ class EvalStageConf:
 
 
 @dataclass
-class BaseStageConf:
+class BaseStageConfig:
     """``base.root``: an image folder to train the curation embedding on first (the paper's
     ImageNet-trained model); embed then uses its backbone (``encoder=selfsup``). ``base.train``
     is merged over the pipeline's ``train`` node for that run."""
@@ -100,27 +121,23 @@ class BaseStageConf:
 
 
 @dataclass
-class WandbConf:
-    mode: str = "disabled"
-    project: str = "ssl-curate"
-    entity: str | None = None
-
-
-@dataclass
-class PipelineConf:
+class PipelineConfig:
     """``python -m curate.pipeline`` (see the module docstring).
 
     Attributes:
         name: the experiment; outputs under ``<out_dir>/<name>/`` and wandb group.
-        seed: seed of the clustering, the sampling, the random baseline and the training.
+        seed: seed of the clustering, the sampling, the baselines' selections and the trainings.
         stages: the stages to run (in pipeline order); a stage left out reuses its finished folder.
         only: run this one stage (its inputs must be finished): what a submitted stage job runs.
-        baselines: ``random`` and / or ``full`` trainings beside the curated one.
+        baselines: trainings beside the curated one, any of :data:`BASELINES`: the label oracles
+            ``balanced`` / ``no_tail`` (the positive control, run first; they need pool labels),
+            ``random`` and ``full``.
         submit: send the stages as dependent jobs through the launcher (``curate.submit``) and return.
         resources: per-stage job resources for ``submit`` (``{train: {gpus_per_node: 1}}``).
         data, encoder: the ``data`` and ``encoder`` groups (the same items for every stage).
         base: optional training of the curation embedding on another folder (``base.root``).
         embed, dedup, cluster, sample, train, eval: merged into each stage's own config.
+        logger: ``logger.wandb`` (:class:`curate.conf.WandbConfig`), copied into every stage's.
     """
 
     name: str = "pipeline"
@@ -133,17 +150,17 @@ class PipelineConf:
     resources: Any = None
     data: Any = MISSING
     encoder: Any = MISSING
-    base: BaseStageConf = field(default_factory=BaseStageConf)
+    base: BaseStageConfig = field(default_factory=BaseStageConfig)
     embed: Any = None
     dedup: Any = None
     cluster: Any = None
     sample: Any = None
     train: Any = None
-    eval: EvalStageConf = field(default_factory=EvalStageConf)
-    logger: dict[str, Any] = field(default_factory=lambda: {"wandb": WandbConf()})
+    eval: EvalStageConfig = field(default_factory=EvalStageConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
 
 
-ConfigStore.instance().store(name="pipeline_schema", node=PipelineConf)
+ConfigStore.instance().store(name="pipeline_schema", node=PipelineConfig)
 
 
 def validate(cfg: DictConfig) -> None:
@@ -162,11 +179,74 @@ def validate(cfg: DictConfig) -> None:
     bad = [b for b in cfg.baselines if b not in BASELINES]
     if bad:
         raise ValueError(f"baselines: {bad}; choose from {list(BASELINES)}")
+    oracles = [b for b in cfg.baselines if b in CONTROLS]
+    if oracles and isinstance(cfg.data, DictConfig) and not has_labels(cfg.data):
+        raise ValueError(labels_needed(oracles))
     if cfg.data.get("selection") is not None:
         raise ValueError("data.selection: the pipeline selects the items itself (sample stage); leave it unset")
     targets = (cfg.sample or {}).get("targets")
     if targets is not None and len(targets) != 1:
         raise ValueError(f"sample.targets: the pipeline trains on one budget, got {list(targets)}")
+
+
+def has_labels(data: DictConfig) -> bool:
+    """Whether the items of a ``data`` node come with labels (the embed store then has ``labels.npy``)."""
+    if data.get("kind") in ("fashion_mnist", "wordnet"):  # labelled sources
+        return True
+    return any(bool(data.get(key)) for key in ("labels_from_dirs", "labels_path", "label_field"))
+
+
+def labels_needed(oracles: list[str]) -> str:
+    """The error of a label oracle baseline on a pool without labels."""
+    return (
+        f"baselines: {', '.join(oracles)} select by the pool's labels, which this pool has none of "
+        "(set data.labels_from_dirs=true for an image folder with class sub-folders)"
+    )
+
+
+# ---- the label oracles of the positive control ----------------------------------------------
+ORACLE_STREAMS = {"balanced": 11, "no_tail": 13}  # random-number streams next to the random baseline's (7)
+
+
+def balanced_rows(labels: np.ndarray, budget: int, rng: np.random.Generator) -> np.ndarray:
+    """A label-balanced sample: ``budget`` water-filled over the class sizes
+    (:func:`curate.sampling.water_fill`, the curation's own allocation), random items inside each class.
+
+    Args:
+        labels: ``(n,)`` int labels of the pool's items.
+        budget: items to take (all of them when the pool is smaller).
+        rng: draws the water-fill's remainder and the items.
+
+    Returns:
+        ``(m,)`` int64 increasing positions in ``labels``, ``m = min(budget, n)``.
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    sizes = np.bincount(labels)
+    quotas = water_fill(sizes, int(budget), rng)
+    order = rng.permutation(len(labels))
+    order = order[np.argsort(labels[order], kind="stable")]  # grouped by class, random inside each class
+    cls = labels[order]
+    rank = np.arange(len(order)) - (np.cumsum(sizes) - sizes)[cls]  # position inside its class
+    return np.sort(order[rank < quotas[cls]])
+
+
+def no_tail_rows(labels: np.ndarray, budget: int, tail: list[int], rng: np.random.Generator) -> np.ndarray:
+    """``budget`` items uniformly without replacement among those whose label is not in ``tail``.
+
+    Returns:
+        ``(m,)`` int64 increasing positions in ``labels``, ``m = min(budget, items outside the tail)``.
+    """
+    candidates = np.flatnonzero(~np.isin(np.asarray(labels), np.asarray(tail, dtype=np.int64)))
+    return np.sort(rng.choice(candidates, size=min(int(budget), len(candidates)), replace=False))
+
+
+def oracle_rows(
+    name: str, labels: np.ndarray, budget: int, tail: list[int] | None, rng: np.random.Generator
+) -> np.ndarray:
+    """The selection of the label oracle ``name`` (``balanced`` or ``no_tail``) among ``labels``."""
+    if name == "balanced":
+        return balanced_rows(labels, budget, rng)
+    return no_tail_rows(labels, budget, tail or [], rng)
 
 
 # ---- composing a stage's own config ----------------------------------------------------------
@@ -288,10 +368,12 @@ class Pipeline:
         self.report: dict[str, dict] = {}
 
     def tracked(self, cfg: DictConfig, key: str = "logger.wandb") -> DictConfig:
-        """The pipeline's wandb settings in a stage's logger node; the experiment's name as group."""
+        """The pipeline's wandb settings in a stage's logger node; the experiment's name as group
+        unless ``logger.wandb.group`` is set."""
         wb = self.cfg.logger.wandb
         node = OmegaConf.select(cfg, key)
-        node.mode, node.project, node.group = wb.mode, wb.project, self.cfg.name
+        node.mode, node.project, node.group = wb.mode, wb.project, wb.get("group") or self.cfg.name
+        node.init_timeout_s = wb.init_timeout_s
         if wb.get("entity") is not None:
             node.entity = wb.entity
         return cfg
@@ -386,9 +468,15 @@ class Pipeline:
         counts = np.bincount(np.load(store / "labels.npy", allow_pickle=False), minlength=len(names))
         pool = dict(zip(names, counts.tolist()))
         eval_names = ImageFolderSource(root, labels_from_dirs=True).label_names
-        n_tail = int((self.cfg.eval.eval or {}).get("num_tail_classes", 3))
         sizes = np.asarray([pool.get(name, 0) for name in eval_names])
-        return sorted(int(c) for c in np.argsort(sizes, kind="stable")[:n_tail])
+        return sorted(int(c) for c in np.argsort(sizes, kind="stable")[: self.num_tail_classes()])
+
+    def num_tail_classes(self) -> int:
+        """``eval.num_tail_classes`` of the evaluation (``eval.eval`` over selfsup.eval's default)."""
+        cfg = _merge(
+            compose_stage("eval", []), OmegaConf.create({"eval": _container(self.cfg.eval.eval) or {}}), "eval.eval"
+        )
+        return int(cfg.eval.num_tail_classes)
 
     # -- running --
     def step(self, stage: str, cfg: DictConfig, upstream: list[str], body: Any) -> Any:
@@ -416,29 +504,64 @@ class Pipeline:
         return result
 
     def run(self) -> dict[str, Any] | None:
-        """Run the pipeline; returns the summary (None when ``only`` runs a single stage)."""
-        from curate.cluster import cluster
+        """Run the pipeline; returns the summary (None when ``only`` runs a single stage).
+
+        Order: [base ->] embed -> dedup; the label oracle baselines (selection, training and
+        evaluation each: the positive control comes first); cluster -> sample -> train -> eval; the
+        ``random`` and ``full`` baselines."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        manifest, dedup, reads = self.run_pool()
+        pool = self.folder("dedup") if dedup is not None else None
+        for name in (b for b in self.cfg.baselines if b in CONTROLS):
+            self.run_training(f"train_{name}", f"eval_{name}", self.control_selection(name, pool), [f"sample_{name}"])
+        self.log_control()
+        self.run_curated(reads)
+        for name in (b for b in self.cfg.baselines if b not in CONTROLS):
+            if name == "random":
+                selection, upstream = self.random_selection(pool), ["sample_random"]
+            else:
+                selection, upstream = pool, reads
+            self.run_training(f"train_{name}", f"eval_{name}", selection, upstream)
+        if self.cfg.only not in (None, "eval"):
+            return None  # a stage job of a submitted chain: the eval job writes the summary
+        return self.write_summary(manifest, dedup)
+
+    def log_control(self) -> None:
+        """Log the positive control's gap (balanced minus no_tail on the tail, in points) once both
+        are evaluated: what to look at before the curation runs."""
+        scores = {name: self.results(f"train_{name}", f"eval_{name}") for name in CONTROLS}
+        gaps = []
+        for metric in ("knn_tail", "linear_tail"):
+            pair = [scores[name].get(metric) for name in CONTROLS]
+            if None not in pair:
+                gaps.append(f"{metric} {pair[0] - pair[1]:+.1f} ({pair[0]:.1f} vs {pair[1]:.1f})")
+        if gaps:
+            log.info("positive control, balanced minus no_tail: %s", ", ".join(gaps))
+
+    def run_pool(self) -> tuple[dict | None, dict | None, list[str]]:
+        """[base ->] embed -> dedup (when run, or finished earlier); returns the store's and the
+        dedup's results and the stages the clustering reads."""
         from curate.dedup import run_dedup
         from curate.embed.run import run_embed
-        from curate.sample import sample
-        from selfsup.eval import evaluate
         from selfsup.train import train
 
-        self.root.mkdir(parents=True, exist_ok=True)
         embed_reads = []
         if self.cfg.base.root is not None:
             self.step("base", self.base_config(), [], _train_summary(train))
             embed_reads = ["base"]
         manifest = self.step("embed", self.embed_config(), embed_reads, lambda c: _store_summary(run_embed(c)))
-        dedup = None
-        reads = ["embed"]
         dedup_cfg = self.dedup_config()
         self.keys["dedup"] = stage_key("dedup", dedup_cfg, [self.keys["embed"]])
-        if self.available("dedup"):
-            dedup = self.step("dedup", dedup_cfg, ["embed"], lambda c: _dedup_summary(run_dedup(c)))
-            reads.append("dedup")
-        else:
+        if not self.available("dedup"):
             del self.keys["dedup"]
+            return manifest, None, ["embed"]
+        dedup = self.step("dedup", dedup_cfg, ["embed"], lambda c: _dedup_summary(run_dedup(c)))
+        return manifest, dedup, ["embed", "dedup"]
+
+    def run_curated(self, reads: list[str]) -> None:
+        """cluster -> sample -> train -> eval; the clustering reads the stages ``reads``."""
+        from curate.cluster import cluster
+        from curate.sample import sample
 
         def in_folder(fn: Any, stage: str) -> Any:
             def body(c: DictConfig) -> Any:
@@ -449,21 +572,20 @@ class Pipeline:
 
         self.step("cluster", self.cluster_config(), reads, in_folder(cluster, "cluster"))
         self.step("sample", self.sample_config(), ["cluster"], in_folder(sample, "sample"))
-        train_dir, eval_dir = self.folder("train"), self.folder("eval")
-        self.step("train", self.train_config(train_dir, self.folder("sample")), ["sample"], _train_summary(train))
-        self.step("eval", self.eval_config(eval_dir, train_dir), ["train"], _eval_summary(evaluate))
-        for name in self.cfg.baselines:
-            pool = self.folder("dedup") if dedup is not None else None
-            if name == "random":
-                selection = self.random_selection(pool)
-                upstream = ["sample_random"]
-            else:
-                selection, upstream = pool, reads
-            tdir, edir = self.folder(f"train_{name}"), self.folder(f"eval_{name}")
-            self.step(f"train_{name}", self.train_config(tdir, selection), upstream, _train_summary(train))
-            self.step(f"eval_{name}", self.eval_config(edir, tdir), [f"train_{name}"], _eval_summary(evaluate))
-        if self.cfg.only not in (None, "eval"):
-            return None  # a stage job of a submitted chain: the eval job writes the summary
+        self.run_training("train", "eval", self.folder("sample"), ["sample"])
+
+    def run_training(self, train_stage: str, eval_stage: str, selection: Path | None, upstream: list[str]) -> None:
+        """Train on ``selection`` (None: the whole pool) in ``train_stage``, evaluate in ``eval_stage``."""
+        from selfsup.eval import evaluate
+        from selfsup.train import train
+
+        train_dir = self.folder(train_stage)
+        self.step(train_stage, self.train_config(train_dir, selection), upstream, _train_summary(train))
+        eval_cfg = self.eval_config(self.folder(eval_stage), train_dir)
+        self.step(eval_stage, eval_cfg, [train_stage], _eval_summary(evaluate))
+
+    def write_summary(self, manifest: dict | None, dedup: dict | None) -> dict[str, Any]:
+        """``summary.json`` (see the module docstring); returns it."""
         summary: dict[str, Any] = {"name": self.cfg.name, "root": str(self.root), "seed": self.cfg.seed}
         if manifest is not None:
             summary["pool_size"] = manifest["count"]
@@ -471,7 +593,7 @@ class Pipeline:
         if (self.folder("sample") / "indices.npy").exists() and self.available("sample"):
             summary["sample_size"] = int(len(np.load(self.folder("sample") / "indices.npy", allow_pickle=False)))
         summary.update(self.results("train", "eval"))
-        summary["baselines"] = {name: self.results(f"train_{name}", f"eval_{name}") for name in self.cfg.baselines}
+        summary["baselines"] = {name: self.baseline_results(name) for name in self.cfg.baselines}
         summary.update(stages=self.report, keys=self.keys)
         atomic_write_json(self.root / "summary.json", summary)
         shown = ", ".join(
@@ -486,14 +608,30 @@ class Pipeline:
         """The training's sizes and the evaluation's scores (those of the two that finished)."""
         out: dict[str, Any] = {}
         for stage in (train_stage, eval_stage):
-            stamp = read_stamp(self.folder(stage))
-            if stamp is not None and stamp["status"] == "complete" and stamp["key"] == self.keys.get(stage):
+            stamp = self.finished(stage)
+            if stamp is not None:
                 result = dict(stamp["result"])
                 if "distinct_items_seen" in result:
                     out.update(train_images=result["distinct_items_seen"], n_train=result["n_train"])
                 else:
                     out.update(result)
         return out
+
+    def baseline_results(self, name: str) -> dict[str, Any]:
+        """A baseline's :meth:`results`; a label oracle's also its ``selection`` (count, budget,
+        class counts, tail classes)."""
+        out = self.results(f"train_{name}", f"eval_{name}")
+        stamp = self.finished(f"sample_{name}") if name in CONTROLS else None
+        if stamp is not None:
+            out["selection"] = stamp["result"]
+        return out
+
+    def finished(self, stage: str) -> dict | None:
+        """The stamp of a stage finished with the key it has in this run, else None."""
+        stamp = read_stamp(self.folder(stage))
+        if stamp is not None and stamp["status"] == "complete" and stamp["key"] == self.keys.get(stage):
+            return stamp
+        return None
 
     def random_selection(self, pool: Path | None) -> Path:
         """``sample_random/ids.txt``: as many ids as the curated sample, uniform without replacement
@@ -518,6 +656,53 @@ class Pipeline:
         upstream = ["sample", "dedup" if pool is not None else "embed"]
         self.step("sample_random", cfg, upstream, body)
         return folder
+
+    def control_selection(self, name: str, pool: Path | None) -> Path:
+        """``sample_<name>/ids.txt``: a label oracle's selection (:func:`oracle_rows`) from the
+        (deduplicated) pool, drawn with ``seed``. Its budget is ``sample.targets[0]`` resolved against
+        the pool's size, so it needs neither cluster nor sample; the tail is the store's
+        ``eval.num_tail_classes`` rarest classes (the evaluation's rule, in the store's label ids).
+        Its result: ``count``, ``budget``, ``class_counts`` (per store label), ``tail_classes`` (no_tail)."""
+        folder = self.folder(f"sample_{name}")
+        settings = {"seed": self.cfg.seed, "pool": None if pool is None else str(pool)}
+        settings["target"] = self.sample_config().targets[0]
+        if name == "no_tail":  # the balanced set does not depend on the tail: not in its key
+            settings["num_tail_classes"] = self.num_tail_classes()
+
+        def body(c: DictConfig) -> dict:
+            from selfsup.eval import rarest_classes
+
+            ids, labels, names = self.store_labels()
+            rows = np.arange(len(labels)) if pool is None else np.load(pool / "kept_indices.npy", allow_pickle=False)
+            budget = resolve_target(c.target, len(rows))
+            tail = rarest_classes(labels, len(names), int(c.num_tail_classes)) if name == "no_tail" else None
+            rng = np.random.default_rng([int(c.seed), ORACLE_STREAMS[name]])
+            pick = rows[oracle_rows(name, labels[rows], budget, tail, rng)]
+            if len(pick) < budget:
+                log.warning("sample_%s: %d items for a budget of %d (the pool holds no more)", name, len(pick), budget)
+            atomic_write_text(folder / "ids.txt", "".join(f"{ids[i]}\n" for i in pick))
+            counts = np.bincount(labels[pick], minlength=len(names)).tolist()
+            return {"count": int(len(pick)), "budget": budget, "class_counts": counts, "tail_classes": tail}
+
+        self.step(f"sample_{name}", OmegaConf.create(settings), ["dedup" if pool is not None else "embed"], body)
+        return folder
+
+    def store_labels(self) -> tuple[list[str], np.ndarray, list[str]]:
+        """The embed store's ids, ``(N,)`` labels and label names.
+
+        Raises:
+            ValueError: the store has no labels (naming ``baselines`` and ``data.labels_from_dirs``).
+        """
+        from curate.io.store import load_embeddings, load_labels
+
+        store = self.folder("embed")
+        try:
+            labels, names = load_labels(store)
+        except FileNotFoundError:
+            raise ValueError(labels_needed([b for b in self.cfg.baselines if b in CONTROLS])) from None
+        _, ids = load_embeddings(store)
+        names = names or [str(c) for c in range(int(labels.max(initial=-1)) + 1)]
+        return [str(i) for i in ids], labels, names
 
 
 def _store_summary(manifest: dict) -> dict:
@@ -550,8 +735,8 @@ def _eval_summary(evaluate: Any) -> Any:
 
 def chain(cfg: DictConfig) -> list[str]:
     """The stage jobs of a submitted pipeline, in order (each runs with ``only=<stage>``)."""
-    stages = [s for s in STAGES if s in cfg.stages or (s == "base" and cfg.base.root is not None)]
-    return stages
+    validate(cfg)
+    return [s for s in STAGES if s in cfg.stages or (s == "base" and cfg.base.root is not None)]
 
 
 def run_pipeline(cfg: DictConfig, root: str | Path | None = None) -> dict[str, Any] | None:

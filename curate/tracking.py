@@ -11,7 +11,7 @@ wandb (``logger.wandb.mode`` in the stage configs):
 - ``offline``: a run folder under ``<out>/wandb/`` (upload later with ``wandb sync``); never
   touches the network.
 - ``online``: streams to the server; when ``wandb.init`` fails or does not answer within
-  ``init_timeout`` seconds, the tracker warns and falls back to ``offline``.
+  ``logger.wandb.init_timeout_s`` seconds, the tracker warns and falls back to ``offline``.
 
 ``WANDB_MODE`` in the environment wins over the config (``disabled`` switches wandb off, the test
 suite sets it; ``offline`` keeps an online config off the network). Runs are grouped by experiment
@@ -70,7 +70,7 @@ class Tracker:
         config: the resolved stage config, stored with the wandb run.
         name: wandb run name; ``group`` and ``job_type`` group runs in the wandb UI.
         project, entity: wandb project and entity.
-        init_timeout: seconds ``wandb.init`` may take before an online run falls back to offline.
+        init_timeout_s: seconds ``wandb.init`` may take before an online run falls back to offline.
         fresh: truncate an existing ``metrics.jsonl`` (and series files) first (stages whose log
             describes the whole result rather than one attempt: a resumed run rewrites it instead of
             duplicating lines).
@@ -88,7 +88,7 @@ class Tracker:
         job_type: str | None = None,
         project: str = "ssl-curate",
         entity: str | None = None,
-        init_timeout: float = 60.0,
+        init_timeout_s: float = 60.0,
         fresh: bool = False,
         resume_step: int | None = None,
     ) -> None:
@@ -113,7 +113,9 @@ class Tracker:
         elif resume_step is not None and self.path.exists():
             self._truncate(resume_step)
         if mode != "disabled":
-            self.run = self._init_wandb(dict(config or {}), name, group, job_type, project, entity, float(init_timeout))
+            self.run = self._init_wandb(
+                dict(config or {}), name, group, job_type, project, entity, float(init_timeout_s)
+            )
 
     def _init_wandb(
         self,
@@ -123,7 +125,7 @@ class Tracker:
         job_type: str | None,
         project: str,
         entity: str | None,
-        init_timeout: float,
+        init_timeout_s: float,
     ) -> Any:
         import wandb  # lazily: importing wandb costs seconds and is only needed when enabled
 
@@ -141,11 +143,11 @@ class Tracker:
         )
         if self.mode == "online":
             try:
-                return wandb.init(mode="online", settings=wandb.Settings(init_timeout=init_timeout), **kwargs)
+                return wandb.init(mode="online", settings=wandb.Settings(init_timeout=init_timeout_s), **kwargs)
             except Exception as err:  # network, auth, timeout: keep the run, log offline
                 log.warning("wandb online init failed (%s); logging offline to %s/wandb", err, self.out)
                 self.mode = "offline"
-        return wandb.init(mode="offline", settings=wandb.Settings(init_timeout=init_timeout), **kwargs)
+        return wandb.init(mode="offline", settings=wandb.Settings(init_timeout=init_timeout_s), **kwargs)
 
     def log(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
         """Append ``{"step": step, **metrics}`` to ``metrics.jsonl`` (and log scalars to wandb,
@@ -238,7 +240,6 @@ def stage_tracker(
     wb = cfg.logger.wandb
     if config is None and wb.mode != "disabled":
         config = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
-    timeout = getattr(wb, "init_timeout", None) or getattr(wb, "init_timeout_s", 60.0)  # curate / selfsup key
     return Tracker(
         out,
         mode=wb.mode,
@@ -248,7 +249,7 @@ def stage_tracker(
         job_type=stage,
         project=wb.project,
         entity=getattr(wb, "entity", None),
-        init_timeout=timeout,
+        init_timeout_s=wb.init_timeout_s,
         fresh=fresh,
         resume_step=resume_step,
     )

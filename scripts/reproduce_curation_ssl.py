@@ -7,8 +7,11 @@
 
 The experiment itself is ``curate.pipeline`` (configs/experiment/curation_ssl*.yaml: settings, seeds
 as a Hydra multirun); this script only reads the runs: every ``summary.json`` under ``--runs`` (one per
-seed), and per run the curated, random and full trainings (``train*/manifest.json``,
-``train*/train_ids.txt``) and evaluations (``eval*/eval.json``). The class balance of each training set
+seed), and per run the trainings (``train*/manifest.json``, ``train*/train_ids.txt``) and evaluations
+(``eval*/eval.json``) of the positive control first (``balanced``: a label-balanced set; ``no_tail``: no
+image of the tail classes), then the curated, random and full sets. The control's gap (balanced minus
+no_tail on the tail classes, paired per seed) says whether the regime can show a training set's
+composition at all; results.md states it above the table. The class balance of each training set
 comes from the ids it was trained on and the pool's labels (the embed store's ``labels.npy``: run
 the pipeline with ``data.labels_from_dirs=true``, as the curation_ssl experiment does).
 """
@@ -17,18 +20,25 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from curate.analysis.balance import mean_std, sample_balance
+from curate.io.atomic import atomic_path, atomic_write_json, atomic_write_text
 
-from curate.analysis.balance import mean_std, sample_balance  # noqa: E402
-from curate.io.atomic import atomic_path, atomic_write_json, atomic_write_text  # noqa: E402
-
-SETS = {"curated": ("train", "eval"), "random": ("train_random", "eval_random"), "full": ("train_full", "eval_full")}
+# table order: the positive control (label oracles) first, then the comparison it licenses
+SETS = {
+    "balanced": ("train_balanced", "eval_balanced"),
+    "no_tail": ("train_no_tail", "eval_no_tail"),
+    "curated": ("train", "eval"),
+    "random": ("train_random", "eval_random"),
+    "full": ("train_full", "eval_full"),
+}
+CONTROL = ("balanced", "no_tail")
 METRICS = {
     "knn_top1": "k-NN top-1",
     "knn_tail": "k-NN tail",
@@ -100,23 +110,47 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def _pm(entry: dict[str, Any], scale: float = 100.0) -> str:
-    if not entry["values"]:
+def control_gap(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per tail metric, balanced minus no_tail paired per run (seed): mean / std over the runs that
+    have both (empty when none has)."""
+    pairs = [r["sets"] for r in runs if all(name in r["sets"] for name in CONTROL)]
+    gap = {}
+    for metric in ("knn_tail", "linear_tail"):
+        values = [b[metric] - n[metric] if None not in (b[metric], n[metric]) else None
+                  for b, n in ((sets["balanced"], sets["no_tail"]) for sets in pairs)]  # fmt: skip
+        gap[metric] = mean_std(values)
+    return gap if pairs else {}
+
+
+def _pm(entry: dict[str, Any], scale: float = 100.0, signed: bool = False) -> str:
+    if not entry["values"] or math.isnan(entry["mean"]):
         return "-"
     mean, std = scale * entry["mean"], scale * entry["std"]
-    return f"{mean:.1f} ± {std:.1f}" if len(entry["values"]) > 1 else f"{mean:.1f}"
+    text = f"{mean:+.1f}" if signed else f"{mean:.1f}"
+    return f"{text} ± {std:.1f}" if len(entry["values"]) > 1 else text
 
 
 def markdown(results: dict[str, Any]) -> str:
     """The accuracy / balance table and the per-class table (docs/curation_ssl.md's layout)."""
     summary, runs = results["summary"], results["runs"]
     names = runs[0].get("label_names") or []
-    tail = runs[0]["sets"]["curated"]["tail_classes"] or []
+    tail = next(iter(runs[0]["sets"].values()))["tail_classes"] or []
     lines = [
         f"Top-1 (%) on the test folder, mean ± std over {len(runs)} run(s) (seeds {[r['seed'] for r in runs]}); "
         f"tail = mean per-class top-1 over the {len(tail)} rarest pool classes "
         f"({', '.join(names[c] if c < len(names) else str(c) for c in tail)}).",
         "",
+    ]
+    gap = results.get("control_gap")
+    if gap:
+        lines += [
+            "Positive control: balanced minus no_tail, paired per seed: "
+            f"tail k-NN {_pm(gap['knn_tail'], signed=True)}, tail linear {_pm(gap['linear_tail'], signed=True)} "
+            "points. Near zero, this regime does not show "
+            "the composition of its training set, and curated vs random cannot be read as a test of curation.",
+            "",
+        ]
+    lines += [
         "| training set | images | tail share (gain) | label entropy | " + " | ".join(METRICS.values()) + " |",
         "|---|---|---|---|" + "---|" * len(METRICS),
     ]
@@ -148,7 +182,8 @@ def plot(results: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     summary, runs = results["summary"], results["runs"]
-    colors = {"curated": "#1b9e77", "random": "#d95f02", "full": "#7570b3", "pool": "#999999"}
+    colors = {"balanced": "#66a61e", "no_tail": "#e7298a", "curated": "#1b9e77", "random": "#d95f02", "full": "#7570b3",
+              "pool": "#999999"}  # fmt: skip
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
     width, x = 0.8 / len(summary), np.arange(len(METRICS))
     for i, (name, row) in enumerate(summary.items()):
@@ -191,7 +226,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(f"error: no pipeline run (summary.json) under {runs_dir}", file=sys.stderr)
         raise SystemExit(2)
     runs = [read_run(root) for root in roots]
-    results = {"runs": runs, "summary": summarise(runs)}
+    results = {"runs": runs, "summary": summarise(runs), "control_gap": control_gap(runs)}
     out = Path(args.out) if args.out else runs_dir
     atomic_write_json(out / "results.json", results)
     table = markdown(results)

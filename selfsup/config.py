@@ -17,7 +17,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from curate.conf import WandbMode, choices, register_help
+from curate.conf import LoggerConfig, choices, register_help
 
 # Fashion-MNIST pixel statistics (train split, pixels scaled to [0, 1]).
 FMNIST_MEAN = 0.2860
@@ -167,20 +167,6 @@ class TrainLoopConfig:
     # (for selfsup.eval backbone=<file>: how the features change over a run); 0: none
     snapshot_every: int = 0
     num_workers: int | None = None  # DataLoader workers (decoding + augmentation); None: from the job's CPUs
-
-
-@dataclass
-class WandbConfig:
-    mode: WandbMode = WandbMode.disabled
-    project: str = "ssl-curate"
-    entity: str | None = None
-    group: str | None = None  # wandb group; None: the run's name (curate.pipeline sets the experiment's)
-    init_timeout_s: float = 60.0
-
-
-@dataclass
-class LoggerConfig:
-    wandb: WandbConfig = field(default_factory=WandbConfig)
 
 
 @dataclass

@@ -50,12 +50,23 @@ def test_script_tables_match_the_runs(tmp_path, fmnist_folders, load_script):
     runs = tmp_path / "runs"
     for seed in (0, 1):
         stages = "stages=[embed,cluster,sample,train,eval]"
-        cfg = pipeline_cfg(fmnist_folders, f"seed={seed}", "baselines=[random,full]", stages)
+        cfg = pipeline_cfg(fmnist_folders, f"seed={seed}", "baselines=[balanced,no_tail,random,full]", stages)
         run_pipeline(cfg, runs / f"seed={seed}")
     results = load_script("reproduce_curation_ssl").main(["--runs", str(runs)])
     assert (runs / "results.png").stat().st_size > 0
     table = (runs / "results.md").read_text()
-    assert all(f"| {name} |" in table for name in ("curated", "random", "full"))
+    rows = [line.split(" | ")[0][2:] for line in table.splitlines() if line.startswith("| ") and " | 40 | " in line]
+    assert rows == ["balanced", "no_tail", "curated", "random"]  # the control first
+    assert "| full | 150 |" in table
+    # the control's gap: balanced minus no_tail, paired per seed, from the evaluations themselves
+    for metric, probe in (("knn_tail", "knn"), ("linear_tail", "linear")):
+        tails = {name: [json.loads((runs / f"seed={s}" / f"eval_{name}" / "eval.json").read_text())[probe]["tail_mean"]
+                        for s in (0, 1)] for name in ("balanced", "no_tail")}  # fmt: skip
+        gap = np.subtract(tails["balanced"], tails["no_tail"])
+        assert results["control_gap"][metric]["values"] == pytest.approx(gap.tolist())
+        shown = f"{100 * gap.mean():+.1f} ± {100 * gap.std(ddof=1):.1f}"
+        assert f"tail {'k-NN' if probe == 'knn' else 'linear'} {shown}" in table
+    assert results["summary"]["no_tail"]["rarest_share"]["values"] == [0.0, 0.0]  # no tail image trained on
     labels = np.load(runs / "seed=0" / "embed" / "labels.npy")
     ids = (runs / "seed=0" / "embed" / "ids-00000.txt").read_text().splitlines()
     row = {i: r for r, i in enumerate(ids)}

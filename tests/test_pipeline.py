@@ -11,7 +11,8 @@ import pytest
 from conftest import compose_config
 from PIL import Image
 
-from curate.pipeline import STAMP, run_pipeline
+from curate.pipeline import STAMP, balanced_rows, no_tail_rows, run_pipeline
+from curate.sampling import water_fill
 
 TINY_TRAIN = (
     "{model: {depth: 1, embed_dim: 32, num_heads: 2},"
@@ -153,6 +154,133 @@ def test_resume_after_a_kill_and_rerun_of_what_changed_only(tmp_path, folders, m
     assert summary["sample_size"] == 30 and summary["train_images"] == 30
 
 
+def brute_water_fill_bounds(sizes: np.ndarray, budget: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per class the least and the most a water-fill of ``budget`` may give: with ``x`` the largest
+    cap such that ``sum(min(x, sizes)) <= budget`` (searched one by one), ``min(x, s)`` and ``min(x + 1, s)``."""
+    x = 0
+    while x <= sizes.max() and np.minimum(x + 1, sizes).sum() <= budget:
+        x += 1
+    return np.minimum(x, sizes), np.minimum(x + 1, sizes)
+
+
+def test_balanced_rows_are_a_water_fill_of_the_class_sizes():
+    rng = np.random.default_rng(0)
+    labels = rng.permutation(np.repeat(np.arange(5), [50, 20, 5, 2, 30]))
+    sizes = np.bincount(labels)
+    for budget in (1, 13, 40, 106, 107, 500):
+        rows = balanced_rows(labels, budget, np.random.default_rng(3))
+        counts = np.bincount(labels[rows], minlength=5)
+        assert len(np.unique(rows)) == len(rows) == min(budget, 107)  # no duplicates, the budget
+        assert counts.tolist() == water_fill(sizes, budget, np.random.default_rng(3)).tolist()
+        low, high = brute_water_fill_bounds(sizes, budget)
+        assert np.all(low <= counts) and np.all(counts <= high)
+    again = balanced_rows(labels, 40, np.random.default_rng(3))
+    assert np.array_equal(again, balanced_rows(labels, 40, np.random.default_rng(3)))  # a seed: one selection
+    assert not np.array_equal(again, balanced_rows(labels, 40, np.random.default_rng(4)))
+    # random items inside a class: class 0's quota is 11 (11 + 11 + 5 + 2 + 11 = 40), each of its 50
+    # items is picked 11 / 50 of the time (binomial sd over 400 seeds: 0.021)
+    picked = np.zeros(len(labels))
+    for seed in range(400):
+        picked[balanced_rows(labels, 40, np.random.default_rng(seed))] += 1
+    share = picked[labels == 0] / 400
+    assert share.mean() == pytest.approx(11 / 50) and share.min() > 0.13 and share.max() < 0.31
+
+
+def test_no_tail_rows_leave_out_the_tail_and_draw_uniformly():
+    labels = np.repeat(np.arange(4), [6, 9, 3, 2])
+    tail = [2, 3]
+    picked = np.zeros(len(labels))
+    for seed in range(3000):
+        rows = no_tail_rows(labels, 5, tail, np.random.default_rng(seed))
+        assert len(np.unique(rows)) == len(rows) == 5 and not np.isin(labels[rows], tail).any()
+        picked[rows] += 1
+    assert np.all(np.abs(picked[labels < 2] / 3000 - 5 / 15) < 0.04) and picked[labels >= 2].sum() == 0
+    first = no_tail_rows(labels, 5, tail, np.random.default_rng(1))
+    assert np.array_equal(first, no_tail_rows(labels, 5, tail, np.random.default_rng(1)))
+    assert not np.array_equal(first, no_tail_rows(labels, 5, tail, np.random.default_rng(2)))
+    assert len(no_tail_rows(labels, 40, tail, np.random.default_rng(0))) == 15  # budget above what is left: all
+
+
+CONTROL_STAGES = [f"{kind}_{name}" for name in ("balanced", "no_tail") for kind in ("sample", "train", "eval")]
+
+
+def test_the_positive_control_runs_before_the_curation_and_a_rerun_skips_it(tmp_path, folders, monkeypatch, caplog):
+    """balanced / no_tail: selected, trained and evaluated from the dedup'd pool before cluster runs
+    (cluster is killed here: the control is finished anyway); a re-run skips them."""
+    import curate.cluster
+
+    real_cluster, root = curate.cluster.cluster, tmp_path / "tiny"
+
+    def killed(cfg):
+        raise SimulatedKill
+
+    monkeypatch.setattr(curate.cluster, "cluster", killed)
+    with pytest.raises(SimulatedKill), caplog.at_level("INFO", logger="curate.pipeline"):
+        run_pipeline(pipeline_cfg(folders, "baselines=[balanced,no_tail]"), root)
+    tails = [
+        json.loads((root / f"eval_{n}" / STAMP).read_text())["result"]["knn_tail"] for n in ("balanced", "no_tail")
+    ]
+    assert f"balanced minus no_tail: knn_tail {tails[0] - tails[1]:+.1f}" in caplog.text  # known before cluster
+    assert all(json.loads((root / s / STAMP).read_text())["status"] == "complete" for s in CONTROL_STAGES)
+    assert json.loads((root / "cluster" / STAMP).read_text())["status"] == "running" and not (root / "sample").exists()
+
+    store_ids = lines(root / "embed" / "ids-00000.txt")
+    labels = np.load(root / "embed" / "labels.npy")
+    names = json.loads((root / "embed" / "label_names.json").read_text())
+    row = {i: r for r, i in enumerate(store_ids)}
+    kept = set(lines(root / "dedup" / "kept_ids.txt"))
+    sizes = np.bincount(labels[[row[i] for i in kept]], minlength=len(names))
+    picks, results = {}, {}
+    for name in ("balanced", "no_tail"):
+        ids = lines(root / f"sample_{name}" / "ids.txt")
+        assert len(set(ids)) == len(ids) == 40 and set(ids) <= kept  # the budget, from the dedup'd pool
+        assert sorted(lines(root / f"train_{name}" / "train_ids.txt")) == sorted(ids)  # trained on it
+        picks[name] = np.bincount(labels[[row[i] for i in ids]], minlength=len(names))
+        results[name] = json.loads((root / f"sample_{name}" / STAMP).read_text())["result"]
+        assert results[name]["class_counts"] == picks[name].tolist() and results[name]["budget"] == 40
+    low, high = brute_water_fill_bounds(sizes, 40)
+    assert np.all(low <= picks["balanced"]) and np.all(picks["balanced"] <= high)
+    # no_tail: none of the pool's 3 rarest classes (counted from the folder the pool was written to)
+    pool = json.loads((folders / "splits.json").read_text())
+    present = [(n, c) for n, c in zip(pool["classes"], pool["folders"]["pool"]["class_counts"]) if c]
+    rarest = {n for n, _ in sorted(present, key=lambda nc: nc[1])[:3]}  # stable: ties by class order
+    assert {names[c] for c in results["no_tail"]["tail_classes"]} == rarest
+    assert (
+        all(picks["no_tail"][names.index(n)] == 0 for n in rarest) and picks["balanced"][names.index(min(rarest))] > 0
+    )
+
+    monkeypatch.setattr(curate.cluster, "cluster", real_cluster)
+    summary = run_pipeline(pipeline_cfg(folders, "baselines=[balanced,no_tail]"), root)
+    order = list(summary["stages"])
+    assert order[order.index("dedup") + 1 : order.index("cluster")] == CONTROL_STAGES  # the control first
+    assert {s for s, e in summary["stages"].items() if e["ran"]} == {"cluster", "sample", "train", "eval"}
+    for name in ("balanced", "no_tail"):
+        entry = summary["baselines"][name]
+        assert entry["selection"]["class_counts"] == picks[name].tolist() and entry["n_train"] == 40
+        assert 0.0 <= entry["knn_top1"] <= 100.0
+
+
+def test_label_oracles_without_pool_labels_are_refused_through_the_cli(tmp_path, folders, cli):
+    args = [
+        "-m",
+        "curate.pipeline",
+        "+experiment=curation_ssl_quick",
+        "data=image_folder",
+        f"data.root={folders / 'pool'}",  # data.labels_from_dirs left false: the store has no labels
+        f"eval.train_root={folders / 'train'}",
+        f"eval.test_root={folders / 'test'}",
+        "name=nolabels",
+        f"out_dir={tmp_path}",
+        "baselines=[random,no_tail]",
+        *TINY,
+    ]
+    proc = cli(*args, check=False)
+    last = proc.stderr.strip().splitlines()[-1]
+    assert proc.returncode == 2 and last.startswith("error: baselines: no_tail ")
+    assert "data.labels_from_dirs=true" in last
+    assert not (tmp_path / "nolabels" / "embed").exists()  # refused before any stage ran
+
+
 def test_a_folder_not_made_by_the_pipeline_is_refused(tmp_path, folders):
     (tmp_path / "tiny" / "cluster").mkdir(parents=True)
     (tmp_path / "tiny" / "cluster" / "precious.txt").write_text("mine")
@@ -175,7 +303,8 @@ def test_contract_command_line(tmp_path, folders, cli):
         f"eval.test_root={folders / 'test'}",
         "name=contract",
         f"out_dir={tmp_path}",
-        "baselines=[random]",
+        "data.labels_from_dirs=true",  # the quick preset runs the positive control too (it needs the labels)
+        "baselines=[random,no_tail,balanced]",
         *TINY,
     ]
     cli(*args)
@@ -183,6 +312,7 @@ def test_contract_command_line(tmp_path, folders, cli):
     for key in ("pool_size", "kept_after_dedup", "sample_size", "train_images", "knn_top1", "linear_top1"):
         assert key in summary
     assert summary["train_images"] == summary["sample_size"] == 40 and "random" in summary["baselines"]
+    assert all(summary["baselines"][name]["train_images"] == 40 for name in ("no_tail", "balanced"))
     bad = cli(*[a if not a.startswith("data.root=") else f"data.root={tmp_path / 'nope'}" for a in args], check=False)
     assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith("error: ")
     assert "nope" in bad.stderr

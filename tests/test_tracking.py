@@ -58,7 +58,7 @@ def test_online_without_network_falls_back_to_an_offline_run_under_out(tmp_path,
         return real_init(*args, mode=mode, **kwargs)
 
     monkeypatch.setattr(wandb, "init", init)
-    cfg = compose_config("cluster", ["logger.wandb.mode=online", "logger.wandb.init_timeout=5"])
+    cfg = compose_config("cluster", ["logger.wandb.mode=online", "logger.wandb.init_timeout_s=5"])
     out = tmp_path / "cluster" / "toy_2d"
     with stage_tracker(cfg, out, "cluster") as tracker:
         assert modes == ["online", "offline"] and tracker.mode == "offline"

@@ -65,7 +65,8 @@ from omegaconf.errors import OmegaConfBaseException
 
 import curate.embed.config  # noqa: F401  (registers the data / encoder group schemas)
 from curate.conf import LoggerConfig
-from curate.io.atomic import atomic_write_json, atomic_write_text
+from curate.io.atomic import atomic_write_json
+from curate.io.idlist import read_ids, write_ids
 from curate.sampling import resolve_target, water_fill
 
 log = logging.getLogger(__name__)
@@ -642,7 +643,7 @@ class Pipeline:
         def body(c: DictConfig) -> dict:
             n = int(len(np.load(self.folder("sample") / "indices.npy", allow_pickle=False)))
             if pool is not None:
-                ids = (pool / "kept_ids.txt").read_text().splitlines()
+                ids = read_ids(pool / "kept_ids.txt")
             else:
                 from curate.io.store import load_embeddings
 
@@ -650,7 +651,7 @@ class Pipeline:
                 ids = [str(i) for i in store_ids]
             rng = np.random.default_rng([int(c.seed), 7])
             pick = np.sort(rng.choice(len(ids), size=min(n, len(ids)), replace=False))
-            atomic_write_text(folder / "ids.txt", "".join(f"{ids[i]}\n" for i in pick))
+            write_ids(folder / "ids.txt", (ids[i] for i in pick))
             return {"count": int(len(pick))}
 
         upstream = ["sample", "dedup" if pool is not None else "embed"]
@@ -680,7 +681,7 @@ class Pipeline:
             pick = rows[oracle_rows(name, labels[rows], budget, tail, rng)]
             if len(pick) < budget:
                 log.warning("sample_%s: %d items for a budget of %d (the pool holds no more)", name, len(pick), budget)
-            atomic_write_text(folder / "ids.txt", "".join(f"{ids[i]}\n" for i in pick))
+            write_ids(folder / "ids.txt", (ids[i] for i in pick))
             counts = np.bincount(labels[pick], minlength=len(names)).tolist()
             return {"count": int(len(pick)), "budget": budget, "class_counts": counts, "tail_classes": tail}
 

@@ -29,6 +29,7 @@ import numpy as np
 
 from curate.analysis.balance import mean_std, sample_balance
 from curate.io.atomic import atomic_path, atomic_write_json, atomic_write_text
+from curate.io.idlist import read_ids
 
 # table order: the positive control (label oracles) first, then the comparison it licenses
 SETS = {
@@ -82,7 +83,7 @@ def read_run(root: Path) -> dict[str, Any]:
             **{f"{p}_per_class": report[p]["per_class"] for p in ("knn", "linear")},
         }
         if pool is not None:
-            rows = np.asarray([lookup[i] for i in (root / train_dir / "train_ids.txt").read_text().splitlines()])
+            rows = np.asarray([lookup[i] for i in read_ids(root / train_dir / "train_ids.txt")])
             balance = sample_balance(rows, labels, n_rarest=len(report["tail_classes"] or [1]))
             pool_share = np.isin(labels, balance["rarest_labels"]).mean()  # the same classes in the pool
             entry["balance"] = {**balance, "tail_gain": balance["rarest_share"] / pool_share if pool_share else None}

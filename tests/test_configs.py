@@ -36,6 +36,7 @@ EXPERIMENTS = {
     "curation_ssl": "pipeline",
     "curation_ssl_quick": "pipeline",
     "curation_ssl_gpu": "pipeline",
+    "curation_ssl_resnet": "pipeline",
 }
 # sources the trainer refuses (text): selfsup.train takes the data group's image sources only
 TEXT_SOURCES = ("jsonl", "text_lines", "wordnet")

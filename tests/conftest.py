@@ -70,7 +70,9 @@ class _Cli:
     """Run ``python <args>`` the way a user does: one thread, Hydra's one-line errors."""
 
     def __init__(self) -> None:
-        self.env = {**os.environ, "HYDRA_FULL_ERROR": "0", "OMP_NUM_THREADS": "1"}
+        # this checkout first on the path: the code under test, whatever the editable install points at
+        path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
+        self.env = {**os.environ, "HYDRA_FULL_ERROR": "0", "OMP_NUM_THREADS": "1", "PYTHONPATH": path}
 
     def __call__(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         proc = subprocess.run([sys.executable, *args], capture_output=True, text=True, env=self.env, timeout=300)

@@ -118,10 +118,14 @@ def reference(metric: str, rows: list[dict[str, Any]], root: Path | None) -> tup
             return None
         import numpy as np
 
+        from curate.io.shards import open_npy
         from curate.metrics import kl_to_uniform
 
-        x = np.load(path, mmap_mode="r", allow_pickle=False)
-        return (kl_to_uniform(np.asarray(x, dtype=np.float64)), "raw data") if x.ndim == 2 and x.shape[1] == 2 else None
+        try:
+            x = open_npy(path)
+        except ValueError:  # not an (n, d) .npy: no raw-data reference
+            return None
+        return (kl_to_uniform(np.asarray(x, dtype=np.float64)), "raw data") if x.shape[1] == 2 else None
     return None
 
 

@@ -66,6 +66,16 @@ def test_script_tables_match_the_runs(tmp_path, fmnist_folders, load_script):
         assert results["control_gap"][metric]["values"] == pytest.approx(gap.tolist())
         shown = f"{100 * gap.mean():+.1f} ± {100 * gap.std(ddof=1):.1f}"
         assert f"tail {'k-NN' if probe == 'knn' else 'linear'} {shown}" in table
+
+    def knn_tail(folder: str) -> list[float]:
+        return [json.loads((runs / f"seed={s}" / folder / "eval.json").read_text())["knn"]["tail_mean"] for s in (0, 1)]
+
+    knn_tail = {"curated": knn_tail("eval"), "random": knn_tail("eval_random")}
+    paired = np.subtract(knn_tail["curated"], knn_tail["random"]).tolist()
+    assert results["curated_gap"]["knn_tail"]["values"] == pytest.approx(paired)
+    assert "Curated minus random, paired per seed: tail k-NN" in table
+    verdict = "separates on every seed" if min(results["control_gap"]["knn_tail"]["values"]) >= 0.03 else "does not"
+    assert f"The control {verdict}" in table
     assert results["summary"]["no_tail"]["rarest_share"]["values"] == [0.0, 0.0]  # no tail image trained on
     labels = np.load(runs / "seed=0" / "embed" / "labels.npy")
     ids = (runs / "seed=0" / "embed" / "ids-00000.txt").read_text().splitlines()

@@ -67,10 +67,10 @@ def test_script_tables_match_the_runs(tmp_path, fmnist_folders, load_script):
         shown = f"{100 * gap.mean():+.1f} ± {100 * gap.std(ddof=1):.1f}"
         assert f"tail {'k-NN' if probe == 'knn' else 'linear'} {shown}" in table
 
-    def knn_tail(folder: str) -> list[float]:
+    def tail_knn(folder: str) -> list[float]:
         return [json.loads((runs / f"seed={s}" / folder / "eval.json").read_text())["knn"]["tail_mean"] for s in (0, 1)]
 
-    knn_tail = {"curated": knn_tail("eval"), "random": knn_tail("eval_random")}
+    knn_tail = {"curated": tail_knn("eval"), "random": tail_knn("eval_random")}
     paired = np.subtract(knn_tail["curated"], knn_tail["random"]).tolist()
     assert results["curated_gap"]["knn_tail"]["values"] == pytest.approx(paired)
     assert "Curated minus random, paired per seed: tail k-NN" in table

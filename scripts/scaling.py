@@ -18,13 +18,13 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from curate.bench.costmodel import Hardware, ScalingConfig, compute
+from curate.bench.costmodel import Hardware, ScalingConfig, compute, hierarchy_settings
 from curate.bench.scaling_report import render, variant_section, write_report
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    hw, cfg = Hardware(), ScalingConfig()
+    hw, cfg = Hardware(), ScalingConfig(**hierarchy_settings())  # configs/cluster/web_4level.yaml
     p.add_argument("--n", type=float, default=cfg.n, help="number of embeddings (7.43e8 works)")
     p.add_argument("--d", type=int, default=cfg.d)
     p.add_argument("--level1-k", type=int, default=cfg.level1_k)
@@ -37,7 +37,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--memory-budget-mb", type=float, default=cfg.memory_budget_mb)
     p.add_argument("--bf16", action="store_true", help="rows stored as bfloat16 on the GPU")
     p.add_argument("--row-passes", type=int, default=cfg.row_passes, help="row reads per k-means++ step")
-    p.add_argument("--init-max-points", type=float, default=None, help="k-means++ on at most this many rows")
+    p.add_argument(
+        "--init-max-points", type=float, default=cfg.init_max_points, help="k-means++ on at most this many rows"
+    )
     p.add_argument("--init-points-per-cluster", type=float, default=None, help="... or this many x k rows")
     for name in ("tflops", "efficiency", "hbm_gbps", "host_gbps", "net_gbps", "coll_latency_us"):
         p.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(hw, name))

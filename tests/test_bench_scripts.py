@@ -159,19 +159,28 @@ def test_scaling_writes_markdown(scaling, tmp_path, capsys):
     assert out.read_text().startswith(again.rstrip("\n")) and out.read_text().endswith("## By hand\n\nkept\n")
 
 
-def test_scaling_defaults_are_the_web_4level_config():
-    """The model's hierarchy is configs/cluster/web_4level.yaml (with HierarchyConfig's defaults)."""
+def test_scaling_reads_its_hierarchy_from_the_cluster_config(tmp_path):
+    """The script's hierarchy is configs/cluster/web_4level.yaml (with HierarchyConfig's defaults)."""
     from omegaconf import OmegaConf
 
     from curate.conf import HierarchyConfig
 
     yaml = OmegaConf.load(Path(__file__).resolve().parents[1] / "configs" / "cluster" / "web_4level.yaml")
-    cfg = cm.ScalingConfig()
+    got = cm.hierarchy_settings()
     first, upper = yaml.levels[0], yaml.levels[1:]
-    assert (cfg.level1_k, cfg.n_splits) == (first.k, first.n_splits)
-    assert cfg.levels == tuple(lv.k for lv in upper) and cfg.sample_r == tuple(lv.sample_size for lv in upper)
-    assert {lv.resample_steps for lv in upper} == {cfg.resample_steps}
-    assert cfg.n_iter == yaml.get("n_iter", HierarchyConfig.n_iter)
+    assert (got["level1_k"], got["n_splits"]) == (first.k, first.n_splits)
+    assert got["levels"] == tuple(lv.k for lv in upper) and got["sample_r"] == tuple(lv.sample_size for lv in upper)
+    assert {lv.resample_steps for lv in upper} == {got["resample_steps"]}
+    assert got["n_iter"] == yaml.get("n_iter", HierarchyConfig.n_iter)
+    assert got["init_max_points"] == yaml.init_max_points
+    other = tmp_path / "other.yaml"  # another hierarchy: the settings follow the file
+    upper = "  - {k: 50, resample_steps: 3, sample_size: 2}\n"
+    other.write_text("levels:\n  - {k: 1000, n_splits: 10}\n" + upper + "n_iter: 7\n")
+    assert cm.hierarchy_settings(other) == {"level1_k": 1000, "n_splits": 10, "levels": (50,), "sample_r": (2,),
+                                            "resample_steps": 3, "n_iter": 7, "init_max_points": None}  # fmt: skip
+    other.write_text("levels:\n  - {k: 1000}\n  - {k: 50, resample_steps: 3}\n  - {k: 5, resample_steps: 1}\n")
+    with pytest.raises(ValueError, match="one resample_steps"):
+        cm.hierarchy_settings(other)
     # the chunk and trial rules are the engine's own
     assert cm.chunk_rows(2**30, 500_000, 1024) == (2**30) // (4 * 500_000 + 12 * 1024 + 32)
     assert cm.kpp_trials(100_000) == 2 + int(math.log(100_000))

@@ -7,6 +7,7 @@ paper's web-image run, ``configs/cluster/web_4level.yaml`` on N = 743M x 1024 fl
 (:func:`curate.kmeans.kernels.chunk_rows_for` on a GPU) and k-means++ trials
 (:func:`curate.kmeans.init.kpp_trials`).
 
+    >>> res = compute(ScalingConfig(**hierarchy_settings()))   # the hierarchy read from web_4level.yaml
     >>> res = compute(ScalingConfig())          # {"config", "levels", "t_total", "gpu_hours", ...}
     >>> res["levels"][0]["lloyd"]["t_iter"]     # seconds of one level-1 Lloyd iteration
 
@@ -16,7 +17,9 @@ paper's web-image run, ``configs/cluster/web_4level.yaml`` on N = 743M x 1024 fl
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from curate.kmeans.init import kpp_trials
@@ -28,6 +31,7 @@ __all__ = [
     "TB",
     "Hardware",
     "ScalingConfig",
+    "hierarchy_settings",
     "chunk_rows",
     "compute",
     "kmeans_parallel",
@@ -402,6 +406,33 @@ def upper_level(cfg: ScalingConfig, j: int, n_in: int) -> dict[str, Any]:
         "t_reassign": t_reassign,
         "flops": it * full["flops"] + pp_full["flops"] + m * (it * samp["flops"] + pp_s["flops"] + full["flops"]),
         "t_total": t_lloyd + t_kpp + t_reassign,
+    }
+
+
+def hierarchy_settings(path: str | os.PathLike | None = None) -> dict[str, Any]:
+    """The :class:`ScalingConfig` fields a cluster config sets, read from its YAML (default:
+    ``configs/cluster/web_4level.yaml``): level 1's ``k`` and ``n_splits``, the upper levels' ``k``,
+    ``sample_size`` (r) and ``resample_steps`` (one value for all), ``n_iter`` and ``init_max_points``
+    (:class:`curate.conf.HierarchyConfig`'s defaults where the file is silent)."""
+    from omegaconf import OmegaConf
+
+    from curate import CONFIG_DIR
+    from curate.conf import HierarchyConfig, LevelConfig
+
+    path = Path(path) if path is not None else Path(CONFIG_DIR) / "cluster" / "web_4level.yaml"
+    node = OmegaConf.load(path)
+    first, upper = node.levels[0], node.levels[1:]
+    steps = {int(lv.get("resample_steps", LevelConfig.resample_steps)) for lv in upper}
+    if len(steps) > 1:
+        raise ValueError(f"{path}: the cost model takes one resample_steps for the upper levels, got {sorted(steps)}")
+    return {
+        "level1_k": int(first.k),
+        "n_splits": int(first.get("n_splits", LevelConfig.n_splits)),
+        "levels": tuple(int(lv.k) for lv in upper),
+        "sample_r": tuple(int(lv.get("sample_size", LevelConfig.sample_size)) for lv in upper),
+        "resample_steps": steps.pop() if steps else 0,
+        "n_iter": int(node.get("n_iter", HierarchyConfig.n_iter)),
+        "init_max_points": node.get("init_max_points", HierarchyConfig.init_max_points),
     }
 
 

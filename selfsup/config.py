@@ -30,6 +30,7 @@ Centering = choices("Centering", ("center", "sinkhorn_knopp"), __name__)
 MaskType = choices("MaskType", ("block", "random"), __name__)
 MaskSampling = choices("MaskSampling", ("batch", "independent"), __name__)
 ClipGradMode = choices("ClipGradMode", ("per_module", "global"), __name__)
+Reference = choices("Reference", ("none", "random_init", "pixels"), __name__)
 Device = choices("Device", ("auto", "cpu", "cuda"), __name__)
 
 
@@ -212,6 +213,9 @@ class EvalOptionsConfig:
     num_workers: int | None = None  # image decoding workers; None: from the job's CPUs
     device: Device = Device.auto
     seed: int = 0
+    # a reference to score instead of the trained backbone, on the same images and probes: random_init
+    # (its architecture, freshly initialised with ``seed``) or pixels (the normalised images, flattened)
+    reference: Reference = Reference.none
 
 
 @dataclass

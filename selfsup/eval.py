@@ -307,7 +307,7 @@ def evaluate(cfg: EvalConfig | DictConfig) -> dict[str, Any]:
 def _evaluate(cfg: EvalConfig, t0: float) -> dict[str, Any]:
     e = cfg.eval
     device = resolve_device(e.device, key="eval.device")
-    encoder = load_backbone(cfg.backbone)
+    encoder = load_backbone(cfg.backbone, reference=str(e.reference), seed=e.seed)
     channels = encoder.in_chans
     train_set = _open_labelled(cfg.data.train, "train", channels)
     test_set = _open_labelled(cfg.data.test, "test", channels)
@@ -346,6 +346,7 @@ def _evaluate(cfg: EvalConfig, t0: float) -> dict[str, Any]:
     report = {
         "stage": "selfsup.eval",
         "backbone": str(cfg.backbone),
+        "reference": str(e.reference),  # none: the backbone itself; random_init / pixels: a baseline
         "embed_dim": encoder.embed_dim,
         "n_train": len(train_set),
         "n_test": len(test_set),

@@ -104,8 +104,25 @@ class Encoder(nn.Module):
         return self.vit(x).float()
 
 
-def load_backbone(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Encoder:
+class Pixels(nn.Module):
+    """The reference "no features": ``(B, C, H, W)`` normalised images -> ``(B, C*H*W)``."""
+
+    def __init__(self, img_size: int, in_chans: int) -> None:
+        super().__init__()
+        self.img_size, self.in_chans, self.embed_dim = img_size, in_chans, img_size * img_size * in_chans
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(1)
+
+
+def load_backbone(
+    path: str | os.PathLike, map_location: str | torch.device = "cpu", reference: str = "none", seed: int = 0
+) -> Encoder:
     """Rebuild the exported backbone as an eval-mode :class:`Encoder`.
+
+    ``reference`` replaces it by a baseline with the same input (size, channels, normalisation):
+    ``random_init``, the same architecture freshly initialised with ``seed`` (what training added), or
+    ``pixels``, the normalised images flattened (:class:`Pixels`: what any features should beat).
 
     Raises:
         FileNotFoundError: missing file.
@@ -117,13 +134,19 @@ def load_backbone(path: str | os.PathLike, map_location: str | torch.device = "c
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ValueError(f"{path} is not a {FORMAT} file (export it with selfsup.train)")
     kwargs = payload["model_kwargs"]
-    if kwargs.get("arch") == "resnet":
+    torch.manual_seed(seed)  # the weights of a random_init reference
+    if reference == "pixels":
+        vit: nn.Module = Pixels(int(payload["img_size"]), int(payload["in_chans"]))
+    elif kwargs.get("arch") == "resnet":
         from selfsup.models import SmallResNet
 
-        vit: nn.Module = SmallResNet(**kwargs)
+        vit = SmallResNet(**kwargs)
     else:
         vit = VisionTransformer(**kwargs)
-    vit.load_state_dict(payload["state_dict"])
+    if reference == "none":
+        vit.load_state_dict(payload["state_dict"])
+    elif reference not in ("random_init", "pixels"):
+        raise ValueError(f"reference must be none, random_init or pixels, got {reference!r}")
     norm = payload["normalize"]
     return Encoder(vit, norm["mean"], norm["std"]).eval()
 

@@ -503,3 +503,26 @@ def test_snapshots_hold_the_teacher_backbone_along_the_run(tmp_path, fmnist_npy)
     assert moved, "the teacher did not change between iterations 2 and 4"
     with pytest.raises(ValueError, match="train.snapshot_every"):
         tiny_cfg(tmp_path / "bad", fmnist_npy, "train.snapshot_every=-1")
+
+
+def test_reference_encoders_random_init_and_pixels(tmp_path, fmnist_npy):
+    from timm.models.vision_transformer import VisionTransformer
+
+    cfg = tiny_cfg(tmp_path / "run", fmnist_npy, "train.iterations=2")
+    train(cfg)
+    path = tmp_path / "run" / "backbone.pt"
+    images = np.load(fmnist_npy / "images.npy")[:6]
+    pixels = load_backbone(path, reference="pixels")
+    expected = ((images.astype(np.float32) / 255 - cfg.crops.mean[0]) / cfg.crops.std[0]).reshape(6, -1)
+    np.testing.assert_allclose(embed_images(pixels, images, 4), expected, rtol=1e-6, atol=1e-6)
+    assert pixels.embed_dim == 28 * 28 and pixels.mean == cfg.crops.mean
+
+    trained, fresh = load_backbone(path), load_backbone(path, reference="random_init", seed=3)
+    payload = torch.load(path, weights_only=True)
+    torch.manual_seed(3)  # the same architecture, initialised with the seed
+    reference = VisionTransformer(**payload["model_kwargs"]).state_dict()
+    for key, value in fresh.vit.state_dict().items():
+        torch.testing.assert_close(value, reference[key], rtol=0, atol=0)
+    assert any(not torch.equal(v, trained.vit.state_dict()[k]) for k, v in fresh.vit.state_dict().items())
+    with pytest.raises(ValueError, match="reference must be"):
+        load_backbone(path, reference="imagenet")

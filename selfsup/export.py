@@ -133,20 +133,22 @@ def load_backbone(
     payload = torch.load(path, map_location=map_location, weights_only=True)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ValueError(f"{path} is not a {FORMAT} file (export it with selfsup.train)")
+    if reference not in ("none", "random_init", "pixels"):
+        raise ValueError(f"reference must be none, random_init or pixels, got {reference!r}")
     kwargs = payload["model_kwargs"]
-    torch.manual_seed(seed)  # the weights of a random_init reference
     if reference == "pixels":
         vit: nn.Module = Pixels(int(payload["img_size"]), int(payload["in_chans"]))
-    elif kwargs.get("arch") == "resnet":
-        from selfsup.models import SmallResNet
-
-        vit = SmallResNet(**kwargs)
     else:
-        vit = VisionTransformer(**kwargs)
+        with torch.random.fork_rng(devices=[]):  # a random_init's weights from `seed`; the caller's RNG untouched
+            torch.manual_seed(seed)
+            if kwargs.get("arch") == "resnet":
+                from selfsup.models import SmallResNet
+
+                vit = SmallResNet(**kwargs)
+            else:
+                vit = VisionTransformer(**kwargs)
     if reference == "none":
         vit.load_state_dict(payload["state_dict"])
-    elif reference not in ("random_init", "pixels"):
-        raise ValueError(f"reference must be none, random_init or pixels, got {reference!r}")
     norm = payload["normalize"]
     return Encoder(vit, norm["mean"], norm["std"]).eval()
 

@@ -88,3 +88,13 @@ def test_script_tables_match_the_runs(tmp_path, fmnist_folders, load_script):
         counts = np.bincount(labels[trained], minlength=int(labels.max()) + 1).tolist()
         assert results["runs"][0]["sets"][name]["balance"]["label_counts"] == counts
     assert results["summary"]["full"]["n_train"] == 150 and results["summary"]["curated"]["n_train"] == 40
+
+
+def test_gap_line_shows_a_seed_without_a_tail_score(load_script):
+    script = load_script("reproduce_curation_ssl")
+    no_tail = {"knn_tail": 0.75, "linear_tail": 0.8}
+    sets = [{"balanced": {"knn_tail": 0.80, "linear_tail": 0.9}, "no_tail": no_tail},
+            {"balanced": {"knn_tail": None, "linear_tail": 0.9}, "no_tail": no_tail}]  # fmt: skip
+    gap = script.control_gap([{"sets": s} for s in sets])
+    assert gap["knn_tail"]["values"] == pytest.approx([0.05, None])
+    assert "tail k-NN +5.0 ± 0.0 (+5.0, -)" in script._gap_line("Positive control", gap)  # no crash on None

@@ -517,7 +517,11 @@ def test_reference_encoders_random_init_and_pixels(tmp_path, fmnist_npy):
     np.testing.assert_allclose(embed_images(pixels, images, 4), expected, rtol=1e-6, atol=1e-6)
     assert pixels.embed_dim == 28 * 28 and pixels.mean == cfg.crops.mean
 
+    torch.manual_seed(11)
     trained, fresh = load_backbone(path), load_backbone(path, reference="random_init", seed=3)
+    draw = torch.rand(1)
+    torch.manual_seed(11)
+    assert torch.equal(draw, torch.rand(1))  # loading leaves the caller's random state alone
     payload = torch.load(path, weights_only=True)
     torch.manual_seed(3)  # the same architecture, initialised with the seed
     reference = VisionTransformer(**payload["model_kwargs"]).state_dict()

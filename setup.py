@@ -8,7 +8,7 @@ setup(
     description="Hierarchical k-means curation of SSL pre-training data (Vo et al., 2024), clean-room.",
     license="Apache-2.0",
     python_requires=">=3.11,<3.12",
-    packages=find_packages(include=["curate", "curate.*", "selfsup", "selfsup.*"]),
+    packages=find_packages(include=["curate", "curate.*", "selfsup", "selfsup.*", "research", "research.*"]),
     install_requires=[
         "torch==2.14.1",
         "torchvision==0.29.1",

@@ -23,18 +23,19 @@ import hydra
 import numpy as np
 from omegaconf import DictConfig
 
-from curate import CONFIG_DIR, dist
+from curate import CONFIG_DIR
 from curate.analysis.balance import label_balance
 from curate.analysis.plots import plot_pool_vs_samples
 from curate.conf import register_configs, validate_sample
-from curate.errors import hydra_entry
+from curate.core import dist
+from curate.core.atomic import atomic_save_npy, atomic_write_json
+from curate.core.entry import hydra_entry
+from curate.core.tracking import stage_tracker
 from curate.hierarchy import HierarchicalKMeans
-from curate.io.atomic import atomic_save_npy, atomic_write_json
 from curate.io.identity import file_sha256
 from curate.io.idlist import write_ids
 from curate.sampling import SampleResult, flat_sample, sample_budgets, sample_stats
 from curate.stage import guarded_output, open_clustered_input, output_dir, run_stage, stage_name
-from curate.tracking import stage_tracker
 
 log = logging.getLogger(__name__)
 register_configs()
@@ -75,7 +76,7 @@ def balance_metrics(
         ``kl_sample`` (2-D: KL-to-uniform of the sampled points), ``rarest_share`` and
         ``rarest_pool_share`` (share of the ``n_rarest`` rarest labels in the sample and the pool).
     """
-    from curate.metrics import kl_to_uniform, share_of_rarest
+    from curate.analysis.metrics import kl_to_uniform, share_of_rarest
 
     out: dict[str, Any] = {"returned": int(len(indices))}
     if levels:

@@ -23,12 +23,13 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 
 from curate import CONFIG_DIR
-from curate.dist import resolve_device
-from curate.embed.sources import default_num_workers
-from curate.errors import hydra_entry, run_guarded
-from curate.io.atomic import atomic_write_json
+from curate.core.atomic import atomic_write_json
+from curate.core.dist import resolve_device
+from curate.core.entry import hydra_entry
+from curate.core.errors import run_guarded
+from curate.core.tracking import stage_tracker
+from curate.data.sources import default_num_workers
 from curate.stage import check_selection, guarded_output
-from curate.tracking import stage_tracker
 from selfsup.config import EvalConfig, config_to_dict, to_eval_config
 from selfsup.data import ImageSet, ResizedImages, open_image_set, stack_arrays
 from selfsup.export import Encoder, embed_images, load_backbone

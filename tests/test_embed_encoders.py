@@ -15,7 +15,7 @@ from torch import nn
 
 import curate.embed.config  # noqa: F401
 from curate.embed import run_embed
-from curate.embed.encoders import RandomProjectionEncoder, build_encoder, load_state_dict_file, timm_encoder
+from curate.encoders import RandomProjectionEncoder, build_encoder, load_state_dict_file, timm_encoder
 from curate.io.store import load_embeddings
 
 compose_embed = functools.partial(compose_config, "embed")
@@ -127,7 +127,7 @@ def test_real_selfsup_backbone_round_trip(tmp_path):
     """``backbone.pt`` from the SSL stage -> ``encoder=selfsup`` gives selfsup's own features."""
     from timm.models.vision_transformer import VisionTransformer
 
-    from curate.datasets.fashion_mnist import load_fashion_mnist
+    from curate.data.datasets.fashion_mnist import load_fashion_mnist
     from selfsup.export import backbone_payload, embed_images, load_backbone, save_backbone
 
     kwargs = {

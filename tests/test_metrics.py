@@ -8,21 +8,21 @@ import math
 import numpy as np
 import pytest
 
-from curate.datasets.toy import (
-    MIXTURE_1D,
-    mixture_1d,
-    mixture_1d_density,
-    rings_2d,
-    toy_2d,
-    write_toy,
-)
-from curate.metrics import (
+from curate.analysis.metrics import (
     cluster_balance,
     kde_grid,
     kl_to_uniform,
     label_entropy,
     label_shares,
     share_of_rarest,
+)
+from curate.data.datasets.toy import (
+    MIXTURE_1D,
+    mixture_1d,
+    mixture_1d_density,
+    rings_2d,
+    toy_2d,
+    write_toy,
 )
 
 

@@ -29,11 +29,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from curate import dist
-from curate.errors import IdentityError, InputError
+from curate.core import dist
+from curate.core.atomic import atomic_write_json
+from curate.core.errors import IdentityError, InputError
 from curate.hierarchy.levels import LEVEL_ARRAYS, Level, LevelSpec, validate_levels
 from curate.hierarchy.split import split_clusters, split_clusters_regrouped
-from curate.io.atomic import atomic_write_json
 from curate.io.identity import vouch
 from curate.io.jsonfile import read_json
 from curate.io.shards import rank_rows
@@ -496,7 +496,7 @@ class HierarchicalKMeans:
     def _save_step(self, t: int, step: int, result: tuple) -> None:
         path = self._step_path(t, step)
         if path is not None and dist.is_main_process():
-            from curate.io.atomic import atomic_path
+            from curate.core.atomic import atomic_path
 
             centroids, assign, sq, inertia = result
             with atomic_path(path, suffix=".npz") as tmp:

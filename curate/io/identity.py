@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from curate.errors import IdentityError, resolve
+from curate.core.errors import IdentityError, resolve
 
 N_FIXED_ROWS = 8
 SMALL_FILE = 1 << 20  # files up to this size are hashed in the manifest, larger ones only sized
@@ -61,7 +61,7 @@ def sharded_rows_digest(read_row: Callable[[int], np.ndarray], n_local: int, d: 
     """
     import torch
 
-    from curate import dist
+    from curate.core import dist
 
     counts = dist.all_gather_stack(torch.tensor([n_local], dtype=torch.int64)).flatten()
     offset, n = int(counts[: dist.get_rank()].sum()), int(counts.sum())

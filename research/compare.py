@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 
 from curate.analysis.balance import SCALARS, mean_std, random_baseline, sample_balance
-from curate.analysis.neighbours import cached_knn_radius
-from curate.io.atomic import atomic_save_npy, atomic_write_json
+from curate.core.atomic import atomic_save_npy, atomic_write_json
+from research.neighbours import cached_knn_radius
 
 log = logging.getLogger(__name__)
 

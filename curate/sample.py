@@ -34,7 +34,7 @@ from curate.core.tracking import stage_tracker
 from curate.hierarchy import HierarchicalKMeans
 from curate.io.identity import file_sha256
 from curate.io.idlist import write_ids
-from curate.sampling import SampleResult, flat_sample, sample_budgets, sample_stats
+from curate.sampling import SampleResult, flat_sample, random_rows, sample_budgets, sample_stats
 from curate.stage import guarded_output, open_clustered_input, output_dir, run_stage, stage_name
 
 log = logging.getLogger(__name__)
@@ -42,17 +42,14 @@ register_configs()
 
 
 def with_random_baseline(n_items: int, results: dict[Any, SampleResult], seed: int) -> dict[Any, dict]:
-    """Pair every curated sample with a uniform random sample of the same size (the baseline).
+    """Pair every curated sample with a uniform random sample of the same size (the baseline,
+    :func:`curate.sampling.random_rows`; an oversampled target gets all ``n_items`` rows).
 
     Returns:
         ``{target: {"result": SampleResult, "random": (m,) int64 sorted indices}}``.
     """
-    rng = np.random.default_rng(seed)
     return {
-        target: {
-            "result": res,
-            "random": np.sort(rng.choice(n_items, size=len(res.indices), replace=len(res.indices) > n_items)),
-        }
+        target: {"result": res, "random": random_rows(n_items, len(res.indices), seed)}
         for target, res in results.items()
     }
 

@@ -573,6 +573,20 @@ def flat_sample(
 # ----------------------------------------------------------------------------------------------
 # Balance statistics
 # ----------------------------------------------------------------------------------------------
+def random_rows(n: int, size: int, seed: int) -> np.ndarray:
+    """The random baseline: ``(min(size, n),)`` int64 sorted rows of ``range(n)``, drawn uniformly
+    without replacement from ``np.random.default_rng([seed, 7])`` (the one stream every random
+    baseline uses: the sample stage's, the pipeline's ``sample_random``, the report's).
+
+    Args:
+        n: number of rows to draw from.
+        size: rows wanted; more than ``n`` gives all ``n`` rows.
+        seed: the run's seed.
+    """
+    rng = np.random.default_rng([int(seed), 7])
+    return np.sort(rng.choice(int(n), size=min(int(size), int(n)), replace=False)).astype(np.int64)
+
+
 def log2_histogram(sizes: np.ndarray) -> dict[str, list[int]]:
     """Histogram of positive sizes over power-of-two bins ``[1, 2), [2, 4), ...`` (zeros are left out).
 

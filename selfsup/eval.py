@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 
 from curate import CONFIG_DIR
+from curate.analysis.metrics import rarest_classes
 from curate.core.atomic import atomic_write_json
 from curate.core.dist import resolve_device
 from curate.core.entry import hydra_entry
@@ -232,12 +233,6 @@ def per_class_accuracy(predictions: np.ndarray, labels: np.ndarray, num_classes:
     correct = np.bincount(labels[predictions == labels], minlength=num_classes).astype(np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(total > 0, correct / np.maximum(total, 1), np.nan)
-
-
-def rarest_classes(labels: np.ndarray, num_classes: int, count: int) -> list[int]:
-    """The ``count`` classes with the fewest items in ``labels`` (ties: smaller class id first)."""
-    sizes = np.bincount(np.asarray(labels), minlength=num_classes)
-    return sorted(int(c) for c in np.argsort(sizes, kind="stable")[:count])
 
 
 def accuracy_report(

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from curate.analysis.balance import random_baseline
+from curate.sampling import random_rows
 
 __all__ = [
     "ReportData",
@@ -242,7 +242,7 @@ def load_report_data(
         source=source,
         sample=sample,
         sample_origin=origin,
-        random=None if sample is None else random_baseline(model.n_items_, len(sample), seed),
+        random=None if sample is None else random_rows(model.n_items_, len(sample), seed),
         item_clusters=item_clusters(model.levels_),
         notes=notes,
     )

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -495,21 +496,40 @@ def build_source(cfg: Any) -> Source:
 
 
 def _build_full_source(cfg: Any) -> Source:
-    kind = cfg.kind
-    if kind == "image_folder":
-        return ImageFolderSource(cfg.root, list(cfg.extensions), cfg.labels_from_dirs, cfg.limit)
-    if kind == "image_list":
-        return ImageListSource(cfg.path, cfg.root, cfg.limit)
-    if kind == "npy":
-        return NpyImagesSource(cfg.path, cfg.labels_path, cfg.limit)
-    if kind == "fashion_mnist":
-        return FashionMnistSource(
-            cfg.split, cfg.long_tailed, cfg.lt_max_per_class, cfg.lt_min_per_class, cfg.lt_seed, cfg.limit
-        )
-    if kind == "text_lines":
-        return text_lines_source(cfg.path, cfg.skip_empty, cfg.limit)
-    if kind == "jsonl":
-        return jsonl_source(cfg.path, cfg.field, cfg.id_field, cfg.label_field, cfg.limit)
-    if kind == "wordnet":
-        return wordnet_source(list(cfg.pos), cfg.with_lemmas, cfg.limit)
-    raise ValueError(f"data.kind: unknown source {kind!r}")
+    kind = SOURCE_KINDS.get(cfg.kind)
+    if kind is None:
+        raise ValueError(f"data.kind: unknown source {cfg.kind!r}")
+    return kind.build(cfg)
+
+
+@dataclass(frozen=True)
+class SourceKind:
+    """One kind of the ``data`` node: what its items are and how its config builds the source."""
+
+    modality: str  # "image" or "text"
+    build: Callable[[Any], Source]
+
+
+# The source kinds, the one list of them: the schemas (curate.embed.config.SOURCES, one per kind),
+# build_source and the image-only stages (selfsup.config) read it.
+SOURCE_KINDS: dict[str, SourceKind] = {
+    "image_folder": SourceKind(
+        "image", lambda c: ImageFolderSource(c.root, list(c.extensions), c.labels_from_dirs, c.limit)
+    ),
+    "image_list": SourceKind("image", lambda c: ImageListSource(c.path, c.root, c.limit)),
+    "fashion_mnist": SourceKind(
+        "image",
+        lambda c: FashionMnistSource(
+            c.split, c.long_tailed, c.lt_max_per_class, c.lt_min_per_class, c.lt_seed, c.limit
+        ),
+    ),
+    "npy": SourceKind("image", lambda c: NpyImagesSource(c.path, c.labels_path, c.limit)),
+    "text_lines": SourceKind("text", lambda c: text_lines_source(c.path, c.skip_empty, c.limit)),
+    "jsonl": SourceKind("text", lambda c: jsonl_source(c.path, c.field, c.id_field, c.label_field, c.limit)),
+    "wordnet": SourceKind("text", lambda c: wordnet_source(list(c.pos), c.with_lemmas, c.limit)),
+}
+
+
+def source_kinds(modality: str | None = None) -> tuple[str, ...]:
+    """The source kinds (of one ``modality``, ``"image"`` or ``"text"``), in registry order."""
+    return tuple(k for k, v in SOURCE_KINDS.items() if modality is None or v.modality == modality)

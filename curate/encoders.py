@@ -26,6 +26,9 @@ from PIL import Image
 from torch import nn
 from torchvision import transforms as T
 
+from curate.core.atomic import atomic_save_npy
+from curate.core.dist import barrier, is_main_process
+
 log = logging.getLogger(__name__)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -306,8 +309,6 @@ class PixelsEncoder(Encoder):
         """Fit (or reload from ``out``) the PCA: ``pca-mean.npy (D,)``, ``pca-components.npy (k, D)``."""
         if self.pca_dim is None:
             return
-        from curate.core.atomic import atomic_save_npy
-        from curate.core.dist import barrier, is_main_process
 
         mean_path, comp_path = out / "pca-mean.npy", out / "pca-components.npy"
         if is_main_process() and not comp_path.exists():

@@ -25,6 +25,7 @@ from omegaconf import DictConfig
 
 from curate import CONFIG_DIR
 from curate.analysis.balance import label_balance
+from curate.analysis.metrics import kl_to_uniform, share_of_rarest
 from curate.analysis.plots import plot_pool_vs_samples
 from curate.conf import register_configs, validate_sample
 from curate.core import dist
@@ -73,8 +74,6 @@ def balance_metrics(
         ``kl_sample`` (2-D: KL-to-uniform of the sampled points), ``rarest_share`` and
         ``rarest_pool_share`` (share of the ``n_rarest`` rarest labels in the sample and the pool).
     """
-    from curate.analysis.metrics import kl_to_uniform, share_of_rarest
-
     out: dict[str, Any] = {"returned": int(len(indices))}
     if levels:
         out["normalized_entropy_finest"] = levels[0]["normalized_entropy"]

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from curate.analysis.metrics import rarest
+from curate.sampling import item_clusters
 
 __all__ = [
     "SCALARS",
@@ -189,8 +190,6 @@ def cluster_purity(assign: np.ndarray, labels: np.ndarray) -> float:
 
 def top_level_purity(levels: Sequence[Any], labels: np.ndarray) -> float:
     """:func:`cluster_purity` of the hierarchy's top-level clusters."""
-    from curate.hierarchy import item_clusters
-
     return cluster_purity(item_clusters(levels)[-1], labels)
 
 

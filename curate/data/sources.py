@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from curate.io.idlist import read_ids
+from curate.data.selection import read_rows
 
 IMAGE_EXTENSIONS = [".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".ppm", ".pgm"]
 
@@ -291,7 +291,7 @@ SELECTION_FILES = ("ids.txt", "kept_ids.txt", "indices.npy", "kept_indices.npy")
 
 
 def read_selection(path: str | os.PathLike, source: Source) -> tuple[np.ndarray, dict]:
-    """Positions in ``source`` of the items a selection names.
+    """Positions in ``source`` of the items a selection names (:func:`curate.data.selection.read_rows`).
 
     Args:
         path: a folder holding one of :data:`SELECTION_FILES` (a ``curate.sample`` output or a
@@ -309,33 +309,12 @@ def read_selection(path: str | os.PathLike, source: Source) -> tuple[np.ndarray,
     """
     import hashlib
 
-    path = Path(path).expanduser()
-    if path.is_dir():
-        found = [path / name for name in SELECTION_FILES if (path / name).is_file()]
-        if not found:
-            raise FileNotFoundError(f"data.selection: {path} holds none of {', '.join(SELECTION_FILES)}")
-        path = found[0]
-    elif not path.is_file():
-        raise FileNotFoundError(f"data.selection: {path} not found")
     n = len(source)
-    if path.suffix == ".npy":
-        positions = np.load(path, allow_pickle=False)
-        if positions.ndim != 1 or not np.issubdtype(positions.dtype, np.integer):
-            got = f"{positions.dtype} {positions.shape}"
-            raise ValueError(f"data.selection: {path} must be a 1-D integer array, got {got}")
-        positions = positions.astype(np.int64)
-        if len(positions) and (positions.min() < 0 or positions.max() >= n):
-            raise ValueError(f"data.selection: {path} holds positions outside [0, {n}) of the source")
+    positions, path, wanted = read_rows(
+        path, n, lambda: source.ids(np.arange(n)), "data.selection", "source", SELECTION_FILES
+    )
+    if wanted is None:
         wanted = [str(i) for i in source.ids(positions)]
-    else:
-        wanted = read_ids(path)
-        lookup = {str(item): i for i, item in enumerate(source.ids(np.arange(n)))}
-        missing = [key for key in wanted if key not in lookup]
-        if missing:
-            raise ValueError(f"data.selection: {len(missing)} ids of {path} are not in the source, e.g. {missing[:3]}")
-        positions = np.fromiter((lookup[key] for key in wanted), dtype=np.int64, count=len(wanted))
-    if not len(positions):
-        raise ValueError(f"data.selection: {path} selects no item")
     digest = hashlib.sha1("".join(f"{key}\n" for key in wanted).encode()).hexdigest()
     identity = {"path": str(path.resolve()), "file": path.name, "count": int(len(positions)), "sha1": digest}
     return positions, identity

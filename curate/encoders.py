@@ -198,12 +198,13 @@ def timm_encoder(
 
 def selfsup_encoder(
     checkpoint: str,
-    loader: Callable[[str], Any],
     device: torch.device,
     image_size: int | None = None,
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
     name: str = "selfsup",
+    *,
+    loader: Callable[[str], Any],
 ) -> BackboneEncoder:
     """The backbone exported by our SSL stage, through ``loader(checkpoint)`` (``encoder.loader``, a
     Hydra ``_target_``: ``selfsup.export.load_backbone`` in ``configs/encoder/selfsup.yaml``).
@@ -420,7 +421,7 @@ def build_encoder(cfg: Any, modality: str, device: torch.device) -> Encoder:
     if kind == "timm":
         return timm_encoder(cfg.name, cfg.checkpoint, device, cfg.image_size, cfg.mean, cfg.std, cfg.random_init)
     if kind == "selfsup":
-        return selfsup_encoder(cfg.checkpoint, _loader(cfg), device, cfg.image_size, cfg.mean, cfg.std, cfg.name)
+        return selfsup_encoder(cfg.checkpoint, device, cfg.image_size, cfg.mean, cfg.std, cfg.name, loader=_loader(cfg))
     if kind == "sentence_transformer":
         return SentenceTransformerEncoder(cfg.path, device, cfg.name, cfg.max_seq_length)
     if kind == "pixels":
@@ -433,7 +434,7 @@ def build_encoder(cfg: Any, modality: str, device: torch.device) -> Encoder:
 
 
 def _loader(cfg: Any) -> Callable[[str], Any]:
-    """``encoder.loader`` instantiated (a callable of the checkpoint path); an ``ImportError`` names the key."""
+    """``encoder.loader`` instantiated (a callable of the checkpoint path); a ``ValueError`` names the key."""
     from hydra.errors import InstantiationException
     from hydra.utils import instantiate
 
@@ -441,4 +442,4 @@ def _loader(cfg: Any) -> Callable[[str], Any]:
     try:
         return instantiate(cfg.loader)
     except InstantiationException as err:
-        raise ImportError(f"encoder.loader: {target} cannot be imported ({err})") from err
+        raise ValueError(f"encoder.loader: {target} cannot be imported ({err})") from err

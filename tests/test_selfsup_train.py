@@ -221,7 +221,7 @@ def test_embed_stage_reads_the_exported_backbone(tmp_path, fmnist_npy):
     import curate.encoders as encoders
 
     train(tiny_cfg(tmp_path / "run", fmnist_npy, "train.iterations=1"))
-    enc = encoders.selfsup_encoder(str(tmp_path / "run" / "backbone.pt"), torch.device("cpu"))
+    enc = encoders.selfsup_encoder(str(tmp_path / "run" / "backbone.pt"), torch.device("cpu"), loader=load_backbone)
     images = np.load(fmnist_npy / "images.npy")[:6]
     with torch.no_grad():
         theirs = enc.encode(torch.stack([enc.transform(Image.fromarray(im)) for im in images])).numpy()

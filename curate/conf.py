@@ -18,13 +18,12 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.nodes import EnumNode
 
+from curate.core.launch import EXECUTORS, register_resolvers
+from curate.core.tracking import MODES
 from curate.hierarchy.levels import LevelSpec, validate_levels
 from curate.hierarchy.model import RESAMPLE_STRATEGIES
 from curate.kmeans.estimator import DISTANCES, INITS
-from curate.launch import register_resolvers
 from curate.sampling import STRATEGIES
-from curate.submit import EXECUTORS
-from curate.tracking import MODES
 
 
 def choices(name: str, values: Iterable[str], module: str = __name__) -> type[StrEnum]:
@@ -88,7 +87,7 @@ class InputConfig:
 @dataclass
 class WandbConfig:
     """``logger.wandb`` of every stage (curate's, selfsup's) and of ``curate.pipeline`` (which copies
-    its settings into each stage's): see :mod:`curate.tracking`."""
+    its settings into each stage's): see :mod:`curate.core.tracking`."""
 
     mode: WandbMode = WandbMode.disabled
     project: str = "ssl-curate"
@@ -238,7 +237,7 @@ def choices_help(cfg: DictConfig) -> str:
 def register_help() -> None:
     """``${curate_choices:}`` (the primary configs' ``hydra.help.footer``): the choices of the
     composed config, read from its Enum fields, so ``--help`` lists them without a second copy;
-    also the launcher's resolvers (:func:`curate.launch.register_resolvers`)."""
+    also the launcher's resolvers (:func:`curate.core.launch.register_resolvers`)."""
     if not OmegaConf.has_resolver("curate_choices"):
         OmegaConf.register_new_resolver("curate_choices", lambda *, _root_: choices_help(_root_))
     register_resolvers()

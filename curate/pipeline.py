@@ -65,7 +65,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 import curate.embed.config  # noqa: F401  (registers the data / encoder group schemas)
 from curate.conf import LoggerConfig
-from curate.io.atomic import atomic_write_json
+from curate.core.atomic import atomic_write_json
 from curate.io.idlist import read_ids, write_ids
 from curate.sampling import resolve_target, water_fill
 
@@ -460,7 +460,7 @@ class Pipeline:
         """The rarest classes of the pool (``eval.num_tail_classes`` of them, absent ones first) as
         class ids of the labelled train folder, matched by class name (a pool missing a class
         numbers its folders differently); None without pool labels or a train folder."""
-        from curate.embed.sources import ImageFolderSource
+        from curate.data.sources import ImageFolderSource
 
         store, root = self.folder("embed"), self.cfg.eval.get("train_root")
         if root is None or not (store / "label_names.json").exists() or not (store / "labels.npy").exists():
@@ -750,7 +750,7 @@ def run_pipeline(cfg: DictConfig, root: str | Path | None = None) -> dict[str, A
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="pipeline")
 def main(cfg: DictConfig) -> None:
     """Hydra entry point: ``python -m curate.pipeline [overrides]``."""
-    from curate.dist import setup_logging
+    from curate.core.dist import setup_logging
     from curate.stage import output_dir, run_stage
 
     setup_logging()
@@ -762,12 +762,12 @@ def main(cfg: DictConfig) -> None:
 
         hc = HydraConfig.get()
         launcher = OmegaConf.to_container(hc.launcher, resolve=True)
-        run_stage(lambda c: submit_pipeline(c, root, list(hc.overrides.task), launcher), cfg)
+        run_stage(lambda c: submit_pipeline(c, root, list(hc.overrides.task), launcher, chain(c)), cfg)
         return
     run_stage(lambda c: run_pipeline(c, root), cfg)
 
 
 if __name__ == "__main__":
-    from curate.errors import hydra_entry
+    from curate.core.entry import hydra_entry
 
     hydra_entry(main, single_components=("name",))

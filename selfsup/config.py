@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from curate.conf import LoggerConfig, choices, register_help
+from curate.data.sources import source_kinds
 
 # Fashion-MNIST pixel statistics (train split, pixels scaled to [0, 1]).
 FMNIST_MEAN = 0.2860
@@ -273,7 +274,7 @@ def _to_schema(cfg: Any, schema: type) -> Any:
 
 
 DATA_NODES = ("data.", "data.train.", "data.test.")
-IMAGE_SOURCES = ("image_folder", "image_list", "fashion_mnist", "npy")
+IMAGE_SOURCES = source_kinds("image")  # the registry's image kinds
 
 
 def data_config(node: Any, name: str, default: dict | None = None) -> Any:

@@ -8,18 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from test_errors import _one_error_line
 
 from curate.hierarchy import HierarchicalKMeans
 from curate.io.store import write_store
-
-
-def _one_error_line(proc, *needles: str) -> str:
-    assert proc.returncode == 2, proc.stderr[-2000:]
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr[-2000:]
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    return lines[0]
 
 
 def _files(root: Path) -> list[Path]:

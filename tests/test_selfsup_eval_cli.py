@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from test_errors import _one_error_line
 from timm.models.vision_transformer import VisionTransformer
 
 from selfsup.export import backbone_payload, save_backbone
@@ -58,15 +59,6 @@ def _eval_args(backbone: Path, train: Path, test: Path, out: Path) -> list[str]:
         "eval.num_workers=0",
         "eval.device=cpu",
     ]
-
-
-def _one_error_line(proc, *needles: str) -> str:
-    assert proc.returncode == 2, proc.stderr[-2000:]
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr[-2000:]
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    return lines[0]
 
 
 @pytest.mark.parametrize(

@@ -35,7 +35,7 @@ from curate.analysis.clusters import (
     log2_histogram,
     top_cluster_shares,
 )
-from curate.analysis.data import load_report_data
+from curate.analysis.data import check_output, load_report_data
 from curate.errors import InputError, hydra_entry, run_guarded
 
 __all__ = ["InspectConfig", "entry", "inspect", "log2_histogram", "main"]
@@ -60,6 +60,8 @@ def inspect(args: InspectConfig | DictConfig) -> dict[str, Any]:
     if missing:
         raise InputError(f"{missing[0]}= is required: python -m curate.inspect cluster=DIR ... ({missing[0]})")
     data = load_report_data(args.cluster, args.sample, input_path=None, target=None, labels_path=args.labels)
+    if args.out is not None:
+        check_output(args.out, data, args.sample)  # before anything is printed or written
     report = level_report(data.levels)
     print(f"{args.cluster}: {data.n_items} items, {len(data.levels)} level(s)")
     print(format_levels(report))

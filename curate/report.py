@@ -34,10 +34,9 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 from curate.analysis.cli import register_tool, translate_legacy_args
 from curate.analysis.clusters import cluster_members, example_clusters, top_counts
-from curate.analysis.data import ReportData, load_images, load_report_data, load_texts
-from curate.errors import InputError, UnsafeOutputError, as_int, hydra_entry, resolve, run_guarded
+from curate.analysis.data import ReportData, check_output, load_images, load_report_data, load_texts
+from curate.errors import InputError, as_int, hydra_entry, run_guarded
 from curate.io.atomic import atomic_write_text
-from curate.io.guard import check_disjoint
 from curate.sampling import resolve_target
 
 log = logging.getLogger(__name__)
@@ -307,7 +306,7 @@ def build_report(
     """
     data = load_report_data(cluster_dir, sample_dir, input_path, target, seed)
     out = Path(out) if out is not None else Path(sample_dir or cluster_dir) / "report"
-    check_out(out, data, sample_dir)  # before anything is written
+    check_output(out, data, sample_dir)  # before anything is written
     out.mkdir(parents=True, exist_ok=True)
     sections = [
         summary_section(data, seed),
@@ -337,26 +336,6 @@ class ReportConfig:
 
 
 register_tool("report", ReportConfig, "a static HTML page of what a curation did.")
-
-
-def check_out(out: Path, data: ReportData, sample_dir: str | os.PathLike | None) -> None:
-    """The report folder never overlaps what the report reads: the clustered embeddings and the
-    files of their source (a re-embed of an image folder would take its PNGs as images). It may
-    lie inside the clustering or the sample folder (the default ``<sample>/report``), but never be
-    or hold one.
-
-    Raises:
-        UnsafeOutputError: naming ``out`` and the input.
-    """
-    inputs: dict[str, Any] = {"input": data.input_path}
-    for key in ("root", "path"):
-        if isinstance((data.source or {}).get(key), str):
-            inputs[f"the input's source {key}"] = data.source[key]
-    check_disjoint(out, inputs, "out")
-    resolved = resolve(out, "out")
-    for key, folder in (("cluster", data.cluster_dir), ("sample", sample_dir)):
-        if folder is not None and (resolved == resolve(folder, key) or resolved in resolve(folder, key).parents):
-            raise UnsafeOutputError(f"out={out} is or holds the input {key}={folder}; choose a folder outside it (out)")
 
 
 def report(cfg: ReportConfig | DictConfig) -> Path:

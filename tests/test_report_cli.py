@@ -100,3 +100,13 @@ def test_the_tools_see_no_cluster_config_group(cli):
         "assert 'cluster' not in ConfigStore.instance().repo, 'a stage module was imported'\n"
     )
     cli("-c", code)
+
+
+def test_inspect_png_inside_the_image_pool_is_refused(image_curation, cli):
+    c = image_curation
+    before = _files(c["root"])
+    proc = cli("-m", "curate.inspect", f"cluster={c['cluster']}", f"out={c['pool'] / 'inspect.png'}", check=False)
+    _one_error_line(proc, "the input's source root=")
+    assert _files(c["root"]) == before and "level 1" not in proc.stdout
+    cli("-m", "curate.inspect", f"cluster={c['cluster']}", f"out={c['root'] / 'inspect.png'}")
+    assert (c["root"] / "inspect.png").is_file()

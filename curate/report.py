@@ -8,7 +8,10 @@ items of a few top-level clusters (images for Fashion-MNIST / image-folder / ima
 texts for WordNet / text-lines / JSONL stores), pool / random / curated label histograms when the
 store has labels, and for 2-D ``.npy`` inputs a scatter of pool vs sample. ``DIR`` defaults to
 ``<sample>/report`` (or ``<cluster>/report`` without ``sample=``). Without ``sample=`` the report
-draws a hierarchical sample of ``target`` items itself and says so.
+draws a hierarchical sample of ``target`` items itself and says so: an int count, or a float
+fraction in (0, 1] (``target=2.5`` is refused, not truncated). ``out`` never overlaps what the
+report reads (the embeddings, the files of their source); it may lie inside the clustering or the
+sample folder, never be or hold one. A Hydra app like every stage: ``--help``, ``--cfg job``, ``-m``.
 
 The numbers and figures come from :mod:`curate.analysis`; this module lays them out, one function
 per section.
@@ -21,21 +24,28 @@ import json
 import logging
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import hydra
 import numpy as np
+from omegaconf import MISSING, DictConfig, OmegaConf
 
-from curate.analysis.cli import MISSING, parse_keyvalues
+from curate.analysis.cli import register_tool, translate_legacy_args
 from curate.analysis.clusters import cluster_members, example_clusters, top_counts
-from curate.analysis.data import ReportData, load_images, load_report_data, load_texts
+from curate.analysis.data import ReportData, check_output, load_images, load_report_data, load_texts
+from curate.conf import register_help
 from curate.core.atomic import atomic_write_text
-from curate.core.errors import run_guarded
+from curate.core.entry import hydra_entry
+from curate.core.errors import InputError, as_int, run_guarded
+from curate.sampling import resolve_target
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ReportConfig", "build_report", "main"]
+__all__ = ["ReportConfig", "build_report", "entry", "main", "report"]
+
+PROG = "python -m curate.report"
 
 IMAGE_KINDS = ("fashion_mnist", "image_folder", "image_list")
 TEXT_KINDS = ("wordnet", "text_lines", "jsonl")
@@ -298,6 +308,7 @@ def build_report(
     """
     data = load_report_data(cluster_dir, sample_dir, input_path, target, seed)
     out = Path(out) if out is not None else Path(sample_dir or cluster_dir) / "report"
+    check_output(out, data, sample_dir)  # before anything is written
     out.mkdir(parents=True, exist_ok=True)
     sections = [
         summary_section(data, seed),
@@ -315,29 +326,49 @@ def build_report(
 
 @dataclass
 class ReportConfig:
-    """``python -m curate.report`` arguments (``key=value``)."""
+    """``python -m curate.report`` settings (``key=value``; ``--help`` shows them)."""
 
-    cluster: str = field(default=MISSING, metadata={"help": "clustering folder (manifest.json + level<t>/)"})
-    sample: str | None = field(default=None, metadata={"help": "sample folder (indices.npy); default: draw one"})
-    out: str | None = field(default=None, metadata={"help": "output folder (default <sample or cluster>/report)"})
-    input: str | None = field(default=None, metadata={"help": "the clustered embeddings, if the manifest lacks them"})
-    target: float = field(default=0.1, metadata={"help": "size of the drawn sample (fraction, or count >= 1)"})
-    seed: int = field(default=0, metadata={"help": "seed of the random baseline and of the examples"})
-    examples: int = field(default=16, metadata={"help": "example items per cluster"})
+    cluster: str = MISSING  # clustering folder (manifest.json + level<t>/)
+    sample: str | None = None  # sample folder (indices.npy); None: draw one of `target` items
+    out: str | None = None  # output folder (default <sample or cluster>/report)
+    input: str | None = None  # the clustered embeddings, if the manifest lacks them
+    target: Any = 0.1  # size of the drawn sample: a count (int) or a fraction in (0, 1]
+    seed: int = 0  # seed of the random baseline, of a drawn sample and of the examples
+    examples: int = 16  # example items per cluster
 
 
-def main(argv: list[str] | None = None) -> Path:
-    """``python -m curate.report cluster=DIR [sample=DIR] [out=DIR] [input=PATH] [target=0.1] [seed=0]``."""
-    prog = "python -m curate.report"
-    args = parse_keyvalues(ReportConfig, argv, prog, __doc__.split("\n\n")[0])
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    target: int | float = int(args.target) if args.target >= 1 else args.target
-    path = run_guarded(build_report, args.cluster, args.sample, args.out, args.input, target, args.seed, args.examples)
+register_tool("report", ReportConfig, "a static HTML page of what a curation did.")
+register_help()
+
+
+def report(cfg: ReportConfig | DictConfig) -> Path:
+    """Check the settings, write the report; returns the path of ``report.html``."""
+    missing = sorted(OmegaConf.missing_keys(cfg)) if isinstance(cfg, DictConfig) else []
+    if missing:
+        raise InputError(f"{missing[0]}= is required: python -m curate.report cluster=DIR ... ({missing[0]})")
+    try:
+        resolve_target(cfg.target, 1)  # the sampler's rule: an int count, or a float fraction in (0, 1]
+    except ValueError as err:
+        raise InputError(f"target={cfg.target!r}: {err} (target)") from None
+    as_int(cfg.examples, "examples", minimum=1)
+    as_int(cfg.seed, "seed", minimum=0)
+    path = build_report(cfg.cluster, cfg.sample, cfg.out, cfg.input, cfg.target, cfg.seed, cfg.examples)
     print(f"report written to {path}")
     return path
 
 
-if __name__ == "__main__":
-    from curate.core.errors import cli_entry
+@hydra.main(version_base="1.3", config_path=None, config_name="report")
+def main(cfg: DictConfig) -> None:
+    """Hydra entry point: ``python -m curate.report cluster=DIR [sample=DIR] [out=DIR] ...``."""
+    run_guarded(report, cfg, hydra=True)
 
-    cli_entry(main)
+
+def entry() -> None:
+    """``python -m curate.report``: an earlier ``--key value`` spelling rewritten (one deprecation
+    line), then the Hydra app with the stages' error handling."""
+    translate_legacy_args(prog=PROG)
+    hydra_entry(main)
+
+
+if __name__ == "__main__":
+    entry()

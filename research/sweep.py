@@ -11,13 +11,13 @@ reads them into rows, the keys that take several values across the runs being th
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from pathlib import Path
 from typing import Any
 
 from curate.analysis.plots import pyplot, save_figure
+from curate.io.jsonfile import read_json
 
 __all__ = [
     "collect",
@@ -90,7 +90,7 @@ def _input_points(config: dict[str, Any]) -> Path | None:
     if config.get("cluster_dir"):
         manifest = Path(config["cluster_dir"]) / "manifest.json"
         if manifest.exists():
-            path = json.loads(manifest.read_text()).get("input", {}).get("path")
+            path = read_json(manifest).get("input", {}).get("path")
             return Path(path) if path else None
         return None
     source = config.get("input") or {}
@@ -154,9 +154,8 @@ def collect(sweep_dir: str | Path) -> tuple[list[str], list[dict[str, Any]]]:
         if ".submitit" in path.parts:
             continue
         run = path.parent
-        rows.append(
-            {"overrides": _run_overrides(run, root), "run": str(run.relative_to(root)), **json.loads(path.read_text())}
-        )
+        metrics = read_json(path)  # garbage or another JSON type: one error naming the file
+        rows.append({"overrides": _run_overrides(run, root), "run": str(run.relative_to(root)), **metrics})
     if not rows:
         raise FileNotFoundError(f"no metrics.json under {root}: has the sweep run?")
     keys = sorted({k for row in rows for k in row["overrides"]})

@@ -9,6 +9,7 @@ class and averaged over "tail" classes, in ``<out>/eval.json``.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
@@ -20,7 +21,7 @@ import hydra
 import numpy as np
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from curate import CONFIG_DIR
 from curate.analysis.metrics import rarest_classes
@@ -286,6 +287,64 @@ def _read_labels(path: str) -> np.ndarray:
     return labels.astype(np.int64)
 
 
+@dataclass
+class ClassSpace:
+    """The class ids the probes and the report use, shared by the train and the test set.
+
+    Attributes:
+        names: class id -> name: the train set's classes in its order, then the test set's other
+            classes (so the train folder's ids, which the pipeline's tail classes use, are kept).
+        matched_by: ``name`` when both sets name their labels (image folders, Fashion-MNIST), else
+            ``id`` (e.g. ``.npy`` labels: the same integer is the same class).
+        train_labels: ``(n,) int64`` train labels in these ids.
+        test_labels: ``(m,) int64`` test labels in these ids.
+    """
+
+    names: list[str]
+    matched_by: str
+    train_labels: np.ndarray
+    test_labels: np.ndarray
+
+    def present(self, labels: np.ndarray) -> list[str]:
+        """Names of the classes ``labels`` holds, in class-id order."""
+        return [self.names[c] for c in np.unique(labels)]
+
+
+def class_space(train: ImageSet, test: ImageSet) -> ClassSpace:
+    """Match the labels of ``train`` and ``test`` by class name (a folder lacking a class numbers
+    its classes differently), or by id when one of them has no names."""
+    train_names, test_names = train.source.label_names, test.source.label_names
+    if train_names is None or test_names is None:
+        num = _num_classes(train.labels, test.labels)
+        return ClassSpace([str(c) for c in range(num)], "id", train.labels, test.labels)
+    names = list(train_names) + [n for n in test_names if n not in set(train_names)]
+    lookup = {name: i for i, name in enumerate(names)}
+
+    def remap(own: list[str], labels: np.ndarray) -> np.ndarray:
+        return np.asarray([lookup[n] for n in own], dtype=np.int64)[labels]
+
+    return ClassSpace(names, "name", remap(train_names, train.labels), remap(test_names, test.labels))
+
+
+def _pool_tail(path: str, classes: ClassSpace, count: int) -> list[int]:
+    """The ``count`` rarest classes of the pool labels at ``path``, in ``classes``' ids: by name when
+    a ``label_names.json`` (an embedding store's) lies beside them and the classes are named."""
+    pool_labels = _read_labels(path)
+    names_file = Path(path).with_name("label_names.json")
+    if classes.matched_by == "name" and names_file.is_file():
+        try:
+            pool_names = json.loads(names_file.read_text())
+        except ValueError as err:  # bad JSON or not UTF-8
+            raise ValueError(f"eval.pool_labels: {names_file} is not a JSON list of names: {err}") from None
+        if not isinstance(pool_names, list) or (len(pool_labels) and pool_labels.max() >= len(pool_names)):
+            raise ValueError(f"eval.pool_labels: {names_file} does not name every label of {path}")
+        sizes = dict(zip(pool_names, np.bincount(pool_labels, minlength=len(pool_names)).tolist()))
+        pool_labels = np.repeat(np.arange(len(classes.names)), [sizes.get(n, 0) for n in classes.names])
+    elif len(pool_labels) and pool_labels.max() >= len(classes.names):
+        raise ValueError(f"eval.pool_labels: {path} holds labels >= {len(classes.names)} (the test set's)")
+    return rarest_classes(pool_labels, len(classes.names), count)
+
+
 def evaluate(cfg: EvalConfig | DictConfig) -> dict[str, Any]:
     """Embed the train/test sets with the backbone, run k-NN and the linear probe, write ``eval.json``.
 
@@ -296,8 +355,21 @@ def evaluate(cfg: EvalConfig | DictConfig) -> dict[str, Any]:
     cfg = to_eval_config(cfg)
     for part in ("train", "test"):  # a sample whose clustering or input changed is refused
         check_selection(getattr(cfg.data, part).selection, f"data.{part}.selection")
-    with guarded_output(Path(cfg.out), {}, "out"):  # one run per folder; a killed run's temporaries removed
+    # one run per folder, outside its inputs; a killed run's temporaries removed
+    with guarded_output(Path(cfg.out), input_paths(cfg), "out"):
         return _evaluate(cfg, t0)
+
+
+# the config keys of what the evaluation reads; its output folder may overlap none of them
+INPUT_KEYS = tuple(
+    ["backbone"] + [f"data.{part}.{key}" for part in ("train", "test") for key in ("root", "path", "labels_path")]
+)
+
+
+def input_paths(cfg: EvalConfig | DictConfig) -> dict[str, Any]:
+    """``{key: path}`` of the inputs in :data:`INPUT_KEYS` that ``cfg`` sets."""
+    node = OmegaConf.structured(cfg) if not isinstance(cfg, DictConfig) else cfg
+    return {key: value for key in INPUT_KEYS if (value := OmegaConf.select(node, key)) is not None}
 
 
 def _evaluate(cfg: EvalConfig, t0: float) -> dict[str, Any]:
@@ -307,13 +379,15 @@ def _evaluate(cfg: EvalConfig, t0: float) -> dict[str, Any]:
     channels = encoder.in_chans
     train_set = _open_labelled(cfg.data.train, "train", channels)
     test_set = _open_labelled(cfg.data.test, "test", channels)
-    num_classes = _num_classes(train_set.labels, test_set.labels)
+    classes = class_space(train_set, test_set)
+    num_classes = len(classes.names)
+    train_labels, test_labels = classes.train_labels, classes.test_labels
+    unseen = sorted(set(classes.present(test_labels)) - set(classes.present(train_labels)))
+    if unseen:
+        log.warning("test classes without a train image (always scored wrong): %s", ", ".join(unseen))
     tail, tail_source = e.tail_classes, "config" if e.tail_classes else None
     if not tail and e.pool_labels is not None:
-        pool_labels = _read_labels(e.pool_labels)
-        if len(pool_labels) and pool_labels.max() >= num_classes:
-            raise ValueError(f"eval.pool_labels: {e.pool_labels} holds labels >= {num_classes} (the test set's)")
-        tail, tail_source = rarest_classes(pool_labels, num_classes, e.num_tail_classes), "pool"
+        tail, tail_source = _pool_tail(e.pool_labels, classes, e.num_tail_classes), "pool"
     if tail and (min(tail) < 0 or max(tail) >= num_classes):
         raise ValueError(f"eval.tail_classes {tail} outside [0, {num_classes})")
 
@@ -323,12 +397,10 @@ def _evaluate(cfg: EvalConfig, t0: float) -> dict[str, Any]:
     t_embed = time.perf_counter() - t_embed
     log.info("embedded %d train and %d test images in %.1fs", len(train_feats), len(test_feats), t_embed)
 
-    knn = knn_classify(
-        train_feats, train_set.labels, test_feats, e.knn_k, e.knn_temperature, num_classes, device=device
-    )
+    knn = knn_classify(train_feats, train_labels, test_feats, e.knn_k, e.knn_temperature, num_classes, device=device)
     probe = linear_probe(
         train_feats,
-        train_set.labels,
+        train_labels,
         test_feats,
         num_classes,
         e.linear_lrs,
@@ -347,18 +419,22 @@ def _evaluate(cfg: EvalConfig, t0: float) -> dict[str, Any]:
         "n_train": len(train_set),
         "n_test": len(test_set),
         "num_classes": num_classes,
-        "train_class_counts": np.bincount(train_set.labels, minlength=num_classes).tolist(),
+        "classes": classes.names,  # class id -> name: the ids of per_class, tail_classes, train_class_counts
+        "classes_matched_by": classes.matched_by,
+        "train_classes": classes.present(train_labels),
+        "test_classes": classes.present(test_labels),
+        "train_class_counts": np.bincount(train_labels, minlength=num_classes).tolist(),
         "tail_classes": list(tail) if tail else None,
         "tail_source": tail_source,
         "knn": {
             "k": e.knn_k,
             "temperature": e.knn_temperature,
-            **accuracy_report(knn, test_set.labels, num_classes, tail),
+            **accuracy_report(knn, test_labels, num_classes, tail),
         },
         "linear": {
             "best_lr": probe.best_lr,
             "val_top1": {str(lr): acc for lr, acc in probe.val_accuracy.items()},
-            **accuracy_report(probe.predictions, test_set.labels, num_classes, tail),
+            **accuracy_report(probe.predictions, test_labels, num_classes, tail),
         },
         "embed_seconds": t_embed,
         "elapsed_seconds": time.perf_counter() - t0,

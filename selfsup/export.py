@@ -15,6 +15,7 @@ Features are the class token after the final norm (ViT) or the pooled features (
 from __future__ import annotations
 
 import os
+import pickle
 from typing import Any
 
 import numpy as np
@@ -24,6 +25,7 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from curate.core.atomic import atomic_path
+from curate.core.errors import InputError
 
 FORMAT = "selfsup.backbone/1"
 LUMA = (0.299, 0.587, 0.114)  # ITU-R 601 luminance weights, as torchvision's grayscale
@@ -126,11 +128,21 @@ def load_backbone(
 
     Raises:
         FileNotFoundError: missing file.
-        ValueError: not a ``backbone.pt`` written by this stage.
+        ValueError: not a ``backbone.pt`` written by this stage (empty, truncated, or holding
+            pickled objects rather than tensors and plain values); the message names the file.
     """
     if not os.path.exists(path):
         raise FileNotFoundError(f"backbone file not found: {path}")
-    payload = torch.load(path, map_location=map_location, weights_only=True)
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except (EOFError, pickle.UnpicklingError, RuntimeError) as err:  # empty, pickled code, not a torch file
+        if os.path.getsize(path) == 0:
+            why = "it is empty"
+        elif "Weights only load failed" in str(err):
+            why = "it holds pickled Python objects, which are never loaded (only tensors and plain values)"
+        else:
+            why = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        raise InputError(f"{path} is not a {FORMAT} file: {why} (export it with selfsup.train)") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ValueError(f"{path} is not a {FORMAT} file (export it with selfsup.train)")
     if reference not in ("none", "random_init", "pixels"):

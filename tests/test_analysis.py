@@ -1,16 +1,15 @@
-"""curate.analysis: balance numbers against brute force, pixel PCA against an SVD, figure legibility, key=value."""
+"""curate.analysis: balance numbers against brute force, pixel PCA against an SVD, figure legibility, old spellings."""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from curate.analysis import cluster_purity, label_balance, mean_std, sample_balance
-from curate.analysis.cli import MISSING, parse_keyvalues
+from curate.analysis.cli import translate_legacy_args
 from curate.analysis.plots import log_axis, plot_pool_vs_samples, pyplot
 from curate.hierarchy import HierarchicalKMeans, item_clusters
 from research.features import pixel_pca
@@ -108,19 +107,13 @@ def test_sample_figure_titles_are_inside_the_image(tmp_path: Path) -> None:
     assert (tmp_path / "s.png").read_bytes()[:4] == b"\x89PNG"
 
 
-@dataclass
-class _Args:
-    cluster: str = MISSING
-    seed: int = 0
-
-
-def test_keyvalues_parsing(capsys: pytest.CaptureFixture[str]) -> None:
-    assert parse_keyvalues(_Args, ["cluster=a", "seed=3"], "prog") == _Args("a", 3)
-    assert parse_keyvalues(_Args, ["--cluster", "a", "--seed=4"], "prog") == _Args("a", 4)
-    assert parse_keyvalues(_Args, ["a"], "prog", positional="cluster") == _Args("a", 0)
-    for argv, where in ((["cluster=a", "seed=x"], "seed"), (["cluster=a", "sed=1"], "sed"), ([], "cluster")):
-        with pytest.raises(SystemExit) as err:
-            parse_keyvalues(_Args, argv, "prog")
-        assert err.value.code == 2
-        line = capsys.readouterr().err.strip()
-        assert line.startswith("error: ") and where in line and "\n" not in line, line
+def test_earlier_spellings_become_overrides(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["prog", "cluster=a", "seed=3", "-m", "--cfg", "job", "--info", "config", "--traceback"]
+    assert translate_legacy_args(list(argv), positional="cluster") == argv  # key=value and Hydra's options as given
+    assert capsys.readouterr().err == ""
+    argv = ["prog", "d", "--seed", "4", "--sample-dir=s b", "--help"]
+    expected = ["prog", "cluster=d", "seed=4", "sample_dir=s b", "--help"]
+    assert translate_legacy_args(argv, positional="cluster") == expected
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith("deprecated: ") and "write cluster=d seed=4 'sample_dir=s b'" in err
+    assert translate_legacy_args(["prog", "d"]) == ["prog", "d"]  # no positional: left to Hydra, which refuses it

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from curate.hierarchy import HierarchicalKMeans
-from curate.inspect import log2_histogram, main
+from curate.inspect import InspectConfig, inspect, log2_histogram
 
 
 @pytest.fixture(scope="module")
@@ -36,13 +36,13 @@ def test_log2_histogram():
 
 def test_inspect_prints_levels_shares_and_labels(saved, capsys):
     folder, hkm, indices, labels = saved
-    report = main(
-        [
-            f"cluster={folder / 'cluster'}",
-            f"sample={folder / 'sample'}",
-            f"labels={folder / 'labels.npy'}",
-            f"out={folder / 'inspect.png'}",
-        ]
+    report = inspect(
+        InspectConfig(
+            cluster=str(folder / "cluster"),
+            sample=str(folder / "sample"),
+            labels=str(folder / "labels.npy"),
+            out=str(folder / "inspect.png"),
+        )
     )
     out = capsys.readouterr().out
     sizes1 = hkm.levels_[0].sizes
@@ -61,12 +61,15 @@ def test_inspect_prints_levels_shares_and_labels(saved, capsys):
     assert (folder / "inspect.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_inspect_without_sample_and_errors(saved, capsys, tmp_path):
+def test_inspect_without_sample_and_errors(saved, capsys, tmp_path, cli):
     folder, *_ = saved
-    # the earlier form (a bare folder, --flags) still works
-    report = main([str(folder / "cluster"), "--labels", str(folder / "labels.npy")])
+    report = inspect(InspectConfig(cluster=str(folder / "cluster"), labels=str(folder / "labels.npy")))
     assert report["shares"] is None and "sample_share" not in report["labels"]
     assert "level 2: 4 clusters" in capsys.readouterr().out
+    # the earlier form (a bare folder, --flags) still works, and says once that it is deprecated
+    captured = cli("-m", "curate.inspect", str(folder / "cluster"), "--labels", str(folder / "labels.npy"))
+    assert "level 2: 4 clusters" in captured.stdout and "label" in captured.stdout
+    assert captured.stderr.count("deprecated") == 1 and f"cluster={folder / 'cluster'} labels=" in captured.stderr
     np.save(tmp_path / "short.npy", np.zeros(5, dtype=np.int64))
     cases = [
         ([f"cluster={folder / 'cluster'}", f"sample={tmp_path}"], "indices.npy"),
@@ -76,17 +79,23 @@ def test_inspect_without_sample_and_errors(saved, capsys, tmp_path):
         ([f"sample={folder / 'sample'}"], "cluster= is required"),
     ]
     for argv, message in cases:
-        with pytest.raises(SystemExit) as err:
-            main(argv)
-        assert err.value.code == 2
-        lines = capsys.readouterr().err.strip().splitlines()
+        proc = cli("-m", "curate.inspect", *argv, check=False)
+        assert proc.returncode == 2
+        lines = proc.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: "), lines
         assert re.search(message, lines[0]), lines[0]
 
 
 @pytest.mark.slow
-def test_inspect_runs_as_a_module(saved, cli):
+def test_inspect_runs_as_a_module(saved, cli, tmp_path):
     folder, *_ = saved
     proc = cli("-m", "curate.inspect", f"cluster={folder / 'cluster'}")
     assert "level 1: 40 clusters" in proc.stdout
     assert "key=value" in cli("-m", "curate.inspect", "--help").stdout
+    # a Hydra app like every stage: --cfg job, -m (one run per value; no .hydra/ written anywhere)
+    job = cli("-m", "curate.inspect", f"cluster={folder / 'cluster'}", "labels=x.npy", "--cfg", "job").stdout
+    assert f"cluster: {folder / 'cluster'}" in job and "labels: x.npy" in job
+    values = [f"cluster={folder / 'cluster'}", f"labels=null,{folder / 'labels.npy'}"]
+    sweep = cli("-m", "curate.inspect", "-m", *values, f"hydra.sweep.dir={tmp_path / 'sweep'}")
+    assert sweep.stdout.count("level 1: 40 clusters") == 2
+    assert [p.name for p in (tmp_path / "sweep").rglob("*") if p.is_file()] == ["multirun.yaml"]

@@ -13,7 +13,7 @@ from curate.analysis import sample_balance
 from curate.core.atomic import atomic_save_npy
 from curate.hierarchy import HierarchicalKMeans
 from curate.io.store import write_store
-from curate.report import build_report, main
+from curate.report import ReportConfig, build_report, report
 from research.neighbours import knn_agreement, knn_radius
 
 
@@ -116,7 +116,7 @@ def test_report_on_2d_toy(tmp_path: Path) -> None:
     # with a sample folder (as curate.sample writes it), through the CLI
     indices = np.sort(np.random.default_rng(1).choice(len(x), 500, replace=False))
     atomic_save_npy(tmp_path / "sample" / "indices.npy", indices)
-    html_path = main([f"cluster={cluster}", f"sample={tmp_path / 'sample'}"])
+    html_path = report(ReportConfig(cluster=str(cluster), sample=str(tmp_path / "sample")))
     assert html_path == tmp_path / "sample" / "report" / "report.html"
     page = _parse(html_path)
     assert "500 items" in "".join(page.text)
@@ -161,16 +161,13 @@ def test_report_on_fashion_mnist_store(tmp_path: Path) -> None:
     assert set(grids) == {"examples_largest.png", "examples_median.png", "examples_smallest.png"}
 
 
-def test_report_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit) as err:
-        main([f"cluster={tmp_path / 'nowhere'}"])
-    assert err.value.code == 2
-    assert "nowhere" in capsys.readouterr().err
+def test_report_errors(tmp_path: Path, cli) -> None:
+    proc = cli("-m", "curate.report", f"cluster={tmp_path / 'nowhere'}", check=False)
+    assert proc.returncode == 2 and "nowhere" in proc.stderr
     for argv, key in (([f"cluster={tmp_path}", "targt=5"], "targt"), ([f"cluster={tmp_path}", "seed=x"], "seed")):
-        with pytest.raises(SystemExit) as err:
-            main(argv)  # refused before anything is read
-        line = capsys.readouterr().err.strip()
-        assert err.value.code == 2 and line.startswith("error: ") and key in line and "\n" not in line
+        proc = cli("-m", "curate.report", *argv, check=False)  # refused before anything is read
+        line = proc.stderr.strip()
+        assert proc.returncode == 2 and line.startswith("error: ") and key in line and "\n" not in line, line
     x = np.random.default_rng(0).normal(size=(200, 3)).astype(np.float32)
     atomic_save_npy(tmp_path / "x.npy", x)
     cluster = _fit(x, tmp_path / "cluster", {"kind": "npy", "path": str(tmp_path / "x.npy")}, [{"k": 10}])

@@ -91,3 +91,27 @@ def test_rarest_classes_of_a_pool():
     pool = np.array([0] * 50 + [1] * 3 + [2] * 20 + [3] * 3 + [4] * 1)
     assert rarest_classes(pool, num_classes=6, count=3) == [1, 4, 5]  # 5: absent, 4: one item, ties by id
     assert rarest_classes(pool, num_classes=5, count=2) == [1, 4]
+
+
+def _image_set(names, labels):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(source=SimpleNamespace(label_names=names), labels=np.asarray(labels, dtype=np.int64))
+
+
+def test_class_space_matches_names_and_pool_tail_by_name(tmp_path):
+    from selfsup.eval import _pool_tail, class_space
+
+    # the train folder lacks "b" (so its "c" is folder 1), the test folder has all three
+    classes = class_space(_image_set(["a", "c"], [0, 0, 1]), _image_set(["a", "b", "c"], [0, 1, 2, 2]))
+    assert classes.names == ["a", "c", "b"] and classes.matched_by == "name"
+    assert classes.train_labels.tolist() == [0, 0, 1] and classes.test_labels.tolist() == [0, 2, 1, 1]
+    assert classes.present(classes.train_labels) == ["a", "c"]
+    # unnamed labels (.npy): the same integer is the same class
+    by_id = class_space(_image_set(None, [0, 2]), _image_set(None, [1]))
+    assert by_id.names == ["0", "1", "2"] and by_id.matched_by == "id" and by_id.test_labels.tolist() == [1]
+    # pool labels of a store: its own ids, named by label_names.json; "b" is absent from the pool
+    np.save(tmp_path / "labels.npy", np.array([0, 0, 0, 1]))  # pool: a x3, c x1
+    (tmp_path / "label_names.json").write_text('["a", "c"]')
+    assert _pool_tail(str(tmp_path / "labels.npy"), classes, 2) == [1, 2]  # c (1 item) and b (none)
+    assert _pool_tail(str(tmp_path / "labels.npy"), classes, 1) == [2]

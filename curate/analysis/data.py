@@ -16,10 +16,13 @@ from typing import Any
 
 import numpy as np
 
+from curate.core.errors import UnsafeOutputError, resolve
+from curate.core.guard import check_disjoint
 from curate.sampling import random_rows
 
 __all__ = [
     "ReportData",
+    "check_output",
     "load_images",
     "load_report_data",
     "load_texts",
@@ -170,6 +173,28 @@ def _draw_or_read_sample(
     if sample.size and (sample.min() < 0 or sample.max() >= n_items):
         raise ValueError(f"sample ({origin}) holds item ids outside [0, {n_items})")
     return sample, origin
+
+
+def check_output(out: str | os.PathLike, data: ReportData, sample_dir: str | os.PathLike | None = None) -> None:
+    """What the report or ``curate.inspect`` writes (a folder or a PNG) never overlaps what they
+    read: the clustered embeddings and the files of their source (a re-embed of an image folder
+    would take its PNGs as images). It may lie inside the clustering or the sample folder (the
+    report's default ``<sample>/report``), but never be or hold one.
+
+    Raises:
+        UnsafeOutputError: naming ``out`` and the input.
+    """
+    source = data.source or {}
+    inputs: dict[str, Any] = {"input": data.input_path}
+    if isinstance(source.get("path"), str):
+        inputs["the input's source path"] = source["path"]
+    if source.get("kind") == "image_folder" and isinstance(source.get("root"), str):  # every image under it
+        inputs["the input's source root"] = source["root"]
+    check_disjoint(out, inputs, "out")
+    resolved = resolve(out, "out")
+    for key, folder in (("cluster", data.cluster_dir), ("sample", sample_dir)):
+        if folder is not None and (resolved == resolve(folder, key) or resolved in resolve(folder, key).parents):
+            raise UnsafeOutputError(f"out={out} is or holds the input {key}={folder}; choose a folder outside it (out)")
 
 
 def load_report_data(

@@ -273,7 +273,7 @@ def _to_schema(cfg: Any, schema: type) -> Any:
 
 
 DATA_NODES = ("data.", "data.train.", "data.test.")
-IMAGE_SOURCES = ("image_folder", "image_list", "fashion_mnist", "npy")
+IMAGE_SOURCES = ("image_folder", "image_list", "fashion_mnist", "npy", "webdataset", "parquet")
 
 
 def data_config(node: Any, name: str, default: dict | None = None) -> Any:

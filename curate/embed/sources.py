@@ -482,10 +482,11 @@ def wordnet_source(pos: Sequence[str] = (), with_lemmas: bool = False, limit: in
     return TextListSource(wn.texts[:n], wn.ids[:n], wn.labels[:n], wn.label_names, config)
 
 
-def build_source(cfg: Any) -> Source:
+def build_source(cfg: Any, cache_dir: str | os.PathLike | None = None) -> Source:
     """The :class:`Source` described by a ``data`` config node (see ``curate.embed.config``),
-    restricted to ``cfg.selection`` when it is set."""
-    source = _build_full_source(cfg)
+    restricted to ``cfg.selection`` when it is set. ``cache_dir``: the stage's output folder, where
+    a source keeps what it builds once (the webdataset index; ``data.index_dir`` overrides it)."""
+    source = _build_full_source(cfg, cache_dir)
     selection = getattr(cfg, "selection", None)
     if selection is None:
         return source
@@ -493,8 +494,16 @@ def build_source(cfg: Any) -> Source:
     return SelectedSource(source, positions, identity)
 
 
-def _build_full_source(cfg: Any) -> Source:
+def _build_full_source(cfg: Any, cache_dir: str | os.PathLike | None = None) -> Source:
     kind = cfg.kind
+    if kind == "webdataset":
+        from curate.embed.webdataset_source import WebdatasetSource
+
+        return WebdatasetSource(cfg.path, cfg.index_dir or cache_dir, cfg.limit)
+    if kind == "parquet":
+        from curate.embed.parquet_source import ParquetSource
+
+        return ParquetSource(cfg.path, cfg.path_column, cfg.image_column, cfg.id_column, cfg.label_column, cfg.limit)
     if kind == "image_folder":
         return ImageFolderSource(cfg.root, list(cfg.extensions), cfg.labels_from_dirs, cfg.limit)
     if kind == "image_list":

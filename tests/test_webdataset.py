@@ -215,3 +215,39 @@ def test_bad_shards_give_one_error_line(tmp_path, cli):
     write_tar(tmp_path / "dup" / "b.tar", [("k1", {"png": encode(COLOURS[1])})])
     _one_error_line(cli(*run, f"data.path={tmp_path / 'dup'}", check=False), "'k1'", "a.tar", "b.tar")
     _one_error_line(cli(*run, f"data.path={tmp_path / 'empty'}", check=False), "data.path")
+
+
+def test_pipeline_and_trainer_read_the_shards(tmp_path, fmnist_folders):
+    """curate.pipeline embeds, clusters and samples a pool of webdataset shards; the trainer reads
+    the sampled items out of the same shards by key (its index cached in its own folder)."""
+    from test_pipeline import TINY
+
+    from curate.pipeline import run_pipeline
+
+    pool = sorted((fmnist_folders / "pool").rglob("*.png"))
+    classes = sorted({p.parent.name for p in pool})
+    samples = [(p.stem, {"png": p.read_bytes(), "cls": str(classes.index(p.parent.name)).encode()}) for p in pool]
+    for s in range(3):
+        write_tar(tmp_path / "shards" / f"pool-{s:06d}.tar", samples[s * 50 : (s + 1) * 50])
+    cfg = compose_config(
+        "pipeline",
+        [
+            "data=webdataset",
+            f"data.path={tmp_path / 'shards'}",
+            f"eval.train_root={fmnist_folders / 'train'}",
+            f"eval.test_root={fmnist_folders / 'test'}",
+            "name=tiny",
+            *TINY,
+            "stages=[embed,cluster,sample,train]",
+        ],
+    )
+    summary = run_pipeline(cfg, tmp_path / "tiny")
+    root = tmp_path / "tiny"
+    assert {s for s, e in summary["stages"].items() if e["ran"]} == {"embed", "cluster", "sample", "train"}
+    _, ids = load_embeddings(root / "embed")
+    assert list(ids) == [key for key, _ in samples]
+    np.testing.assert_array_equal(np.load(root / "embed" / "labels.npy"), [int(m["cls"]) for _, m in samples])
+    sampled = (root / "sample" / "ids.txt").read_text().split()
+    assert (root / "train" / "train_ids.txt").read_text().split() == sampled and len(sampled) == 40
+    assert len(list((root / "embed" / INDEX_FOLDER).glob("*.json"))) == 3
+    assert len(list((root / "train" / INDEX_FOLDER).glob("*.json"))) == 3

@@ -26,6 +26,8 @@ NEEDS = {
     ("data", "jsonl"): ["data.path=x"],
     ("data", "text_lines"): ["data.path=x"],
     ("data", "npy"): ["data.path=x"],
+    ("data", "webdataset"): ["data.path=x"],
+    ("data", "parquet"): ["data.path=x", "data.image_column=jpg"],
     ("model", "resnet_cpu"): ["ibot.loss_weight=0"],  # a model group option cannot set ibot.* (its header says so)
 }
 # which primary each experiment overrides (an experiment missing here fails test_every_experiment_is_listed)

@@ -175,3 +175,12 @@ def test_bad_embedding_tables_give_one_error_line(tmp_path, cli):
     corrupt = tmp_path / "corrupt.parquet"
     corrupt.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
     _one_error_line(cli(*run, f"input.path={corrupt}", check=False), str(corrupt))
+
+
+def test_bench_parquet_runs_small(tmp_path, load_script):
+    bench = load_script("bench_parquet")
+    rows = bench.main(
+        ["--n", "3000", "--d", "8", "--row-group", "500", "--chunk", "256", "--k", "4", "--tmp", str(tmp_path)]
+    )
+    assert [r["impl"] for r in rows] == ["stream", "kmeans", "read_table"]  # stream / read_table sums checked inside
+    assert all(r["peak_rss_mb"] > 0 and r["extra_mb"] >= 0 for r in rows)

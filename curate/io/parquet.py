@@ -116,11 +116,14 @@ class RowGroups:
         f, local = self.groups[g]
         handle = self._handle(f)
         try:
-            table = handle.read_row_group(local, columns=list(columns))
+            table = handle.read_row_group(local, columns=list(columns), use_threads=False)
         except (pa.ArrowException, OSError) as err:
             raise InputError(
                 f"{self.key}: row group {local} of {self.files[f]} cannot be read ({str(err).splitlines()[0]})"
             ) from None
+        # the decoder's scratch memory (pages, levels, builders: 3-4x the group for a list column)
+        # stays with the allocator otherwise: 380 instead of 310 MB RSS after one 10 MB group
+        pa.default_memory_pool().release_unused()
         self._last = (token, table)
         return table
 
@@ -218,6 +221,7 @@ class ParquetRows:
         """Row group ``g`` as a ``(rows, d)`` array (the last one decoded is kept)."""
         if self._decoded is not None and self._decoded[0] == g:
             return self._decoded[1]
+        self._decoded = None  # the previous group is freed before this one is decoded
         values = self.groups.read(g, [self.column]).column(0).combine_chunks()
         first = int(self.groups.offsets[g])
         if values.null_count:

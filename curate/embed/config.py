@@ -115,6 +115,36 @@ class WordnetDataConfig(DataConfig):
     with_lemmas: bool = False
 
 
+@dataclass
+class WebdatasetDataConfig(DataConfig):
+    """Webdataset tar shards: ``path`` is a folder of ``.tar`` files or a brace pattern
+    (``shards/{000000..000099}.tar``). One item per sample; its id is the sample key, its image the
+    first jpg/jpeg/png/webp member, its label the ``cls`` member (when every sample has one).
+
+    ``index_dir``: where the index of member offsets is cached (None: the stage's output folder).
+    """
+
+    kind: str = "webdataset"
+    path: str = MISSING
+    index_dir: str | None = None
+
+
+@dataclass
+class ParquetDataConfig(DataConfig):
+    """A parquet file or a folder of them, one item per row: images by path (``path_column``,
+    relative to the table's folder) or as encoded bytes (``image_column``), exactly one of the two.
+
+    ``id_column``: ids (None: the row number as text). ``label_column``: integer labels.
+    """
+
+    kind: str = "parquet"
+    path: str = MISSING
+    path_column: str | None = None
+    image_column: str | None = None
+    id_column: str | None = None
+    label_column: str | None = None
+
+
 # ---- encoders (config group "encoder") -----------------------------------------------------
 @dataclass
 class EncoderConfig:
@@ -249,6 +279,8 @@ SOURCES: dict[str, type] = {
     "text_lines": TextLinesDataConfig,
     "jsonl": JsonlDataConfig,
     "wordnet": WordnetDataConfig,
+    "webdataset": WebdatasetDataConfig,
+    "parquet": ParquetDataConfig,
 }
 ENCODERS: dict[str, type] = {
     "timm": TimmEncoderConfig,

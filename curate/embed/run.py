@@ -3,16 +3,16 @@
 Items ``0..N-1`` of the source are cut into shards of ``shard_size`` consecutive items; shard
 ``k`` covers items ``[k * shard_size, (k + 1) * shard_size)`` and is written as
 ``emb-{k:05d}.npy``. Rank ``r`` of ``W`` embeds the shards ``shard_range(n_shards, r, W)``, so
-the store is the same for any number of ranks. A shard is written as soon as its last batch is
-encoded; a killed run restarts at the first shard without a record. When every rank is done,
-rank 0 merges the records into ``manifest.json``.
+the store is the same for any number of ranks (a webdataset source restarts the cuts at every tar
+shard and gives each rank whole tar shards: ``curate.io.shards.plan_item_shards``). A shard is
+written as soon as its last batch is encoded; a killed run restarts at the first shard without a
+record. When every rank is done, rank 0 merges the records into ``manifest.json``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -30,7 +30,7 @@ from curate.core.progress import Progress
 from curate.data.sources import Source, build_source, default_num_workers
 from curate.embed.config import validate
 from curate.encoders import Encoder, build_encoder
-from curate.io.shards import shard_range
+from curate.io.shards import plan_item_shards
 from curate.io.store import MANIFEST, PARTS, StoreWriter, finalize_store, read_manifest
 from curate.stage import guarded_output
 
@@ -154,14 +154,16 @@ def _run_embed(cfg: DictConfig, out: Path) -> dict:
     if cfg.overwrite and rank == 0:
         _remove_store(out)
     barrier()
-    source = build_source(cfg.data)
+    source = build_source(cfg.data, cache_dir=out)
     try:
         device = resolve_device(cfg.device)
     except RuntimeError as err:  # torch's words for an unknown device type
         raise ValueError(f"device={cfg.device!r} is not a device torch knows ({err}) (device)") from None
     encoder = build_encoder(cfg.encoder, source.modality, device)
     n = len(source)
-    n_shards = math.ceil(n / cfg.shard_size)
+    groups = getattr(source, "groups", lambda: None)()  # webdataset: ranks take whole tar shards
+    bounds, first, last = plan_item_shards(n, cfg.shard_size, rank, world, groups)
+    n_shards = len(bounds) - 1
     meta = _fingerprint(cfg, source, encoder, n)
 
     if (out / MANIFEST).exists() and not (out / PARTS).exists():
@@ -179,13 +181,12 @@ def _run_embed(cfg: DictConfig, out: Path) -> dict:
     dataset = ItemDataset(source, encoder.transform)
     encoder.setup(lambda count, seed: _fit_batches(dataset, count, seed, cfg), out)
 
-    first, last = shard_range(n_shards, rank, world)
     todo = [k for k in range(first, last) if not writer.done(k)]
     if first < last and len(todo) < last - first:
         log.info("resuming: %d of this rank's %d shards already written", last - first - len(todo), last - first)
     batches, owner = [], []
     for k in todo:
-        shard_batches = _batches(source, k * cfg.shard_size, min(n, (k + 1) * cfg.shard_size), cfg.batch_size)
+        shard_batches = _batches(source, int(bounds[k]), int(bounds[k + 1]), cfg.batch_size)
         batches += shard_batches
         owner += [k] * len(shard_batches)
     n_todo = sum(len(b) for b in batches)
@@ -211,7 +212,7 @@ def _run_embed(cfg: DictConfig, out: Path) -> dict:
             parts.append((indices, _encode(encoder, items, amp, cfg.normalize)))
         bar.update(len(indices) + len(bad))
         if b + 1 == len(batches) or owner[b + 1] != owner[b]:  # the shard's last batch
-            _write_shard(writer, source, labels, owner[b], cfg.shard_size, n, parts, skipped)
+            _write_shard(writer, source, labels, owner[b], bounds, parts, skipped)
             parts, skipped = [], []
     elapsed = time.perf_counter() - started
     if n_todo:
@@ -265,8 +266,7 @@ def _write_shard(
     source: Source,
     labels: np.ndarray | None,
     k: int,
-    shard_size: int,
-    n: int,
+    bounds: np.ndarray,
     parts: list[tuple[np.ndarray, torch.Tensor]],
     skipped: list[tuple[int, str]],
 ) -> None:
@@ -286,7 +286,7 @@ def _write_shard(
         k,
         emb,
         ids,
-        items=(k * shard_size, min(n, (k + 1) * shard_size)),
+        items=(int(bounds[k]), int(bounds[k + 1])),
         labels=None if labels is None else labels[indices],
         skipped=[(str(i), reason) for i, (_, reason) in zip(bad_ids, skipped)],
     )

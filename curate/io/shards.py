@@ -23,6 +23,48 @@ def shard_range(n: int, rank: int, world_size: int) -> tuple[int, int]:
     return start, start + base + (1 if rank < extra else 0)
 
 
+def plan_item_shards(
+    n: int, shard_size: int, rank: int, world_size: int, groups: np.ndarray | None = None
+) -> tuple[np.ndarray, int, int]:
+    """Cut ``n`` items into shards of at most ``shard_size`` consecutive items, and the shards a
+    rank owns.
+
+    Without ``groups`` shard ``k`` covers items ``[k * shard_size, (k + 1) * shard_size)`` and the
+    ranks take contiguous blocks of shards (:func:`shard_range`). With ``groups`` (the item offsets
+    where the source's own files begin, such as webdataset tar shards) the cuts restart at every
+    group, so no shard spans two files, and the ranks take contiguous blocks of whole groups: each
+    file is read by one rank. The cuts never depend on the world size.
+
+    Args:
+        n: items.
+        shard_size: most items per shard (>= 1).
+        rank, world_size: the caller's place.
+        groups: ``(G + 1,)`` non-decreasing item offsets, ``groups[0] == 0``, ``groups[-1] == n``.
+
+    Returns:
+        ``(bounds, first, last)``: ``bounds`` ``(K + 1,) int64`` (shard ``k`` covers items
+        ``[bounds[k], bounds[k + 1])``) and the rank's shards ``[first, last)``.
+    """
+    if shard_size < 1:
+        raise ValueError(f"shard_size must be >= 1, got {shard_size}")
+    if groups is None:
+        bounds = np.append(np.arange(0, n, shard_size, dtype=np.int64), np.int64(n))
+        first, last = shard_range(len(bounds) - 1, rank, world_size)
+        return bounds, first, last
+    groups = np.asarray(groups, dtype=np.int64)
+    if groups.ndim != 1 or len(groups) < 1 or groups[0] != 0 or groups[-1] != n or np.any(np.diff(groups) < 0):
+        raise ValueError(f"groups must be non-decreasing offsets from 0 to {n}")
+    starts, owner = [], []
+    for g in range(len(groups) - 1):
+        cuts = np.arange(groups[g], groups[g + 1], shard_size, dtype=np.int64)
+        starts.append(cuts)
+        owner.append(np.full(len(cuts), g, dtype=np.int64))
+    bounds = np.append(np.concatenate(starts) if starts else np.zeros(0, np.int64), np.int64(n))
+    owner_of = np.concatenate(owner) if owner else np.zeros(0, np.int64)
+    lo, hi = shard_range(len(groups) - 1, rank, world_size)
+    return bounds, int(np.searchsorted(owner_of, lo)), int(np.searchsorted(owner_of, hi))
+
+
 def open_npy(path: str | os.PathLike) -> np.memmap:
     """Memory-map a 2-D ``.npy`` file read-only, with clear errors for a missing or bad file."""
     path = Path(path)

@@ -18,6 +18,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.nodes import EnumNode
 
+from curate.core.protocol import RUN_ONLY
 from curate.hierarchy.levels import LevelSpec, validate_levels
 from curate.hierarchy.model import RESAMPLE_STRATEGIES
 from curate.kmeans.estimator import DISTANCES, INITS
@@ -134,26 +135,26 @@ class ClusterStageConfig:
     name: str = "${cluster.name}"
     out_dir: str = "outputs"
     seed: int = 0
-    device: str = "cpu"
+    device: str = field(default="cpu", metadata=RUN_ONLY)
     # working memory per chunk (null: 256 on a CPU, a share of the free memory on CUDA)
-    memory_budget_mb: float | None = None
+    memory_budget_mb: float | None = field(default=None, metadata=RUN_ONLY)
     # TF32 float32 matmuls on CUDA (every k-means and the level-1 split)
     allow_tf32: bool = True
-    checkpoint_every: int = 10
+    checkpoint_every: int = field(default=10, metadata=RUN_ONLY)
     # distributed: an upper level runs sharded when its input has this many rows per rank
-    shard_min_rows: int = 65536
+    shard_min_rows: int = field(default=65536, metadata=RUN_ONLY)
     # level-1 split: device memory for sub-centroids + float64 sums; beyond it clusters go in batches
-    split_memory_mb: float = 4096.0
+    split_memory_mb: float = field(default=4096.0, metadata=RUN_ONLY)
     # k-means++ of a streamed (memory-mapped) input that fits in this many MB reads it into memory
     # once instead of once per centroid (0: stay out of core)
-    init_cache_mb: float = 0.0
+    init_cache_mb: float = field(default=0.0, metadata=RUN_ONLY)
     # build levels 1..t (kept in <out>/checkpoints) and exit; the next run resumes from them
-    stop_after_level: int | None = None
+    stop_after_level: int | None = field(default=None, metadata=RUN_ONLY)
     # replace what an earlier run left in the output folder (checkpoints or a finished clustering
     # of other settings or another input) instead of refusing
-    overwrite: bool = False
-    logger: LoggerConfig = field(default_factory=LoggerConfig)
-    submit: SubmitConfig = field(default_factory=SubmitConfig)
+    overwrite: bool = field(default=False, metadata=RUN_ONLY)
+    logger: LoggerConfig = field(default_factory=LoggerConfig, metadata=RUN_ONLY)
+    submit: SubmitConfig = field(default_factory=SubmitConfig, metadata=RUN_ONLY)
 
 
 @dataclass
@@ -166,8 +167,8 @@ class SampleStageConfig:
     method: SampleMethod = SampleMethod.hierarchical
     multiplier: int = 1
     seed: int = 0
-    plot: bool = True
-    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    plot: bool = field(default=True, metadata=RUN_ONLY)
+    logger: LoggerConfig = field(default_factory=LoggerConfig, metadata=RUN_ONLY)
 
 
 @dataclass
@@ -192,17 +193,17 @@ class DedupConfig:
     """
 
     input: str = MISSING
-    out: str = MISSING
+    out: str = field(default=MISSING, metadata=RUN_ONLY)
     threshold: float = 0.95
-    chunk_size: int | None = None
-    backend: DedupBackend = DedupBackend.torch
-    device: str = "auto"
-    sim_budget: int | None = None
+    chunk_size: int | None = field(default=None, metadata=RUN_ONLY)
+    backend: DedupBackend = field(default=DedupBackend.torch, metadata=RUN_ONLY)
+    device: str = field(default="auto", metadata=RUN_ONLY)
+    sim_budget: int | None = field(default=None, metadata=RUN_ONLY)
     write_store: bool = False
-    shard_size: int = 50000
-    checkpoint_every_s: float = 300.0
-    overwrite: bool = False
-    logger: LoggerConfig = field(default_factory=LoggerConfig)  # metrics.jsonl in out (+ wandb)
+    shard_size: int = field(default=50000, metadata=RUN_ONLY)
+    checkpoint_every_s: float = field(default=300.0, metadata=RUN_ONLY)
+    overwrite: bool = field(default=False, metadata=RUN_ONLY)
+    logger: LoggerConfig = field(default_factory=LoggerConfig, metadata=RUN_ONLY)  # metrics.jsonl in out (+ wandb)
 
 
 def register_configs() -> None:

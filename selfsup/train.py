@@ -36,6 +36,7 @@ import torchvision
 from omegaconf import DictConfig
 
 from curate import CONFIG_DIR
+from curate.core.protocol import changed_keys, content, run_only_keys
 from curate.dist import (
     all_reduce_sum_,
     barrier,
@@ -66,16 +67,6 @@ log = logging.getLogger(__name__)
 os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
 CHECKPOINT_FORMAT = "selfsup.checkpoint/1"
-# Config keys that may change between a run and its resumption without a warning.
-_RESUME_FREE_KEYS = (
-    "out",
-    "logger",
-    "train.log_every",
-    "train.checkpoint_every",
-    "train.snapshot_every",
-    "train.num_workers",
-    "train.device",
-)
 
 
 def total_iterations(cfg: TrainConfig, n_train: int) -> int:
@@ -191,12 +182,11 @@ def clip_gradients(student: torch.nn.Module, max_norm: float, mode: str) -> dict
     return norms
 
 
-def _diff_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
-    if isinstance(old, dict) and isinstance(new, dict):
-        keys = sorted(set(old) | set(new))
-        return [k for key in keys for k in _diff_keys(old.get(key), new.get(key), f"{prefix}{key}.")]
-    name = prefix.rstrip(".")
-    return [] if old == new or name.startswith(_RESUME_FREE_KEYS) else [name]
+def changed_settings(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """The content settings (:func:`curate.core.protocol.content`: all but the run-only ones of
+    :class:`TrainConfig`, e.g. ``train.snapshot_every``) that differ between two config dicts."""
+    run_only = run_only_keys(TrainConfig)
+    return changed_keys(content(old, run_only), content(new, run_only))
 
 
 def save_checkpoint(path: Path, meta: SSLMetaArch, optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
@@ -262,7 +252,7 @@ def _resume(
     seen = torch.zeros(n_train, dtype=torch.bool)  # training items drawn so far (this rank)
     if ckpt_path.exists():
         ckpt = load_checkpoint(ckpt_path)
-        changed = _diff_keys(ckpt.get("config", {}), config_dict)
+        changed = changed_settings(ckpt.get("config", {}), config_dict)
         arch = [key for key in changed if key.startswith("model.")]
         if arch:  # the weights would not fit the model: refuse before load_state_dict fails on them
             raise IdentityError(

@@ -51,8 +51,8 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 
 from curate import CONFIG_DIR, dist
-from curate.conf import register_configs
-from curate.core.protocol import COMPLETE, Action, completion_record, content, decide, fingerprint, log_skip
+from curate.conf import DedupConfig, register_configs
+from curate.core.protocol import COMPLETE, Action, Stage, completion_record, content, decide, fingerprint, log_skip
 from curate.errors import IdentityError, UnsafeOutputError, hydra_entry
 from curate.io.atomic import atomic_path, atomic_save_npy, atomic_write_json
 from curate.io.identity import check_identity, input_identity
@@ -635,6 +635,20 @@ def _write_kept_store(src: Path, dst: Path, array: Any, ids: Any, kept: np.ndarr
     result = finalize_store(partial, expected_shards=n_shards)
     os.replace(partial, dst)
     return result
+
+
+#: the dedup stage's declaration (curate.core.protocol)
+STAGE = Stage(
+    name="dedup",
+    config="dedup",
+    schema=DedupConfig,
+    run=run_dedup,
+    inputs=("input",),
+    outputs=("kept_indices.npy", "kept_ids.txt", "duplicate_of.npy", "store"),
+    record="dedup.json",
+    check=validate,
+    register=register_configs,
+)
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="dedup")

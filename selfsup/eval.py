@@ -23,13 +23,14 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 
 from curate import CONFIG_DIR
+from curate.core.protocol import Stage
 from curate.dist import resolve_device
 from curate.embed.sources import default_num_workers
 from curate.errors import hydra_entry, run_guarded
 from curate.io.atomic import atomic_write_json
 from curate.stage import check_selection, guarded_output
 from curate.tracking import stage_tracker
-from selfsup.config import EvalConfig, config_to_dict, to_eval_config
+from selfsup.config import EvalConfig, config_to_dict, register_configs, to_eval_config
 from selfsup.data import ImageSet, ResizedImages, open_image_set, stack_arrays
 from selfsup.export import Encoder, embed_images, load_backbone
 
@@ -377,6 +378,20 @@ def _evaluate(cfg: EvalConfig, t0: float) -> dict[str, Any]:
         tracker.summary(scores)
     log.info("k-NN top-1 %.4f, linear top-1 %.4f", report["knn"]["top1"], report["linear"]["top1"])
     return report
+
+
+#: the eval stage's declaration (curate.core.protocol), reached through ``stage_modules.eval``
+STAGE = Stage(
+    name="eval",
+    config="eval",
+    schema=EvalConfig,
+    run=evaluate,
+    inputs=("backbone", "data.train", "data.test"),
+    outputs=("eval.json",),
+    record="eval.json",
+    check=to_eval_config,
+    register=register_configs,
+)
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="eval")

@@ -36,7 +36,7 @@ import torchvision
 from omegaconf import DictConfig
 
 from curate import CONFIG_DIR
-from curate.core.protocol import changed_keys, content, run_only_keys
+from curate.core.protocol import Stage, changed_keys, content, run_only_keys
 from curate.dist import (
     all_reduce_sum_,
     barrier,
@@ -54,7 +54,7 @@ from curate.io.idlist import write_ids
 from curate.stage import check_selection, guarded_output
 from curate.tracking import Tracker, stage_tracker
 from selfsup.augment import MultiCrop
-from selfsup.config import OptimConfig, TrainConfig, config_to_dict, to_train_config
+from selfsup.config import OptimConfig, TrainConfig, config_to_dict, register_configs, to_train_config
 from selfsup.data import InfiniteBatchSampler, MultiCropDataset, collate_multicrop, mix_seed, open_image_set
 from selfsup.export import backbone_payload, save_backbone
 from selfsup.meta_arch import SSLMetaArch
@@ -519,6 +519,21 @@ def _train_loop(
                 save_checkpoint(ckpt_path, meta, optimizer, state)
             barrier()
     return record
+
+
+#: the train stage's declaration (curate.core.protocol); the pipeline reaches it through
+#: ``stage_modules.train``; its resume check reads the same run-only declaration (:func:`changed_settings`)
+STAGE = Stage(
+    name="train",
+    config="train",
+    schema=TrainConfig,
+    run=train,
+    inputs=("data.root", "data.path", "data.selection"),
+    outputs=("checkpoint.pt", "backbone.pt", "train_ids.txt", "metrics.jsonl", "snapshots"),
+    record="manifest.json",
+    check=to_train_config,
+    register=register_configs,
+)
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")

@@ -50,7 +50,13 @@ def test_run_only_keys_come_from_the_field_metadata_nested_ones_included():
         (None, {"a": 1}, None, Action.run, ()),
         (completion_record(COMPLETE, {"a": 1}, {"n": 2}), {"a": 1}, {"n": 2}, Action.skip, ()),
         (completion_record(RUNNING, {"a": 1}, {"n": 2}), {"a": 1}, {"n": 2}, Action.resume, ()),
-        (completion_record(COMPLETE, {"a": 1, "b": {"c": 2}}), {"a": 1, "b": {"c": 3}}, None, Action.recompute, ("b.c",)),
+        (
+            completion_record(COMPLETE, {"a": 1, "b": {"c": 2}}),
+            {"a": 1, "b": {"c": 3}},
+            None,
+            Action.recompute,
+            ("b.c",),
+        ),
         (completion_record(RUNNING, {"a": 1}), {"a": 1, "new": 0}, None, Action.recompute, ("new",)),
         (completion_record(COMPLETE, {"a": 1}, {"n": 2}), {"a": 1}, {"n": 3}, Action.recompute, ("inputs",)),
         ({"status": COMPLETE, "key": "old"}, {"a": 1}, None, Action.recompute, ("settings",)),  # an older record
@@ -128,3 +134,78 @@ def test_dedup_then_write_store_writes_the_store_from_the_same_decisions(tmp_pat
     assert "nothing to do" in again.stderr + again.stdout
     refused = cli(*args, "threshold=0.5", check=False)
     assert refused.returncode == 2 and "threshold" in refused.stderr.strip().splitlines()[-1]
+
+
+def _pipeline_args(folders: Path, out_dir: Path) -> list[str]:
+    from test_pipeline import TINY
+
+    return [
+        "-m",
+        "curate.pipeline",
+        "data=image_folder",
+        f"data.root={folders / 'pool'}",
+        "data.labels_from_dirs=true",
+        f"out_dir={out_dir}",
+        "name=p",
+        "stages=[embed,dedup,cluster,sample,train]",
+        *TINY,
+    ]
+
+
+def test_pipeline_rerun_with_a_run_only_train_setting_keeps_the_training(tmp_path, fmnist_folders, cli):
+    """Was: the finished train folder removed and trained again (any key change re-ran the stage),
+    and ``train.train.snapshot_every=2`` refused without ``++`` (the train node was untyped)."""
+    args = _pipeline_args(fmnist_folders, tmp_path)
+    cli(*args)
+    train = tmp_path / "p" / "train"
+    checkpoint = (train / "checkpoint.pt").stat().st_mtime_ns
+    for override in ("++train.train.snapshot_every=2", "train.train.snapshot_every=2"):
+        proc = cli(*args, override)
+        assert f"{train} already holds this train run: nothing to do" in proc.stderr
+        assert (train / "checkpoint.pt").stat().st_mtime_ns == checkpoint  # not trained again
+        summary = json.loads((tmp_path / "p" / "summary.json").read_text())
+        assert not any(entry["ran"] for entry in summary["stages"].values())
+    # a content setting re-runs the training (and only it)
+    cli(*args, "train.train.iterations=6")
+    summary = json.loads((tmp_path / "p" / "summary.json").read_text())
+    assert {stage for stage, entry in summary["stages"].items() if entry["ran"]} == {"train"}
+    assert json.loads((train / "manifest.json").read_text())["iterations"] == 6
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("train.train.iterationz=5", "train.train.iterationz"),
+        ("cluster.levels=3", "cluster.levels"),
+        ("cluster.cluster.levels=[{k: 0, resample_steps: 1, sample_size: 1}]", "cluster.cluster.levels"),
+        ("sample.strategy=closets", "sample.strategy"),
+        ("eval.eval.knn_k=many", "eval.eval.knn_k"),
+    ],
+)
+def test_a_bad_key_or_value_of_any_stage_fails_before_the_first_stage(tmp_path, fmnist_folders, cli, override, key):
+    proc = cli(*_pipeline_args(fmnist_folders, tmp_path), override, check=False)
+    assert proc.returncode == 2
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and key in last
+    assert not (tmp_path / "p" / "embed").exists()  # no stage started
+
+
+def test_cfg_job_shows_every_stage_resolved(cli):
+    from omegaconf import OmegaConf
+
+    proc = cli("-m", "curate.pipeline", "--cfg", "job", "seed=3", "train.train.snapshot_every=2", "--resolve")
+    cfg = OmegaConf.create(proc.stdout)
+    assert cfg.train.train.snapshot_every == 2 and cfg.train.train.seed == 3 and cfg.cluster.seed == 3
+    assert cfg.train.model.depth and cfg.cluster.cluster.levels and cfg.dedup.threshold == 0.95
+    assert cfg.eval.eval.knn_k and cfg.embed.data == cfg.data
+
+
+def test_an_old_pipeline_stamp_is_refused_naming_its_folder(tmp_path, fmnist_folders, compose_config):
+    from curate.pipeline import STAMP, run_pipeline
+
+    folder = tmp_path / "p" / "embed"
+    folder.mkdir(parents=True)
+    (folder / STAMP).write_text(json.dumps({"stage": "embed", "key": "0123456789abcdef", "status": "complete"}))
+    cfg = compose_config("pipeline", [*_pipeline_args(fmnist_folders, tmp_path)[2:]])
+    with pytest.raises(ValueError, match=f"{folder}.*older curate.pipeline"):
+        run_pipeline(cfg, tmp_path / "p")

@@ -25,9 +25,9 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Dataset
 
-from curate.core.protocol import COMPLETE, content, decide, log_skip
+from curate.core.protocol import COMPLETE, Stage, content, decide, log_skip
 from curate.dist import barrier, get_rank, get_world_size, init_distributed, resolve_device
-from curate.embed.config import validate
+from curate.embed.config import EmbedConfig, register_configs, validate
 from curate.embed.encoders import Encoder, build_encoder
 from curate.embed.sources import Source, build_source, default_num_workers
 from curate.io.shards import shard_range
@@ -308,3 +308,17 @@ def _fit_batches(dataset: ItemDataset, count: int, seed: int, cfg: DictConfig) -
     for _, items, _ in loader:
         if len(items):
             yield items
+
+
+#: the embed stage's declaration (curate.core.protocol): its record is the store's manifest
+STAGE = Stage(
+    name="embed",
+    config="embed",
+    schema=EmbedConfig,
+    run=run_embed,
+    inputs=("data.root", "data.path"),
+    outputs=_STORE_GLOBS,
+    record=MANIFEST,
+    check=validate,
+    register=register_configs,
+)

@@ -18,7 +18,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.nodes import EnumNode
 
-from curate.core.protocol import RUN_ONLY
+from curate.core.protocol import RUN_ONLY, run_only_keys
 from curate.hierarchy.levels import LevelSpec, validate_levels
 from curate.hierarchy.model import RESAMPLE_STRATEGIES
 from curate.kmeans.estimator import DISTANCES, INITS
@@ -236,12 +236,37 @@ def choices_help(cfg: DictConfig) -> str:
     return "== Choices ==\n" + "\n".join(lines) + "\n" if lines else ""
 
 
+def _with_leaves(cfg: DictConfig, keys: Iterable[str]) -> set[str]:
+    """``keys`` and the dotted keys of every value below those that are nodes (an override names a leaf)."""
+    out = set(keys)
+    for key in keys:
+        node = OmegaConf.select(cfg, key, throw_on_missing=False)
+        if isinstance(node, DictConfig):
+            plain = OmegaConf.to_container(node, resolve=False)
+            stack = [(key, plain)]
+            while stack:
+                prefix, tree = stack.pop()
+                for name, value in tree.items() if isinstance(tree, dict) else ():
+                    out.add(f"{prefix}.{name}")
+                    stack.append((f"{prefix}.{name}", value))
+    return out
+
+
+def _exclude_keys(*keys: str, _root_: DictConfig) -> list[str]:
+    return sorted({*map(str, keys), *_with_leaves(_root_, run_only_keys(_root_))})
+
+
 def register_help() -> None:
     """``${curate_choices:}`` (the primary configs' ``hydra.help.footer``): the choices of the
     composed config, read from its Enum fields, so ``--help`` lists them without a second copy;
-    also the launcher's resolvers (:func:`curate.launch.register_resolvers`)."""
+    ``${curate_run_only:<key>,...}`` (the primary configs' ``hydra.job.config.override_dirname.exclude_keys``):
+    the given keys (paths) and the composed config's run-only settings, read from its schemas' field
+    metadata (:func:`curate.core.protocol.run_only_keys`), so a sweep job's folder is named by what it
+    computes without a second list; also the launcher's resolvers (:func:`curate.launch.register_resolvers`)."""
     if not OmegaConf.has_resolver("curate_choices"):
         OmegaConf.register_new_resolver("curate_choices", lambda *, _root_: choices_help(_root_))
+    if not OmegaConf.has_resolver("curate_run_only"):
+        OmegaConf.register_new_resolver("curate_run_only", _exclude_keys)
     register_resolvers()
 
 

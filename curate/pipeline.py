@@ -286,13 +286,17 @@ def compose_stage(
     from hydra.core.global_hydra import GlobalHydra
 
     stage = load_stage(config_name, modules)
-    if stage.register is not None:
-        stage.register()
+
+    def composed() -> DictConfig:
+        if stage.register is not None:  # here: Hydra's context puts resolvers registered inside it back on exit
+            stage.register()
+        return compose(config_name=stage.config, overrides=overrides)
+
     if GlobalHydra.instance().is_initialized():
-        cfg = compose(config_name=stage.config, overrides=overrides)
+        cfg = composed()
     else:
         with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-            cfg = compose(config_name=stage.config, overrides=overrides)
+            cfg = composed()
     for key, value in (values or {}).items():
         OmegaConf.update(cfg, key, value, merge=False)
     return cfg

@@ -115,12 +115,15 @@ def _record(cfg: DictConfig, source: Source, encoder: Encoder, n_items: int) -> 
     """The store's completion record (its manifest's ``meta``): what readers of the store use
     (``model``, ``normalised``, ``source``, ``encoder``) and the protocol's content ``settings``
     and ``inputs`` (:mod:`curate.core.protocol`); a resumed run must match it."""
+    settings = content(cfg)
     return {
         "model": encoder.name,
         "normalised": bool(cfg.normalize),
         "source": source.describe(),
         "encoder": encoder.describe(),
-        "settings": content(cfg),
+        "data_config": settings["data"],  # as before the protocol: read by users of the manifest
+        "encoder_config": settings["encoder"],
+        "settings": settings,
         "inputs": {"source": source.describe(), "items": int(n_items)},
     }
 

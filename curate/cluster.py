@@ -29,16 +29,20 @@ import hydra
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from curate import CONFIG_DIR, dist
+from curate import CONFIG_DIR
+from curate.analysis.metrics import kl_to_uniform
 from curate.conf import ClusterStageConfig, input_toy, level_specs, register_configs, validate_cluster
+from curate.core import dist
+from curate.core.atomic import atomic_save_npy, atomic_write_json
+from curate.core.entry import hydra_entry
+from curate.core.errors import IdentityError, InputError, check_device
 from curate.core.protocol import Stage
-from curate.errors import IdentityError, InputError, check_device, hydra_entry
+from curate.core.tracking import stage_tracker
+from curate.data.datasets.toy import write_toy
 from curate.hierarchy import HierarchicalKMeans
-from curate.io.atomic import atomic_save_npy, atomic_write_json
 from curate.io.identity import check_identity, verify_files, vouch
 from curate.io.shards import rank_rows
 from curate.stage import guarded_output, open_input, output_dir, read_json, run_stage, stage_name
-from curate.tracking import stage_tracker
 
 log = logging.getLogger(__name__)
 register_configs()
@@ -46,8 +50,6 @@ register_configs()
 
 def toy_input(name: str, out_dir: str | Path) -> Path:
     """Write the bundled toy (rank 0, once) and return the path of its ``x.npy``."""
-    from curate.datasets.toy import write_toy
-
     folder = Path(out_dir) / "data" / name
     if dist.is_main_process() and not (folder / "x.npy").exists():
         write_toy(name, folder)
@@ -88,8 +90,6 @@ def balance_metrics(model: HierarchicalKMeans) -> dict:
         "top_size_cv": float(sizes.std() / sizes.mean()),
     }
     if model.dim_ == 2:
-        from curate.metrics import kl_to_uniform
-
         out["kl_top"] = kl_to_uniform(top.centroids)
     return out
 

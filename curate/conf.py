@@ -18,14 +18,13 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.nodes import EnumNode
 
+from curate.core.launch import EXECUTORS, register_resolvers
 from curate.core.protocol import RUN_ONLY, run_only_keys
+from curate.core.tracking import MODES
 from curate.hierarchy.levels import LevelSpec, validate_levels
 from curate.hierarchy.model import RESAMPLE_STRATEGIES
 from curate.kmeans.estimator import DISTANCES, INITS
-from curate.launch import register_resolvers
 from curate.sampling import STRATEGIES
-from curate.submit import EXECUTORS
-from curate.tracking import MODES
 
 
 def choices(name: str, values: Iterable[str], module: str = __name__) -> type[StrEnum]:
@@ -89,7 +88,7 @@ class InputConfig:
 @dataclass
 class WandbConfig:
     """``logger.wandb`` of every stage (curate's, selfsup's) and of ``curate.pipeline`` (which copies
-    its settings into each stage's): see :mod:`curate.tracking`."""
+    its settings into each stage's): see :mod:`curate.core.tracking`."""
 
     mode: WandbMode = WandbMode.disabled
     project: str = "ssl-curate"
@@ -262,7 +261,7 @@ def register_help() -> None:
     ``${curate_run_only:<key>,...}`` (the primary configs' ``hydra.job.config.override_dirname.exclude_keys``):
     the given keys (paths) and the composed config's run-only settings, read from its schemas' field
     metadata (:func:`curate.core.protocol.run_only_keys`), so a sweep job's folder is named by what it
-    computes without a second list; also the launcher's resolvers (:func:`curate.launch.register_resolvers`)."""
+    computes without a second list; also the launcher's resolvers (:func:`curate.core.launch.register_resolvers`)."""
     if not OmegaConf.has_resolver("curate_choices"):
         OmegaConf.register_new_resolver("curate_choices", lambda *, _root_: choices_help(_root_))
     if not OmegaConf.has_resolver("curate_run_only"):

@@ -50,15 +50,17 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
 
-from curate import CONFIG_DIR, dist
+from curate import CONFIG_DIR
 from curate.conf import DedupConfig, register_configs
+from curate.core import dist
+from curate.core.atomic import atomic_path, atomic_save_npy, atomic_write_json
+from curate.core.entry import hydra_entry
+from curate.core.errors import IdentityError, UnsafeOutputError
+from curate.core.progress import Progress
 from curate.core.protocol import COMPLETE, Action, Stage, completion_record, content, decide, fingerprint, log_skip
-from curate.errors import IdentityError, UnsafeOutputError, hydra_entry
-from curate.io.atomic import atomic_path, atomic_save_npy, atomic_write_json
 from curate.io.identity import check_identity, input_identity
 from curate.io.idlist import write_ids
 from curate.io.store import StoreWriter, finalize_store, load_embeddings, read_manifest
-from curate.progress import Progress
 from curate.stage import guarded_output, read_json, run_stage
 
 log = logging.getLogger(__name__)
@@ -544,7 +546,7 @@ def _run_dedup(cfg: DictConfig, out: Path) -> dict:
         atomic_write_json(done, summary)
         (out / "checkpoint.npz").unlink(missing_ok=True)
         if "logger" in cfg:
-            from curate.tracking import stage_tracker
+            from curate.core.tracking import stage_tracker
 
             record = {k: summary[k] for k in ("count", "kept", "removed", "threshold")}
             with stage_tracker(cfg, out, "dedup", fresh=True) as tracker:

@@ -33,7 +33,7 @@ from curate.analysis.clusters import (
     top_cluster_shares,
 )
 from curate.analysis.data import load_report_data
-from curate.errors import run_guarded
+from curate.core.errors import run_guarded
 
 __all__ = ["InspectConfig", "log2_histogram", "main"]
 
@@ -79,6 +79,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    from curate.errors import cli_entry
+    from curate.core.errors import cli_entry
 
     cli_entry(main)

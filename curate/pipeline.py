@@ -65,11 +65,12 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from curate.analysis.metrics import rarest, rarest_classes
 from curate.conf import LoggerConfig
+from curate.core.atomic import atomic_write_json
 from curate.core.protocol import Action, Stage, completion_record, content, decide, fingerprint, log_skip
-from curate.io.atomic import atomic_write_json
 from curate.io.idlist import read_ids, write_ids
-from curate.sampling import resolve_target, water_fill
+from curate.sampling import random_rows, resolve_target, water_fill
 
 log = logging.getLogger(__name__)
 
@@ -540,7 +541,7 @@ class Pipeline:
         """The rarest classes of the pool (``eval.num_tail_classes`` of them, absent ones first) as
         class ids of the labelled train folder, matched by class name (a pool missing a class
         numbers its folders differently); None without pool labels or a train folder."""
-        from curate.embed.sources import ImageFolderSource
+        from curate.data.sources import ImageFolderSource
 
         store, root = self.folder("embed"), self.cfg.eval.get("train_root")
         if root is None or not (store / "label_names.json").exists() or not (store / "labels.npy").exists():
@@ -550,7 +551,7 @@ class Pipeline:
         pool = dict(zip(names, counts.tolist()))
         eval_names = ImageFolderSource(root, labels_from_dirs=True).label_names
         sizes = np.asarray([pool.get(name, 0) for name in eval_names])
-        return sorted(int(c) for c in np.argsort(sizes, kind="stable")[: self.num_tail_classes()])
+        return sorted(int(c) for c in rarest(sizes, self.num_tail_classes(), with_empty=True))
 
     def num_tail_classes(self) -> int:
         """``eval.num_tail_classes`` of the evaluation (``eval.eval`` over the eval stage's default)."""
@@ -743,8 +744,7 @@ class Pipeline:
 
                 _, store_ids = load_embeddings(self.folder("embed"))
                 ids = [str(i) for i in store_ids]
-            rng = np.random.default_rng([int(c.seed), 7])
-            pick = np.sort(rng.choice(len(ids), size=min(n, len(ids)), replace=False))
+            pick = random_rows(len(ids), n, int(c.seed))  # the one random baseline (its seeded stream)
             write_ids(folder / "ids.txt", (ids[i] for i in pick))
             return {"count": int(len(pick))}
 
@@ -768,10 +768,7 @@ class Pipeline:
             ids, labels, names = self.store_labels()
             rows = np.arange(len(labels)) if pool is None else np.load(pool / "kept_indices.npy", allow_pickle=False)
             budget = resolve_target(c.target, len(rows))
-            tail = None
-            if name == "no_tail":  # the evaluation's rule: fewest items first, then the smaller id
-                sizes = np.bincount(labels, minlength=len(names))
-                tail = sorted(int(k) for k in np.argsort(sizes, kind="stable")[: int(c.num_tail_classes)])
+            tail = rarest_classes(labels, len(names), int(c.num_tail_classes)) if name == "no_tail" else None
             rng = np.random.default_rng([int(c.seed), ORACLE_STREAMS[name]])
             pick = rows[oracle_rows(name, labels[rows], budget, tail, rng)]
             if len(pick) < budget:
@@ -844,7 +841,7 @@ def run_pipeline(cfg: DictConfig, root: str | Path | None = None) -> dict[str, A
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="pipeline")
 def _app(cfg: DictConfig) -> None:
-    from curate.dist import setup_logging
+    from curate.core.dist import setup_logging
     from curate.stage import output_dir, run_stage
 
     setup_logging()
@@ -856,7 +853,7 @@ def _app(cfg: DictConfig) -> None:
 
         hc = HydraConfig.get()
         launcher = OmegaConf.to_container(hc.launcher, resolve=True)
-        run_stage(lambda c: submit_pipeline(c, root, list(hc.overrides.task), launcher), cfg)
+        run_stage(lambda c: submit_pipeline(c, root, list(hc.overrides.task), launcher, chain(c)), cfg)
         return
     run_stage(lambda c: run_pipeline(c, root), cfg)
 
@@ -870,6 +867,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    from curate.errors import hydra_entry
+    from curate.core.entry import hydra_entry
 
     hydra_entry(main, single_components=("name",))

@@ -30,8 +30,8 @@ import numpy as np
 from curate.analysis.cli import MISSING, parse_keyvalues
 from curate.analysis.clusters import cluster_members, example_clusters, top_counts
 from curate.analysis.data import ReportData, load_images, load_report_data, load_texts
-from curate.errors import run_guarded
-from curate.io.atomic import atomic_write_text
+from curate.core.atomic import atomic_write_text
+from curate.core.errors import run_guarded
 
 log = logging.getLogger(__name__)
 
@@ -338,6 +338,6 @@ def main(argv: list[str] | None = None) -> Path:
 
 
 if __name__ == "__main__":
-    from curate.errors import cli_entry
+    from curate.core.errors import cli_entry
 
     cli_entry(main)

@@ -23,36 +23,35 @@ import hydra
 import numpy as np
 from omegaconf import DictConfig
 
-from curate import CONFIG_DIR, dist
+from curate import CONFIG_DIR
 from curate.analysis.balance import label_balance
+from curate.analysis.metrics import kl_to_uniform, share_of_rarest
 from curate.analysis.plots import plot_pool_vs_samples
 from curate.conf import SampleStageConfig, register_configs, validate_sample
+from curate.core import dist
+from curate.core.atomic import atomic_save_npy, atomic_write_json
+from curate.core.entry import hydra_entry
 from curate.core.protocol import Stage
-from curate.errors import hydra_entry
+from curate.core.tracking import stage_tracker
 from curate.hierarchy import HierarchicalKMeans
-from curate.io.atomic import atomic_save_npy, atomic_write_json
 from curate.io.identity import file_sha256
 from curate.io.idlist import write_ids
-from curate.sampling import SampleResult, flat_sample, sample_budgets, sample_stats
+from curate.sampling import SampleResult, flat_sample, random_rows, sample_budgets, sample_stats
 from curate.stage import guarded_output, open_clustered_input, output_dir, run_stage, stage_name
-from curate.tracking import stage_tracker
 
 log = logging.getLogger(__name__)
 register_configs()
 
 
 def with_random_baseline(n_items: int, results: dict[Any, SampleResult], seed: int) -> dict[Any, dict]:
-    """Pair every curated sample with a uniform random sample of the same size (the baseline).
+    """Pair every curated sample with a uniform random sample of the same size (the baseline,
+    :func:`curate.sampling.random_rows`; an oversampled target gets all ``n_items`` rows).
 
     Returns:
         ``{target: {"result": SampleResult, "random": (m,) int64 sorted indices}}``.
     """
-    rng = np.random.default_rng(seed)
     return {
-        target: {
-            "result": res,
-            "random": np.sort(rng.choice(n_items, size=len(res.indices), replace=len(res.indices) > n_items)),
-        }
+        target: {"result": res, "random": random_rows(n_items, len(res.indices), seed)}
         for target, res in results.items()
     }
 
@@ -76,8 +75,6 @@ def balance_metrics(
         ``kl_sample`` (2-D: KL-to-uniform of the sampled points), ``rarest_share`` and
         ``rarest_pool_share`` (share of the ``n_rarest`` rarest labels in the sample and the pool).
     """
-    from curate.metrics import kl_to_uniform, share_of_rarest
-
     out: dict[str, Any] = {"returned": int(len(indices))}
     if levels:
         out["normalized_entropy_finest"] = levels[0]["normalized_entropy"]

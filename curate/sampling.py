@@ -28,8 +28,6 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from curate.hierarchy.levels import item_clusters
-
 __all__ = [
     "STRATEGIES",
     "ClusterLevel",
@@ -246,6 +244,25 @@ def _check_levels(levels: Sequence[ClusterLevel]) -> list[int]:
         ks.append(k)
         n_inputs = k
     return ks
+
+
+def item_clusters(levels: Sequence[Any], items: np.ndarray | None = None) -> list[np.ndarray]:
+    """The cluster id of every item at every level: the composition of the levels' ``assign``.
+
+    Args:
+        levels: the hierarchy's levels, finest first (anything with an ``assign`` array).
+        items: ``(m,)`` item ids to follow (None: all ``N`` items, in order).
+
+    Returns:
+        One ``(m,)`` (or ``(N,)``) int64 array per level: ``out[t][j]`` is the level-``t + 1``
+        cluster holding item ``items[j]``.
+    """
+    ids = np.arange(len(levels[0].assign), dtype=np.int64) if items is None else np.asarray(items, dtype=np.int64)
+    out = []
+    for level in levels:
+        ids = np.asarray(level.assign, dtype=np.int64)[ids]
+        out.append(ids)
+    return out
 
 
 def cluster_item_counts(levels: Sequence[ClusterLevel]) -> list[np.ndarray]:
@@ -556,6 +573,20 @@ def flat_sample(
 # ----------------------------------------------------------------------------------------------
 # Balance statistics
 # ----------------------------------------------------------------------------------------------
+def random_rows(n: int, size: int, seed: int) -> np.ndarray:
+    """The random baseline: ``(min(size, n),)`` int64 sorted rows of ``range(n)``, drawn uniformly
+    without replacement from ``np.random.default_rng([seed, 7])`` (the one stream every random
+    baseline uses: the sample stage's, the pipeline's ``sample_random``, the report's).
+
+    Args:
+        n: number of rows to draw from.
+        size: rows wanted; more than ``n`` gives all ``n`` rows.
+        seed: the run's seed.
+    """
+    rng = np.random.default_rng([int(seed), 7])
+    return np.sort(rng.choice(int(n), size=min(int(size), int(n)), replace=False)).astype(np.int64)
+
+
 def log2_histogram(sizes: np.ndarray) -> dict[str, list[int]]:
     """Histogram of positive sizes over power-of-two bins ``[1, 2), [2, 4), ...`` (zeros are left out).
 

@@ -13,9 +13,9 @@ import numpy as np
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from curate import dist
-from curate.errors import IdentityError, InputError, UnsafeOutputError, check_component, resolve, run_guarded
-from curate.io.guard import check_disjoint, output_lock, remove_stray_tmp
+from curate.core import dist
+from curate.core.errors import IdentityError, InputError, UnsafeOutputError, check_component, resolve, run_guarded
+from curate.core.guard import check_disjoint, output_lock, remove_stray_tmp
 from curate.io.identity import check_identity, input_identity, verify_files
 from curate.io.jsonfile import read_json
 from curate.io.shards import NpyRows
@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 
 def run_stage(body: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
-    """Run a Hydra stage body in :func:`curate.errors.run_guarded`: a user-facing failure ends the
+    """Run a Hydra stage body in :func:`curate.core.errors.run_guarded`: a user-facing failure ends the
     program with one ``error: <message>`` line (exit code 2), a bug keeps its traceback."""
     return run_guarded(body, cfg, hydra=True)
 
@@ -90,11 +90,11 @@ def open_input(
         path: a ``(N, d)`` ``.npy`` file (a ``labels.npy`` beside it is picked up when its length
             matches) or an embedding store folder (``manifest.json`` + shards).
         subset: only these rows: a dedup output folder, a ``.npy`` of row indices, a text file
-            of ids (see :func:`curate.io.subset.read_subset`), or the ``(m,)`` rows themselves.
+            of ids (see :func:`curate.data.selection.read_subset`), or the ``(m,)`` rows themselves.
 
     Returns:
         ``(array, ids or None, labels or None, description)``; ``array`` is memory-mapped (a
-        :class:`~curate.io.subset.SubsetRows` view with a subset; its ``rows`` are store rows).
+        :class:`~curate.data.selection.SubsetRows` view with a subset; its ``rows`` are store rows).
     """
     path = resolve(path, "input.path")
     if not path.exists():
@@ -123,7 +123,7 @@ def open_input(
     description["identity"] = input_identity(path, array)
     if subset is None:
         return array, ids, labels, description
-    from curate.io.subset import SubsetIds, SubsetRows, read_subset
+    from curate.data.selection import SubsetIds, SubsetRows, read_subset
 
     if isinstance(subset, np.ndarray):
         rows = subset

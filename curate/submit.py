@@ -51,13 +51,13 @@ from typing import Any
 import submitit
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from curate.errors import run_guarded, take_traceback_flag
-from curate.io.atomic import atomic_write_json
+from curate.core.atomic import atomic_write_json
+from curate.core.errors import run_guarded, take_traceback_flag
+from curate.core.launch import EXECUTORS
 
 log = logging.getLogger(__name__)
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-EXECUTORS = ("slurm", "local", "debug")
 # AutoExecutor's generic parameters: passed as they are; other launcher keys get the "<cluster>_" prefix
 GENERIC = (
     "timeout_min",
@@ -190,7 +190,7 @@ def submit_levels(overrides: Sequence[str], executor: str | None = None) -> tupl
         debug jobs have finished.
     """
     from curate.conf import validate_cluster
-    from curate.launch import check_launcher
+    from curate.core.launch import check_launcher
 
     cfg = compose_cluster(overrides)
     validate_cluster(cfg)
@@ -239,14 +239,18 @@ def pipeline_stage_parameters(cfg: DictConfig, launcher: DictConfig, kind: str, 
 
 
 def submit_pipeline(
-    cfg: DictConfig, root: str | Path, overrides: Sequence[str], launcher: dict, executor: str | None = None
+    cfg: DictConfig,
+    root: str | Path,
+    overrides: Sequence[str],
+    launcher: dict,
+    stages: Sequence[str],
+    executor: str | None = None,
 ) -> list[submitit.Job]:
     """Submit the stages of ``python -m curate.pipeline <overrides>`` as one job each (``only=<stage>``),
     chained like the level jobs of :func:`submit_levels` (SLURM: queued at once with ``afterok``;
     local / debug: one after the other). Every job is a :class:`StageJob` (requeued on preemption;
-    the stage resumes from its folder). Writes ``<root>/submit.json``; returns the jobs."""
-    from curate.pipeline import chain
-
+    the stage resumes from its folder). ``stages``: the stage jobs in order (``curate.pipeline.chain``,
+    passed in by the pipeline, which sits above this module). Writes ``<root>/submit.json``; returns the jobs."""
     launcher = OmegaConf.create(launcher)
     kind = executor or pipeline_kind(launcher)
     root = Path(root).expanduser().resolve()
@@ -254,7 +258,7 @@ def submit_pipeline(
     folder = root / ".submitit" / "%j"
     init = {} if kind == "debug" else {f"{kind}_max_num_timeout": launcher.get("max_num_timeout", 3)}
     jobs: list[submitit.Job] = []
-    stages = chain(cfg)
+    stages = list(stages)
     for stage in stages:
         ex = submitit.AutoExecutor(folder=folder, cluster=kind, **init)
         ex.update_parameters(**pipeline_stage_parameters(cfg, launcher, kind, stage, jobs[-1].job_id if jobs else None))

@@ -27,8 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from curate.bench import near_duplicate_pool, timed, write_rows
-from curate.bench.dedup import faiss_allpairs, run_ranks
+from research.bench import near_duplicate_pool, timed, write_rows
+from research.bench.dedup import faiss_allpairs, run_ranks
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -53,8 +53,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit("--device cuda: torch sees no CUDA device here")
 
-    from curate.analysis.machine import machine_info, machine_line
     from curate.dedup import deduplicate
+    from research.machine import machine_info, machine_line
 
     torch.set_num_threads(args.threads)
     try:
@@ -129,6 +129,6 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
 
 
 if __name__ == "__main__":
-    from curate.errors import cli_entry
+    from curate.core.errors import cli_entry
 
     cli_entry(main)

@@ -61,9 +61,9 @@ _INITS_FILE = "BENCH_INIT_CODE"
 
 
 def _inits_module():
-    """``curate.bench.inits``, or the file the ``--repo`` parent names (the other checkout may lack it)."""
+    """``research.bench.inits``, or the file the ``--repo`` parent names (the other checkout may lack it)."""
     if _INITS_FILE not in os.environ:
-        from curate.bench import inits
+        from research.bench import inits
 
         return inits
     spec = importlib.util.spec_from_file_location("_bench_inits", os.environ[_INITS_FILE])
@@ -80,7 +80,7 @@ def _in_repo(repo: Path, argv: list[str]) -> list[dict[str, Any]]:
         del args[i : i + 2]
     else:
         args = [a for a in args if not a.startswith("--repo=")]
-    from curate.bench import inits  # this checkout's benchmark code, run against the other's engine
+    from research.bench import inits  # this checkout's benchmark code, run against the other's engine
 
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(repo.resolve()), os.environ.get("PYTHONPATH", "")])}
     env[_INITS_FILE] = inits.__file__
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         return _in_repo(args.repo, sys.argv[1:] if argv is None else argv)
     import torch
 
-    from curate.analysis import machine_info
+    from research.machine import machine_info
 
     inits = _inits_module()
 
@@ -119,6 +119,6 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
 
 
 if __name__ == "__main__":
-    from curate.errors import cli_entry
+    from curate.core.errors import cli_entry
 
     cli_entry(main)

@@ -19,7 +19,7 @@ Two blocks of rows per size:
   ``--init-max-points`` rows when given; faiss: random rows; sklearn: greedy k-means++).
 
 The table's time is the median over the iterations (how each implementation is timed:
-``curate.bench.kmeans``). On a shared CPU prefer ``--threads 1`` and the ``CPU s/iter`` column
+``research.bench.kmeans``). On a shared CPU prefer ``--threads 1`` and the ``CPU s/iter`` column
 (process CPU time per iteration; faiss: its whole ``train()`` over the iterations), which other
 processes barely move. Each run is printed (and appended to ``--jsonl``) as soon as it ends.
 """
@@ -36,9 +36,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from curate.analysis.machine import machine_info, machine_line
-from curate.bench import append_jsonl, matmul_gflops, write_clustered_npy, write_rows
-from curate.bench.kmeans import (
+from research.bench import append_jsonl, matmul_gflops, write_clustered_npy, write_rows
+from research.bench.kmeans import (
     IMPLS,
     RUN_KEYS,
     SIZES,
@@ -49,6 +48,7 @@ from curate.bench.kmeans import (
     run_worker,
     spawn_worker,
 )
+from research.machine import machine_info, machine_line
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -203,6 +203,6 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
 
 
 if __name__ == "__main__":
-    from curate.errors import cli_entry
+    from curate.core.errors import cli_entry
 
     cli_entry(main)

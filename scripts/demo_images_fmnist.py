@@ -3,7 +3,7 @@
     python scripts/demo_images_fmnist.py --out outputs/demo_fmnist
     python scripts/demo_images_fmnist.py --out /tmp/fmnist_quick --seeds 0 --base-iterations 60   # faster
 
-Data (the curation_ssl experiment's splits, ``curate.datasets.fmnist_folders.curation_splits``): a
+Data (the curation_ssl experiment's splits, ``curate.data.datasets.fmnist_folders.curation_splits``): a
 balanced *seed set* of 200 Fashion-MNIST train images per class, then the long-tailed *pool* drawn from
 the other train images, class sizes decaying geometrically from 6,000 to 60 (the head class keeps 5,800
 because the seed set took its share): about 14.7k images. The pool is disjoint from the seed set. Labels are kept apart,
@@ -47,11 +47,13 @@ os.environ.setdefault("MKL_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from curate.analysis import CurationSettings, machine_info, top_level_purity  # noqa: E402
-from curate.analysis.features import pixel_pca  # noqa: E402
-from curate.analysis.study import label_count_table, label_study, plot_studies  # noqa: E402
-from curate.datasets.fashion_mnist import CLASSES, load_fashion_mnist  # noqa: E402
-from curate.io.atomic import atomic_write_json, atomic_write_text  # noqa: E402
+from curate.analysis import top_level_purity  # noqa: E402
+from curate.core.atomic import atomic_write_json, atomic_write_text  # noqa: E402
+from curate.data.datasets.fashion_mnist import CLASSES, load_fashion_mnist  # noqa: E402
+from research.compare import CurationSettings  # noqa: E402
+from research.features import pixel_pca  # noqa: E402
+from research.machine import machine_info  # noqa: E402
+from research.study import label_count_table, label_study, plot_studies  # noqa: E402
 
 log = logging.getLogger("demo_fmnist")
 
@@ -78,7 +80,7 @@ def ssl_features(
     """
     from omegaconf import OmegaConf
 
-    from curate.io.atomic import atomic_save_npy
+    from curate.core.atomic import atomic_save_npy
     from curate.pipeline import CONFIG_DIR, compose_stage
     from selfsup.export import embed_images, load_backbone
     from selfsup.train import train
@@ -130,7 +132,7 @@ def run_encoder(
     store: Path | None = None,
     n_rarest: int = 3,
 ) -> dict[str, Any]:
-    """:func:`curate.analysis.study.label_study` of one embedding (k-NN diagnostics on every image),
+    """:func:`research.study.label_study` of one embedding (k-NN diagnostics on every image),
     plus the label purity of its first seed's top-level clusters."""
     from curate.hierarchy import HierarchicalKMeans
 
@@ -193,7 +195,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     torch.set_num_threads(args.threads)
-    from curate.datasets.fmnist_folders import curation_splits
+    from curate.data.datasets.fmnist_folders import curation_splits
 
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
@@ -247,6 +249,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    from curate.errors import cli_entry
+    from curate.core.errors import cli_entry
 
     cli_entry(main)

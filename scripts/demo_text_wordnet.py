@@ -48,9 +48,10 @@ os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 
-from curate.analysis import CurationSettings, machine_info  # noqa: E402
-from curate.analysis.study import label_notes, label_study, parse_levels, plot_study  # noqa: E402
-from curate.io.atomic import atomic_write_json, atomic_write_text  # noqa: E402
+from curate.core.atomic import atomic_write_json, atomic_write_text  # noqa: E402
+from research.compare import CurationSettings  # noqa: E402
+from research.machine import machine_info  # noqa: E402
+from research.study import label_notes, label_study, parse_levels, plot_study  # noqa: E402
 
 log = logging.getLogger("demo_wordnet")
 
@@ -82,7 +83,7 @@ def run_demo(
     out: Path,
     input_desc: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """:func:`curate.analysis.study.label_study` of ``fraction`` of the pool, and its figure."""
+    """:func:`research.study.label_study` of ``fraction`` of the pool, and its figure."""
     budget = int(round(fraction * len(x)))
     result = label_study(x, labels, names, settings, budget, seeds, n_rarest, out, input_desc, rare_label="topics")
     result["fraction"] = fraction
@@ -169,6 +170,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    from curate.errors import cli_entry
+    from curate.core.errors import cli_entry
 
     cli_entry(main)

@@ -5,7 +5,7 @@
         eval.train_root=data/fmnist/train eval.test_root=data/fmnist/test name=fmnist_quick
 
 Writes ``OUT/pool`` (long-tailed, ~14.7k images), ``OUT/seed`` (200 per class), ``OUT/train`` (500 per
-class), ``OUT/test`` (10,000) and ``OUT/splits.json``; see :mod:`curate.datasets.fmnist_folders`.
+class), ``OUT/test`` (10,000) and ``OUT/splits.json``; see :mod:`curate.data.datasets.fmnist_folders`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from curate.datasets.fmnist_folders import write_fmnist_folders
+from curate.data.datasets.fmnist_folders import write_fmnist_folders
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -42,6 +42,6 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    from curate.errors import cli_entry
+    from curate.core.errors import cli_entry
 
     cli_entry(main)

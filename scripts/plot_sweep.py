@@ -12,7 +12,7 @@ last factor, each panel saying which way is better and drawing its reference lin
 KL-to-uniform for ``kl_*``, the pool's share for ``rarest_share``, the maximum 1 for normalised
 entropies). ``--mean-over KEY`` pools the runs that differ only in ``KEY`` (e.g. ``seed``): each
 numeric metric becomes ``mean +- std`` over them (error bars in the PNG). The reading and drawing
-live in :mod:`curate.analysis.sweep`.
+live in :mod:`research.sweep`.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from curate.analysis.sweep import collect, default_metrics, markdown_table, mean_over, numeric_metrics, plot_sweep
+from research.sweep import collect, default_metrics, markdown_table, mean_over, numeric_metrics, plot_sweep
 
 
 def main(argv: list[str] | None = None) -> str:
@@ -51,6 +51,6 @@ def main(argv: list[str] | None = None) -> str:
 
 
 if __name__ == "__main__":
-    from curate.errors import cli_entry
+    from curate.core.errors import cli_entry
 
     cli_entry(main)

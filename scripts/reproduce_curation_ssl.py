@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from curate.analysis.balance import mean_std, sample_balance
-from curate.io.atomic import atomic_path, atomic_write_json, atomic_write_text
+from curate.core.atomic import atomic_path, atomic_write_json, atomic_write_text
 from curate.io.idlist import read_ids
 
 # table order: the positive control (label oracles) first, then the comparison it licenses
@@ -257,6 +257,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    from curate.errors import cli_entry
+    from curate.core.errors import cli_entry
 
     cli_entry(main)

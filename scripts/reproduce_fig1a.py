@@ -3,8 +3,8 @@
     python scripts/reproduce_fig1a.py --out outputs/fig1a                    # k = 5000 on 250,000 points
     python scripts/reproduce_fig1a.py --out /tmp/fig1a --n-scale 0.1         # k = 500 on 25,000 (tests)
 
-Data: :func:`curate.datasets.toy.mixture_1d` (five truncated Gaussians, exact density
-:func:`~curate.datasets.toy.mixture_1d_density`). Clustering: k = 5000, 50 Lloyd iterations, greedy
+Data: :func:`curate.data.datasets.toy.mixture_1d` (five truncated Gaussians, exact density
+:func:`~curate.data.datasets.toy.mixture_1d_density`). Clustering: k = 5000, 50 Lloyd iterations, greedy
 k-means++ initialisation by ``curate.kmeans.KMeans`` on **all** 250,000 points (``--init-max-points`` to
 subsample), then 50 Lloyd iterations in the engine (``--lloyd engine``, the default). ``--lloyd exact``
 runs the Lloyd iterations instead in float64 with the exact 1-D assignment (sorted centroids,
@@ -29,7 +29,7 @@ squares, ``log c = alpha log p + b``) over the bins that lie inside the support 
 
 Writes ``OUT/fig1a.json`` (alpha, intercept, bins used, total-variation distances of the centroid
 histogram to p and to p^(1/3), settings, seconds) and ``OUT/fig1a.png`` (histogram vs p and p^(1/3),
-and the log-log fit). The density analysis lives in :mod:`curate.analysis.density`.
+and the log-log fit). The density analysis lives in :mod:`research.density`.
 """
 
 from __future__ import annotations
@@ -41,7 +41,9 @@ from typing import Any
 
 import numpy as np
 
-from curate.analysis.density import (
+from curate.core.atomic import atomic_write_json
+from curate.data.datasets.toy import mixture_1d, mixture_1d_density
+from research.density import (
     bin_densities,
     fit_alpha,
     lloyd_1d,
@@ -50,9 +52,7 @@ from curate.analysis.density import (
     support_uniform,
     total_variation,
 )
-from curate.analysis.machine import machine_info
-from curate.datasets.toy import mixture_1d, mixture_1d_density
-from curate.io.atomic import atomic_write_json
+from research.machine import machine_info
 
 K = 5000
 SPAN = (-15.0, 24.0)  # the plotted and binned range (support: [-14, -7], [0, 12], [17, 23])
@@ -149,6 +149,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    from curate.errors import cli_entry
+    from curate.core.errors import cli_entry
 
     cli_entry(main)

@@ -4,7 +4,7 @@
     python scripts/reproduce_fig3.py --out /tmp/fig3 --quick            # 1 seed (smoke test)
     python scripts/reproduce_fig3.py --out /tmp/fig3 --quick --n-scale 0.2 --workers 1   # tiny (tests)
 
-Data: :func:`curate.datasets.toy.toy_2d` (9,000 points). Every method ends with 300 centroids:
+Data: :func:`curate.data.datasets.toy.toy_2d` (9,000 points). Every method ends with 300 centroids:
 
 - ``kmeans``: ``KMeans(k=300, n_iter=50)`` (k-means++ init), best inertia of 10 restarts (as the paper's
   k-means baseline); restart ``i`` of seed ``s`` uses seed ``10 s + i``.
@@ -13,7 +13,7 @@ Data: :func:`curate.datasets.toy.toy_2d` (9,000 points). Every method ends with 
 - ``hkmeans_3_resampling``: (3000, 1000, 300), ``r = 2`` at every level, 10 resampling steps each.
 - ``dbscan``: scikit-learn ``DBSCAN(min_samples=5, eps=...)`` with the paper's companion setting: ``eps`` is
   the 1001st-largest 5-nearest-neighbour distance of the data
-  (:func:`curate.analysis.simulation.dbscan_eps`; the 5 neighbours count the point itself, as
+  (:func:`research.simulation.dbscan_eps`; the 5 neighbours count the point itself, as
   ``min_samples`` does; in reduced runs the rank scales with ``n_scale``).
   Centroid = mean of a cluster, noise points (label -1) excluded; the cluster and noise counts are
   reported (far fewer than 300 clusters: DBSCAN does not take a cluster count).
@@ -28,7 +28,7 @@ Data: :func:`curate.datasets.toy.toy_2d` (9,000 points). Every method ends with 
 - ``lattice``: the 17 x 17 = 289 cell centres of a regular lattice on the box, shown beside it; it scores
   far lower (0.019), so the KL does go below the uniform reference.
 
-Metric: :func:`curate.metrics.kl_to_uniform` (isotropic Gaussian KDE, kernel std 0.5, grid [-3, 3)^2
+Metric: :func:`curate.analysis.metrics.kl_to_uniform` (isotropic Gaussian KDE, kernel std 0.5, grid [-3, 3)^2
 step 0.02, KL to the uniform). Seed ``s`` (0 .. seeds-1) seeds the data, every clustering and the
 uniform points; the table gives mean and sample standard deviation (ddof=1) over the seeds.
 
@@ -49,9 +49,11 @@ from typing import Any
 
 import numpy as np
 
-from curate.analysis.machine import machine_info
+from curate.analysis.metrics import kde_grid
 from curate.analysis.plots import save_figure
-from curate.analysis.simulation import (
+from curate.core.atomic import atomic_write_json
+from research.machine import machine_info
+from research.simulation import (
     BOX,
     DBSCAN_EPS_RANK,
     DBSCAN_MIN_SAMPLES,
@@ -64,8 +66,6 @@ from curate.analysis.simulation import (
     unloaded_estimate,
     voronoi_raster,
 )
-from curate.io.atomic import atomic_write_json
-from curate.metrics import kde_grid
 
 PAPER: dict[str, float] = {
     "data": 0.942,
@@ -257,6 +257,6 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, Any]]:
 
 
 if __name__ == "__main__":
-    from curate.errors import cli_entry
+    from curate.core.errors import cli_entry
 
     cli_entry(main)

@@ -1,7 +1,7 @@
 """How the paper's 4-level web configuration would run on this k-means engine: a cost model.
 
 Nothing is clustered here: every number comes from the formulas printed with it
-(:mod:`curate.bench.costmodel`, rendered by :mod:`curate.bench.scaling_report`), evaluated for a
+(:mod:`research.bench.costmodel`, rendered by :mod:`research.bench.scaling_report`), evaluated for a
 configuration (defaults: the paper's web-image run, N = 743M x 1024 float32 embeddings; level 1 =
 100k clusters split 100-way (~10M leaves); levels 2-4 = 500k / 50k / 10k clusters, 10
 resampling steps, r = 10 / 5 / 3; 50 Lloyd iterations; 128 / 16 / 8 / 8 GPUs)::
@@ -18,8 +18,8 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from curate.bench.costmodel import Hardware, ScalingConfig, compute, hierarchy_settings
-from curate.bench.scaling_report import render, variant_section, write_report
+from research.bench.costmodel import Hardware, ScalingConfig, compute, hierarchy_settings
+from research.bench.scaling_report import render, variant_section, write_report
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -118,6 +118,6 @@ def main(argv: list[str] | None = None) -> str:
 
 
 if __name__ == "__main__":
-    from curate.errors import cli_entry
+    from curate.core.errors import cli_entry
 
     cli_entry(main)

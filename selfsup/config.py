@@ -19,6 +19,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from curate.conf import LoggerConfig, choices, register_help
 from curate.core.protocol import RUN_ONLY
+from curate.data.sources import source_kinds
 
 # Fashion-MNIST pixel statistics (train split, pixels scaled to [0, 1]).
 FMNIST_MEAN = 0.2860
@@ -280,7 +281,7 @@ def _to_schema(cfg: Any, schema: type) -> Any:
 
 
 DATA_NODES = ("data.", "data.train.", "data.test.")
-IMAGE_SOURCES = ("image_folder", "image_list", "fashion_mnist", "npy")
+IMAGE_SOURCES = source_kinds("image")  # the registry's image kinds
 
 
 def data_config(node: Any, name: str, default: dict | None = None) -> Any:

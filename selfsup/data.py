@@ -19,13 +19,13 @@ import torch
 from omegaconf import DictConfig
 from PIL import Image as PILImage
 
-from curate.embed.sources import Source, build_source
+from curate.data.sources import Source, build_source
 from selfsup.augment import MultiCrop
 from selfsup.masking import sample_mask
 
 
 class ImageSet:
-    """The images of a source (:mod:`curate.embed.sources`), decoded on demand.
+    """The images of a source (:mod:`curate.data.sources`), decoded on demand.
 
     Decoding happens where :meth:`image` / :meth:`array` are called: in DataLoader workers for
     training and evaluation.
@@ -84,7 +84,7 @@ def image_to_chw(image: np.ndarray) -> torch.Tensor:
 
 def open_image_set(data: Any, channels: int | None = None) -> ImageSet:
     """The :class:`ImageSet` of a ``data`` config node (``configs/data/<kind>``, ``data.selection``
-    applied by id), built by the registry every stage uses (:func:`curate.embed.sources.build_source`).
+    applied by id), built by the registry every stage uses (:func:`curate.data.sources.build_source`).
 
     Raises:
         FileNotFoundError, ValueError: a missing input or a bad selection (the message names it).

@@ -1,11 +1,11 @@
-"""Autograd-aware collectives the SSL losses need on top of :mod:`curate.dist`."""
+"""Autograd-aware collectives the SSL losses need on top of :mod:`curate.core.dist`."""
 
 from __future__ import annotations
 
 import torch
 import torch.distributed as dist
 
-from curate.dist import get_rank, get_world_size, is_distributed
+from curate.core.dist import get_rank, get_world_size, is_distributed
 
 _SIDE_GROUPS: dict[int, dist.ProcessGroup] = {}
 

@@ -23,13 +23,15 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 
 from curate import CONFIG_DIR
+from curate.analysis.metrics import rarest_classes
+from curate.core.atomic import atomic_write_json
+from curate.core.dist import resolve_device
+from curate.core.entry import hydra_entry
+from curate.core.errors import run_guarded
 from curate.core.protocol import Stage
-from curate.dist import resolve_device
-from curate.embed.sources import default_num_workers
-from curate.errors import hydra_entry, run_guarded
-from curate.io.atomic import atomic_write_json
+from curate.core.tracking import stage_tracker
+from curate.data.sources import default_num_workers
 from curate.stage import check_selection, guarded_output
-from curate.tracking import stage_tracker
 from selfsup.config import EvalConfig, config_to_dict, register_configs, to_eval_config
 from selfsup.data import ImageSet, ResizedImages, open_image_set, stack_arrays
 from selfsup.export import Encoder, embed_images, load_backbone
@@ -232,12 +234,6 @@ def per_class_accuracy(predictions: np.ndarray, labels: np.ndarray, num_classes:
     correct = np.bincount(labels[predictions == labels], minlength=num_classes).astype(np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(total > 0, correct / np.maximum(total, 1), np.nan)
-
-
-def rarest_classes(labels: np.ndarray, num_classes: int, count: int) -> list[int]:
-    """The ``count`` classes with the fewest items in ``labels`` (ties: smaller class id first)."""
-    sizes = np.bincount(np.asarray(labels), minlength=num_classes)
-    return sorted(int(c) for c in np.argsort(sizes, kind="stable")[:count])
 
 
 def accuracy_report(

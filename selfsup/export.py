@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
-from curate.io.atomic import atomic_path
+from curate.core.atomic import atomic_path
 
 FORMAT = "selfsup.backbone/1"
 LUMA = (0.299, 0.587, 0.114)  # ITU-R 601 luminance weights, as torchvision's grayscale

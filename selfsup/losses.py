@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from curate.dist import all_reduce_, all_reduce_sum_
+from curate.core.dist import all_reduce_, all_reduce_sum_
 from selfsup.distributed import gather_with_grad
 
 

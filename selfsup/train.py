@@ -4,7 +4,7 @@ Outputs in ``out`` (the Hydra run dir)::
 
     checkpoint.pt   student, teacher, optimizer, centers, iteration, global samples seen (rank 0,
                     atomic, every ``train.checkpoint_every`` iterations and at the end)
-    metrics.jsonl   one JSON line every ``train.log_every`` iterations (rank 0, :class:`curate.tracking.Tracker`;
+    metrics.jsonl   one JSON line every ``train.log_every`` iterations (rank 0, :class:`curate.core.tracking.Tracker`;
                     wandb too with ``logger.wandb.mode``: group ``logger.wandb.group`` or ``name``, job type
                     ``train``, a run id stable across resumptions)
     train_ids.txt   the ids of the training items (the source's ids, e.g. image paths), in order
@@ -36,8 +36,8 @@ import torchvision
 from omegaconf import DictConfig
 
 from curate import CONFIG_DIR
-from curate.core.protocol import Stage, changed_keys, content, run_only_keys
-from curate.dist import (
+from curate.core.atomic import atomic_path, atomic_write_json
+from curate.core.dist import (
     all_reduce_sum_,
     barrier,
     get_rank,
@@ -47,12 +47,13 @@ from curate.dist import (
     resolve_device,
     setup_logging,
 )
-from curate.embed.sources import default_num_workers
-from curate.errors import IdentityError, hydra_entry, run_guarded
-from curate.io.atomic import atomic_path, atomic_write_json
+from curate.core.entry import hydra_entry
+from curate.core.errors import IdentityError, run_guarded
+from curate.core.protocol import Stage, changed_keys, content, run_only_keys
+from curate.core.tracking import Tracker, stage_tracker
+from curate.data.sources import default_num_workers
 from curate.io.idlist import write_ids
 from curate.stage import check_selection, guarded_output
-from curate.tracking import Tracker, stage_tracker
 from selfsup.augment import MultiCrop
 from selfsup.config import OptimConfig, TrainConfig, config_to_dict, register_configs, to_train_config
 from selfsup.data import InfiniteBatchSampler, MultiCropDataset, collate_multicrop, mix_seed, open_image_set

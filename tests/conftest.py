@@ -113,8 +113,8 @@ def fake_slurm(tmp_path, monkeypatch) -> Path:
 @pytest.fixture(scope="session")
 def fmnist_folders(tmp_path_factory) -> Path:
     """A 150-image long-tailed Fashion-MNIST pool, a 20-image seed folder and labelled train (80) / test
-    (50) folders of PNG files (curate.datasets.fmnist_folders)."""
-    from curate.datasets.fmnist_folders import write_fmnist_folders
+    (50) folders of PNG files (curate.data.datasets.fmnist_folders)."""
+    from curate.data.datasets.fmnist_folders import write_fmnist_folders
 
     out = tmp_path_factory.mktemp("fmnist_folders")
     write_fmnist_folders(out, seed_per_class=2, eval_train_per_class=8, test_per_class=5, pool_size=150)

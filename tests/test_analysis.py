@@ -11,9 +11,9 @@ import pytest
 
 from curate.analysis import cluster_purity, label_balance, mean_std, sample_balance
 from curate.analysis.cli import MISSING, parse_keyvalues
-from curate.analysis.features import pixel_pca
 from curate.analysis.plots import log_axis, plot_pool_vs_samples, pyplot
 from curate.hierarchy import HierarchicalKMeans, item_clusters
+from research.features import pixel_pca
 
 
 def test_label_balance_against_brute_force() -> None:

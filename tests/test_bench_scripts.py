@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from curate.bench import costmodel as cm
-from curate.bench.scaling_report import HAND_WRITTEN
+from research.bench import costmodel as cm
+from research.bench.scaling_report import HAND_WRITTEN
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
@@ -27,7 +27,7 @@ def scaling(load_script):
 
 
 def test_bench_tiny_rows(bench, tmp_path):
-    from curate.bench.kmeans import ROW_KEYS
+    from research.bench.kmeans import ROW_KEYS
 
     out = tmp_path / "rows.json"
     argv = ["--size", "tiny", "--iters", "3", "--init", "same", "--threads", "1", "--in-process"]
@@ -53,8 +53,8 @@ def test_bench_tiny_rows(bench, tmp_path):
 
 @pytest.mark.slow
 def test_bench_worker_runs_in_a_subprocess(tmp_path):
-    from curate.bench import write_clustered_npy
-    from curate.bench.kmeans import spawn_worker
+    from research.bench import write_clustered_npy
+    from research.bench.kmeans import spawn_worker
 
     data = write_clustered_npy(tmp_path / "x.npy", n=2000, d=8, k=16)
     spec = {"impl": "faiss", "data": str(data), "n": 2000, "d": 8, "k": 16, "iters": 3, "seed": 0}
@@ -64,8 +64,8 @@ def test_bench_worker_runs_in_a_subprocess(tmp_path):
 
 
 def test_bench_dataset_and_pread_reader(tmp_path):
-    from curate.bench import write_clustered_npy
     from curate.io.shards import NpyRows
+    from research.bench import write_clustered_npy
 
     path = write_clustered_npy(tmp_path / "x.npy", n=1000, d=8, k=5, seed=1, chunk_rows=300)
     x = np.load(path)
@@ -81,7 +81,7 @@ def test_bench_dataset_and_pread_reader(tmp_path):
 
 
 def test_bench_plan_jobs_covers_the_blocks(tmp_path):
-    from curate.bench.kmeans import plan_jobs
+    from research.bench.kmeans import plan_jobs
 
     base = dict(data="x.npy", n=2_000_000, d=8, k=16, iters=3, seed=0, threads=1, device="cpu")
     same = plan_jobs(dict(base, mmap=False), ["same"], ["ours", "faiss", "sklearn"], tmp_path / "c.npy")
@@ -209,16 +209,16 @@ def test_bench_dedup_rows_agree_and_compare_with_the_peer(tmp_path):
 
 
 def test_bench_dedup_peer_is_the_greedy_rule():
-    from curate.bench import near_duplicate_pool
-    from curate.bench.dedup import faiss_allpairs
     from curate.dedup import deduplicate
+    from research.bench import near_duplicate_pool
+    from research.bench.dedup import faiss_allpairs
 
     x = near_duplicate_pool(400, 8, 0.3, seed=2)
     np.testing.assert_array_equal(faiss_allpairs(x, 0.95), deduplicate(x, 0.95).kept_indices)
 
 
 def test_bench_peak_memory_sees_an_allocation_and_ratios_need_both_sides():
-    from curate.bench import PeakMemory, add_ratios
+    from research.bench import PeakMemory, add_ratios
 
     with PeakMemory(every_s=0.01) as idle:
         pass

@@ -126,3 +126,14 @@ def test_experiment_composes_and_validates(experiment, primary):
     cfg = compose_config(primary, overrides, hydra=True)
     assert cfg.hydra.run.dir
     _validator(primary)(compose_config(primary, overrides))
+
+
+def test_one_list_of_source_kinds():
+    """The registry of curate.data.sources names every kind once: a schema each, the image stages' kinds."""
+    from curate.data.sources import SOURCE_KINDS, source_kinds
+    from curate.embed.config import SOURCES
+    from selfsup.config import IMAGE_SOURCES
+
+    assert list(SOURCES) == list(SOURCE_KINDS)
+    assert IMAGE_SOURCES == source_kinds("image") == ("image_folder", "image_list", "fashion_mnist", "npy")
+    assert source_kinds("text") == ("text_lines", "jsonl", "wordnet")

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from test_pipeline import pipeline_cfg
 
-from curate.datasets.fashion_mnist import load_fashion_mnist
-from curate.datasets.fmnist_folders import balanced_subset, curation_splits
+from curate.data.datasets.fashion_mnist import load_fashion_mnist
+from curate.data.datasets.fmnist_folders import balanced_subset, curation_splits
 from curate.pipeline import run_pipeline
 
 

@@ -249,7 +249,7 @@ def _result_rank(rank: int, world: int, port: int, x: np.ndarray, out_dir: str) 
 
     import torch.distributed as torch_dist
 
-    from curate import dist
+    from curate.core import dist
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world))
     dist.init_distributed(backend="gloo")

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from curate.analysis import CurationSettings
 from curate.io.store import write_store
+from research.compare import CurationSettings
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
@@ -48,7 +48,7 @@ SMALL = CurationSettings(
 
 
 def test_parse_levels() -> None:
-    from curate.analysis.study import parse_levels
+    from research.study import parse_levels
 
     assert parse_levels("100:0:1, 10:10:5") == [
         {"k": 100, "resample_steps": 0, "sample_size": 1},
@@ -77,7 +77,7 @@ def test_wordnet_demo_core_rare_labels_gain(wordnet_demo, tmp_path: Path) -> Non
     assert s["curated"]["ref_smallest_share"]["mean"] > s["random"]["ref_smallest_share"]["mean"]
     assert len(s["curated"]["rarest_share"]["values"]) == 2
     assert Path(res["figure"]).is_file() and "| share of the 3 rarest topics |" in res["table"]
-    from curate.analysis.study import label_notes
+    from research.study import label_notes
 
     notes = label_notes(res, "topic")
     assert "The 3 rarest topics" in notes
@@ -123,7 +123,7 @@ def test_fmnist_demo_core(fmnist_demo, tmp_path: Path) -> None:
     assert {g["label"] for g in res["label_gains"]} == set(range(10))
     assert 0.0 < res["diagnostics"]["top_level_purity"] <= 1.0
     res["model"] = "synthetic"
-    from curate.analysis.study import label_count_table, plot_studies
+    from research.study import label_count_table, plot_studies
 
     assert res["label_names"] == list(fmnist_demo.CLASSES)
     png = plot_studies({"ssl": res, "pixels": res}, res["label_names"], tmp_path / "fig.png", "images", "classes")

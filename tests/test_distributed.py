@@ -11,7 +11,7 @@ import torch
 import torch.distributed as torch_dist
 import torch.multiprocessing as mp
 
-from curate import dist
+from curate.core import dist
 from curate.io.shards import open_npy_shard, shard_range
 from curate.kmeans import KMeans
 

@@ -16,8 +16,8 @@ from conftest import CONFIGS, compose_config
 from PIL import Image
 
 import curate.embed.config  # noqa: F401  (registers the schemas)
+from curate.data.sources import ImageFolderSource, ImageListSource, jsonl_source, text_lines_source
 from curate.embed import run_embed
-from curate.embed.sources import ImageFolderSource, ImageListSource, jsonl_source, text_lines_source
 from curate.io.store import StoreWriter, load_embeddings, load_labels, read_manifest
 
 TEXTS = [
@@ -94,7 +94,7 @@ def test_jsonl_source(tmp_path):
 
 @needs_wordnet
 def test_wordnet_parser_on_real_package():
-    from curate.datasets.wordnet import LEXNAMES, load_wordnet, parse_data_line
+    from curate.data.datasets.wordnet import LEXNAMES, load_wordnet, parse_data_line
 
     wn = load_wordnet()
     assert len(wn) == 117659  # WordNet 3.0: 82115 nouns, 13767 verbs, 18156 adjectives, 3621 adverbs
@@ -120,7 +120,7 @@ def test_wordnet_parser_on_real_package():
 
 
 def test_wordnet_missing_package_error(tmp_path, monkeypatch):
-    from curate.datasets import wordnet
+    from curate.data.datasets import wordnet
 
     wordnet.wordnet_dir.cache_clear()
     monkeypatch.setenv("WORDNET_DIR", str(tmp_path))
@@ -200,7 +200,7 @@ def test_embed_text_with_minilm(tmp_path, text_file, monkeypatch):
 
 @needs_fashion
 def test_embed_fashion_mnist_pixels_through_hydra_main(tmp_path, monkeypatch):
-    from curate.datasets.fashion_mnist import CLASSES, load_fashion_mnist
+    from curate.data.datasets.fashion_mnist import CLASSES, load_fashion_mnist
     from curate.embed.app import main
 
     out = tmp_path / "fm"

@@ -2,8 +2,6 @@
 
 import functools
 import importlib.util
-import sys
-import types
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +13,7 @@ from torch import nn
 
 import curate.embed.config  # noqa: F401
 from curate.embed import run_embed
-from curate.embed.encoders import RandomProjectionEncoder, build_encoder, load_state_dict_file, timm_encoder
+from curate.encoders import RandomProjectionEncoder, build_encoder, load_state_dict_file, timm_encoder
 from curate.io.store import load_embeddings
 
 compose_embed = functools.partial(compose_config, "embed")
@@ -89,19 +87,14 @@ class _TinyBackbone(nn.Module):
 
 
 def test_selfsup_encoder_glue(tmp_path, image_dir, monkeypatch):
-    """Our side of the contract with ``selfsup.export.load_backbone``, on a stand-in module."""
+    """Our side of the contract with ``selfsup.export.load_backbone`` (named by ``encoder.loader``), on a stand-in."""
     calls = []
 
     def load_backbone(path):
         calls.append(path)
         return _TinyBackbone(), {"image_size": 16, "mean": [0.5] * 3, "std": [0.2] * 3}
 
-    package = types.ModuleType("selfsup")
-    export = types.ModuleType("selfsup.export")
-    export.load_backbone = load_backbone
-    package.export = export
-    monkeypatch.setitem(sys.modules, "selfsup", package)
-    monkeypatch.setitem(sys.modules, "selfsup.export", export)
+    monkeypatch.setattr("selfsup.export.load_backbone", load_backbone)  # what encoder.loader names
     cfg = compose_embed(
         [
             "data=image_folder",
@@ -119,6 +112,16 @@ def test_selfsup_encoder_glue(tmp_path, image_dir, monkeypatch):
     assert manifest["meta"]["encoder"]["image_size"] == 16
 
 
+def test_selfsup_encoder_loader_is_config(tmp_path, image_dir, cli):
+    """encoder.loader is a Hydra _target_: the library reaches the SSL stage only through config, and a
+    wrong target is one error line naming the key."""
+    args = ["-m", "curate.embed", "data=image_folder", f"data.root={image_dir}", "encoder=selfsup"]
+    args += [f"encoder.checkpoint={tmp_path / 'b.pt'}", f"out={tmp_path / 's'}", "num_workers=0", "progress=false"]
+    proc = cli(*args, "encoder.loader._target_=nowhere.load_backbone", check=False)
+    assert proc.returncode == 2 and proc.stderr.strip().startswith("error: encoder.loader: nowhere.load_backbone")
+    assert "Traceback" not in proc.stderr
+
+
 @pytest.mark.skipif(
     importlib.util.find_spec("selfsup") is None or importlib.util.find_spec("selfsup.export") is None,
     reason="selfsup.export (the SSL stage's backbone export) is not in the tree yet",
@@ -127,7 +130,7 @@ def test_real_selfsup_backbone_round_trip(tmp_path):
     """``backbone.pt`` from the SSL stage -> ``encoder=selfsup`` gives selfsup's own features."""
     from timm.models.vision_transformer import VisionTransformer
 
-    from curate.datasets.fashion_mnist import load_fashion_mnist
+    from curate.data.datasets.fashion_mnist import load_fashion_mnist
     from selfsup.export import backbone_payload, embed_images, load_backbone, save_backbone
 
     kwargs = {

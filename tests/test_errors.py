@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from curate.io.atomic import atomic_save_npy
-from curate.io.guard import output_lock
+from curate.core.atomic import atomic_save_npy
+from curate.core.guard import output_lock
 from curate.io.store import write_store
 
 CLUSTER = ["-m", "curate.cluster", "input.toy=null", "cluster=kmeans_flat", "cluster.n_iter=3"]
@@ -193,7 +193,7 @@ def test_selfsup_errors_are_one_line(tmp_path, cli):
 def test_resume_with_another_model_is_refused_up_front(tmp_path):
     from omegaconf import OmegaConf
 
-    from curate.errors import IdentityError
+    from curate.core.errors import IdentityError
     from selfsup.config import TrainConfig, to_train_config
     from selfsup.train import train
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from curate.analysis import simulation
-from curate.datasets.toy import toy_2d
+from curate.data.datasets.toy import toy_2d
+from research import simulation
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
@@ -134,8 +134,8 @@ def test_fig1a_reduced_run_finds_the_one_third_exponent(fig1a, tmp_path):
 
 
 def test_fig1a_alpha_fit_recovers_known_exponents(fig1a):
-    from curate.analysis.density import bin_densities, fit_alpha
-    from curate.datasets.toy import mixture_1d_density
+    from curate.data.datasets.toy import mixture_1d_density
+    from research.density import bin_densities, fit_alpha
 
     t = np.linspace(-15, 24, 200_001)
     for a in (1 / 3, 1.0):
@@ -147,8 +147,8 @@ def test_fig1a_alpha_fit_recovers_known_exponents(fig1a):
 
 def test_fig1a_exact_lloyd_matches_the_engine_where_float32_suffices(fig1a):
     """Small k (wide cells): the float64 1-D Lloyd and curate's KMeans reach the same centroids."""
-    from curate.analysis.density import lloyd_1d
     from curate.kmeans import KMeans
+    from research.density import lloyd_1d
 
     x, _ = fig1a.scaled_mixture(0, 0.02)
     init = KMeans(k=100, n_iter=0, seed=0).fit(x).centroids.numpy()[:, 0]

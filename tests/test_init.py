@@ -141,7 +141,7 @@ def test_kmeans_parallel_more_rounds_when_short_and_too_few_points():
 
 
 def test_scaling_model_of_the_inits(load_script):
-    from curate.bench import costmodel as cm
+    from research.bench import costmodel as cm
 
     scaling = load_script("scaling")
     cfg = cm.ScalingConfig()

@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from curate.io.atomic import atomic_save_npy, atomic_write_json
+from curate.core.atomic import atomic_save_npy, atomic_write_json
 from curate.io.shards import NpyRows, RowRange, rank_rows
 
 
@@ -47,8 +47,8 @@ def test_atomic_writes_leave_no_temp_files_and_refuse_objects(tmp_path):
 
 
 def test_id_lists_split_at_newlines_only(tmp_path):
+    from curate.data.selection import read_subset
     from curate.io.idlist import read_ids, write_ids
-    from curate.io.subset import read_subset
 
     odd = ["a\x0bb.png", "c\u2028d.png", "e\x1cf.png", " lead and trail .png", "plain.png"]
     assert write_ids(tmp_path / "ids.txt", odd) == 5

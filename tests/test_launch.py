@@ -230,7 +230,7 @@ def test_cpu_level_jobs_ask_for_no_gpu(tmp_path, fake_slurm):
 
 
 def test_plain_hydra_slurm_launcher_is_refused(tmp_path, capsys):
-    from curate.launch import launcher_problem
+    from curate.core.launch import launcher_problem
 
     with pytest.raises(SystemExit) as exit_info:
         submit_levels(["hydra/launcher=submitit_slurm", f"out_dir={tmp_path}"])

@@ -8,21 +8,21 @@ import math
 import numpy as np
 import pytest
 
-from curate.datasets.toy import (
-    MIXTURE_1D,
-    mixture_1d,
-    mixture_1d_density,
-    rings_2d,
-    toy_2d,
-    write_toy,
-)
-from curate.metrics import (
+from curate.analysis.metrics import (
     cluster_balance,
     kde_grid,
     kl_to_uniform,
     label_entropy,
     label_shares,
     share_of_rarest,
+)
+from curate.data.datasets.toy import (
+    MIXTURE_1D,
+    mixture_1d,
+    mixture_1d_density,
+    rings_2d,
+    toy_2d,
+    write_toy,
 )
 
 
@@ -156,3 +156,19 @@ def test_write_toy(tmp_path):
     assert not list((tmp_path / "toy").glob(".*tmp*"))
     with pytest.raises(ValueError, match="unknown toy 'moons'"):
         write_toy("moons", tmp_path)
+
+
+def test_rarest_against_a_brute_force_ranking():
+    """rarest: fewest items first, ties by smaller id; empty groups only when asked (the eval's tail)."""
+    from curate.analysis.metrics import rarest, rarest_classes
+
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        counts = rng.integers(0, 4, size=12)
+        for n in (1, 3, 12, 20):
+            for with_empty in (False, True):
+                ranked = sorted((int(c), i) for i, c in enumerate(counts) if with_empty or c > 0)
+                assert rarest(counts, n, with_empty).tolist() == [i for _, i in ranked[:n]]
+    labels = np.array([0, 0, 0, 1, 2, 2, 3, 3, 3, 4])  # class 5 absent, 1 and 4 have one item
+    assert rarest_classes(labels, num_classes=6, count=3) == [1, 4, 5]
+    assert rarest(np.bincount(labels), 2).tolist() == [1, 4]

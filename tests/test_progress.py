@@ -6,7 +6,7 @@ import logging
 
 import numpy as np
 
-from curate.progress import Progress, format_duration
+from curate.core.progress import Progress, format_duration
 
 
 class FakeClock:
@@ -18,7 +18,7 @@ class FakeClock:
 
 
 def _lines(caplog) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.name == "curate.progress"]
+    return [r.getMessage() for r in caplog.records if r.name == "curate.core.progress"]
 
 
 def test_format_duration():
@@ -67,7 +67,7 @@ def test_throttling_limits_lines_and_skips_the_note(caplog):
 
 def test_other_ranks_print_nothing(caplog, monkeypatch):
     caplog.set_level(logging.INFO)
-    monkeypatch.setattr("curate.dist.is_main_process", lambda: False)
+    monkeypatch.setattr("curate.core.dist.is_main_process", lambda: False)
     p = Progress(5, "quiet", every_s=0)
     for _ in range(5):
         p.update()
@@ -78,7 +78,7 @@ def test_kmeans_logs_kmeanspp_and_lloyd_progress(caplog, monkeypatch):
     from curate.kmeans import KMeans
 
     caplog.set_level(logging.INFO)
-    monkeypatch.setattr("curate.progress.EVERY_S", 0.0)
+    monkeypatch.setattr("curate.core.progress.EVERY_S", 0.0)
     x = np.random.default_rng(0).normal(size=(200, 4)).astype(np.float32)
     KMeans(5, n_iter=3, tol=-1.0, progress_every_s=0).fit(x)
     heads = [line.split(" (")[0] for line in _lines(caplog)]
@@ -91,7 +91,7 @@ def test_dedup_reports_rows_and_removals(caplog, monkeypatch):
     from curate.dedup import deduplicate
 
     caplog.set_level(logging.INFO)
-    monkeypatch.setattr("curate.progress.EVERY_S", 0.0)
+    monkeypatch.setattr("curate.core.progress.EVERY_S", 0.0)
     x = np.random.default_rng(0).normal(size=(40, 8)).astype(np.float32)
     x[20:30] = x[:10]  # 10 exact duplicates
     result = deduplicate(x, threshold=0.99, chunk_size=10)
@@ -122,7 +122,7 @@ def test_split_reports_its_lloyd_passes(caplog, monkeypatch):
     from curate.hierarchy.model import HierarchicalKMeans
 
     caplog.set_level(logging.INFO)
-    monkeypatch.setattr("curate.progress.EVERY_S", 0.0)
+    monkeypatch.setattr("curate.core.progress.EVERY_S", 0.0)
     x = np.random.default_rng(0).normal(size=(300, 4)).astype(np.float32)
     HierarchicalKMeans([dict(k=5, n_splits=3)], n_iter=3).fit(x)
     split = [line.split(" (")[0] for line in _lines(caplog) if line.startswith("split")]

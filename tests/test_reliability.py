@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 import torch
 
+from curate.core.atomic import atomic_path, atomic_save_npy, atomic_write_json
+from curate.core.errors import IdentityError, InputError, LockedError, UnsafeOutputError, check_component, user_message
+from curate.core.guard import check_disjoint, output_lock, remove_stray_tmp
 from curate.dedup import deduplicate
-from curate.errors import IdentityError, InputError, LockedError, UnsafeOutputError, check_component, user_message
 from curate.hierarchy import HierarchicalKMeans
-from curate.io.atomic import atomic_path, atomic_save_npy, atomic_write_json
-from curate.io.guard import check_disjoint, output_lock, remove_stray_tmp
 from curate.io.identity import (
     check_identity,
     fixed_rows,
@@ -266,7 +266,7 @@ def test_random_init_on_identical_rows_is_refused_like_kmeans_plusplus():
 
 
 def test_text_lines_are_newline_separated_records(tmp_path):
-    from curate.embed.sources import text_lines_source
+    from curate.data.sources import text_lines_source
 
     (tmp_path / "t.txt").write_bytes("a\x0cb\nc\u2028d\r\ne\rf\n\ng".encode())
     source = text_lines_source(tmp_path / "t.txt")

@@ -9,11 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from curate.analysis import knn_agreement, knn_radius, sample_balance
+from curate.analysis import sample_balance
+from curate.core.atomic import atomic_save_npy
 from curate.hierarchy import HierarchicalKMeans
-from curate.io.atomic import atomic_save_npy
 from curate.io.store import write_store
 from curate.report import build_report, main
+from research.neighbours import knn_agreement, knn_radius
 
 
 class _Page(HTMLParser):
@@ -96,7 +97,7 @@ def test_knn_agreement() -> None:
 
 
 def test_report_on_2d_toy(tmp_path: Path) -> None:
-    from curate.datasets.toy import toy_2d
+    from curate.data.datasets.toy import toy_2d
 
     x, labels = toy_2d(0, n_scale=0.3)
     atomic_save_npy(tmp_path / "data" / "x.npy", x.astype(np.float32))
@@ -144,7 +145,7 @@ def test_report_on_text_store(tmp_path: Path) -> None:
 
 
 def test_report_on_fashion_mnist_store(tmp_path: Path) -> None:
-    import curate.datasets.fashion_mnist as fm
+    import curate.data.datasets.fashion_mnist as fm
 
     try:
         _, train_labels = fm.load_fashion_mnist("train")
@@ -192,7 +193,7 @@ def test_load_texts_wordnet_and_jsonl(tmp_path: Path) -> None:
     from curate.analysis.data import load_texts
 
     try:
-        from curate.datasets.wordnet import load_wordnet
+        from curate.data.datasets.wordnet import load_wordnet
 
         wn = load_wordnet("verb")
     except FileNotFoundError:
@@ -210,7 +211,7 @@ def test_load_texts_wordnet_and_jsonl(tmp_path: Path) -> None:
 
 def test_report_in_a_real_browser(tmp_path: Path, headless_page) -> None:
     """The page loads in headless Chromium with every image decoded and no console error."""
-    from curate.datasets.toy import toy_2d
+    from curate.data.datasets.toy import toy_2d
 
     x, labels = toy_2d(0, n_scale=0.1)
     atomic_save_npy(tmp_path / "data" / "x.npy", x.astype(np.float32))

@@ -489,3 +489,16 @@ def test_large_hierarchy_runs() -> None:
     assert (np.diff(res.indices) > 0).all()
     out = sample_budgets(levels, [1000, 0.5], strategy="closest", multiplier=2)
     assert out[1000].indices.shape == (1000,) and out[0.5].indices.shape == (100_000,)
+
+
+def test_random_rows_is_the_one_seeded_baseline_stream():
+    """random_rows: sorted distinct int64 rows from default_rng([seed, 7]); capped at n; the seed matters."""
+    from curate.sampling import random_rows
+
+    rows = random_rows(1000, 100, seed=3)
+    expected = np.sort(np.random.default_rng([3, 7]).choice(1000, size=100, replace=False))
+    np.testing.assert_array_equal(rows, expected)
+    assert rows.dtype == np.int64 and np.all(np.diff(rows) > 0)
+    assert not np.array_equal(rows, random_rows(1000, 100, seed=4))
+    np.testing.assert_array_equal(random_rows(5, 9, seed=0), np.arange(5))  # more than n: all rows
+    assert random_rows(5, 0, seed=0).size == 0

@@ -89,7 +89,7 @@ def test_sinkhorn_knopp_equals_the_published_formula_value_by_value(temp, n_iter
 def _sinkhorn_worker(rank: int, world: int, port: int, folder: str) -> None:
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
-    from curate.dist import init_distributed
+    from curate.core.dist import init_distributed
 
     init_distributed(backend="gloo")
     try:

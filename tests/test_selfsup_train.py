@@ -14,7 +14,7 @@ from conftest import compose_config
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
-from curate.datasets.fashion_mnist import load_fashion_mnist
+from curate.data.datasets.fashion_mnist import load_fashion_mnist
 from selfsup.augment import MultiCrop
 from selfsup.config import TrainConfig, to_eval_config, to_train_config
 from selfsup.data import InfiniteBatchSampler, MultiCropDataset, collate_multicrop, open_image_set
@@ -218,10 +218,10 @@ def test_embed_stage_reads_the_exported_backbone(tmp_path, fmnist_npy):
     """``curate.embed``'s ``encoder=selfsup`` path (PIL -> RGB -> normalise -> module) gives our features."""
     from PIL import Image
 
-    import curate.embed.encoders as encoders
+    import curate.encoders as encoders
 
     train(tiny_cfg(tmp_path / "run", fmnist_npy, "train.iterations=1"))
-    enc = encoders.selfsup_encoder(str(tmp_path / "run" / "backbone.pt"), torch.device("cpu"))
+    enc = encoders.selfsup_encoder(str(tmp_path / "run" / "backbone.pt"), torch.device("cpu"), loader=load_backbone)
     images = np.load(fmnist_npy / "images.npy")[:6]
     with torch.no_grad():
         theirs = enc.encode(torch.stack([enc.transform(Image.fromarray(im)) for im in images])).numpy()
@@ -249,7 +249,7 @@ def _ddp_worker(rank: int, world: int, port: int, folder: str, cfg_dict: dict) -
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
-    from curate.dist import init_distributed
+    from curate.core.dist import init_distributed
 
     assert init_distributed(backend="gloo") == (rank, world)
     try:
@@ -455,7 +455,7 @@ def test_sweep_jobs_get_their_own_folders(tmp_path, fmnist_npy, monkeypatch):
 
 def test_wandb_is_imported_only_when_enabled(tmp_path, fmnist_npy, monkeypatch):
     """mode=disabled never imports wandb; offline/online go through wandb.init (a stub here) with the
-    grouping and the stable id of curate.tracking.Tracker; a failing online init falls back to offline."""
+    grouping and the stable id of curate.core.tracking.Tracker; a failing online init falls back to offline."""
     import types
 
     calls = []

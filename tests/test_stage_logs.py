@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from curate import dist
+from curate.core import dist
 
 # a log record as the stages format it ("[time r0] LEVEL name: message") or as Hydra does ("[time][name][LEVEL] - ")
 RECORD = re.compile(r"^\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}[\] ]")

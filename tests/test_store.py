@@ -122,7 +122,7 @@ def test_empty_shard_is_listed_but_holds_no_file(tmp_path, rows):
 
 
 def test_every_reader_refuses_a_manifest_name_out_of_the_store(tmp_path, rows):
-    from curate.errors import InputError
+    from curate.core.errors import InputError
     from curate.io.identity import input_identity
 
     write_store(tmp_path / "s", rows, list(range(len(rows))))

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from curate.data.selection import SubsetIds, SubsetRows, read_subset
 from curate.io.shards import NpyRows
 from curate.io.store import load_embeddings, write_store
-from curate.io.subset import SubsetIds, SubsetRows, read_subset
 from curate.stage import to_positions
 
 

@@ -156,9 +156,9 @@ def test_plot_sweep_mean_over_seeds(tmp_path, load_script):
 
 
 def test_plot_sweep_figure_reads_by_factor_with_direction_and_reference(tmp_path, load_script, monkeypatch):
-    from curate.analysis import sweep
-    from curate.datasets.toy import write_toy
-    from curate.metrics import kl_to_uniform
+    from curate.analysis.metrics import kl_to_uniform
+    from curate.data.datasets.toy import write_toy
+    from research import sweep
 
     plot_sweep = load_script("plot_sweep")
     write_toy("toy_2d", tmp_path / "o" / "data" / "toy_2d")

@@ -10,7 +10,7 @@ import pytest
 from conftest import compose_config
 
 import curate.cluster  # noqa: F401  (registers the schemas)
-from curate.tracking import Tracker, flatten_scalars, stage_tracker
+from curate.core.tracking import Tracker, flatten_scalars, stage_tracker
 
 
 def test_disabled_writes_only_the_jsonl_and_never_imports_wandb(tmp_path, monkeypatch):

@@ -12,6 +12,9 @@ from typing import Any
 
 import numpy as np
 
+from curate.analysis.metrics import rarest
+from curate.sampling import item_clusters
+
 __all__ = [
     "SCALARS",
     "cluster_purity",
@@ -19,16 +22,9 @@ __all__ = [
     "label_gains",
     "mean_counts",
     "mean_std",
-    "random_baseline",
     "sample_balance",
     "top_level_purity",
 ]
-
-
-def _rarest(pool_counts: np.ndarray, n: int) -> np.ndarray:
-    """Ids of the ``n`` smallest non-empty groups of the pool (fewest items first, ties by id)."""
-    present = np.flatnonzero(pool_counts)
-    return present[np.argsort(pool_counts[present], kind="stable")[: max(0, min(n, len(present)))]]
 
 
 def _entropy(counts: np.ndarray) -> float:
@@ -78,7 +74,7 @@ def sample_balance(
         n_labels = int(labels.max()) + 1
         pool_counts = np.bincount(labels, minlength=n_labels)
         counts = np.bincount(labels[indices], minlength=n_labels)
-        rare = _rarest(pool_counts, n_rarest)
+        rare = rarest(pool_counts, n_rarest)
         h = _entropy(counts)
         present = int(np.count_nonzero(pool_counts))
         out.update(
@@ -94,7 +90,7 @@ def sample_balance(
         pool_counts = np.bincount(ref_assign, minlength=k)
         counts = np.bincount(ref_assign[indices], minlength=k)
         n_tail = math.ceil(ref_smallest_fraction * k)
-        smallest = _rarest(pool_counts, n_tail)
+        smallest = rarest(pool_counts, n_tail)
         largest = np.argsort(-pool_counts, kind="stable")[:n_tail]
         nonempty = int(np.count_nonzero(pool_counts))
         out.update(
@@ -176,12 +172,6 @@ def label_balance(labels: np.ndarray, indices: np.ndarray, n_rarest: int = 3) ->
     }
 
 
-def random_baseline(n_items: int, size: int, seed: int) -> np.ndarray:
-    """``(size,) int64`` sorted uniform random item ids without replacement (the baseline sample)."""
-    rng = np.random.default_rng([seed, 7])
-    return np.sort(rng.choice(n_items, size=min(size, n_items), replace=False)).astype(np.int64)
-
-
 def cluster_purity(assign: np.ndarray, labels: np.ndarray) -> float:
     """Share of items whose cluster's majority label is their own (1.0: clusters never mix labels).
 
@@ -200,8 +190,6 @@ def cluster_purity(assign: np.ndarray, labels: np.ndarray) -> float:
 
 def top_level_purity(levels: Sequence[Any], labels: np.ndarray) -> float:
     """:func:`cluster_purity` of the hierarchy's top-level clusters."""
-    from curate.hierarchy import item_clusters
-
     return cluster_purity(item_clusters(levels)[-1], labels)
 
 

@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from curate.analysis.metrics import cluster_balance, label_shares
 from curate.hierarchy import Level, item_clusters
-from curate.metrics import cluster_balance, label_shares
 from curate.sampling import cluster_item_counts, log2_histogram
 
 __all__ = [
@@ -73,7 +73,7 @@ def top_cluster_shares(levels: Sequence[Level], indices: np.ndarray) -> dict[str
     Returns:
         ``pool_count`` / ``sample_count (k,)`` items, ``pool_share (k,)``, ``sample_share (k,)``, ``order``
         (cluster ids by decreasing pool share, ties by id) and ``pool_balance`` / ``sample_balance``
-        (:func:`curate.metrics.cluster_balance` of the pool items and of the sample over the ``k`` top-level
+        (:func:`curate.analysis.metrics.cluster_balance` of the pool items and of the sample over the ``k`` top-level
         clusters).
     """
     top = item_clusters(levels)[-1]

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from curate.analysis.balance import random_baseline
+from curate.sampling import random_rows
 
 __all__ = [
     "ReportData",
@@ -242,7 +242,7 @@ def load_report_data(
         source=source,
         sample=sample,
         sample_origin=origin,
-        random=None if sample is None else random_baseline(model.n_items_, len(sample), seed),
+        random=None if sample is None else random_rows(model.n_items_, len(sample), seed),
         item_clusters=item_clusters(model.levels_),
         notes=notes,
     )
@@ -263,7 +263,7 @@ def load_images(source: dict[str, Any], ids: Sequence) -> list[Any]:
 
     kind = source.get("kind")
     if kind == "fashion_mnist":
-        from curate.datasets.fashion_mnist import load_fashion_mnist
+        from curate.data.datasets.fashion_mnist import load_fashion_mnist
 
         images, _ = load_fashion_mnist(source.get("split", "train"))
         return [Image.fromarray(images[int(i)], mode="L") for i in ids]
@@ -282,19 +282,19 @@ def load_images(source: dict[str, Any], ids: Sequence) -> list[Any]:
 def load_texts(source: dict[str, Any], ids: Sequence) -> list[str | None]:
     """Texts of store items ``ids`` for the text sources the embed stage knows.
 
-    ``wordnet``: the gloss of synset id ``n00001740`` (:func:`curate.datasets.wordnet.load_wordnet`);
+    ``wordnet``: the gloss of synset id ``n00001740`` (:func:`curate.data.datasets.wordnet.load_wordnet`);
     ``text_lines``: the line with that 0-based number; ``jsonl``: the record's text field (ids are
     line numbers or the ``id_field`` value). None where an id is not found.
     """
     kind = source.get("kind")
     if kind == "wordnet":
-        from curate.datasets.wordnet import load_wordnet
+        from curate.data.datasets.wordnet import load_wordnet
 
         wn = load_wordnet(source.get("pos") or None, with_lemmas=bool(source.get("with_lemmas")))
         lookup = dict(zip(wn.ids, wn.texts))
         return [lookup.get(str(i)) for i in ids]
     if kind == "text_lines":
-        from curate.embed.sources import read_lines  # the embed stage's records: ids are its line numbers
+        from curate.data.sources import read_lines  # the embed stage's records: ids are its line numbers
 
         lines = read_lines(Path(source["path"]))
         return [lines[int(i)] if 0 <= int(i) < len(lines) else None for i in ids]

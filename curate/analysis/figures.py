@@ -11,14 +11,13 @@ import numpy as np
 from curate.analysis.clusters import top_counts
 from curate.analysis.data import ReportData
 from curate.analysis.plots import COLORS, log_axis, plot_label_shares, plot_pool_vs_samples, pyplot, save_figure
+from curate.sampling import cluster_item_counts
 
 __all__ = ["figure_cluster_sizes", "figure_inspect", "figure_labels", "figure_scatter", "figure_top_shares"]
 
 
 def figure_cluster_sizes(data: ReportData, path: Path) -> Path:
     """Per level, the histogram of cluster sizes in items (log-spaced bins, log counts)."""
-    from curate.sampling import cluster_item_counts
-
     plt = pyplot()
     counts = cluster_item_counts(data.levels)
     n = len(counts)

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from curate.analysis.balance import mean_counts
-from curate.io.atomic import atomic_path
+from curate.core.atomic import atomic_path
 
 __all__ = [
     "COLORS",

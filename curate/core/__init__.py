@@ -1,2 +1,3 @@
-"""The bottom layer: errors, config helpers, the stage protocol, distributed setup, tracking and
-progress. It imports nothing else of ``curate``."""
+"""The bottom layer: the user's errors (``errors``) and how a command starts (``entry``), atomic
+writes, output guards, distributed setup (``dist``), tracking, progress and launcher checks. It
+imports nothing else of ``curate``."""

@@ -7,9 +7,9 @@ from omegaconf import DictConfig
 
 import curate.embed.config  # noqa: F401  (registers embed_schema and the group schemas)
 from curate import CONFIG_DIR
-from curate.dist import setup_logging
+from curate.core.dist import setup_logging
+from curate.core.entry import hydra_entry
 from curate.embed.run import run_embed
-from curate.errors import hydra_entry
 from curate.stage import run_stage
 
 

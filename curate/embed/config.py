@@ -15,9 +15,9 @@ from omegaconf import MISSING
 
 from curate.conf import LoggerConfig, choices, register_help
 from curate.core.protocol import RUN_ONLY
+from curate.data.sources import IMAGE_EXTENSIONS
 
 EmbedDtype = choices("EmbedDtype", ("float32", "float16"), __name__)
-IMAGE_EXTENSIONS = [".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".ppm", ".pgm"]
 
 
 # ---- sources (config group "data") ---------------------------------------------------------
@@ -25,7 +25,7 @@ IMAGE_EXTENSIONS = [".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".
 class DataConfig:
     """Fields every source has. ``limit``: keep only the first ``limit`` items (None: all).
     ``selection``: only the items named by a ``curate.sample`` / ``curate.dedup`` folder, an ids
-    text file or an ``.npy`` of positions (matched by id, see ``curate.embed.sources.read_selection``)."""
+    text file or an ``.npy`` of positions (matched by id, see ``curate.data.sources.read_selection``)."""
 
     kind: str = MISSING
     limit: int | None = None
@@ -155,6 +155,9 @@ class SelfsupEncoderConfig(EncoderConfig):
     kind: str = "selfsup"
     name: str = "selfsup"
     checkpoint: str = MISSING
+    # how the backbone is loaded: a Hydra _target_ (called with the checkpoint path), so the curation
+    # library names the SSL stage in config only and never imports it
+    loader: Any = field(default_factory=lambda: {"_target_": "selfsup.export.load_backbone", "_partial_": True})
     image_size: int | None = None
     mean: list[float] | None = None
     std: list[float] | None = None
@@ -214,7 +217,7 @@ class EmbedConfig:
         shard_size: items per shard; the unit of resumption and of work split between ranks.
         batch_size: items per forward pass.
         num_workers: DataLoader worker processes (0: load in the main process; None: from the
-            CPUs the job may use, see ``curate.embed.sources.default_num_workers``).
+            CPUs the job may use, see ``curate.data.sources.default_num_workers``).
         device: ``auto`` (CUDA when available, the rank's local GPU), ``cpu``, ``cuda``, ``cuda:N``.
         amp: bf16 autocast, on CUDA only (ignored on CPU).
         normalize: L2-normalise the embeddings (recorded as ``normalised`` in the manifest).

@@ -25,14 +25,14 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Dataset
 
+from curate.core.dist import barrier, get_rank, get_world_size, init_distributed, resolve_device
+from curate.core.progress import Progress
 from curate.core.protocol import COMPLETE, Stage, content, decide, log_skip
-from curate.dist import barrier, get_rank, get_world_size, init_distributed, resolve_device
+from curate.data.sources import Source, build_source, default_num_workers
 from curate.embed.config import EmbedConfig, register_configs, validate
-from curate.embed.encoders import Encoder, build_encoder
-from curate.embed.sources import Source, build_source, default_num_workers
+from curate.encoders import Encoder, build_encoder
 from curate.io.shards import shard_range
 from curate.io.store import MANIFEST, PARTS, StoreWriter, finalize_store, read_manifest
-from curate.progress import Progress
 from curate.stage import guarded_output
 
 log = logging.getLogger(__name__)
@@ -244,7 +244,7 @@ def _run_embed(cfg: DictConfig, out: Path) -> dict:
 
 def _log_metrics(cfg: DictConfig, out: Path, manifest: dict, n_done: int, seconds: float) -> None:
     """One record in ``<out>/metrics.jsonl`` (and wandb, ``job_type=embed``) for this attempt."""
-    from curate.tracking import stage_tracker
+    from curate.core.tracking import stage_tracker
 
     if "logger" not in cfg:
         return

@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from curate.errors import as_int
-from curate.io.atomic import atomic_save_npy
+from curate.core.atomic import atomic_save_npy
+from curate.core.errors import as_int
 
 LEVEL_ARRAYS = ("centroids", "assign", "dist", "offsets", "members")
 
@@ -148,22 +148,3 @@ class Level:
             raise FileNotFoundError(f"{folder}: missing {', '.join(f'{m}.npy' for m in missing)}")
         arrays = {name: np.load(folder / f"{name}.npy", allow_pickle=False) for name in LEVEL_ARRAYS}
         return cls(**arrays, stats=dict(stats or {}))
-
-
-def item_clusters(levels: Sequence[Any], items: np.ndarray | None = None) -> list[np.ndarray]:
-    """The cluster id of every item at every level: the composition of the levels' ``assign``.
-
-    Args:
-        levels: the hierarchy's levels, finest first (anything with an ``assign`` array).
-        items: ``(m,)`` item ids to follow (None: all ``N`` items, in order).
-
-    Returns:
-        One ``(m,)`` (or ``(N,)``) int64 array per level: ``out[t][j]`` is the level-``t + 1``
-        cluster holding item ``items[j]``.
-    """
-    ids = np.arange(len(levels[0].assign), dtype=np.int64) if items is None else np.asarray(items, dtype=np.int64)
-    out = []
-    for level in levels:
-        ids = np.asarray(level.assign, dtype=np.int64)[ids]
-        out.append(ids)
-    return out

@@ -29,12 +29,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from curate import dist
-from curate.errors import IdentityError, InputError
+import curate
+from curate.core import dist
+from curate.core.atomic import atomic_path, atomic_write_json
+from curate.core.errors import IdentityError, InputError
 from curate.hierarchy.levels import LEVEL_ARRAYS, Level, LevelSpec, validate_levels
 from curate.hierarchy.split import split_clusters, split_clusters_regrouped
-from curate.io.atomic import atomic_write_json
-from curate.io.identity import vouch
+from curate.io.identity import sharded_rows_digest, vouch
 from curate.io.jsonfile import read_json
 from curate.io.shards import rank_rows
 from curate.kmeans import KMeans, RowSource
@@ -42,6 +43,7 @@ from curate.kmeans.device import matmul_precision, resolve_memory_mb
 from curate.kmeans.kernels import chunk_rows_for
 from curate.kmeans.shard import LocalRows
 from curate.kmeans.source import ArrayLike
+from curate.sampling import hierarchical_sample
 
 log = logging.getLogger(__name__)
 
@@ -365,8 +367,6 @@ class HierarchicalKMeans:
     # -- sampling ---------------------------------------------------------------------------
     def sample(self, target: int | float, strategy: str = "random", seed: int = 0, multiplier: int = 1) -> np.ndarray:
         """Hierarchical balanced sample: ``(target,)`` int64 item indices (see curate.sampling)."""
-        from curate.sampling import hierarchical_sample
-
         self._require_fitted()
         return hierarchical_sample(self.levels_, target, strategy=strategy, multiplier=multiplier, seed=seed).indices
 
@@ -447,7 +447,6 @@ class HierarchicalKMeans:
         same for any number of ranks); a fit on other data or settings is refused."""
         if self.checkpoint_dir is None:
             return
-        from curate.io.identity import sharded_rows_digest
 
         data = sharded_rows_digest(lambda i: source.read(i, i + 1, "cpu").numpy(), source.n, source.d)
         expected = {**self.config(), "n_items": n_items, "dim": dim, "data": data}
@@ -496,8 +495,6 @@ class HierarchicalKMeans:
     def _save_step(self, t: int, step: int, result: tuple) -> None:
         path = self._step_path(t, step)
         if path is not None and dist.is_main_process():
-            from curate.io.atomic import atomic_path
-
             centroids, assign, sq, inertia = result
             with atomic_path(path, suffix=".npz") as tmp:
                 np.savez(tmp, centroids=centroids, assign=assign, dist=sq, inertia=np.array(inertia))
@@ -514,8 +511,6 @@ class HierarchicalKMeans:
 
 def _versions() -> dict[str, str]:
     import subprocess
-
-    import curate
 
     try:
         sha = subprocess.run(

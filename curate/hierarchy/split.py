@@ -21,12 +21,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from curate import dist
+from curate.core import dist
+from curate.core.progress import Progress
 from curate.kmeans.init import kpp_trials
 from curate.kmeans.kernels import _CANCELLATION_RTOL, _DIRECT_MAX_D, accumulate_, normalize_rows, row_sqnorms
 from curate.kmeans.shard import LocalRows
 from curate.kmeans.source import RowSource
-from curate.progress import Progress
 
 SPLIT_INITS = ("k-means++", "random")
 

@@ -20,7 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from curate.errors import IdentityError, resolve
+from curate.core.errors import IdentityError, resolve
+from curate.io.store import MANIFEST, load_embeddings, shard_files
 
 N_FIXED_ROWS = 8
 SMALL_FILE = 1 << 20  # files up to this size are hashed in the manifest, larger ones only sized
@@ -61,7 +62,7 @@ def sharded_rows_digest(read_row: Callable[[int], np.ndarray], n_local: int, d: 
     """
     import torch
 
-    from curate import dist
+    from curate.core import dist
 
     counts = dist.all_gather_stack(torch.tensor([n_local], dtype=torch.int64)).flatten()
     offset, n = int(counts[: dist.get_rank()].sum()), int(counts.sum())
@@ -74,7 +75,6 @@ def sharded_rows_digest(read_row: Callable[[int], np.ndarray], n_local: int, d: 
 
 
 def _store_files(path: Path) -> list[Path]:
-    from curate.io.store import MANIFEST, shard_files
 
     return [path / MANIFEST] + [file for _, emb, ids in shard_files(path) for file in (emb, ids)]
 
@@ -98,8 +98,6 @@ def input_identity(path: str | os.PathLike, array: Any = None, rows: bool = True
         "mtime_ns": int(max(st.st_mtime_ns for st in stats)),
     }
     if array is None and rows:
-        from curate.io.store import load_embeddings
-
         array, _ = load_embeddings(resolved)
     if array is not None:
         identity["rows"] = rows_digest(array)

@@ -11,7 +11,7 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from curate.io.atomic import atomic_write_text
+from curate.core.atomic import atomic_write_text
 
 
 def write_ids(path: str | os.PathLike, ids: Iterable[object]) -> int:

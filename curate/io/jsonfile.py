@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from curate.errors import InputError
+from curate.core.errors import InputError
 
 
 def read_json(path: Path) -> dict[str, Any]:

@@ -38,8 +38,8 @@ from typing import Any
 
 import numpy as np
 
-from curate.errors import InputError
-from curate.io.atomic import atomic_save_npy, atomic_write_json, atomic_write_text
+from curate.core.atomic import atomic_save_npy, atomic_write_json, atomic_write_text
+from curate.core.errors import InputError
 from curate.io.jsonfile import read_json
 from curate.io.shards import open_npy
 

@@ -19,16 +19,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from curate import dist
-from curate.errors import as_int
-from curate.io.atomic import atomic_path
+from curate.core import dist
+from curate.core.atomic import atomic_path
+from curate.core.errors import as_int
+from curate.core.progress import Progress
 from curate.io.identity import sharded_rows_digest
 from curate.kmeans.device import matmul_precision, resolve_memory_mb
 from curate.kmeans.init import distinct_random_indices, kmeans_parallel, kmeans_plusplus, random_init
 from curate.kmeans.kernels import accumulate_, assign_chunk, chunk_rows_for, normalize_rows, one_cpu_thread
 from curate.kmeans.shard import LocalRows, too_large, too_large_message
 from curate.kmeans.source import ArrayLike, RowSource
-from curate.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ class KMeans:
         on_iteration: called on every rank after each Lloyd iteration with that iteration's
             ``stats`` record (a tracker hook; rank 0 is enough to log it).
         progress_every_s: rank 0 logs a progress line (iteration, ETA, objective, s/iter) when
-            this many seconds have passed since the last one (:class:`curate.progress.Progress`).
+            this many seconds have passed since the last one (:class:`curate.core.progress.Progress`).
     """
 
     def __init__(

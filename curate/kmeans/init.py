@@ -14,7 +14,8 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-from curate import dist
+from curate.core import dist
+from curate.core.progress import Progress
 from curate.kmeans.kernels import (
     _CANCELLATION_RTOL,
     _DIRECT_MAX_D,
@@ -26,7 +27,6 @@ from curate.kmeans.kernels import (
 )
 from curate.kmeans.shard import LocalRows
 from curate.kmeans.source import RowSource
-from curate.progress import Progress
 
 _INIT_BUDGET_BYTES = 64 << 20
 # rows of a k-means++ step's block: the (rows x t) scores and their float64 sum stay in cache

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import torch
 
-from curate import dist
+from curate.core import dist
 from curate.kmeans.kernels import normalize_rows
 from curate.kmeans.source import RowSource
 

@@ -151,7 +151,7 @@ def append_jsonl(path: Path, record: dict[str, Any]) -> None:
 
 def write_rows(path: Path | None, rows: list[dict[str, Any]]) -> None:
     """Rewrite ``path`` with the rows so far as a JSON list, atomically (no-op for ``None``)."""
-    from curate.io.atomic import atomic_write_json
+    from curate.core.atomic import atomic_write_json
 
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -26,6 +26,9 @@ from PIL import Image
 from torch import nn
 from torchvision import transforms as T
 
+from curate.core.atomic import atomic_save_npy
+from curate.core.dist import barrier, is_main_process
+
 log = logging.getLogger(__name__)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -200,21 +203,18 @@ def selfsup_encoder(
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
     name: str = "selfsup",
+    *,
+    loader: Callable[[str], Any],
 ) -> BackboneEncoder:
-    """The backbone exported by our SSL stage, through ``selfsup.export.load_backbone(path)``.
+    """The backbone exported by our SSL stage, through ``loader(checkpoint)`` (``encoder.loader``, a
+    Hydra ``_target_``: ``selfsup.export.load_backbone`` in ``configs/encoder/selfsup.yaml``).
 
     The returned module carries ``image_size``, ``mean``, ``std`` and ``in_chans`` attributes
     (``(module, info)`` with those keys in ``info`` works too); explicit arguments win. Images are
     resized bilinearly, as ``selfsup.export.embed_images`` does, and fed grey to a 1-channel
     backbone.
     """
-    try:
-        from selfsup.export import load_backbone
-    except ImportError as err:
-        raise ImportError(
-            f"encoder=selfsup needs selfsup.export.load_backbone, which cannot be imported: {err}"
-        ) from err
-    loaded = load_backbone(checkpoint)
+    loaded = loader(checkpoint)
     model, info = loaded if isinstance(loaded, tuple) else (loaded, {})
     info = dict(info or {})
 
@@ -310,8 +310,6 @@ class PixelsEncoder(Encoder):
         """Fit (or reload from ``out``) the PCA: ``pca-mean.npy (D,)``, ``pca-components.npy (k, D)``."""
         if self.pca_dim is None:
             return
-        from curate.dist import barrier, is_main_process
-        from curate.io.atomic import atomic_save_npy
 
         mean_path, comp_path = out / "pca-mean.npy", out / "pca-components.npy"
         if is_main_process() and not comp_path.exists():
@@ -423,7 +421,7 @@ def build_encoder(cfg: Any, modality: str, device: torch.device) -> Encoder:
     if kind == "timm":
         return timm_encoder(cfg.name, cfg.checkpoint, device, cfg.image_size, cfg.mean, cfg.std, cfg.random_init)
     if kind == "selfsup":
-        return selfsup_encoder(cfg.checkpoint, device, cfg.image_size, cfg.mean, cfg.std, cfg.name)
+        return selfsup_encoder(cfg.checkpoint, device, cfg.image_size, cfg.mean, cfg.std, cfg.name, loader=_loader(cfg))
     if kind == "sentence_transformer":
         return SentenceTransformerEncoder(cfg.path, device, cfg.name, cfg.max_seq_length)
     if kind == "pixels":
@@ -433,3 +431,15 @@ def build_encoder(cfg: Any, modality: str, device: torch.device) -> Encoder:
             modality, device, cfg.dim, cfg.seed, cfg.image_size, cfg.channels, cfg.width, cfg.text_buckets
         )
     raise ValueError(f"encoder.kind: unknown encoder {kind!r}")
+
+
+def _loader(cfg: Any) -> Callable[[str], Any]:
+    """``encoder.loader`` instantiated (a callable of the checkpoint path); a ``ValueError`` names the key."""
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    target = cfg.loader.get("_target_") if hasattr(cfg.loader, "get") else cfg.loader
+    try:
+        return instantiate(cfg.loader)
+    except InstantiationException as err:
+        raise ValueError(f"encoder.loader: {target} cannot be imported ({err})") from err

@@ -14,15 +14,17 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from curate.embed.config import IMAGE_EXTENSIONS
-from curate.io.idlist import read_ids
+from curate.data.selection import read_rows
+
+IMAGE_EXTENSIONS = [".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".ppm", ".pgm"]
 
 
 class Source:
@@ -172,7 +174,7 @@ class FashionMnistSource(Source):
         lt_seed: int = 0,
         limit: int | None = None,
     ) -> None:
-        from curate.datasets.fashion_mnist import CLASSES, load_fashion_mnist, long_tailed_indices
+        from curate.data.datasets.fashion_mnist import CLASSES, load_fashion_mnist, long_tailed_indices
 
         images, labels = load_fashion_mnist(split)
         index = np.arange(len(labels), dtype=np.int64)
@@ -289,7 +291,7 @@ SELECTION_FILES = ("ids.txt", "kept_ids.txt", "indices.npy", "kept_indices.npy")
 
 
 def read_selection(path: str | os.PathLike, source: Source) -> tuple[np.ndarray, dict]:
-    """Positions in ``source`` of the items a selection names.
+    """Positions in ``source`` of the items a selection names (:func:`curate.data.selection.read_rows`).
 
     Args:
         path: a folder holding one of :data:`SELECTION_FILES` (a ``curate.sample`` output or a
@@ -307,33 +309,12 @@ def read_selection(path: str | os.PathLike, source: Source) -> tuple[np.ndarray,
     """
     import hashlib
 
-    path = Path(path).expanduser()
-    if path.is_dir():
-        found = [path / name for name in SELECTION_FILES if (path / name).is_file()]
-        if not found:
-            raise FileNotFoundError(f"data.selection: {path} holds none of {', '.join(SELECTION_FILES)}")
-        path = found[0]
-    elif not path.is_file():
-        raise FileNotFoundError(f"data.selection: {path} not found")
     n = len(source)
-    if path.suffix == ".npy":
-        positions = np.load(path, allow_pickle=False)
-        if positions.ndim != 1 or not np.issubdtype(positions.dtype, np.integer):
-            got = f"{positions.dtype} {positions.shape}"
-            raise ValueError(f"data.selection: {path} must be a 1-D integer array, got {got}")
-        positions = positions.astype(np.int64)
-        if len(positions) and (positions.min() < 0 or positions.max() >= n):
-            raise ValueError(f"data.selection: {path} holds positions outside [0, {n}) of the source")
+    positions, path, wanted = read_rows(
+        path, n, lambda: source.ids(np.arange(n)), "data.selection", "source", SELECTION_FILES
+    )
+    if wanted is None:
         wanted = [str(i) for i in source.ids(positions)]
-    else:
-        wanted = read_ids(path)
-        lookup = {str(item): i for i, item in enumerate(source.ids(np.arange(n)))}
-        missing = [key for key in wanted if key not in lookup]
-        if missing:
-            raise ValueError(f"data.selection: {len(missing)} ids of {path} are not in the source, e.g. {missing[:3]}")
-        positions = np.fromiter((lookup[key] for key in wanted), dtype=np.int64, count=len(wanted))
-    if not len(positions):
-        raise ValueError(f"data.selection: {path} selects no item")
     digest = hashlib.sha1("".join(f"{key}\n" for key in wanted).encode()).hexdigest()
     identity = {"path": str(path.resolve()), "file": path.name, "count": int(len(positions)), "sha1": digest}
     return positions, identity
@@ -474,7 +455,7 @@ def jsonl_source(
 
 def wordnet_source(pos: Sequence[str] = (), with_lemmas: bool = False, limit: int | None = None) -> TextListSource:
     """WordNet glosses with ids ``n00001740`` and lexicographer-file labels (0..44)."""
-    from curate.datasets.wordnet import load_wordnet
+    from curate.data.datasets.wordnet import load_wordnet
 
     wn = load_wordnet(list(pos) or None, with_lemmas=with_lemmas)
     n = _limit(len(wn), limit)
@@ -494,21 +475,40 @@ def build_source(cfg: Any) -> Source:
 
 
 def _build_full_source(cfg: Any) -> Source:
-    kind = cfg.kind
-    if kind == "image_folder":
-        return ImageFolderSource(cfg.root, list(cfg.extensions), cfg.labels_from_dirs, cfg.limit)
-    if kind == "image_list":
-        return ImageListSource(cfg.path, cfg.root, cfg.limit)
-    if kind == "npy":
-        return NpyImagesSource(cfg.path, cfg.labels_path, cfg.limit)
-    if kind == "fashion_mnist":
-        return FashionMnistSource(
-            cfg.split, cfg.long_tailed, cfg.lt_max_per_class, cfg.lt_min_per_class, cfg.lt_seed, cfg.limit
-        )
-    if kind == "text_lines":
-        return text_lines_source(cfg.path, cfg.skip_empty, cfg.limit)
-    if kind == "jsonl":
-        return jsonl_source(cfg.path, cfg.field, cfg.id_field, cfg.label_field, cfg.limit)
-    if kind == "wordnet":
-        return wordnet_source(list(cfg.pos), cfg.with_lemmas, cfg.limit)
-    raise ValueError(f"data.kind: unknown source {kind!r}")
+    kind = SOURCE_KINDS.get(cfg.kind)
+    if kind is None:
+        raise ValueError(f"data.kind: unknown source {cfg.kind!r}")
+    return kind.build(cfg)
+
+
+@dataclass(frozen=True)
+class SourceKind:
+    """One kind of the ``data`` node: what its items are and how its config builds the source."""
+
+    modality: str  # "image" or "text"
+    build: Callable[[Any], Source]
+
+
+# The source kinds, the one list of them: the schemas (curate.embed.config.SOURCES, one per kind),
+# build_source and the image-only stages (selfsup.config) read it.
+SOURCE_KINDS: dict[str, SourceKind] = {
+    "image_folder": SourceKind(
+        "image", lambda c: ImageFolderSource(c.root, list(c.extensions), c.labels_from_dirs, c.limit)
+    ),
+    "image_list": SourceKind("image", lambda c: ImageListSource(c.path, c.root, c.limit)),
+    "fashion_mnist": SourceKind(
+        "image",
+        lambda c: FashionMnistSource(
+            c.split, c.long_tailed, c.lt_max_per_class, c.lt_min_per_class, c.lt_seed, c.limit
+        ),
+    ),
+    "npy": SourceKind("image", lambda c: NpyImagesSource(c.path, c.labels_path, c.limit)),
+    "text_lines": SourceKind("text", lambda c: text_lines_source(c.path, c.skip_empty, c.limit)),
+    "jsonl": SourceKind("text", lambda c: jsonl_source(c.path, c.field, c.id_field, c.label_field, c.limit)),
+    "wordnet": SourceKind("text", lambda c: wordnet_source(list(c.pos), c.with_lemmas, c.limit)),
+}
+
+
+def source_kinds(modality: str | None = None) -> tuple[str, ...]:
+    """The source kinds (of one ``modality``, ``"image"`` or ``"text"``), in registry order."""
+    return tuple(k for k, v in SOURCE_KINDS.items() if modality is None or v.modality == modality)

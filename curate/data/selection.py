@@ -1,4 +1,7 @@
-"""A subset of a store's rows: the rows that dedup kept, or any list of row indices or ids.
+"""A selection of rows: the one reader (:func:`read_rows`) of a dedup or sample folder, an ``.npy``
+of rows or a list of ids, behind the cluster stage's ``input.subset`` (:func:`read_subset`: a set
+of store rows) and every ``data.selection`` (``curate.data.sources.read_selection``: items in
+file order, with the selection's identity).
 
 ``python -m curate.cluster input.path=<store> input.subset=<dedup out>`` clusters only those
 rows; the hierarchy's items are then the subset's rows in store order, and the sample stage maps
@@ -9,7 +12,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +21,65 @@ import numpy as np
 from curate.io.idlist import read_ids
 
 
+def read_rows(
+    path: str | os.PathLike,
+    n_rows: int,
+    ids_of: Callable[[], Sequence | None],
+    what: str,
+    where: str,
+    folder_files: Sequence[str],
+) -> tuple[np.ndarray, Path, list[str] | None]:
+    """The one reader of a selection: the rows that a folder, an ``.npy`` or an ids file names.
+
+    Args:
+        path: a folder holding one of ``folder_files`` (the first found is read), a 1-D integer
+            ``.npy`` of rows, or a text file of ids, one per line.
+        n_rows: rows of what is selected from.
+        ids_of: gives the ids of those rows (strings or ints; None: it has none), called for an ids file.
+        what: the name of the setting, in messages (``subset``, ``data.selection``).
+        where: what is selected from, in messages (``store``, ``source``).
+        folder_files: the files a folder may hold, in order of preference.
+
+    Returns:
+        ``(rows (m,) int64 in file order, the file read, its ids (None for an .npy))``.
+
+    Raises:
+        FileNotFoundError: nothing to read at ``path``.
+        ValueError: an empty selection, out-of-range rows, unknown ids, a wrong dtype or shape; the
+            message names the file.
+    """
+    path = Path(path).expanduser()
+    if path.is_dir():
+        found = [path / name for name in folder_files if (path / name).is_file()]
+        if not found:
+            raise FileNotFoundError(f"{what}: {path} holds none of {', '.join(folder_files)}")
+        path = found[0]
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} not found: {path}")
+    wanted = None
+    if path.suffix == ".npy":
+        try:
+            rows = np.load(path, allow_pickle=False)
+        except (ValueError, EOFError, OSError) as err:
+            raise ValueError(f"{what} {path}: cannot read it as a .npy array: {err}") from None
+        if rows.ndim != 1 or rows.dtype.kind not in "iu":
+            raise ValueError(f"{what} {path}: expected a 1-D integer array of rows, got {rows.dtype} {rows.shape}")
+        rows = rows.astype(np.int64)
+    else:
+        wanted = read_ids(path)
+        rows = _rows_of_ids(path, wanted, ids_of(), what, where)
+    if rows.size == 0:
+        raise ValueError(f"{what} {path} is empty")
+    if rows.min() < 0 or rows.max() >= n_rows:
+        bad = rows[(rows < 0) | (rows >= n_rows)][0]
+        raise ValueError(f"{what} {path}: row {bad} is outside the {where}'s {n_rows} rows")
+    return rows, path, wanted
+
+
 def read_subset(
     path: str | os.PathLike, n_rows: int, ids: Sequence | None = None, store: str | os.PathLike | None = None
 ) -> np.ndarray:
-    """The store rows a subset file names, increasing.
+    """The store rows a subset names (``input.subset`` of the cluster stage), increasing.
 
     Args:
         path: a dedup output folder (its ``kept_indices.npy``), a 1-D integer ``.npy`` of row
@@ -36,30 +94,12 @@ def read_subset(
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: empty, repeated or out-of-range rows, unknown ids, a wrong dtype or shape;
-            the message names the file.
+        ValueError: as :func:`read_rows`, and a row listed twice.
     """
     path = Path(path).expanduser()
     if path.is_dir():
         _check_dedup_input(path, n_rows, store)
-        path = path / "kept_indices.npy"
-    if not path.exists():
-        raise FileNotFoundError(f"subset not found: {path}")
-    if path.suffix == ".npy":
-        try:
-            rows = np.load(path, allow_pickle=False)
-        except (ValueError, EOFError, OSError) as err:
-            raise ValueError(f"subset {path}: cannot read it as a .npy array: {err}") from None
-        if rows.ndim != 1 or rows.dtype.kind not in "iu":
-            raise ValueError(f"subset {path}: expected a 1-D integer array of rows, got {rows.dtype} {rows.shape}")
-        rows = rows.astype(np.int64)
-    else:
-        rows = _rows_of_ids(path, ids)
-    if rows.size == 0:
-        raise ValueError(f"subset {path} is empty")
-    if rows.min() < 0 or rows.max() >= n_rows:
-        bad = rows[(rows < 0) | (rows >= n_rows)][0]
-        raise ValueError(f"subset {path}: row {bad} is outside the store's {n_rows} rows")
+    rows, path, _ = read_rows(path, n_rows, lambda: ids, "subset", "store", ("kept_indices.npy",))
     rows = np.sort(rows)
     repeated = rows[1:][rows[1:] == rows[:-1]]
     if repeated.size:
@@ -82,15 +122,14 @@ def _check_dedup_input(folder: Path, n_rows: int, store: str | os.PathLike | Non
         )
 
 
-def _rows_of_ids(path: Path, ids: Sequence | None) -> np.ndarray:
+def _rows_of_ids(path: Path, wanted: list[str], ids: Sequence | None, what: str, where: str) -> np.ndarray:
     if ids is None:
-        raise ValueError(f"subset {path}: a list of ids needs a store with ids (a .npy has none); pass row indices")
-    wanted = read_ids(path)
+        raise ValueError(f"{what} {path}: a list of ids needs a {where} with ids (a .npy has none); pass row indices")
     row_of = {str(value): row for row, value in enumerate(ids)}
     missing = [value for value in wanted if value not in row_of]
     if missing:
         raise ValueError(
-            f"subset {path}: {len(missing)} id(s) are not in the store, e.g. {missing[:3]} (ids are compared as text)"
+            f"{what} {path}: {len(missing)} id(s) are not in the {where}, e.g. {missing[:3]} (ids are compared as text)"
         )
     return np.fromiter((row_of[value] for value in wanted), dtype=np.int64, count=len(wanted))
 

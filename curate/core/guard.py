@@ -2,7 +2,7 @@
 
 - :func:`output_lock` takes an advisory ``flock`` on ``<folder>/.lock`` (rank 0 of a run); a
   second run on the same folder is refused with the holder's host and pid.
-- :func:`remove_stray_tmp` deletes the temporary files :func:`curate.io.atomic.atomic_path`
+- :func:`remove_stray_tmp` deletes the temporary files :func:`curate.core.atomic.atomic_path`
   leaves when a writer is killed (only names of that exact pattern, only under the lock).
 - :func:`check_disjoint` refuses an output path that is, contains or lies inside an input.
 """
@@ -19,7 +19,7 @@ import socket
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-from curate.errors import LockedError, UnsafeOutputError, resolve
+from curate.core.errors import LockedError, UnsafeOutputError, resolve
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ def output_lock(folder: str | os.PathLike, distributed: bool = True) -> Iterator
     Raises:
         LockedError: another process holds it; the message names its host and pid.
     """
-    from curate import dist
+    from curate.core import dist
 
     folder = Path(folder)
     path = folder / LOCK_NAME

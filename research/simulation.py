@@ -1,5 +1,5 @@
 """The point sets of the 2-D simulation (Fig. 3, METHOD.md section 4): what each method leaves of
-the toy :func:`curate.datasets.toy.toy_2d`, all scored by :func:`curate.metrics.kl_to_uniform`.
+the toy :func:`curate.data.datasets.toy.toy_2d`, all scored by :func:`curate.analysis.metrics.kl_to_uniform`.
 
 Every method ends with :data:`K` = 300 centroids (DBSCAN with what it finds); ``data`` is the toy
 itself, ``uniform_reference`` 300 i.i.d. uniform points, ``lattice`` a 17 x 17 lattice.
@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 
 from curate.analysis.balance import mean_std
-from curate.datasets.toy import TOY_2D_BOX, toy_2d
-from curate.metrics import kl_to_uniform
+from curate.analysis.metrics import kl_to_uniform
+from curate.data.datasets.toy import TOY_2D_BOX, toy_2d
 
 __all__ = [
     "BOX",

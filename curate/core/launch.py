@@ -19,6 +19,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 SLURM_TARGET = "SlurmLauncher"
+EXECUTORS = ("slurm", "local", "debug")  # submitit executors of curate.submit (submit.executor)
 
 
 def gpus_for(device: Any, per_node: int) -> int | None:

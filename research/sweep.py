@@ -118,8 +118,8 @@ def reference(metric: str, rows: list[dict[str, Any]], root: Path | None) -> tup
             return None
         import numpy as np
 
+        from curate.analysis.metrics import kl_to_uniform
         from curate.io.shards import open_npy
-        from curate.metrics import kl_to_uniform
 
         try:
             x = open_npy(path)

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from scipy.special import ndtr
 
-from curate.io.atomic import atomic_save_npy, atomic_write_json
+from curate.core.atomic import atomic_save_npy, atomic_write_json
 
 __all__ = [
     "MIXTURE_1D",
@@ -169,7 +169,7 @@ TOYS: dict[str, Callable[[int], tuple[np.ndarray, np.ndarray]]] = {
 def write_toy(name: str, out_dir: str | Path, seed: int = 0) -> Path:
     """Write a toy as ``out_dir/x.npy`` and ``out_dir/labels.npy``, then ``out_dir/manifest.json`` (last).
 
-    All writes are atomic (:mod:`curate.io.atomic`).
+    All writes are atomic (:mod:`curate.core.atomic`).
 
     Args:
         name: ``"toy_2d"``, ``"rings_2d"`` or ``"mixture_1d"``.

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from curate.io.atomic import atomic_save_npy, atomic_write_json
+from curate.core.atomic import atomic_save_npy, atomic_write_json
 
 __all__ = ["cached_knn_radius", "embedding_diagnostics", "knn_agreement", "knn_radius"]
 

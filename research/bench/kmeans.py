@@ -1,7 +1,7 @@
 """The k-means benchmark: our ``KMeans``, faiss ``Kmeans`` and scikit-learn ``KMeans`` (Lloyd) on
 the same data for the same iterations, one measurement per fresh process, and its result rows.
 
-A worker is ``python -m curate.bench.kmeans '<spec JSON>'``; a spec names ``impl`` (``ours``,
+A worker is ``python -m research.bench.kmeans '<spec JSON>'``; a spec names ``impl`` (``ours``,
 ``faiss``, ``sklearn``, or ``init``: our seeded initial centroids saved for the peers), ``data``
 (a float32 ``.npy``), ``n, d, k, iters, seed, threads, device``, ``mmap`` (the input stays on disk)
 and optionally ``init`` / ``init_path`` / ``init_max_points`` / ``reader`` / ``score_block_mb`` /
@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from curate.bench.measure import RESULT_TAG, PeakMemory, add_ratios, run_module
+from research.bench.measure import RESULT_TAG, PeakMemory, add_ratios, run_module
 
 __all__ = [
     "IMPLS",
@@ -244,7 +244,7 @@ def run_worker(spec: dict[str, Any]) -> dict[str, Any]:
 
 def spawn_worker(spec: dict[str, Any], threads: int) -> dict[str, Any]:
     """:func:`run_worker` in a fresh Python process limited to ``threads`` threads."""
-    return run_module("curate.bench.kmeans", spec, threads)
+    return run_module("research.bench.kmeans", spec, threads)
 
 
 def plan_jobs(
@@ -362,5 +362,5 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-if __name__ == "__main__":  # a worker: python -m curate.bench.kmeans '<spec JSON>'
+if __name__ == "__main__":  # a worker: python -m research.bench.kmeans '<spec JSON>'
     print(RESULT_TAG + json.dumps(run_worker(json.loads(sys.argv[1]))), flush=True)

@@ -4,7 +4,7 @@
 
 Splits (those of docs/curation_ssl.md, same seeds): from the train split, a balanced *seed set*
 (``seed_per_class`` images per class), then the long-tailed *pool* drawn from the remaining images
-(:func:`curate.datasets.fashion_mnist.long_tailed_indices`: class sizes decaying geometrically from
+(:func:`curate.data.datasets.fashion_mnist.long_tailed_indices`: class sizes decaying geometrically from
 ``lt_max`` to ``lt_min``, about 14.7k images), a balanced labelled *train* subset for the k-NN and the
 linear probe (``eval_train_per_class`` per class outside the seed set; it may overlap the pool) and
 the *test* split. Every folder has one sub-folder per class, ``<id>_<name>`` (``4_Coat``), so
@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from curate.datasets.fashion_mnist import CLASSES, load_fashion_mnist, long_tailed_indices
-from curate.io.atomic import atomic_path, atomic_write_json
+from curate.core.atomic import atomic_path, atomic_write_json
+from curate.data.datasets.fashion_mnist import CLASSES, load_fashion_mnist, long_tailed_indices
 
 
 def class_folder(label: int) -> str:

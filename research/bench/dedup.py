@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from curate.bench.measure import timed
+from research.bench.measure import timed
 
 __all__ = ["faiss_allpairs", "run_ranks"]
 
@@ -44,7 +44,7 @@ def _rank_worker(rank: int, world: int, port: int, path: str, spec: dict[str, An
     import torch
     import torch.distributed as torch_dist
 
-    from curate import dist
+    from curate.core import dist
     from curate.dedup import deduplicate
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world))

@@ -13,9 +13,9 @@ from typing import Any
 import numpy as np
 
 from curate.analysis.balance import label_gains
-from curate.analysis.compare import CurationSettings, compare_over_seeds, summary_table
-from curate.analysis.neighbours import cached_knn_radius, embedding_diagnostics
 from curate.analysis.plots import plot_density_shares, plot_label_shares, plot_ref_shares, pyplot, save_figure
+from research.compare import CurationSettings, compare_over_seeds, summary_table
+from research.neighbours import cached_knn_radius, embedding_diagnostics
 
 __all__ = ["label_count_table", "label_notes", "label_study", "parse_levels", "plot_studies", "plot_study"]
 
@@ -65,9 +65,9 @@ def label_study(
         n_queries: leave-one-out k-NN queries of the diagnostics (None: every item).
 
     Returns:
-        :func:`~curate.analysis.compare.compare_over_seeds`'s result plus ``label_names``, ``table``
+        :func:`~research.compare.compare_over_seeds`'s result plus ``label_names``, ``table``
         (markdown), ``label_gains`` and ``diagnostics``
-        (:func:`~curate.analysis.neighbours.embedding_diagnostics`).
+        (:func:`~research.neighbours.embedding_diagnostics`).
     """
     result = compare_over_seeds(x, labels, settings, budget, seeds, n_rarest, out, input_desc)
     result["label_names"] = names

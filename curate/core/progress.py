@@ -10,9 +10,9 @@ import logging
 import time
 from collections.abc import Callable
 
-from curate import dist
+from curate.core import dist
 
-log = logging.getLogger("curate.progress")
+log = logging.getLogger("curate.core.progress")
 
 #: seconds between two lines of one reporter
 EVERY_S = 10.0

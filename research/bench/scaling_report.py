@@ -1,4 +1,4 @@
-"""The markdown report of the scaling cost model (:mod:`curate.bench.costmodel`): configuration,
+"""The markdown report of the scaling cost model (:mod:`research.bench.costmodel`): configuration,
 formulas, per-level tables, memory per rank and what would break first.
 
     >>> text = render(compute(cfg), "python scripts/scaling.py")
@@ -14,7 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from curate.bench.costmodel import (
+from curate.core.atomic import atomic_write_text
+from research.bench.costmodel import (
     GB,
     KPP_COLLECTIVES,
     TB,
@@ -25,7 +26,6 @@ from curate.bench.costmodel import (
     kmeanspp,
     ring_allreduce_s,
 )
-from curate.io.atomic import atomic_write_text
 
 __all__ = ["FORMULAS", "HAND_WRITTEN", "breaks_first", "init_choice_table", "render", "variant_section", "write_report"]
 
@@ -292,7 +292,7 @@ def _memory_table(res: dict[str, Any]) -> list[str]:
 
 
 def render(res: dict[str, Any], command: str) -> str:
-    """The markdown report of :func:`~curate.bench.costmodel.compute`'s result.
+    """The markdown report of :func:`~research.bench.costmodel.compute`'s result.
 
     Args:
         res: ``compute(cfg)``.

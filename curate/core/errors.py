@@ -139,60 +139,6 @@ def cli_entry(main: Callable[..., T], argv: list[str] | None = None) -> T:
     return run_guarded(main, args)
 
 
-def hydra_entry(
-    main: Callable[[], Any], single_components: tuple[str, ...] = (), outputs: dict[str, tuple[str, ...]] | None = None
-) -> None:
-    """Start a Hydra app from ``__main__`` with the same error handling as its body.
-
-    Drops ``--traceback``, checks path-like overrides before Hydra creates any folder, and lets
-    Hydra's own failures (composing the config, an override of an unknown key, creating the run
-    folder) reach :func:`run_guarded` instead of Hydra's exit code 1: Hydra re-raises them when
-    ``HYDRA_FULL_ERROR=1``, so that is set for Hydra, and whether the *user* asked for tracebacks
-    is kept in ``CURATE_TRACEBACK``.
-
-    Args:
-        main: the ``@hydra.main`` function (its body calls :func:`run_guarded`).
-        single_components: keys whose values name a folder under the output folder; an override
-            of one of them must be a single path component (``name=../x`` is refused here, before
-            Hydra makes ``../x``).
-        outputs: ``{output key: input keys}``: an output folder given on the command line that
-            overlaps one of those inputs is refused before Hydra creates it (and its ``.hydra/``).
-    """
-    saved = {key: os.environ.get(key) for key in ("CURATE_TRACEBACK", "HYDRA_FULL_ERROR")}
-    take_traceback_flag()
-    if "CURATE_TRACEBACK" not in os.environ:
-        os.environ["CURATE_TRACEBACK"] = "1" if os.environ.get("HYDRA_FULL_ERROR") == "1" else "0"
-    os.environ["HYDRA_FULL_ERROR"] = "1"
-    try:
-        _hydra_entry(main, single_components, outputs or {})
-    finally:  # as found (an in-process run, e.g. curate.submit's debug executor, must not leak it)
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
-def _hydra_entry(
-    main: Callable[[], Any], single_components: tuple[str, ...], outputs: dict[str, tuple[str, ...]]
-) -> None:
-    given = {}
-    for arg in sys.argv[1:]:
-        key, sep, value = arg.lstrip("+~").partition("=")
-        if sep:
-            given[key] = value
-        if sep and key in single_components:
-            run_guarded(check_component, key, value, hydra=True)
-    if "-m" not in sys.argv and "--multirun" not in sys.argv:  # sweeps: checked in every job
-        from curate.io.guard import check_disjoint
-
-        for out_key, input_keys in outputs.items():
-            if given.get(out_key):
-                inputs = {key: given[key] for key in input_keys if given.get(key)}
-                run_guarded(check_disjoint, given[out_key], inputs, out_key, hydra=True)
-    run_guarded(main, hydra=True)
-
-
 def check_component(key: str, value: Any) -> str:
     """``value`` as one path component (a folder name inside the output folder), or
     :class:`UnsafeOutputError` naming ``key``."""

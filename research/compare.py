@@ -14,9 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from curate.analysis.balance import SCALARS, mean_std, random_baseline, sample_balance
-from curate.analysis.neighbours import cached_knn_radius
-from curate.io.atomic import atomic_save_npy, atomic_write_json
+from curate.analysis.balance import SCALARS, mean_std, sample_balance
+from curate.core.atomic import atomic_save_npy, atomic_write_json
+from curate.sampling import random_rows
+from research.neighbours import cached_knn_radius
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +158,7 @@ def compare_over_seeds(
 
     Per seed ``s``: the hierarchy (:func:`fit_hierarchy`, seed ``s``), a hierarchical balanced sample
     of ``budget`` items (sampling seed ``s``), a uniform random sample of the same size
-    (:func:`random_baseline`, seed ``s``); both measured by :func:`sample_balance` over the labels
+    (:func:`curate.sampling.random_rows`, seed ``s``); both measured by :func:`sample_balance` over the labels
     (never shown to the clustering) and over the reference clustering. With ``out``, writes
     ``out/cluster_seed<s>/`` (the hierarchy), ``out/sample_seed<s>/indices.npy`` and
     ``out/random_seed<s>/indices.npy``.
@@ -236,7 +237,7 @@ def _one_seed(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # a shortfall is reported through `n`
         curated = hierarchical_sample(model.levels_, budget, strategy=settings.leaf_strategy, seed=seed).indices
-    random = random_baseline(n, len(curated), seed)
+    random = random_rows(n, len(curated), seed)
     if out is not None:
         for name, idx in (("sample", curated), ("random", random)):
             atomic_save_npy(out / f"{name}_seed{seed}" / "indices.npy", idx)

@@ -31,6 +31,8 @@ __all__ = [
     "kl_to_uniform",
     "label_entropy",
     "label_shares",
+    "rarest",
+    "rarest_classes",
     "share_of_rarest",
 ]
 
@@ -159,6 +161,32 @@ def label_entropy(labels: np.ndarray, n_classes: int, normalize: bool = False) -
     return h
 
 
+def rarest(counts: np.ndarray, n: int, with_empty: bool = False) -> np.ndarray:
+    """Ids of the ``n`` smallest groups: fewest items first, ties by smaller id.
+
+    The one "rarest classes" rule of the package (balance statistics, the rare share, the tail classes
+    of the evaluation).
+
+    Args:
+        counts: ``(k,)`` items per group.
+        n: how many groups (fewer when fewer qualify).
+        with_empty: whether groups with 0 items count (the rarest of all) or are left out.
+
+    Returns:
+        ``(min(n, qualifying),)`` int64 group ids.
+    """
+    counts = np.asarray(counts)
+    ids = np.arange(len(counts)) if with_empty else np.flatnonzero(counts)
+    return ids[np.argsort(counts[ids], kind="stable")[: max(0, min(int(n), len(ids)))]].astype(np.int64)
+
+
+def rarest_classes(labels: np.ndarray, num_classes: int, count: int) -> list[int]:
+    """The ``count`` classes of ``[0, num_classes)`` with the fewest items in ``labels`` (absent ones
+    first; ties: smaller class id first), sorted by class id (:func:`rarest`)."""
+    sizes = np.bincount(np.asarray(labels, dtype=np.int64), minlength=num_classes)
+    return sorted(int(c) for c in rarest(sizes, count, with_empty=True))
+
+
 def share_of_rarest(labels: np.ndarray, pool_labels: np.ndarray, n_rarest: int = 1) -> float:
     """Share of ``labels`` that falls in the ``n_rarest`` rarest classes of the pool.
 
@@ -179,10 +207,10 @@ def share_of_rarest(labels: np.ndarray, pool_labels: np.ndarray, n_rarest: int =
     if pool.size == 0:
         raise ValueError("pool_labels is empty")
     counts = np.bincount(pool)
-    present = np.flatnonzero(counts)
-    if not 1 <= n_rarest <= len(present):
-        raise ValueError(f"n_rarest must be in [1, {len(present)}] (classes in the pool), got {n_rarest}")
-    rare = present[np.argsort(counts[present], kind="stable")[:n_rarest]]
+    present = int(np.count_nonzero(counts))
+    if not 1 <= n_rarest <= present:
+        raise ValueError(f"n_rarest must be in [1, {present}] (classes in the pool), got {n_rarest}")
+    rare = rarest(counts, n_rarest)
     return float(np.isin(sample, rare).mean()) if sample.size else 0.0
 
 

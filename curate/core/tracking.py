@@ -32,7 +32,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from curate import dist
+from curate.core import dist
+from curate.core.atomic import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -178,7 +179,6 @@ class Tracker:
             self.run.log(flatten_scalars({"index": index, **metrics}, prefix=f"{name}/"))
 
     def _truncate(self, last_step: int) -> None:
-        from curate.io.atomic import atomic_write_text
 
         kept = []
         for line in self.path.read_text().splitlines():

@@ -95,7 +95,7 @@ def init_rows(size: str, seeds: int, impls: str, rounds: int = 5, lloyd_iters: i
     "potential", "inertia_after_<lloyd_iters>"}`` per init and seed.
 
     Args:
-        size: a :data:`curate.bench.kmeans.SIZES` name (its clustered data).
+        size: a :data:`research.bench.kmeans.SIZES` name (its clustered data).
         seeds: seeds of our inits (scikit-learn: seed 0 only).
         impls: comma-separated ``k-means++``, ``k-means||``, ``sklearn``.
         rounds: k-means|| rounds.
@@ -103,9 +103,9 @@ def init_rows(size: str, seeds: int, impls: str, rounds: int = 5, lloyd_iters: i
     """
     import torch
 
-    from curate.bench.data import write_clustered_npy
-    from curate.bench.kmeans import SIZES
     from curate.kmeans.init import kmeans_parallel, kmeans_plusplus
+    from research.bench.data import write_clustered_npy
+    from research.bench.kmeans import SIZES
 
     n, d, k, _ = SIZES[size]
     with tempfile.TemporaryDirectory() as tmp:
@@ -235,10 +235,10 @@ def quality_rows(seeds: int, hierarchy: bool) -> Iterator[dict[str, Any]]:
     """Fig. 3 KL rows (300 centroids on the 2-D toy) per init (k-means++, k-means||) and seed; with
     ``hierarchy`` also the (3000, 1000, 300) hierarchy with resampling and a 900-point sample of it
     (its KL and its share of the dense mode)."""
-    from curate.datasets.toy import toy_2d
+    from curate.analysis.metrics import kl_to_uniform
+    from curate.data.datasets.toy import toy_2d
     from curate.hierarchy import HierarchicalKMeans
     from curate.kmeans import KMeans
-    from curate.metrics import kl_to_uniform
     from curate.sampling import hierarchical_sample
 
     levels = [dict(k=k, resample_steps=10, sample_size=2) for k in (3000, 1000, 300)]

@@ -1,7 +1,7 @@
 """A cost model of the hierarchical k-means engine at scale: time, FLOPs, bytes and memory per level.
 
 Nothing is clustered: every number comes from the formulas in
-:data:`curate.bench.scaling_report.FORMULAS`, evaluated for a :class:`ScalingConfig` (defaults: the
+:data:`research.bench.scaling_report.FORMULAS`, evaluated for a :class:`ScalingConfig` (defaults: the
 paper's web-image run, ``configs/cluster/web_4level.yaml`` on N = 743M x 1024 float32 embeddings,
 128 / 16 / 8 / 8 GPUs). The engine's own rules are imported, not retyped: rows per chunk
 (:func:`curate.kmeans.kernels.chunk_rows_for` on a GPU) and k-means++ trials
@@ -11,7 +11,7 @@ paper's web-image run, ``configs/cluster/web_4level.yaml`` on N = 743M x 1024 fl
     >>> res = compute(ScalingConfig())          # {"config", "levels", "t_total", "gpu_hours", ...}
     >>> res["levels"][0]["lloyd"]["t_iter"]     # seconds of one level-1 Lloyd iteration
 
-``scripts/scaling.py`` is its command line; :mod:`curate.bench.scaling_report` renders it.
+``scripts/scaling.py`` is its command line; :mod:`research.bench.scaling_report` renders it.
 """
 
 from __future__ import annotations

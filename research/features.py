@@ -16,7 +16,7 @@ def pixel_pca(
 ) -> np.ndarray:
     """The embed stage's ``pixels`` encoder with a PCA, applied to images held in memory.
 
-    The same encoder (:class:`curate.embed.encoders.PixelsEncoder`) as ``python -m curate.embed
+    The same encoder (:class:`curate.encoders.PixelsEncoder`) as ``python -m curate.embed
     encoder=pixels encoder.pca_dim=<dim>``: pixels scaled to ``[0, 1]``, centred, projected on the
     ``dim`` principal axes fitted on ``fit_items`` images drawn with ``seed``.
 
@@ -33,7 +33,7 @@ def pixel_pca(
     """
     import torch
 
-    from curate.embed.encoders import PixelsEncoder
+    from curate.encoders import PixelsEncoder
 
     fit = len(images) if fit_items is None else fit_items
     enc = PixelsEncoder(torch.device("cpu"), pca_dim=dim, pca_fit_items=fit, seed=seed)

@@ -6,21 +6,25 @@
     python -m curate.pipeline ... launcher=submitit_slurm submit=true        # one SLURM job per stage
 
 Runs embed -> dedup -> cluster -> sample -> train -> eval (``stages``: any of them, in this
-order) by calling each stage's own entry function (``curate.embed.run.run_embed``,
-``curate.dedup.run_dedup``, ``curate.cluster.cluster``, ``curate.sample.sample``,
-``selfsup.train.train``, ``selfsup.eval.evaluate``) with its own config: the stage's primary
-config (``configs/<stage>.yaml``) composed by Hydra, the pipeline's ``data`` / ``encoder`` / paths
-filled in, then the pipeline's ``<stage>`` node merged over it (``train.train.iterations=...`` is
-``train.iterations`` of ``selfsup.train``). Every stage writes its usual folder under
-``<out_dir>/<name>/<stage>/`` (the Hydra run dir of the pipeline; ``-m`` adds the job's overrides),
-plus ``pipeline.json``: the stage's resolved config, a key (hash of that config, minus where-it-runs
-settings, and of the keys of the stages it reads) and ``status`` running / complete.
+order) by calling each stage's entry function, found through ``stage_modules`` (the module that
+declares the stage, its ``STAGE``: :class:`curate.core.protocol.Stage`), with its own config: the
+pipeline's ``<stage>`` node, which is the stage's primary config (``configs/<stage>.yaml``) composed
+with its schema when the pipeline's schema is registered (:func:`register_schema`), so every key is
+typed and checked before any stage runs (``train.train.iterations=...`` is ``train.iterations`` of
+``selfsup.train``), with the pipeline's ``data`` / ``encoder`` / paths filled in. Every stage writes
+its usual folder under ``<out_dir>/<name>/<stage>/`` (the Hydra run dir of the pipeline; ``-m``
+adds the job's overrides), plus ``pipeline.json``: its completion record (``status`` running /
+complete, its content ``settings``: the resolved config minus the run-only settings its schema
+declares, its ``inputs``: the keys of the stages it reads), its ``key`` (a fingerprint of both) and
+its resolved ``config``.
 
-Re-running: a stage whose key is unchanged and complete is skipped; one left running (killed) is
-run again and resumes through its own resume (embed shards, dedup checkpoint, k-means checkpoints,
-trainer checkpoint); one whose key changed (its settings or an earlier stage's) has its folder,
-which the pipeline made, removed and runs again, so a changed train setting re-runs train and eval,
-not clustering.
+Re-running (:func:`curate.core.protocol.decide`): a stage complete with the same settings and inputs
+is skipped ("nothing to do"); one left running (killed) resumes through its own resume (embed
+shards, dedup checkpoint, k-means checkpoints, trainer checkpoint); one whose content settings or
+inputs changed has its folder, which the pipeline made, removed and runs again, so a changed train
+setting re-runs train and eval, not clustering; a changed run-only setting
+(``train.train.snapshot_every``, devices, workers, logging) keeps the work. A ``pipeline.json``
+written by an older version (no ``settings``) is refused, naming its folder.
 
 Baselines (``baselines``, any of ``balanced, no_tail, random, full``), each a training
 (``train_<b>/``) and its evaluation (``eval_<b>/``) beside the curated one:

@@ -31,11 +31,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from curate import CONFIG_DIR
 from curate.analysis.metrics import kl_to_uniform
-from curate.conf import input_toy, level_specs, register_configs, validate_cluster
+from curate.conf import ClusterStageConfig, input_toy, level_specs, register_configs, validate_cluster
 from curate.core import dist
 from curate.core.atomic import atomic_save_npy, atomic_write_json
 from curate.core.entry import hydra_entry
 from curate.core.errors import IdentityError, InputError, check_device
+from curate.core.protocol import Stage
 from curate.core.tracking import stage_tracker
 from curate.data.datasets.toy import write_toy
 from curate.hierarchy import HierarchicalKMeans
@@ -203,6 +204,20 @@ def _check_finite_objective(model: HierarchicalKMeans, source: dict) -> None:
                 f"level {t}: the k-means objective overflowed (squared distances beyond float32): the rows "
                 f"are too large in magnitude; rescale them (for example L2-normalise) ({source['path']})"
             )
+
+
+#: the cluster stage's declaration (curate.core.protocol); it writes into Hydra's run folder
+STAGE = Stage(
+    name="cluster",
+    config="cluster",
+    schema=ClusterStageConfig,
+    run=cluster,
+    inputs=("input.path", "input.subset"),
+    outputs=("level*", "items.npy", "checkpoints"),
+    record="manifest.json",
+    check=validate_cluster,
+    register=register_configs,
+)
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="cluster")

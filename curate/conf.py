@@ -19,6 +19,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.nodes import EnumNode
 
 from curate.core.launch import EXECUTORS, register_resolvers
+from curate.core.protocol import RUN_ONLY, run_only_keys
 from curate.core.tracking import MODES
 from curate.hierarchy.levels import LevelSpec, validate_levels
 from curate.hierarchy.model import RESAMPLE_STRATEGIES
@@ -137,26 +138,26 @@ class ClusterStageConfig:
     name: str = "${cluster.name}"
     out_dir: str = "outputs"
     seed: int = 0
-    device: str = "cpu"
+    device: str = field(default="cpu", metadata=RUN_ONLY)
     # working memory per chunk (null: 256 on a CPU, a share of the free memory on CUDA)
-    memory_budget_mb: float | None = None
+    memory_budget_mb: float | None = field(default=None, metadata=RUN_ONLY)
     # TF32 float32 matmuls on CUDA (every k-means and the level-1 split)
     allow_tf32: bool = True
-    checkpoint_every: int = 10
+    checkpoint_every: int = field(default=10, metadata=RUN_ONLY)
     # distributed: an upper level runs sharded when its input has this many rows per rank
-    shard_min_rows: int = 65536
+    shard_min_rows: int = field(default=65536, metadata=RUN_ONLY)
     # level-1 split: device memory for sub-centroids + float64 sums; beyond it clusters go in batches
-    split_memory_mb: float = 4096.0
+    split_memory_mb: float = field(default=4096.0, metadata=RUN_ONLY)
     # k-means++ of a streamed (memory-mapped) input that fits in this many MB reads it into memory
     # once instead of once per centroid (0: stay out of core)
-    init_cache_mb: float = 0.0
+    init_cache_mb: float = field(default=0.0, metadata=RUN_ONLY)
     # build levels 1..t (kept in <out>/checkpoints) and exit; the next run resumes from them
-    stop_after_level: int | None = None
+    stop_after_level: int | None = field(default=None, metadata=RUN_ONLY)
     # replace what an earlier run left in the output folder (checkpoints or a finished clustering
     # of other settings or another input) instead of refusing
-    overwrite: bool = False
-    logger: LoggerConfig = field(default_factory=LoggerConfig)
-    submit: SubmitConfig = field(default_factory=SubmitConfig)
+    overwrite: bool = field(default=False, metadata=RUN_ONLY)
+    logger: LoggerConfig = field(default_factory=LoggerConfig, metadata=RUN_ONLY)
+    submit: SubmitConfig = field(default_factory=SubmitConfig, metadata=RUN_ONLY)
 
 
 @dataclass
@@ -169,8 +170,8 @@ class SampleStageConfig:
     method: SampleMethod = SampleMethod.hierarchical
     multiplier: int = 1
     seed: int = 0
-    plot: bool = True
-    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    plot: bool = field(default=True, metadata=RUN_ONLY)
+    logger: LoggerConfig = field(default_factory=LoggerConfig, metadata=RUN_ONLY)
 
 
 @dataclass
@@ -195,17 +196,17 @@ class DedupConfig:
     """
 
     input: str = MISSING
-    out: str = MISSING
+    out: str = field(default=MISSING, metadata=RUN_ONLY)
     threshold: float = 0.95
-    chunk_size: int | None = None
-    backend: DedupBackend = DedupBackend.torch
-    device: str = "auto"
-    sim_budget: int | None = None
+    chunk_size: int | None = field(default=None, metadata=RUN_ONLY)
+    backend: DedupBackend = field(default=DedupBackend.torch, metadata=RUN_ONLY)
+    device: str = field(default="auto", metadata=RUN_ONLY)
+    sim_budget: int | None = field(default=None, metadata=RUN_ONLY)
     write_store: bool = False
-    shard_size: int = 50000
-    checkpoint_every_s: float = 300.0
-    overwrite: bool = False
-    logger: LoggerConfig = field(default_factory=LoggerConfig)  # metrics.jsonl in out (+ wandb)
+    shard_size: int = field(default=50000, metadata=RUN_ONLY)
+    checkpoint_every_s: float = field(default=300.0, metadata=RUN_ONLY)
+    overwrite: bool = field(default=False, metadata=RUN_ONLY)
+    logger: LoggerConfig = field(default_factory=LoggerConfig, metadata=RUN_ONLY)  # metrics.jsonl in out (+ wandb)
 
 
 def register_configs() -> None:
@@ -238,12 +239,37 @@ def choices_help(cfg: DictConfig) -> str:
     return "== Choices ==\n" + "\n".join(lines) + "\n" if lines else ""
 
 
+def _with_leaves(cfg: DictConfig, keys: Iterable[str]) -> set[str]:
+    """``keys`` and the dotted keys of every value below those that are nodes (an override names a leaf)."""
+    out = set(keys)
+    for key in keys:
+        node = OmegaConf.select(cfg, key, throw_on_missing=False)
+        if isinstance(node, DictConfig):
+            plain = OmegaConf.to_container(node, resolve=False)
+            stack = [(key, plain)]
+            while stack:
+                prefix, tree = stack.pop()
+                for name, value in tree.items() if isinstance(tree, dict) else ():
+                    out.add(f"{prefix}.{name}")
+                    stack.append((f"{prefix}.{name}", value))
+    return out
+
+
+def _exclude_keys(*keys: str, _root_: DictConfig) -> list[str]:
+    return sorted({*map(str, keys), *_with_leaves(_root_, run_only_keys(_root_))})
+
+
 def register_help() -> None:
     """``${curate_choices:}`` (the primary configs' ``hydra.help.footer``): the choices of the
     composed config, read from its Enum fields, so ``--help`` lists them without a second copy;
-    also the launcher's resolvers (:func:`curate.core.launch.register_resolvers`)."""
+    ``${curate_run_only:<key>,...}`` (the primary configs' ``hydra.job.config.override_dirname.exclude_keys``):
+    the given keys (paths) and the composed config's run-only settings, read from its schemas' field
+    metadata (:func:`curate.core.protocol.run_only_keys`), so a sweep job's folder is named by what it
+    computes without a second list; also the launcher's resolvers (:func:`curate.core.launch.register_resolvers`)."""
     if not OmegaConf.has_resolver("curate_choices"):
         OmegaConf.register_new_resolver("curate_choices", lambda *, _root_: choices_help(_root_))
+    if not OmegaConf.has_resolver("curate_run_only"):
+        OmegaConf.register_new_resolver("curate_run_only", _exclude_keys)
     register_resolvers()
 
 

@@ -36,7 +36,6 @@ killed run started again resumes from it (at any world size) and ends with the s
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -52,12 +51,13 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 
 from curate import CONFIG_DIR
-from curate.conf import register_configs
+from curate.conf import DedupConfig, register_configs
 from curate.core import dist
 from curate.core.atomic import atomic_path, atomic_save_npy, atomic_write_json
 from curate.core.entry import hydra_entry
 from curate.core.errors import IdentityError, UnsafeOutputError
 from curate.core.progress import Progress
+from curate.core.protocol import COMPLETE, Action, Stage, completion_record, content, decide, fingerprint, log_skip
 from curate.io.identity import check_identity, input_identity
 from curate.io.idlist import write_ids
 from curate.io.store import StoreWriter, finalize_store, load_embeddings, read_manifest
@@ -66,6 +66,9 @@ from curate.stage import guarded_output, read_json, run_stage
 log = logging.getLogger(__name__)
 
 RULE = "sequential greedy: keep row i unless a kept row j < i has cosine(x_i, x_j) > threshold"
+# content settings that change only which files are made from the decisions, not the decisions
+OUTPUT_ONLY = {"write_store"}
+FRESH = "set overwrite=true or choose another out="
 
 
 register_configs()
@@ -262,8 +265,8 @@ class _Progress:
 
 
 def _fingerprint(n: int, d: int, threshold: float, identity: dict | None = None) -> str:
-    keys = {"rule": RULE, "count": n, "dim": d, "threshold": float(threshold), "input": identity}
-    return json.dumps(keys, sort_keys=True)
+    """What a checkpoint's decisions depend on: the rule, the input's shape and identity, the threshold."""
+    return fingerprint({"rule": RULE, "count": n, "dim": d, "threshold": float(threshold)}, identity)
 
 
 def _save_checkpoint(path: Path, progress: _Progress, fingerprint: str) -> None:
@@ -479,22 +482,22 @@ def _run_dedup(cfg: DictConfig, out: Path) -> dict:
     array, ids = load_embeddings(cfg.input)
     source = str(Path(cfg.input).expanduser().resolve())
     identity = input_identity(cfg.input, array)
+    settings = {**content(cfg), "input": source}
     done = out / "dedup.json"
     if cfg.overwrite and dist.is_main_process():
         _remove_own_outputs(out, source)
     dist.barrier()
-    if done.exists():
-        summary = read_json(done)
-        same = summary.get("input") == source and summary.get("threshold") == cfg.threshold
-        if same and summary.get("count") == int(array.shape[0]):
-            check_identity(
-                summary.get("identity"), identity, f"the dedup in {out}", "set overwrite=true or choose another out="
-            )
-            log.info("%s already holds this dedup; nothing to do", out)
-            return summary
-        raise IdentityError(
-            f"{out} already holds a dedup of another input or threshold; set overwrite=true or choose another out="
-        )
+    found = read_json(done) if done.exists() else None
+    decision = decide(found, settings, identity)
+    if decision.action is Action.skip:
+        log_skip(out, "dedup")
+        return found
+    if decision.action is Action.recompute:
+        if "inputs" in decision.changed:  # the input was replaced: say how
+            check_identity(found.get("identity"), identity, f"the dedup in {out}", FRESH)
+        if set(decision.changed) <= OUTPUT_ONLY:  # the same decisions, another set of files from them
+            return _rewrite_outputs(cfg, out, found, settings, array, ids)
+        decision.refuse(f"the dedup in {out}", FRESH)
     device = dist.resolve_device(cfg.device)
     started = time.perf_counter()
     result = deduplicate(
@@ -532,6 +535,7 @@ def _run_dedup(cfg: DictConfig, out: Path) -> dict:
         "chunk_size": cfg.chunk_size,
         "world_size": dist.get_world_size(),
         "store": "store" if cfg.write_store else None,
+        **completion_record(COMPLETE, settings, identity),
     }
     if dist.is_main_process():
         atomic_save_npy(out / "kept_indices.npy", kept)
@@ -550,6 +554,20 @@ def _run_dedup(cfg: DictConfig, out: Path) -> dict:
                 tracker.summary(record)
     dist.barrier()
     return summary
+
+
+def _rewrite_outputs(cfg: DictConfig, out: Path, found: dict, settings: dict, array: Any, ids: Any) -> dict:
+    """A finished dedup whose :data:`OUTPUT_ONLY` settings changed: its decisions are kept and the
+    files they make now are added (``write_store=true``: the kept rows' store); nothing is removed."""
+    if dist.is_main_process():
+        kept = np.load(out / "kept_indices.npy", allow_pickle=False)
+        if cfg.write_store:
+            log.info("%s: keeping its decisions, writing the store of the kept rows", out)
+            _write_kept_store(Path(cfg.input), out / "store", array, ids, kept, cfg)
+        store = "store" if cfg.write_store or found.get("store") else None
+        atomic_write_json(out / "dedup.json", {**found, "store": store, "settings": settings})
+    dist.barrier()
+    return read_json(out / "dedup.json")
 
 
 def _is_own_store(path: Path, source: str) -> bool:
@@ -619,6 +637,20 @@ def _write_kept_store(src: Path, dst: Path, array: Any, ids: Any, kept: np.ndarr
     result = finalize_store(partial, expected_shards=n_shards)
     os.replace(partial, dst)
     return result
+
+
+#: the dedup stage's declaration (curate.core.protocol)
+STAGE = Stage(
+    name="dedup",
+    config="dedup",
+    schema=DedupConfig,
+    run=run_dedup,
+    inputs=("input",),
+    outputs=("kept_indices.npy", "kept_ids.txt", "duplicate_of.npy", "store"),
+    record="dedup.json",
+    check=validate,
+    register=register_configs,
+)
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="dedup")

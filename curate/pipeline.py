@@ -6,21 +6,25 @@
     python -m curate.pipeline ... launcher=submitit_slurm submit=true        # one SLURM job per stage
 
 Runs embed -> dedup -> cluster -> sample -> train -> eval (``stages``: any of them, in this
-order) by calling each stage's own entry function (``curate.embed.run.run_embed``,
-``curate.dedup.run_dedup``, ``curate.cluster.cluster``, ``curate.sample.sample``,
-``selfsup.train.train``, ``selfsup.eval.evaluate``) with its own config: the stage's primary
-config (``configs/<stage>.yaml``) composed by Hydra, the pipeline's ``data`` / ``encoder`` / paths
-filled in, then the pipeline's ``<stage>`` node merged over it (``train.train.iterations=...`` is
-``train.iterations`` of ``selfsup.train``). Every stage writes its usual folder under
-``<out_dir>/<name>/<stage>/`` (the Hydra run dir of the pipeline; ``-m`` adds the job's overrides),
-plus ``pipeline.json``: the stage's resolved config, a key (hash of that config, minus where-it-runs
-settings, and of the keys of the stages it reads) and ``status`` running / complete.
+order) by calling each stage's entry function, found through ``stage_modules`` (the module that
+declares the stage, its ``STAGE``: :class:`curate.core.protocol.Stage`), with its own config: the
+pipeline's ``<stage>`` node, which is the stage's primary config (``configs/<stage>.yaml``) composed
+with its schema when the pipeline's schema is registered (:func:`register_schema`), so every key is
+typed and checked before any stage runs (``train.train.iterations=...`` is ``train.iterations`` of
+``selfsup.train``), with the pipeline's ``data`` / ``encoder`` / paths filled in. Every stage writes
+its usual folder under ``<out_dir>/<name>/<stage>/`` (the Hydra run dir of the pipeline; ``-m``
+adds the job's overrides), plus ``pipeline.json``: its completion record (``status`` running /
+complete, its content ``settings``: the resolved config minus the run-only settings its schema
+declares, its ``inputs``: the keys of the stages it reads), its ``key`` (a fingerprint of both) and
+its resolved ``config``.
 
-Re-running: a stage whose key is unchanged and complete is skipped; one left running (killed) is
-run again and resumes through its own resume (embed shards, dedup checkpoint, k-means checkpoints,
-trainer checkpoint); one whose key changed (its settings or an earlier stage's) has its folder,
-which the pipeline made, removed and runs again, so a changed train setting re-runs train and eval,
-not clustering.
+Re-running (:func:`curate.core.protocol.decide`): a stage complete with the same settings and inputs
+is skipped ("nothing to do"); one left running (killed) resumes through its own resume (embed
+shards, dedup checkpoint, k-means checkpoints, trainer checkpoint); one whose content settings or
+inputs changed has its folder, which the pipeline made, removed and runs again, so a changed train
+setting re-runs train and eval, not clustering; a changed run-only setting
+(``train.train.snapshot_every``, devices, workers, logging) keeps the work. A ``pipeline.json``
+written by an older version (no ``settings``) is refused, naming its folder.
 
 Baselines (``baselines``, any of ``balanced, no_tail, random, full``), each a training
 (``train_<b>/``) and its evaluation (``eval_<b>/``) beside the curated one:
@@ -47,12 +51,14 @@ folders and times, in the order they ran.
 from __future__ import annotations
 
 import contextlib
-import hashlib
+import copy
+import importlib
 import json
 import logging
 import shutil
+import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,11 +69,12 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-import curate.embed.config  # noqa: F401  (registers the data / encoder group schemas)
+from curate.analysis.metrics import rarest, rarest_classes
 from curate.conf import LoggerConfig
 from curate.core.atomic import atomic_write_json
+from curate.core.protocol import Action, Stage, completion_record, content, decide, fingerprint, log_skip
 from curate.io.idlist import read_ids, write_ids
-from curate.sampling import resolve_target, water_fill
+from curate.sampling import random_rows, resolve_target, water_fill
 
 log = logging.getLogger(__name__)
 
@@ -78,33 +85,21 @@ CONTROLS = ("balanced", "no_tail")
 BASELINES = (*CONTROLS, "random", "full")
 STAMP = "pipeline.json"
 SUMMARY_KEYS = ("pool_size", "kept_after_dedup", "sample_size", "train_images", "knn_top1", "linear_top1")
-# settings that say where or how a stage runs, not what it computes: they do not enter its key
-RUN_ONLY = {
-    "embed": ("num_workers", "device", "progress", "overwrite", "batch_size", "amp", "logger"),
-    "dedup": ("device", "chunk_size", "sim_budget", "checkpoint_every_s", "backend", "logger"),
-    "cluster": (
-        "device",
-        "memory_budget_mb",
-        "checkpoint_every",
-        "shard_min_rows",
-        "split_memory_mb",
-        "init_cache_mb",
-        "stop_after_level",
-        "logger",
-        "submit",
-        "launcher",
-    ),  # fmt: skip
-    "sample": ("plot", "logger", "launcher"),
-    "base": ("logger", "train.num_workers", "train.device", "train.log_every", "train.checkpoint_every"),
-    "train": ("logger", "train.num_workers", "train.device", "train.log_every", "train.checkpoint_every"),
-    "eval": ("logger", "eval.num_workers", "eval.device", "eval.batch_size"),
+RUNS = ("embed", "dedup", "cluster", "sample", "train", "eval")  # the stages declared in stage_modules
+# keys of a stage's own config that follow the pipeline's unless set on its node (interpolations)
+LINKED = {
+    "embed": {"data": "${data}", "encoder": "${encoder}"},
+    "cluster": {"name": "${name}", "seed": "${seed}"},
+    "sample": {"name": "${name}", "seed": "${seed}"},
+    "train": {"name": "${name}", "train.seed": "${seed}", "data": "${data}"},
 }
 
 
 @dataclass
 class EvalStageConfig:
     """``eval.train_root`` / ``eval.test_root``: labelled image folders (one sub-folder per class);
-    ``eval.eval`` is merged into ``selfsup.eval``'s ``eval`` options (e.g. ``eval.eval.knn_k``)."""
+    ``eval.eval``: the eval stage's ``eval`` options (e.g. ``eval.eval.knn_k``), typed by its schema
+    when the pipeline's schema is registered (:func:`register_schema`)."""
 
     train_root: str | None = None
     test_root: str | None = None
@@ -137,7 +132,12 @@ class PipelineConfig:
         resources: per-stage job resources for ``submit`` (``{train: {gpus_per_node: 1}}``).
         data, encoder: the ``data`` and ``encoder`` groups (the same items for every stage).
         base: optional training of the curation embedding on another folder (``base.root``).
-        embed, dedup, cluster, sample, train, eval: merged into each stage's own config.
+        stage_modules: ``{stage: module}``, the module that declares each stage (its ``STAGE``, a
+            :class:`curate.core.protocol.Stage`): how the pipeline reaches the trainer and the
+            evaluation without the library importing them (configs/pipeline.yaml).
+        embed, dedup, cluster, sample, train: each stage's own config (``configs/<stage>.yaml``
+            composed with its schema, filled in by :func:`register_schema`): every key is typed and
+            can be set without ``+``; paths are set by the pipeline.
         logger: ``logger.wandb`` (:class:`curate.conf.WandbConfig`), copied into every stage's.
     """
 
@@ -149,6 +149,7 @@ class PipelineConfig:
     baselines: list[str] = field(default_factory=list)
     submit: bool = False
     resources: Any = None
+    stage_modules: dict[str, str] = field(default_factory=dict)
     data: Any = MISSING
     encoder: Any = MISSING
     base: BaseStageConfig = field(default_factory=BaseStageConfig)
@@ -159,9 +160,6 @@ class PipelineConfig:
     train: Any = None
     eval: EvalStageConfig = field(default_factory=EvalStageConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
-
-
-ConfigStore.instance().store(name="pipeline_schema", node=PipelineConfig)
 
 
 def validate(cfg: DictConfig) -> None:
@@ -250,26 +248,97 @@ def oracle_rows(
     return no_tail_rows(labels, budget, tail or [], rng)
 
 
-# ---- composing a stage's own config ----------------------------------------------------------
-def compose_stage(config_name: str, overrides: list[str], values: dict[str, Any] | None = None) -> DictConfig:
+# ---- the stages' declarations and configs ------------------------------------------------------
+def stage_modules(overrides: Sequence[str] = ()) -> dict[str, str]:
+    """The registry ``stage_modules`` of configs/pipeline.yaml (``{stage: module}``), with the
+    command line's ``stage_modules.<stage>=<module>`` overrides applied."""
+    modules = {str(k): str(v) for k, v in OmegaConf.load(Path(CONFIG_DIR) / "pipeline.yaml").stage_modules.items()}
+    for arg in overrides:
+        key, sep, value = arg.lstrip("+~").partition("=")
+        if sep and key.startswith("stage_modules."):
+            modules[key.split(".", 1)[1]] = value
+    return modules
+
+
+def load_stage(name: str, modules: dict[str, str] | None = None) -> Stage:
+    """The declaration (``STAGE``) of the module that ``stage_modules.<name>`` names.
+
+    Raises:
+        ValueError: the stage has no module, it cannot be imported or it declares no ``STAGE``.
+    """
+    modules = stage_modules() if modules is None else modules
+    path = modules.get(name)
+    if path is None:
+        raise ValueError(f"stage_modules.{name}: no module declares the {name} stage (stage_modules.{name}=<module>)")
+    try:
+        module = importlib.import_module(path)
+    except ImportError as err:
+        raise ValueError(f"stage_modules.{name}={path} cannot be imported: {err} (stage_modules.{name})") from None
+    stage = getattr(module, "STAGE", None)
+    if not isinstance(stage, Stage):
+        raise ValueError(f"stage_modules.{name}={path} declares no STAGE (a curate.core.protocol.Stage)")
+    return stage
+
+
+def compose_stage(
+    config_name: str, overrides: list[str], values: dict[str, Any] | None = None, modules: dict[str, str] | None = None
+) -> DictConfig:
     """The stage's primary config (``configs/<config_name>.yaml``) with ``overrides``, composed
     by Hydra (inside a running Hydra app, through its global instance), then ``values`` set by
-    dotted key (paths are set, not parsed: a multirun folder such as ``seed=0`` is no override)."""
+    dotted key (paths are set, not parsed: a multirun folder such as ``seed=0`` is no override).
+    The stage's declaration (``stage_modules``) registers its schemas first."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    import curate.cluster  # noqa: F401  (register the stages' schemas)
-    import curate.dedup  # noqa: F401
-    import selfsup.config  # noqa: F401
+    stage = load_stage(config_name, modules)
+
+    def composed() -> DictConfig:
+        if stage.register is not None:  # here: Hydra's context puts resolvers registered inside it back on exit
+            stage.register()
+        return compose(config_name=stage.config, overrides=overrides)
 
     if GlobalHydra.instance().is_initialized():
-        cfg = compose(config_name=config_name, overrides=overrides)
+        cfg = composed()
     else:
         with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-            cfg = compose(config_name=config_name, overrides=overrides)
+            cfg = composed()
     for key, value in (values or {}).items():
         OmegaConf.update(cfg, key, value, merge=False)
     return cfg
+
+
+_REGISTERED: dict[str, DictConfig] = {}
+
+
+def register_schema(overrides: Sequence[str] = ()) -> DictConfig:
+    """Register ``pipeline_schema`` in Hydra's ConfigStore: :class:`PipelineConfig` whose stage nodes
+    are the stages' own configs, composed from ``configs/<stage>.yaml`` with their schemas (so the
+    pipeline's config is typed throughout: an unknown key or a bad value anywhere fails when it is
+    composed, before any stage runs, and ``--cfg job`` shows every stage's settings). The keys of
+    :data:`LINKED` follow the pipeline's (``${seed}``, ``${name}``, ``${data}``) unless set.
+
+    Args:
+        overrides: the command line (its ``stage_modules.<stage>=<module>`` are used).
+
+    Returns:
+        The registered node.
+    """
+    modules = stage_modules(overrides)
+    cache = json.dumps(modules, sort_keys=True)
+    if cache not in _REGISTERED:
+        node = OmegaConf.structured(PipelineConfig)
+        for name in RUNS:
+            cfg = compose_stage(name, [], modules=modules)
+            OmegaConf.resolve(cfg)  # its own interpolations (${cluster.name}) mean its own keys
+            for key, value in LINKED.get(name, {}).items():
+                OmegaConf.update(cfg, key, value, merge=False)
+            if name == "eval":
+                node.eval.eval = cfg.eval
+            else:
+                node[name] = cfg
+        _REGISTERED[cache] = node
+    ConfigStore.instance().store(name="pipeline_schema", node=_REGISTERED[cache])
+    return _REGISTERED[cache]
 
 
 def _merge(cfg: DictConfig, settings: Any, where: str) -> DictConfig:
@@ -306,52 +375,21 @@ def hydra_output_dir(path: Path) -> Iterator[None]:
         instance.cfg = saved
 
 
-# ---- keys and stamps ---------------------------------------------------------------------------
-def _drop(tree: dict, dotted: str) -> None:
-    head, _, rest = dotted.partition(".")
-    if head in tree:
-        if rest and isinstance(tree[head], dict):
-            _drop(tree[head], rest)
-        elif not rest:
-            del tree[head]
-
-
-def stage_key(stage: str, cfg: DictConfig, upstream: list[str]) -> str:
-    """Hash of what a stage computes: its resolved config minus :data:`RUN_ONLY` settings, and the
-    keys of the stages it reads."""
-    tree = OmegaConf.to_container(cfg, resolve=True)
-    for key in RUN_ONLY.get(stage.split("_")[0], ()):
-        _drop(tree, key)
-    text = json.dumps({"config": tree, "upstream": upstream}, sort_keys=True, default=str)
-    return hashlib.sha1(text.encode()).hexdigest()[:16]
-
-
+# ---- stamps: the pipeline's completion record of a stage ----------------------------------------
 def read_stamp(folder: Path) -> dict | None:
     path = folder / STAMP
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def prepare(stage: str, folder: Path, key: str) -> bool:
-    """Decide what to do with a stage folder; returns True when the stage is already complete.
-
-    Raises:
-        ValueError: the folder exists, is not empty and was not made by the pipeline.
-    """
-    stamp = read_stamp(folder)
-    if stamp is None:
-        if folder.exists() and any(folder.iterdir()):
-            raise ValueError(f"{folder} exists and was not made by curate.pipeline (no {STAMP}); pick another name")
-        return False
-    if stamp["key"] == key:
-        return stamp["status"] == "complete"
-    log.info("%s: settings changed (key %s -> %s): removing %s and running it again", stage, stamp["key"], key, folder)
-    shutil.rmtree(folder)
-    return False
-
-
-def write_stamp(folder: Path, stage: str, key: str, status: str, cfg: DictConfig, result: Any = None) -> None:
+def write_stamp(
+    folder: Path, stage: str, key: str, status: str, cfg: DictConfig, settings: dict, inputs: dict, result: Any = None
+) -> None:
+    """``<folder>/pipeline.json``: a completion record (:func:`curate.core.protocol.completion_record`)
+    with the stage, its key (a fingerprint of its settings and inputs, what later stages record as
+    their input), its whole resolved config and its result."""
     folder.mkdir(parents=True, exist_ok=True)
-    record = {"stage": stage, "key": key, "status": status, "config": OmegaConf.to_container(cfg, resolve=True)}
+    full = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    record = completion_record(status, settings, inputs, stage=stage, key=key, config=full)
     if result is not None:
         record["result"] = result
     atomic_write_json(folder / STAMP, record)
@@ -367,6 +405,32 @@ class Pipeline:
         self.root = Path(root).expanduser().resolve()
         self.keys: dict[str, str] = {}
         self.report: dict[str, dict] = {}
+        self.stages = {name: load_stage(name, self.stage_modules()) for name in RUNS}
+        self.check()
+
+    def check(self) -> None:
+        """Every stage config this run executes, built and checked by its stage's own rules
+        (:attr:`Stage.check`) before any work: a bad value fails now, naming the pipeline's key."""
+        configs = {
+            "embed": self.embed_config,
+            "dedup": self.dedup_config,
+            "cluster": self.cluster_config,
+            "sample": self.sample_config,
+            "train": lambda: self.train_config(self.folder("train"), self.folder("sample")),
+            "eval": lambda: self.eval_config(self.folder("eval"), self.folder("train")),
+        }
+        if self.cfg.base.root is not None:
+            configs["base"] = self.base_config
+        for name, build in configs.items():
+            if not (self.wanted(name) or (name == "base" and self.wanted("embed"))):
+                continue
+            stage = self.stages["train" if name == "base" else name]
+            if stage.check is None:
+                continue
+            try:
+                stage.check(build())
+            except ValueError as err:
+                raise ValueError(f"{'base.train' if name == 'base' else name}.{err}") from None
 
     def tracked(self, cfg: DictConfig, key: str = "logger.wandb") -> DictConfig:
         """The pipeline's wandb settings in a stage's logger node; the experiment's name as group
@@ -402,18 +466,27 @@ class Pipeline:
         stamp = read_stamp(self.folder(stage))
         return stamp is not None and stamp["status"] == "complete" and stamp["key"] == self.keys.get(stage)
 
-    # -- stage configs (the stage's own config with the pipeline's paths) --
+    # -- stage configs (the pipeline's node of the stage with its paths) --
+    def node(self, stage: str) -> DictConfig:
+        """A typed copy of the pipeline's node of ``stage``, standing alone: interpolations
+        (``${seed}``, the user's) resolved against the pipeline's config first."""
+        cfg = copy.deepcopy(self.cfg[stage])
+        OmegaConf.resolve(cfg)
+        cfg._set_parent(None)
+        return cfg
+
     def embed_config(self) -> DictConfig:
-        cfg = compose_stage("embed", [], {"out": str(self.folder("embed"))})
+        cfg = self.node("embed")
+        cfg.out = str(self.folder("embed"))
         _set(cfg, "data", _container(self.cfg.data))
-        encoder = _container(self.cfg.encoder)
         if self.cfg.base.root is not None:  # the base model's backbone, with the selfsup encoder's defaults
             from curate.embed.config import SelfsupEncoderConfig
 
             backbone = str(self.folder("base") / "backbone.pt")
-            encoder = OmegaConf.to_container(OmegaConf.structured(SelfsupEncoderConfig(checkpoint=backbone)))
-        _set(cfg, "encoder", encoder)
-        return self.tracked(_merge(cfg, self.cfg.embed, "embed"))
+            _set(
+                cfg, "encoder", OmegaConf.to_container(OmegaConf.structured(SelfsupEncoderConfig(checkpoint=backbone)))
+            )
+        return self.tracked(cfg)
 
     def base_config(self) -> DictConfig:
         cfg = self.train_config(self.folder("base"), None)
@@ -421,40 +494,52 @@ class Pipeline:
         return _merge(cfg, self.cfg.base.train, "base.train")
 
     def dedup_config(self) -> DictConfig:
-        cfg = compose_stage("dedup", [], {"input": str(self.folder("embed")), "out": str(self.folder("dedup"))})
-        return self.tracked(_merge(cfg, self.cfg.dedup, "dedup"))
+        cfg = self.node("dedup")
+        cfg.input, cfg.out = str(self.folder("embed")), str(self.folder("dedup"))
+        return self.tracked(cfg)
 
     def cluster_config(self) -> DictConfig:
-        values = {"input.path": str(self.folder("embed")), "input.toy": None, "name": self.cfg.name}
+        cfg = self.node("cluster")
+        values = {"input.path": str(self.folder("embed")), "input.toy": None, "out_dir": str(self.root)}
         if self.available("dedup"):
             values["input.subset"] = str(self.folder("dedup"))
-        cfg = compose_stage("cluster", [], {**values, "out_dir": str(self.root), "seed": self.cfg.seed})
-        return self.tracked(_merge(cfg, self.cfg.cluster, "cluster"))
+        for key, value in values.items():
+            OmegaConf.update(cfg, key, value, merge=False)
+        return self.tracked(cfg)
 
     def sample_config(self) -> DictConfig:
-        values = {"cluster_dir": str(self.folder("cluster")), "name": self.cfg.name, "out_dir": str(self.root)}
-        cfg = _merge(compose_stage("sample", [], {**values, "seed": self.cfg.seed}), self.cfg.sample, "sample")
+        cfg = self.node("sample")
+        cfg.cluster_dir, cfg.out_dir = str(self.folder("cluster")), str(self.root)
         return self.tracked(cfg)
 
     def train_config(self, folder: Path, selection: Path | None) -> DictConfig:
-        cfg = compose_stage("train", [], {"out": str(folder), "name": self.cfg.name, "train.seed": self.cfg.seed})
+        cfg = self.node("train")
+        cfg.out = str(folder)
         data = dict(_container(self.cfg.data), selection=None if selection is None else str(selection))
         _set(cfg, "data", data)
-        return self.tracked(_merge(cfg, self.cfg.train, "train"))
+        return self.tracked(cfg)
 
     def eval_config(self, folder: Path, train_dir: Path) -> DictConfig:
         values = {"out": str(folder), "name": self.cfg.name, "backbone": str(train_dir / "backbone.pt")}
-        cfg = compose_stage("eval", [], values)
+        cfg = _merge(compose_stage("eval", [], values, self.stage_modules()), self.eval_options(), "eval.eval")
         for split in ("train", "test"):
             root = self.cfg.eval.get(f"{split}_root")
             if root is not None:
                 _set(cfg, f"data.{split}", {"kind": "image_folder", "root": str(root), "labels_from_dirs": True})
-        tail = self.tail_classes()
-        if tail is not None:
-            cfg.eval.tail_classes = tail
-        elif (self.folder("embed") / "labels.npy").exists():
-            cfg.eval.pool_labels = str(self.folder("embed") / "labels.npy")
-        return self.tracked(_merge(cfg, OmegaConf.create({"eval": _container(self.cfg.eval.eval) or {}}), "eval.eval"))
+        if cfg.eval.tail_classes is None and cfg.eval.pool_labels is None:  # unless set on eval.eval
+            tail = self.tail_classes()
+            if tail is not None:
+                cfg.eval.tail_classes = tail
+            elif (self.folder("embed") / "labels.npy").exists():
+                cfg.eval.pool_labels = str(self.folder("embed") / "labels.npy")
+        return self.tracked(cfg)
+
+    def eval_options(self) -> DictConfig:
+        """``{eval: <the pipeline's eval.eval node>}``, resolved against the pipeline's config."""
+        return OmegaConf.create({"eval": _container(self.cfg.eval.eval) or {}})
+
+    def stage_modules(self) -> dict[str, str]:
+        return {str(k): str(v) for k, v in (self.cfg.get("stage_modules") or {}).items()} or stage_modules()
 
     def tail_classes(self) -> list[int] | None:
         """The rarest classes of the pool (``eval.num_tail_classes`` of them, absent ones first) as
@@ -470,37 +555,57 @@ class Pipeline:
         pool = dict(zip(names, counts.tolist()))
         eval_names = ImageFolderSource(root, labels_from_dirs=True).label_names
         sizes = np.asarray([pool.get(name, 0) for name in eval_names])
-        return sorted(int(c) for c in np.argsort(sizes, kind="stable")[: self.num_tail_classes()])
+        return sorted(int(c) for c in rarest(sizes, self.num_tail_classes(), with_empty=True))
 
     def num_tail_classes(self) -> int:
-        """``eval.num_tail_classes`` of the evaluation (``eval.eval`` over selfsup.eval's default)."""
-        cfg = _merge(
-            compose_stage("eval", []), OmegaConf.create({"eval": _container(self.cfg.eval.eval) or {}}), "eval.eval"
-        )
+        """``eval.num_tail_classes`` of the evaluation (``eval.eval`` over the eval stage's default)."""
+        cfg = _merge(compose_stage("eval", [], None, self.stage_modules()), self.eval_options(), "eval.eval")
         return int(cfg.eval.num_tail_classes)
 
     # -- running --
+    def identify(self, stage: str, cfg: DictConfig, upstream: list[str]) -> tuple[dict, dict, str]:
+        """``(settings, inputs, key)`` of a stage: its content settings (its config minus the
+        run-only keys its schema declares, :func:`curate.core.protocol.content`), the keys of the
+        stages it reads, and their fingerprint (recorded in ``self.keys``: what later stages read)."""
+        settings = content(cfg)
+        inputs = {u: self.keys[u] for u in upstream if u in self.keys}
+        self.keys[stage] = key = fingerprint(settings, inputs)
+        return settings, inputs, key
+
     def step(self, stage: str, cfg: DictConfig, upstream: list[str], body: Any) -> Any:
-        """Key, skip or (re)run one stage; returns its result (from the stamp when skipped)."""
+        """Skip, resume or (re)run one stage by :func:`curate.core.protocol.decide` on its stamp;
+        returns its result (from the stamp when skipped)."""
         folder = self.folder(stage)
-        key = stage_key(stage, cfg, [self.keys[u] for u in upstream if u in self.keys])
-        self.keys[stage] = key
+        settings, inputs, key = self.identify(stage, cfg, upstream)
         if not self.wanted(stage):
             if self.available(stage):
                 return read_stamp(folder).get("result")
             if not self.needed(stage):
                 return None  # left out, and no stage of this run reads it (or a later job runs it)
             raise ValueError(f"stages: {stage} is needed by a later stage but {folder} holds no finished run of it")
-        if prepare(stage, folder, key):
-            log.info("%s: up to date in %s, skipped", stage, folder)
+        stamp = read_stamp(folder)
+        if stamp is None and folder.exists() and any(folder.iterdir()):
+            raise ValueError(f"{folder} exists and was not made by curate.pipeline (no {STAMP}); pick another name")
+        decision = decide(stamp, settings, inputs)
+        if decision.action is Action.skip:
+            log_skip(folder, f"{stage} run")
             self.report[stage] = {"dir": str(folder), "ran": False}
-            return read_stamp(folder).get("result")
-        write_stamp(folder, stage, key, "running", cfg)
-        log.info("%s: running in %s", stage, folder)
+            return stamp.get("result")
+        if decision.action is Action.recompute:
+            if "settings" not in stamp:
+                raise ValueError(
+                    f"{folder / STAMP} was written by an older curate.pipeline, whose settings cannot be compared; "
+                    f"remove {folder} to run the {stage} stage again, or choose another name= ({folder})"
+                )
+            shown = ", ".join(decision.changed[:4]) + (" ..." if len(decision.changed) > 4 else "")
+            log.info("%s: %s changed: removing %s (made by the pipeline) and running it again", stage, shown, folder)
+            shutil.rmtree(folder)
+        write_stamp(folder, stage, key, "running", cfg, settings, inputs)
+        log.info("%s: %s in %s", stage, "resuming" if decision.action is Action.resume else "running", folder)
         t0 = time.perf_counter()
         result = body(cfg)
         seconds = time.perf_counter() - t0
-        write_stamp(folder, stage, key, "complete", cfg, result)
+        write_stamp(folder, stage, key, "complete", cfg, settings, inputs, result)
         self.report[stage] = {"dir": str(folder), "ran": True, "seconds": seconds}
         return result
 
@@ -542,17 +647,14 @@ class Pipeline:
     def run_pool(self) -> tuple[dict | None, dict | None, list[str]]:
         """[base ->] embed -> dedup (when run, or finished earlier); returns the store's and the
         dedup's results and the stages the clustering reads."""
-        from curate.dedup import run_dedup
-        from curate.embed.run import run_embed
-        from selfsup.train import train
-
+        run_embed, run_dedup = self.stages["embed"].run, self.stages["dedup"].run
         embed_reads = []
         if self.cfg.base.root is not None:
-            self.step("base", self.base_config(), [], _train_summary(train))
+            self.step("base", self.base_config(), [], _train_summary(self.stages["train"].run))
             embed_reads = ["base"]
         manifest = self.step("embed", self.embed_config(), embed_reads, lambda c: _store_summary(run_embed(c)))
         dedup_cfg = self.dedup_config()
-        self.keys["dedup"] = stage_key("dedup", dedup_cfg, [self.keys["embed"]])
+        self.identify("dedup", dedup_cfg, ["embed"])
         if not self.available("dedup"):
             del self.keys["dedup"]
             return manifest, None, ["embed"]
@@ -561,8 +663,6 @@ class Pipeline:
 
     def run_curated(self, reads: list[str]) -> None:
         """cluster -> sample -> train -> eval; the clustering reads the stages ``reads``."""
-        from curate.cluster import cluster
-        from curate.sample import sample
 
         def in_folder(fn: Any, stage: str) -> Any:
             def body(c: DictConfig) -> Any:
@@ -571,19 +671,18 @@ class Pipeline:
 
             return body
 
-        self.step("cluster", self.cluster_config(), reads, in_folder(cluster, "cluster"))
-        self.step("sample", self.sample_config(), ["cluster"], in_folder(sample, "sample"))
+        self.step("cluster", self.cluster_config(), reads, in_folder(self.stages["cluster"].run, "cluster"))
+        self.step("sample", self.sample_config(), ["cluster"], in_folder(self.stages["sample"].run, "sample"))
         self.run_training("train", "eval", self.folder("sample"), ["sample"])
 
     def run_training(self, train_stage: str, eval_stage: str, selection: Path | None, upstream: list[str]) -> None:
         """Train on ``selection`` (None: the whole pool) in ``train_stage``, evaluate in ``eval_stage``."""
-        from selfsup.eval import evaluate
-        from selfsup.train import train
-
         train_dir = self.folder(train_stage)
-        self.step(train_stage, self.train_config(train_dir, selection), upstream, _train_summary(train))
+        self.step(
+            train_stage, self.train_config(train_dir, selection), upstream, _train_summary(self.stages["train"].run)
+        )
         eval_cfg = self.eval_config(self.folder(eval_stage), train_dir)
-        self.step(eval_stage, eval_cfg, [train_stage], _eval_summary(evaluate))
+        self.step(eval_stage, eval_cfg, [train_stage], _eval_summary(self.stages["eval"].run))
 
     def write_summary(self, manifest: dict | None, dedup: dict | None) -> dict[str, Any]:
         """``summary.json`` (see the module docstring); returns it."""
@@ -649,8 +748,7 @@ class Pipeline:
 
                 _, store_ids = load_embeddings(self.folder("embed"))
                 ids = [str(i) for i in store_ids]
-            rng = np.random.default_rng([int(c.seed), 7])
-            pick = np.sort(rng.choice(len(ids), size=min(n, len(ids)), replace=False))
+            pick = random_rows(len(ids), n, int(c.seed))  # the one random baseline (its seeded stream)
             write_ids(folder / "ids.txt", (ids[i] for i in pick))
             return {"count": int(len(pick))}
 
@@ -671,8 +769,6 @@ class Pipeline:
             settings["num_tail_classes"] = self.num_tail_classes()
 
         def body(c: DictConfig) -> dict:
-            from selfsup.eval import rarest_classes
-
             ids, labels, names = self.store_labels()
             rows = np.arange(len(labels)) if pool is None else np.load(pool / "kept_indices.npy", allow_pickle=False)
             budget = resolve_target(c.target, len(rows))
@@ -748,8 +844,7 @@ def run_pipeline(cfg: DictConfig, root: str | Path | None = None) -> dict[str, A
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="pipeline")
-def main(cfg: DictConfig) -> None:
-    """Hydra entry point: ``python -m curate.pipeline [overrides]``."""
+def _app(cfg: DictConfig) -> None:
     from curate.core.dist import setup_logging
     from curate.stage import output_dir, run_stage
 
@@ -765,6 +860,14 @@ def main(cfg: DictConfig) -> None:
         run_stage(lambda c: submit_pipeline(c, root, list(hc.overrides.task), launcher, chain(c)), cfg)
         return
     run_stage(lambda c: run_pipeline(c, root), cfg)
+
+
+def main() -> None:
+    """Hydra entry point: ``python -m curate.pipeline [overrides]``. The pipeline's schema (every
+    stage's typed config, :func:`register_schema`) is registered first, so Hydra checks the whole
+    command line against it before any stage runs."""
+    register_schema(sys.argv[1:])
+    _app()
 
 
 if __name__ == "__main__":

@@ -27,10 +27,11 @@ from curate import CONFIG_DIR
 from curate.analysis.balance import label_balance
 from curate.analysis.metrics import kl_to_uniform, share_of_rarest
 from curate.analysis.plots import plot_pool_vs_samples
-from curate.conf import register_configs, validate_sample
+from curate.conf import SampleStageConfig, register_configs, validate_sample
 from curate.core import dist
 from curate.core.atomic import atomic_save_npy, atomic_write_json
 from curate.core.entry import hydra_entry
+from curate.core.protocol import Stage
 from curate.core.tracking import stage_tracker
 from curate.hierarchy import HierarchicalKMeans
 from curate.io.identity import file_sha256
@@ -155,6 +156,20 @@ def _sample(cfg: DictConfig, out: Path, cluster_dir: Path) -> Path:
     if len(targets) > 1:
         atomic_write_json(out / "summary.json", summary)
     return out
+
+
+#: the sample stage's declaration (curate.core.protocol); it writes into Hydra's run folder
+STAGE = Stage(
+    name="sample",
+    config="sample",
+    schema=SampleStageConfig,
+    run=sample,
+    inputs=("cluster_dir",),
+    outputs=("indices.npy", "ids.txt"),
+    record="stats.json",
+    check=validate_sample,
+    register=register_configs,
+)
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="sample")

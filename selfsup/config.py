@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from curate.conf import LoggerConfig, choices, register_help
+from curate.core.protocol import RUN_ONLY
 from curate.data.sources import source_kinds
 
 # Fashion-MNIST pixel statistics (train split, pixels scaled to [0, 1]).
@@ -160,21 +161,25 @@ class TrainLoopConfig:
     iterations: int = 1000
     epochs: float | None = None  # when set, overrides iterations: ceil(epochs * n / batch_size)
     seed: int = 0
-    device: Device = Device.auto
+    device: Device = field(default=Device.auto, metadata=RUN_ONLY)
     bf16: bool = True  # autocast, used on CUDA only
     deterministic: bool = False
-    log_every: int = 10
-    checkpoint_every: int = 100
+    log_every: int = field(default=10, metadata=RUN_ONLY)
+    checkpoint_every: int = field(default=100, metadata=RUN_ONLY)
     # > 0: the teacher backbone also every this many iterations, as snapshots/backbone_<iteration>.pt
     # (for selfsup.eval backbone=<file>: how the features change over a run); 0: none
-    snapshot_every: int = 0
-    num_workers: int | None = None  # DataLoader workers (decoding + augmentation); None: from the job's CPUs
+    snapshot_every: int = field(default=0, metadata=RUN_ONLY)
+    num_workers: int | None = field(
+        default=None, metadata=RUN_ONLY
+    )  # DataLoader workers (decoding + augmentation); None: from the job's CPUs
 
 
 @dataclass
 class TrainConfig:
     name: str = "fmnist_cpu"
-    out: str = "runs/selfsup/${name}"  # Hydra's run dir too: named by the experiment, never by the clock
+    out: str = field(
+        default="runs/selfsup/${name}", metadata=RUN_ONLY
+    )  # Hydra's run dir too: named by the experiment, never by the clock
     model: ModelConfig = field(default_factory=ModelConfig)
     # the items to train on: a configs/data/<kind> node (curate.embed.config schemas: image_folder,
     # image_list, fashion_mnist, npy), with data.selection for a curated subset; None: Fashion-MNIST
@@ -186,7 +191,7 @@ class TrainConfig:
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainLoopConfig = field(default_factory=TrainLoopConfig)
-    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig, metadata=RUN_ONLY)
 
 
 @dataclass
@@ -210,9 +215,11 @@ class EvalOptionsConfig:
     tail_classes: list[int] | None = None
     pool_labels: str | None = None  # (N,) int labels of the training pool (.npy): its rarest classes are the tail
     num_tail_classes: int = 3
-    batch_size: int = 256  # embedding batch size
-    num_workers: int | None = None  # image decoding workers; None: from the job's CPUs
-    device: Device = Device.auto
+    batch_size: int = field(default=256, metadata=RUN_ONLY)  # embedding batch size
+    num_workers: int | None = field(
+        default=None, metadata=RUN_ONLY
+    )  # image decoding workers; None: from the job's CPUs
+    device: Device = field(default=Device.auto, metadata=RUN_ONLY)
     seed: int = 0
     # a reference to score instead of the trained backbone, on the same images and probes: random_init
     # (its architecture, freshly initialised with ``seed``) or pixels (the normalised images, flattened)
@@ -223,10 +230,10 @@ class EvalOptionsConfig:
 class EvalConfig:
     name: str = "fmnist_cpu"
     backbone: str = "runs/selfsup/${name}/backbone.pt"
-    out: str = "runs/selfsup/${name}/eval"
+    out: str = field(default="runs/selfsup/${name}/eval", metadata=RUN_ONLY)
     data: EvalSplitsConfig = field(default_factory=EvalSplitsConfig)
     eval: EvalOptionsConfig = field(default_factory=EvalOptionsConfig)
-    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig, metadata=RUN_ONLY)
 
 
 def register_configs() -> None:

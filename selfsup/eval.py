@@ -29,10 +29,11 @@ from curate.core.atomic import atomic_write_json
 from curate.core.dist import resolve_device
 from curate.core.entry import hydra_entry
 from curate.core.errors import run_guarded
+from curate.core.protocol import Stage
 from curate.core.tracking import stage_tracker
 from curate.data.sources import default_num_workers
 from curate.stage import check_selection, guarded_output
-from selfsup.config import EvalConfig, config_to_dict, to_eval_config
+from selfsup.config import EvalConfig, config_to_dict, register_configs, to_eval_config
 from selfsup.data import ImageSet, ResizedImages, open_image_set, stack_arrays
 from selfsup.export import Encoder, embed_images, load_backbone
 
@@ -449,6 +450,20 @@ def _evaluate(cfg: EvalConfig, t0: float) -> dict[str, Any]:
         tracker.summary(scores)
     log.info("k-NN top-1 %.4f, linear top-1 %.4f", report["knn"]["top1"], report["linear"]["top1"])
     return report
+
+
+#: the eval stage's declaration (curate.core.protocol), reached through ``stage_modules.eval``
+STAGE = Stage(
+    name="eval",
+    config="eval",
+    schema=EvalConfig,
+    run=evaluate,
+    inputs=("backbone", "data.train", "data.test"),
+    outputs=("eval.json",),
+    record="eval.json",
+    check=to_eval_config,
+    register=register_configs,
+)
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="eval")

@@ -49,12 +49,13 @@ from curate.core.dist import (
 )
 from curate.core.entry import hydra_entry
 from curate.core.errors import IdentityError, run_guarded
+from curate.core.protocol import Stage, changed_keys, content, run_only_keys
 from curate.core.tracking import Tracker, stage_tracker
 from curate.data.sources import default_num_workers
 from curate.io.idlist import write_ids
 from curate.stage import check_selection, guarded_output
 from selfsup.augment import MultiCrop
-from selfsup.config import OptimConfig, TrainConfig, config_to_dict, to_train_config
+from selfsup.config import OptimConfig, TrainConfig, config_to_dict, register_configs, to_train_config
 from selfsup.data import InfiniteBatchSampler, MultiCropDataset, collate_multicrop, mix_seed, open_image_set
 from selfsup.export import backbone_payload, save_backbone
 from selfsup.meta_arch import SSLMetaArch
@@ -67,16 +68,6 @@ log = logging.getLogger(__name__)
 os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
 CHECKPOINT_FORMAT = "selfsup.checkpoint/1"
-# Config keys that may change between a run and its resumption without a warning.
-_RESUME_FREE_KEYS = (
-    "out",
-    "logger",
-    "train.log_every",
-    "train.checkpoint_every",
-    "train.snapshot_every",
-    "train.num_workers",
-    "train.device",
-)
 
 
 def total_iterations(cfg: TrainConfig, n_train: int) -> int:
@@ -192,12 +183,11 @@ def clip_gradients(student: torch.nn.Module, max_norm: float, mode: str) -> dict
     return norms
 
 
-def _diff_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
-    if isinstance(old, dict) and isinstance(new, dict):
-        keys = sorted(set(old) | set(new))
-        return [k for key in keys for k in _diff_keys(old.get(key), new.get(key), f"{prefix}{key}.")]
-    name = prefix.rstrip(".")
-    return [] if old == new or name.startswith(_RESUME_FREE_KEYS) else [name]
+def changed_settings(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """The content settings (:func:`curate.core.protocol.content`: all but the run-only ones of
+    :class:`TrainConfig`, e.g. ``train.snapshot_every``) that differ between two config dicts."""
+    run_only = run_only_keys(TrainConfig)
+    return changed_keys(content(old, run_only), content(new, run_only))
 
 
 def save_checkpoint(path: Path, meta: SSLMetaArch, optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
@@ -263,7 +253,7 @@ def _resume(
     seen = torch.zeros(n_train, dtype=torch.bool)  # training items drawn so far (this rank)
     if ckpt_path.exists():
         ckpt = load_checkpoint(ckpt_path)
-        changed = _diff_keys(ckpt.get("config", {}), config_dict)
+        changed = changed_settings(ckpt.get("config", {}), config_dict)
         arch = [key for key in changed if key.startswith("model.")]
         if arch:  # the weights would not fit the model: refuse before load_state_dict fails on them
             raise IdentityError(
@@ -530,6 +520,21 @@ def _train_loop(
                 save_checkpoint(ckpt_path, meta, optimizer, state)
             barrier()
     return record
+
+
+#: the train stage's declaration (curate.core.protocol); the pipeline reaches it through
+#: ``stage_modules.train``; its resume check reads the same run-only declaration (:func:`changed_settings`)
+STAGE = Stage(
+    name="train",
+    config="train",
+    schema=TrainConfig,
+    run=train,
+    inputs=("data.root", "data.path", "data.selection"),
+    outputs=("checkpoint.pt", "backbone.pt", "train_ids.txt", "metrics.jsonl", "snapshots"),
+    record="manifest.json",
+    check=to_train_config,
+    register=register_configs,
+)
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")

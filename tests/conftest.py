@@ -152,10 +152,11 @@ def compose_config(config_name: str, overrides: Sequence[str] = (), hydra: bool 
     import curate.cluster  # noqa: F401  (each stage module registers its schemas)
     import curate.dedup  # noqa: F401
     import curate.embed.config  # noqa: F401
-    import curate.pipeline  # noqa: F401
     import curate.sample  # noqa: F401
     import selfsup.config  # noqa: F401
+    from curate.pipeline import register_schema
 
+    register_schema()  # the pipeline's schema: every stage's typed config
     with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
         return compose(config_name=config_name, overrides=list(overrides), return_hydra_config=hydra)
 

@@ -316,7 +316,7 @@ def test_killed_run_resumes_to_the_same_result(tmp_path, monkeypatch):
     # a finished run is skipped; another threshold on the same out is refused
     calls.clear()
     assert run_dedup(compose_dedup([*overrides, f"out={tmp_path / 'dd'}"])) == ref and calls == []
-    with pytest.raises(ValueError, match="another input or threshold"):
+    with pytest.raises(ValueError, match=r"threshold changed.*overwrite=true"):
         run_dedup(compose_dedup([*overrides, f"out={tmp_path / 'dd'}", "threshold=0.9"]))
 
 

@@ -207,14 +207,16 @@ CONTROL_STAGES = [f"{kind}_{name}" for name in ("balanced", "no_tail") for kind 
 def test_the_positive_control_runs_before_the_curation_and_a_rerun_skips_it(tmp_path, folders, monkeypatch, caplog):
     """balanced / no_tail: selected, trained and evaluated from the dedup'd pool before cluster runs
     (cluster is killed here: the control is finished anyway); a re-run skips them."""
+    import dataclasses
+
     import curate.cluster
 
-    real_cluster, root = curate.cluster.cluster, tmp_path / "tiny"
+    real_stage, root = curate.cluster.STAGE, tmp_path / "tiny"
 
     def killed(cfg):
         raise SimulatedKill
 
-    monkeypatch.setattr(curate.cluster, "cluster", killed)
+    monkeypatch.setattr(curate.cluster, "STAGE", dataclasses.replace(real_stage, run=killed))  # what the pipeline calls
     with pytest.raises(SimulatedKill), caplog.at_level("INFO", logger="curate.pipeline"):
         run_pipeline(pipeline_cfg(folders, "baselines=[balanced,no_tail]"), root)
     tails = [
@@ -249,7 +251,7 @@ def test_the_positive_control_runs_before_the_curation_and_a_rerun_skips_it(tmp_
         all(picks["no_tail"][names.index(n)] == 0 for n in rarest) and picks["balanced"][names.index(min(rarest))] > 0
     )
 
-    monkeypatch.setattr(curate.cluster, "cluster", real_cluster)
+    monkeypatch.setattr(curate.cluster, "STAGE", real_stage)
     summary = run_pipeline(pipeline_cfg(folders, "baselines=[balanced,no_tail]"), root)
     order = list(summary["stages"])
     assert order[order.index("dedup") + 1 : order.index("cluster")] == CONTROL_STAGES  # the control first

@@ -14,6 +14,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
 from curate.conf import LoggerConfig, choices, register_help
+from curate.core.protocol import RUN_ONLY
 from curate.data.sources import IMAGE_EXTENSIONS
 
 EmbedDtype = choices("EmbedDtype", ("float32", "float16"), __name__)
@@ -258,17 +259,19 @@ class EmbedConfig:
 
     data: Any = MISSING
     encoder: Any = MISSING
-    out: str = MISSING
+    out: str = field(default=MISSING, metadata=RUN_ONLY)
     shard_size: int = 50000
-    batch_size: int = 64
-    num_workers: int | None = None
-    device: str = "auto"
-    amp: bool = True
+    batch_size: int = field(default=64, metadata=RUN_ONLY)
+    num_workers: int | None = field(default=None, metadata=RUN_ONLY)
+    device: str = field(default="auto", metadata=RUN_ONLY)
+    amp: bool = field(default=True, metadata=RUN_ONLY)
     normalize: bool = True
     dtype: EmbedDtype = EmbedDtype.float32
-    overwrite: bool = False
-    progress: bool = True
-    logger: LoggerConfig = field(default_factory=LoggerConfig)  # metrics.jsonl in the store (+ wandb)
+    overwrite: bool = field(default=False, metadata=RUN_ONLY)
+    progress: bool = field(default=True, metadata=RUN_ONLY)
+    logger: LoggerConfig = field(
+        default_factory=LoggerConfig, metadata=RUN_ONLY
+    )  # metrics.jsonl in the store (+ wandb)
 
 
 SOURCES: dict[str, type] = {

@@ -22,13 +22,14 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Dataset
 
 from curate.core.dist import barrier, get_rank, get_world_size, init_distributed, resolve_device
 from curate.core.progress import Progress
+from curate.core.protocol import COMPLETE, Stage, content, decide, log_skip
 from curate.data.sources import Source, build_source, default_num_workers
-from curate.embed.config import validate
+from curate.embed.config import EmbedConfig, register_configs, validate
 from curate.encoders import Encoder, build_encoder
 from curate.io.shards import plan_item_shards
 from curate.io.store import MANIFEST, PARTS, StoreWriter, finalize_store, read_manifest
@@ -110,17 +111,20 @@ def _batches(source: Source, start: int, stop: int, batch_size: int) -> list[lis
     return [order[i : i + batch_size].tolist() for i in range(0, len(order), batch_size)]
 
 
-def _fingerprint(cfg: DictConfig, source: Source, encoder: Encoder, n_items: int) -> dict:
-    """Settings that define the store's content; a resumed run must match them."""
+def _record(cfg: DictConfig, source: Source, encoder: Encoder, n_items: int) -> dict:
+    """The store's completion record (its manifest's ``meta``): what readers of the store use
+    (``model``, ``normalised``, ``source``, ``encoder``) and the protocol's content ``settings``
+    and ``inputs`` (:mod:`curate.core.protocol`); a resumed run must match it."""
+    settings = content(cfg)
     return {
         "model": encoder.name,
         "normalised": bool(cfg.normalize),
         "source": source.describe(),
         "encoder": encoder.describe(),
-        "data_config": OmegaConf.to_container(cfg.data, resolve=True),
-        "encoder_config": OmegaConf.to_container(cfg.encoder, resolve=True),
-        "items": int(n_items),
-        "shard_size": int(cfg.shard_size),
+        "data_config": settings["data"],  # as before the protocol: read by users of the manifest
+        "encoder_config": settings["encoder"],
+        "settings": settings,
+        "inputs": {"source": source.describe(), "items": int(n_items)},
     }
 
 
@@ -164,13 +168,14 @@ def _run_embed(cfg: DictConfig, out: Path) -> dict:
     groups = getattr(source, "groups", lambda: None)()  # webdataset: ranks take whole tar shards
     bounds, first, last = plan_item_shards(n, cfg.shard_size, rank, world, groups)
     n_shards = len(bounds) - 1
-    meta = _fingerprint(cfg, source, encoder, n)
+    meta = StoreWriter.normalise_meta(_record(cfg, source, encoder, n))
 
     if (out / MANIFEST).exists() and not (out / PARTS).exists():
         manifest = read_manifest(out)
-        if manifest.get("meta") != StoreWriter.normalise_meta(meta):
-            raise ValueError(f"{out} holds a finished store made with other settings; set overwrite=true or change out")
-        log.info("%s already holds this store (%d rows): nothing to do", out, manifest["count"])
+        found = manifest.get("meta") or {}
+        decision = decide({**found, "status": COMPLETE}, meta["settings"], meta["inputs"])
+        decision.refuse(f"the finished store {out}", "set overwrite=true to replace it, or choose another out")
+        log_skip(out, "store", f"{manifest['count']} rows")
         return manifest
 
     out.mkdir(parents=True, exist_ok=True)
@@ -306,3 +311,17 @@ def _fit_batches(dataset: ItemDataset, count: int, seed: int, cfg: DictConfig) -
     for _, items, _ in loader:
         if len(items):
             yield items
+
+
+#: the embed stage's declaration (curate.core.protocol): its record is the store's manifest
+STAGE = Stage(
+    name="embed",
+    config="embed",
+    schema=EmbedConfig,
+    run=run_embed,
+    inputs=("data.root", "data.path"),
+    outputs=_STORE_GLOBS,
+    record=MANIFEST,
+    check=validate,
+    register=register_configs,
+)

@@ -5,7 +5,9 @@
 
 Writes ``<out_dir>/sample/<name>/`` (one budget) or one sub-folder per budget, named after what
 was asked (``target_1000/``, ``target_0.5/``; the realised size is ``returned`` in its stats):
-``indices.npy`` (int64, sorted), ``ids.txt`` when the embeddings have ids, ``stats.json``
+``indices.npy`` (int64, sorted), ``selected.parquet`` (``id``, ``index``: :mod:`curate.io.tables`),
+``ids.txt`` when the embeddings have ids, with ``export=webdataset`` the selected items' original
+files as ``shard-00000.tar``, ... (``export_shard_size`` items each, :mod:`curate.export`), ``stats.json``
 (requested / returned sizes and per-level balance: clusters touched, quota histogram, entropy),
 ``metrics.json`` (the balance numbers sweeps compare, see :func:`balance_metrics`), and for 2-D
 inputs ``sample.png`` (curated vs uniform random sample of the same size). One line per budget
@@ -32,6 +34,7 @@ from curate.hierarchy import HierarchicalKMeans
 from curate.io.atomic import atomic_save_npy, atomic_write_json
 from curate.io.identity import file_sha256
 from curate.io.idlist import write_ids
+from curate.io.tables import SELECTED_FILE, write_selected
 from curate.sampling import SampleResult, flat_sample, sample_budgets, sample_stats
 from curate.stage import guarded_output, open_clustered_input, output_dir, run_stage, stage_name
 from curate.tracking import stage_tracker
@@ -109,6 +112,7 @@ def budget_folder(target: int | float) -> str:
 def _sample(cfg: DictConfig, out: Path, cluster_dir: Path) -> Path:
     array, ids, labels, rows = open_clustered_input(cluster_dir)  # checks the clustering and its input
     hkm = HierarchicalKMeans.load(cluster_dir)
+    exporter = _exporter(cfg, cluster_dir)  # before the draw: an input that cannot be exported fails first
     clustering = {"path": str(cluster_dir.resolve()), "manifest_sha256": file_sha256(cluster_dir / "manifest.json")}
     targets = list(cfg.targets)
     with warnings.catch_warnings(record=True) as caught:
@@ -129,7 +133,9 @@ def _sample(cfg: DictConfig, out: Path, cluster_dir: Path) -> Path:
         res: SampleResult = entry["result"]
         folder = out if len(targets) == 1 else out / budget_folder(target)
         # rows of the input store, also when the clustering saw a subset of it
-        atomic_save_npy(folder / "indices.npy", res.indices if rows is None else rows[res.indices])
+        index = res.indices if rows is None else rows[res.indices]
+        atomic_save_npy(folder / "indices.npy", index)
+        write_selected(folder / SELECTED_FILE, index, ids, res.indices)
         if ids is not None:
             write_ids(folder / "ids.txt", (ids[i] for i in res.indices))
         stats = {
@@ -144,6 +150,8 @@ def _sample(cfg: DictConfig, out: Path, cluster_dir: Path) -> Path:
                 "curated": label_balance(labels, res.indices),
                 "random": label_balance(labels, entry["random"]),
             }
+        if exporter is not None:
+            stats["export"] = exporter.write(index, folder, cfg.export_shard_size)
         atomic_write_json(folder / "stats.json", stats)
         balance = sample_stats(hkm.levels_, res.indices)["levels"]
         metrics = {"target": target, "method": cfg.method, "strategy": cfg.strategy}
@@ -158,6 +166,15 @@ def _sample(cfg: DictConfig, out: Path, cluster_dir: Path) -> Path:
     if len(targets) > 1:
         atomic_write_json(out / "summary.json", summary)
     return out
+
+
+def _exporter(cfg: DictConfig, cluster_dir: Path) -> Any:
+    """The exporter of the selected items (``export=webdataset``), or None."""
+    if cfg.export is None:
+        return None
+    from curate.export import SelectionExporter
+
+    return SelectionExporter(cluster_dir)
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="sample")

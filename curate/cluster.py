@@ -37,7 +37,7 @@ from curate.hierarchy import HierarchicalKMeans
 from curate.io.atomic import atomic_save_npy, atomic_write_json
 from curate.io.identity import check_identity, verify_files, vouch
 from curate.io.shards import rank_rows
-from curate.io.tables import LABELS_FILE, TABLE_FILES, write_labels
+from curate.io.tables import LABELS_FILE, OUTPUT_FILES, write_labels
 from curate.stage import guarded_output, open_input, output_dir, read_json, run_stage, stage_name
 from curate.tracking import stage_tracker
 
@@ -97,7 +97,7 @@ def balance_metrics(model: HierarchicalKMeans) -> dict:
 
 # what this stage writes into its output folder (and may therefore replace with overwrite=true)
 OWN_OUTPUTS = ("manifest.json", "metrics.json", "metrics.jsonl", "kmeans.jsonl", "items.npy", "checkpoints")
-OWN_OUTPUTS += TABLE_FILES["cluster"]
+OWN_OUTPUTS += OUTPUT_FILES["cluster"]
 FRESH = "set overwrite=true to replace it, or pick another name="
 
 

@@ -31,8 +31,6 @@ from curate.io.wds import SHARD_GLOB, ShardWriter
 log = logging.getLogger(__name__)
 
 EXPORT_FORMATS = ("webdataset",)
-#: what an export adds to a selection folder (shards ``shard-00000.tar``, ...)
-EXPORT_FILES = (SHARD_GLOB,)
 
 
 class SelectionExporter:
@@ -117,8 +115,7 @@ class SelectionExporter:
         folder = Path(folder)
         unique = np.unique(np.asarray(rows, dtype=np.int64))
         positions = self.items(unique)
-        for stale in folder.glob(SHARD_GLOB):
-            stale.unlink()
+        remove_shards(folder)
         source = self.source
         shards = ShardWriter(folder, shard_size).write_all(
             (source.raw_key(int(p)), source.raw_members(int(p))) for p in positions
@@ -131,3 +128,29 @@ class SelectionExporter:
             "shard_size": int(shard_size),
             "shards": shards,
         }
+
+
+def remove_shards(folder: str | Path) -> None:
+    """Remove the export shards (``shard-XXXXX.tar``) an earlier run left in ``folder``."""
+    for stale in Path(folder).glob(SHARD_GLOB):
+        stale.unlink()
+
+
+def exporter_for(export: str | None, cluster_dir: str | Path) -> SelectionExporter | None:
+    """The exporter ``export`` asks for (``webdataset``), or None (no export)."""
+    if export is None:
+        return None
+    if str(export) not in EXPORT_FORMATS:
+        raise InputError(f"export={export!r}: must be one of {', '.join(EXPORT_FORMATS)} (export)")
+    return SelectionExporter(cluster_dir)
+
+
+def export_selection(
+    exporter: SelectionExporter | None, rows: np.ndarray, folder: str | Path, shard_size: int
+) -> dict[str, Any] | None:
+    """Export the store rows ``rows`` into ``folder`` (:meth:`SelectionExporter.write`); without an
+    exporter, remove the shards of an earlier export there instead. Returns the export's record."""
+    if exporter is None:
+        remove_shards(folder)
+        return None
+    return exporter.write(rows, folder, shard_size)

@@ -36,7 +36,7 @@ from curate.io.atomic import atomic_save_npy, atomic_write_json
 from curate.io.identity import input_identity, vouch
 from curate.io.idlist import write_ids
 from curate.io.store import load_embeddings
-from curate.io.tables import SELECTED_FILE, write_selected
+from curate.io.tables import OUTPUT_FILES, SELECTED_FILE, write_selected
 from curate.retrieval import search
 from curate.stage import guarded_output, run_stage
 
@@ -45,7 +45,7 @@ register_configs()
 
 FORMAT = "ssl-curate-retrieval"
 #: what this stage writes into ``out``, the manifest last
-OUTPUTS = (SELECTED_FILE, "indices.npy", "ids.txt", "neighbours.npy", "similarities.npy", "retrieve.json")
+OUTPUTS = OUTPUT_FILES["retrieve"]
 MANIFEST = "manifest.json"
 
 

@@ -30,6 +30,7 @@ from curate.analysis.balance import label_balance
 from curate.analysis.plots import plot_pool_vs_samples
 from curate.conf import register_configs, validate_sample
 from curate.errors import hydra_entry
+from curate.export import export_selection, exporter_for
 from curate.hierarchy import HierarchicalKMeans
 from curate.io.atomic import atomic_save_npy, atomic_write_json
 from curate.io.identity import file_sha256
@@ -112,7 +113,7 @@ def budget_folder(target: int | float) -> str:
 def _sample(cfg: DictConfig, out: Path, cluster_dir: Path) -> Path:
     array, ids, labels, rows = open_clustered_input(cluster_dir)  # checks the clustering and its input
     hkm = HierarchicalKMeans.load(cluster_dir)
-    exporter = _exporter(cfg, cluster_dir)  # before the draw: an input that cannot be exported fails first
+    exporter = exporter_for(cfg.export, cluster_dir)  # before the draw: an input that cannot be exported fails first
     clustering = {"path": str(cluster_dir.resolve()), "manifest_sha256": file_sha256(cluster_dir / "manifest.json")}
     targets = list(cfg.targets)
     with warnings.catch_warnings(record=True) as caught:
@@ -150,8 +151,8 @@ def _sample(cfg: DictConfig, out: Path, cluster_dir: Path) -> Path:
                 "curated": label_balance(labels, res.indices),
                 "random": label_balance(labels, entry["random"]),
             }
-        if exporter is not None:
-            stats["export"] = exporter.write(index, folder, cfg.export_shard_size)
+        if (export := export_selection(exporter, index, folder, cfg.export_shard_size)) is not None:
+            stats["export"] = export
         atomic_write_json(folder / "stats.json", stats)
         balance = sample_stats(hkm.levels_, res.indices)["levels"]
         metrics = {"target": target, "method": cfg.method, "strategy": cfg.strategy}
@@ -166,15 +167,6 @@ def _sample(cfg: DictConfig, out: Path, cluster_dir: Path) -> Path:
     if len(targets) > 1:
         atomic_write_json(out / "summary.json", summary)
     return out
-
-
-def _exporter(cfg: DictConfig, cluster_dir: Path) -> Any:
-    """The exporter of the selected items (``export=webdataset``), or None."""
-    if cfg.export is None:
-        return None
-    from curate.export import SelectionExporter
-
-    return SelectionExporter(cluster_dir)
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="sample")

@@ -184,6 +184,8 @@ def test_export_webdataset_is_byte_exact_and_keys_round_trip(tmp_path, cli):
     # a re-draw with a bigger shard size leaves no stale shard of the first export
     _sample(cli, out, "targets=[1.0,5]", "export=webdataset", "export_shard_size=100")
     assert [p.name for p in (out / "sample" / "c" / "target_1.0").glob("*.tar")] == ["shard-00000.tar"]
+    _sample(cli, out, "targets=[1.0,5]")  # and a draw without export leaves none
+    assert not list((out / "sample" / "c").rglob("*.tar"))
 
 
 def test_export_refuses_a_changed_folder_and_a_bare_npy(tmp_path, toy, cli):

@@ -12,7 +12,7 @@
     id       string   the item's id, as above
     index    int64    the item's row in the clustered input (the store), as ``indices.npy`` holds it
 
-The file names each output folder gains are listed in :data:`TABLE_FILES`.
+The files this adds to the stages' output folders are listed in :data:`OUTPUT_FILES`.
 """
 
 from __future__ import annotations
@@ -24,11 +24,17 @@ from typing import Any
 import numpy as np
 
 from curate.io.atomic import atomic_path
+from curate.io.wds import SHARD_GLOB
 
 LABELS_FILE = "labels.parquet"
 SELECTED_FILE = "selected.parquet"
-#: which stage writes which table into its output folder (one per selection folder for samples)
-TABLE_FILES = {"cluster": (LABELS_FILE,), "sample": (SELECTED_FILE,), "retrieve": (SELECTED_FILE,)}
+#: the files (and glob patterns) these tables, the webdataset export and the retrieve stage add to
+#: a stage's output folder: a sample's are per selection folder, its shards only with export=webdataset
+OUTPUT_FILES = {
+    "cluster": (LABELS_FILE,),
+    "sample": (SELECTED_FILE, SHARD_GLOB),
+    "retrieve": (SELECTED_FILE, "indices.npy", "ids.txt", "neighbours.npy", "similarities.npy", "retrieve.json"),
+}
 BATCH_ROWS = 1 << 16
 
 

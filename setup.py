@@ -19,6 +19,7 @@ setup(
         "timm>=1.0",
         "wandb>=0.17",
         "faiss-cpu>=1.8",
+        "pyarrow>=14",
         "numpy>=1.26",
         "scipy>=1.11",
         "scikit-learn>=1.4",

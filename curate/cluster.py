@@ -9,7 +9,8 @@
 Writes ``<out_dir>/cluster/<name>/``: ``level<t>/{centroids,assign,dist,offsets,members}.npy``,
 ``metrics.jsonl`` (per-level stats), ``kmeans.jsonl`` (every Lloyd iteration of every k-means run
 of this attempt: level, run, objective, shift, seconds), ``metrics.json`` (balance summary),
-``items.npy`` (with ``input.subset``: the input rows of the clustered items) and ``manifest.json``
+``items.npy`` (with ``input.subset``: the input rows of the clustered items), ``labels.parquet``
+(``id``, ``level_1..level_L``: each item's cluster at every level, :mod:`curate.io.tables`) and ``manifest.json``
 (last). A re-run resumes from ``checkpoints/`` (levels, resampling steps, k-means iterations); a
 finished run with the same settings and input is skipped (after checking the files its manifest
 vouches for; a missing or changed one is rebuilt). Checkpoints or a clustering of another input
@@ -42,6 +43,7 @@ from curate.data.datasets.toy import write_toy
 from curate.hierarchy import HierarchicalKMeans
 from curate.io.identity import check_identity, verify_files, vouch
 from curate.io.shards import rank_rows
+from curate.io.tables import LABELS_FILE, OUTPUT_FILES, write_labels
 from curate.stage import guarded_output, open_input, output_dir, read_json, run_stage, stage_name
 
 log = logging.getLogger(__name__)
@@ -96,6 +98,7 @@ def balance_metrics(model: HierarchicalKMeans) -> dict:
 
 # what this stage writes into its output folder (and may therefore replace with overwrite=true)
 OWN_OUTPUTS = ("manifest.json", "metrics.json", "metrics.jsonl", "kmeans.jsonl", "items.npy", "checkpoints")
+OWN_OUTPUTS += OUTPUT_FILES["cluster"]
 FRESH = "set overwrite=true to replace it, or pick another name="
 
 
@@ -113,7 +116,7 @@ def cluster(cfg: DictConfig) -> Path:
 
 
 def _cluster(cfg: DictConfig, out: Path, path: str | Path) -> Path:
-    array, _, _, source = open_input(path, cfg.input.subset, cfg.input.column, cfg.input.id_column)
+    array, ids, _, source = open_input(path, cfg.input.subset, cfg.input.column, cfg.input.id_column)
     model = build_model(cfg, out / "checkpoints")
     config = json.loads(json.dumps(model.config()))
     manifest_path = out / "manifest.json"
@@ -151,9 +154,12 @@ def _cluster(cfg: DictConfig, out: Path, path: str | Path) -> Path:
         tracker.summary(summary)
         if dist.is_main_process():
             atomic_write_json(out / "metrics.json", summary)
-    own = ["metrics.json"]
+    own = ["metrics.json", LABELS_FILE]
+    rows = array.rows if cfg.input.subset is not None else None
+    if dist.is_main_process():  # each item's cluster at every level, for joins on ids
+        write_labels(out / LABELS_FILE, [level.assign for level in model.levels_], ids, rows)
     if dist.is_main_process() and cfg.input.subset is not None:
-        atomic_save_npy(out / "items.npy", array.rows)  # the input rows of the items, for the sample stage
+        atomic_save_npy(out / "items.npy", rows)  # the input rows of the items, for the sample stage
         own.append("items.npy")
     files = vouch(out, own) if dist.is_main_process() else {}
     model.save(out, extra={"input": source, "stage_config": OmegaConf.to_container(cfg, resolve=True), "files": files})

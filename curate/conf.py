@@ -45,6 +45,8 @@ WandbMode = choices("WandbMode", MODES)
 SampleStrategy = choices("SampleStrategy", STRATEGIES)
 SampleMethod = choices("SampleMethod", ("hierarchical", "flat"))
 DedupBackend = choices("DedupBackend", ("torch", "faiss"))
+ExportFormat = choices("ExportFormat", ("webdataset",))
+RetrieveMethod = choices("RetrieveMethod", ("exact", "ivf"))
 Executor = choices("Executor", EXECUTORS)
 DEFAULT_TOY = Toy.toy_2d
 
@@ -171,6 +173,9 @@ class SampleStageConfig:
     multiplier: int = 1
     seed: int = 0
     plot: bool = field(default=True, metadata=RUN_ONLY)
+    # webdataset: also write the selected items' original files as tar shards in the sample folder
+    export: ExportFormat | None = None
+    export_shard_size: int = 10_000
     logger: LoggerConfig = field(default_factory=LoggerConfig, metadata=RUN_ONLY)
 
 
@@ -209,13 +214,45 @@ class DedupConfig:
     logger: LoggerConfig = field(default_factory=LoggerConfig, metadata=RUN_ONLY)  # metrics.jsonl in out (+ wandb)
 
 
+@dataclass
+class RetrieveConfig:
+    """``python -m curate.retrieve input=<pool store> queries=<store> per_query=N out=<dir>``.
+
+    Attributes:
+        input: the pool: an embedding store directory or a ``(N, d)`` ``.npy``.
+        queries: the queries (a curated seed set): a store or a ``(Q, d)`` ``.npy`` of the same ``d``.
+        per_query: ``N``, the pool items kept per query (its ``N`` nearest by cosine similarity).
+        out: output directory (also Hydra's run dir); must not overlap ``input`` or ``queries``.
+        method: ``exact`` (chunked matmul, ties to the smaller row) or ``ivf`` (faiss IVF, approximate).
+        nlist: IVF cells (``method=ivf``).
+        nprobe: IVF cells searched per query (``method=ivf``).
+        ivf_train_size: pool rows the IVF quantizer is trained on (a seeded random subset).
+        seed: seed of that subset.
+        device: ``auto`` (CUDA when available), ``cpu``, ``cuda``, ``cuda:N`` (exact method).
+        memory_budget_mb: working memory of one similarity tile and one pool chunk.
+    """
+
+    input: str = MISSING
+    queries: str = MISSING
+    per_query: int = MISSING
+    out: str = MISSING
+    method: RetrieveMethod = RetrieveMethod.exact
+    nlist: int = 1024
+    nprobe: int = 16
+    ivf_train_size: int = 100_000
+    seed: int = 0
+    device: str = "auto"
+    memory_budget_mb: float = 256.0
+
+
 def register_configs() -> None:
-    """Register the cluster/sample/dedup schemas and the ``--help`` resolver (idempotent)."""
+    """Register the cluster/sample/dedup/retrieve schemas and the ``--help`` resolver (idempotent)."""
     cs = ConfigStore.instance()
     cs.store(name="cluster_schema", node=ClusterStageConfig)
     cs.store(name="sample_schema", node=SampleStageConfig)
     cs.store(group="cluster", name="hierarchy_schema", node=HierarchyConfig)
     cs.store(name="dedup_schema", node=DedupConfig)
+    cs.store(name="retrieve_schema", node=RetrieveConfig)
     register_help()
 
 
@@ -315,3 +352,5 @@ def validate_sample(cfg: Any) -> None:
     for target in cfg.targets:
         if isinstance(target, bool) or not isinstance(target, int | float) or target <= 0:
             raise ValueError(f"targets: {target!r} is not a positive count or a fraction in (0, 1]")
+    if cfg.get("export_shard_size", 1) < 1:
+        raise ValueError(f"export_shard_size: must be >= 1, got {cfg.export_shard_size}")

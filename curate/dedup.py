@@ -61,6 +61,7 @@ from curate.core.protocol import COMPLETE, Action, Stage, completion_record, con
 from curate.io.identity import check_identity, input_identity
 from curate.io.idlist import write_ids
 from curate.io.store import StoreWriter, finalize_store, load_embeddings, read_manifest
+from curate.retrieval import normalised_rows
 from curate.stage import guarded_output, read_json, run_stage
 
 log = logging.getLogger(__name__)
@@ -302,19 +303,6 @@ def _load_checkpoint(path: Path | None, n: int, fingerprint: str, details: bool)
     return progress
 
 
-def _read_normalised(x: Any, start: int, stop: int, device: torch.device) -> torch.Tensor:
-    """Rows ``[start, stop)`` of ``x`` as L2-normalised float32 on ``device``."""
-    rows = x[start:stop]
-    if isinstance(rows, torch.Tensor):
-        rows = rows.to(torch.float32)
-    else:  # a copy: memory-mapped rows are read-only
-        rows = torch.from_numpy(np.array(rows, dtype=np.float32).reshape(stop - start, x.shape[1]))
-    rows = rows.to(device)
-    # scale first: the squared norm of a row of magnitude ~1e20 overflows float32 (its direction does not)
-    scale = rows.abs().amax(dim=1, keepdim=True)
-    return F.normalize(rows / torch.where(scale > 0, scale, 1.0), dim=1)
-
-
 def _first_bad_row(chunk: torch.Tensor, start: int, n: int) -> int:
     """The smallest non-finite row over all ranks (``n`` when none); every rank gets the same."""
     finite = torch.isfinite(chunk).all(1)
@@ -413,7 +401,7 @@ def deduplicate(
     for w0 in range(progress.next_row, n, window_rows):
         m = min(window_rows, n - w0)
         lo, hi = w0 + min(m, rank * chunk_size), w0 + min(m, (rank + 1) * chunk_size)
-        mine = _read_normalised(x, lo, hi, device)
+        mine = normalised_rows(x, lo, hi, device)
         bad = _first_bad_row(mine, lo, n)
         if bad < n:
             raise ValueError(f"row {bad} holds NaN or Inf")

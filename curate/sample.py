@@ -5,7 +5,9 @@
 
 Writes ``<out_dir>/sample/<name>/`` (one budget) or one sub-folder per budget, named after what
 was asked (``target_1000/``, ``target_0.5/``; the realised size is ``returned`` in its stats):
-``indices.npy`` (int64, sorted), ``ids.txt`` when the embeddings have ids, ``stats.json``
+``indices.npy`` (int64, sorted), ``selected.parquet`` (``id``, ``index``: :mod:`curate.io.tables`),
+``ids.txt`` when the embeddings have ids, with ``export=webdataset`` the selected items' original
+files as ``shard-00000.tar``, ... (``export_shard_size`` items each, :mod:`curate.export`), ``stats.json``
 (requested / returned sizes and per-level balance: clusters touched, quota histogram, entropy),
 ``metrics.json`` (the balance numbers sweeps compare, see :func:`balance_metrics`), and for 2-D
 inputs ``sample.png`` (curated vs uniform random sample of the same size). One line per budget
@@ -33,9 +35,11 @@ from curate.core.atomic import atomic_save_npy, atomic_write_json
 from curate.core.entry import hydra_entry
 from curate.core.protocol import Stage
 from curate.core.tracking import stage_tracker
+from curate.export import export_selection, exporter_for
 from curate.hierarchy import HierarchicalKMeans
 from curate.io.identity import file_sha256
 from curate.io.idlist import write_ids
+from curate.io.tables import SELECTED_FILE, write_selected
 from curate.sampling import SampleResult, flat_sample, random_rows, sample_budgets, sample_stats
 from curate.stage import guarded_output, open_clustered_input, output_dir, run_stage, stage_name
 
@@ -107,6 +111,7 @@ def budget_folder(target: int | float) -> str:
 def _sample(cfg: DictConfig, out: Path, cluster_dir: Path) -> Path:
     array, ids, labels, rows = open_clustered_input(cluster_dir)  # checks the clustering and its input
     hkm = HierarchicalKMeans.load(cluster_dir)
+    exporter = exporter_for(cfg.export, cluster_dir)  # before the draw: an input that cannot be exported fails first
     clustering = {"path": str(cluster_dir.resolve()), "manifest_sha256": file_sha256(cluster_dir / "manifest.json")}
     targets = list(cfg.targets)
     with warnings.catch_warnings(record=True) as caught:
@@ -127,7 +132,9 @@ def _sample(cfg: DictConfig, out: Path, cluster_dir: Path) -> Path:
         res: SampleResult = entry["result"]
         folder = out if len(targets) == 1 else out / budget_folder(target)
         # rows of the input store, also when the clustering saw a subset of it
-        atomic_save_npy(folder / "indices.npy", res.indices if rows is None else rows[res.indices])
+        index = res.indices if rows is None else rows[res.indices]
+        atomic_save_npy(folder / "indices.npy", index)
+        write_selected(folder / SELECTED_FILE, index, ids, res.indices)
         if ids is not None:
             write_ids(folder / "ids.txt", (ids[i] for i in res.indices))
         stats = {
@@ -142,6 +149,8 @@ def _sample(cfg: DictConfig, out: Path, cluster_dir: Path) -> Path:
                 "curated": label_balance(labels, res.indices),
                 "random": label_balance(labels, entry["random"]),
             }
+        if (export := export_selection(exporter, index, folder, cfg.export_shard_size)) is not None:
+            stats["export"] = export
         atomic_write_json(folder / "stats.json", stats)
         balance = sample_stats(hkm.levels_, res.indices)["levels"]
         metrics = {"target": target, "method": cfg.method, "strategy": cfg.strategy}

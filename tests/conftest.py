@@ -152,6 +152,7 @@ def compose_config(config_name: str, overrides: Sequence[str] = (), hydra: bool 
     import curate.cluster  # noqa: F401  (each stage module registers its schemas)
     import curate.dedup  # noqa: F401
     import curate.embed.config  # noqa: F401
+    import curate.retrieve  # noqa: F401
     import curate.sample  # noqa: F401
     import selfsup.config  # noqa: F401
     from curate.pipeline import register_schema

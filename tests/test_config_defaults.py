@@ -14,13 +14,14 @@ from omegaconf import OmegaConf
 import curate.cluster  # noqa: F401  (each stage module registers its schemas)
 import curate.dedup  # noqa: F401
 import curate.embed.run  # noqa: F401
+import curate.retrieve  # noqa: F401
 import curate.sample  # noqa: F401
 import selfsup.config  # noqa: F401
 from curate.pipeline import register_schema
 
 register_schema()  # the pipeline's schema: every stage's typed config (registered explicitly, not on import)
 CONFIGS = Path(CONFIGS)
-PRIMARY = ("cluster", "sample", "dedup", "embed", "train", "eval", "pipeline")
+PRIMARY = ("cluster", "sample", "dedup", "embed", "train", "eval", "pipeline", "retrieve")
 # group options backed by a schema of their own (configs/model/ presets spell out the architecture they name)
 GROUPS = ("cluster", "encoder", "data")
 OPTIONS = tuple(f"{group}/{path.stem}" for group in GROUPS for path in sorted((CONFIGS / group).glob("*.yaml")))

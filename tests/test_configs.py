@@ -17,7 +17,11 @@ from conftest import CONFIGS, compose_config
 ROOT = Path(CONFIGS)
 PRIMARIES = sorted(p.stem for p in ROOT.glob("*.yaml"))
 # the keys a primary leaves ??? (the user must give them)
-REQUIRED = {"dedup": ["input=x.npy", "out=y"], "embed": ["out=y"]}
+REQUIRED = {
+    "dedup": ["input=x.npy", "out=y"],
+    "embed": ["out=y"],
+    "retrieve": ["input=x", "queries=q", "per_query=5", "out=y"],
+}
 # options that need a value to pass their stage's checks
 NEEDS = {
     ("encoder", "timm"): ["encoder.random_init=true"],
@@ -55,6 +59,10 @@ def _validator(primary: str) -> Callable[[Any], Any]:
         return validate
     if primary == "embed":
         from curate.embed.config import validate
+
+        return validate
+    if primary == "retrieve":
+        from curate.retrieve import validate
 
         return validate
     if primary == "pipeline":

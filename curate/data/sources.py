@@ -22,7 +22,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from curate.core.errors import InputError
 from curate.data.selection import read_rows
+from curate.io.wds import escape_key, file_key, file_member_ext
 
 IMAGE_EXTENSIONS = [".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".ppm", ".pgm"]
 
@@ -58,6 +60,26 @@ class Source:
     def describe(self) -> dict:
         """What the source is, for the manifest."""
         raise NotImplementedError
+
+    # -- export (``curate.sample export=webdataset``, :mod:`curate.export`) --------------------
+    def item_path(self, index: int) -> Path | None:
+        """The file item ``index`` was read from, or None when it is no file of its own."""
+        return None
+
+    def raw_key(self, index: int) -> str:
+        """The webdataset key item ``index`` is exported under (rules: :mod:`curate.io.wds`): a
+        file item's id without its suffix, escaped; another item's id, escaped."""
+        item_id = str(self.ids(np.asarray([index], dtype=np.int64))[0])
+        return file_key(item_id) if self.item_path(index) is not None else escape_key(item_id)
+
+    def raw_members(self, index: int) -> dict[str, bytes]:
+        """Item ``index``'s original members, ``{extension: bytes}`` in member order; by default
+        the bytes of its file under the file's extension."""
+        path = self.item_path(index)
+        if path is None:
+            kind = self.describe().get("kind")
+            raise InputError(f"items of a {kind!r} source are no files: export needs files or webdataset shards")
+        return {file_member_ext(path.name): path.read_bytes()}
 
 
 def _limit(n: int, limit: int | None) -> int:
@@ -113,6 +135,9 @@ class ImageFolderSource(Source):
     def load(self, index: int) -> Image.Image:
         return _open_image(self.root / self.paths[index])
 
+    def item_path(self, index: int) -> Path:
+        return self.root / self.paths[index]
+
     def ids(self, indices: np.ndarray) -> list:
         return [self.paths[i] for i in indices]
 
@@ -146,6 +171,9 @@ class ImageListSource(Source):
 
     def load(self, index: int) -> Image.Image:
         return _open_image(self.root / self.entries[index])
+
+    def item_path(self, index: int) -> Path:
+        return self.root / self.entries[index]
 
     def ids(self, indices: np.ndarray) -> list:
         return [self.entries[i] for i in indices]
@@ -277,6 +305,15 @@ class SelectedSource(Source):
 
     def ids(self, indices: np.ndarray) -> list:
         return self.base.ids(self.positions[np.asarray(indices, dtype=np.int64)])
+
+    def item_path(self, index: int) -> Path | None:
+        return self.base.item_path(int(self.positions[index]))
+
+    def raw_key(self, index: int) -> str:
+        return self.base.raw_key(int(self.positions[index]))
+
+    def raw_members(self, index: int) -> dict[str, bytes]:
+        return self.base.raw_members(int(self.positions[index]))
 
     def labels(self) -> np.ndarray | None:
         labels = self.base.labels()

@@ -33,7 +33,8 @@ from curate import CONFIG_DIR
 from curate.conf import register_configs
 from curate.core import dist
 from curate.core.atomic import atomic_save_npy, atomic_write_json
-from curate.core.errors import InputError, check_device, hydra_entry
+from curate.core.entry import hydra_entry
+from curate.core.errors import InputError, check_device
 from curate.io.identity import input_identity, vouch
 from curate.io.idlist import write_ids
 from curate.io.store import load_embeddings

@@ -223,7 +223,7 @@ def _dedup_rank(rank: int, world: int, port: int, overrides: list[str], out_dir:
 @pytest.mark.parametrize(
     "world, chunk_size, backend",
     # 270 rows; windows of 32 / 120 rows: the last one leaves ranks without rows
-    [(2, 16, "torch"), (3, 40, "torch"), (3, 40, "faiss")],
+    [(2, 16, "torch"), pytest.param(3, 40, "torch", marks=pytest.mark.long), (3, 40, "faiss")],
 )
 def test_ranks_share_the_work_and_match_one_process(tmp_path, free_port, world, chunk_size, backend):
     x, origin, is_original = planted(4)

@@ -188,6 +188,7 @@ def test_bench_init_rows(load_script, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.long
 def test_bench_init_repo_runs_the_other_checkouts_engine(cli, tmp_path):
     """``--repo`` re-runs the benchmark with that checkout first on the path: its rows name it."""
     repo = Path(__file__).resolve().parents[1]

@@ -365,6 +365,7 @@ def test_submit_queues_one_dependent_job_per_stage_on_slurm(tmp_path, folders, f
 
 
 @pytest.mark.slow
+@pytest.mark.long
 def test_submitted_chain_runs_through_submitit_local(tmp_path, folders, monkeypatch):
     args = [
         "data=image_folder",

@@ -59,7 +59,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     torch.set_num_threads(args.threads)
     faiss.omp_set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
-        pool = np.load(write_clustered_npy(Path(tmp) / "x.npy", args.n, args.d, args.clusters), mmap_mode="r", allow_pickle=False)
+        pool = np.load(
+            write_clustered_npy(Path(tmp) / "x.npy", args.n, args.d, args.clusters), mmap_mode="r", allow_pickle=False
+        )
         pool = np.ascontiguousarray(pool)
     rng = np.random.default_rng(1)
     queries = pool[rng.choice(args.n, args.queries, replace=False)] + rng.normal(size=(args.queries, args.d))

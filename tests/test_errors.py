@@ -73,7 +73,6 @@ def test_cluster_user_errors_are_one_line(tmp_path, cli):
 
 
 @pytest.mark.slow
-@pytest.mark.long
 def test_cluster_and_sample_keep_their_run_identity(tmp_path, cli):
     a, b = tmp_path / "a.npy", tmp_path / "b.npy"
     atomic_save_npy(a, _data(0))

@@ -20,6 +20,7 @@ from omegaconf.nodes import EnumNode
 
 from curate.core.launch import EXECUTORS, register_resolvers
 from curate.core.protocol import RUN_ONLY, run_only_keys
+from curate.core.settings import above, at_least, check_settings
 from curate.core.tracking import MODES
 from curate.hierarchy.levels import LevelSpec, validate_levels
 from curate.hierarchy.model import RESAMPLE_STRATEGIES
@@ -139,20 +140,20 @@ class ClusterStageConfig:
     cluster: HierarchyConfig = MISSING
     name: str = "${cluster.name}"
     out_dir: str = "outputs"
-    seed: int = 0
+    seed: int = field(default=0, metadata=at_least(0))
     device: str = field(default="cpu", metadata=RUN_ONLY)
     # working memory per chunk (null: 256 on a CPU, a share of the free memory on CUDA)
-    memory_budget_mb: float | None = field(default=None, metadata=RUN_ONLY)
+    memory_budget_mb: float | None = field(default=None, metadata=above(0, run_only=True))
     # TF32 float32 matmuls on CUDA (every k-means and the level-1 split)
     allow_tf32: bool = True
-    checkpoint_every: int = field(default=10, metadata=RUN_ONLY)
+    checkpoint_every: int = field(default=10, metadata=at_least(1, run_only=True))
     # distributed: an upper level runs sharded when its input has this many rows per rank
-    shard_min_rows: int = field(default=65536, metadata=RUN_ONLY)
+    shard_min_rows: int = field(default=65536, metadata=at_least(1, run_only=True))
     # level-1 split: device memory for sub-centroids + float64 sums; beyond it clusters go in batches
-    split_memory_mb: float = field(default=4096.0, metadata=RUN_ONLY)
+    split_memory_mb: float = field(default=4096.0, metadata=above(0, run_only=True))
     # k-means++ of a streamed (memory-mapped) input that fits in this many MB reads it into memory
     # once instead of once per centroid (0: stay out of core)
-    init_cache_mb: float = field(default=0.0, metadata=RUN_ONLY)
+    init_cache_mb: float = field(default=0.0, metadata=at_least(0, run_only=True))
     # build levels 1..t (kept in <out>/checkpoints) and exit; the next run resumes from them
     stop_after_level: int | None = field(default=None, metadata=RUN_ONLY)
     # replace what an earlier run left in the output folder (checkpoints or a finished clustering
@@ -170,12 +171,12 @@ class SampleStageConfig:
     targets: list[Any] = field(default_factory=lambda: [1000])
     strategy: SampleStrategy = SampleStrategy.random
     method: SampleMethod = SampleMethod.hierarchical
-    multiplier: int = 1
-    seed: int = 0
+    multiplier: int = field(default=1, metadata=at_least(1))
+    seed: int = field(default=0, metadata=at_least(0))
     plot: bool = field(default=True, metadata=RUN_ONLY)
     # webdataset: also write the selected items' original files as tar shards in the sample folder
     export: ExportFormat | None = None
-    export_shard_size: int = 10_000
+    export_shard_size: int = field(default=10_000, metadata=at_least(1))
     logger: LoggerConfig = field(default_factory=LoggerConfig, metadata=RUN_ONLY)
 
 
@@ -328,7 +329,10 @@ def input_toy(cfg: Any) -> str | None:
 
 
 def validate_cluster(cfg: Any) -> None:
-    """Cross-field checks of a cluster-stage config."""
+    """Cross-field checks of a cluster-stage config (after the schema's declared keys and bounds:
+    :func:`curate.core.settings.check_settings`)."""
+    if isinstance(cfg, DictConfig):
+        check_settings(cfg)
     if cfg.input.path is not None and cfg.input.toy is not None:
         raise ValueError("input: set input.path (a .npy file or embedding store) or input.toy, not both")
     if cfg.cluster.n_iter < 0:
@@ -344,13 +348,12 @@ def validate_cluster(cfg: Any) -> None:
 
 
 def validate_sample(cfg: Any) -> None:
-    """Cross-field checks of a sample-stage config."""
-    if cfg.multiplier < 1:
-        raise ValueError(f"multiplier: must be >= 1, got {cfg.multiplier}")
+    """Cross-field checks of a sample-stage config (after the schema's declared keys and bounds:
+    :func:`curate.core.settings.check_settings`)."""
+    if isinstance(cfg, DictConfig):
+        check_settings(cfg)
     if len(cfg.targets) == 0:
         raise ValueError("targets: give at least one budget (a count, or a fraction in (0, 1])")
     for target in cfg.targets:
         if isinstance(target, bool) or not isinstance(target, int | float) or target <= 0:
             raise ValueError(f"targets: {target!r} is not a positive count or a fraction in (0, 1]")
-    if cfg.get("export_shard_size", 1) < 1:
-        raise ValueError(f"export_shard_size: must be >= 1, got {cfg.export_shard_size}")

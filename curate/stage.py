@@ -16,6 +16,7 @@ from omegaconf import DictConfig
 from curate.core import dist
 from curate.core.errors import IdentityError, InputError, UnsafeOutputError, check_component, resolve, run_guarded
 from curate.core.guard import check_disjoint, output_lock, remove_stray_tmp
+from curate.core.settings import check_settings
 from curate.io.identity import check_identity, input_identity, verify_files
 from curate.io.jsonfile import read_json
 from curate.io.shards import NpyRows
@@ -25,7 +26,9 @@ log = logging.getLogger(__name__)
 
 def run_stage(body: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
     """Run a Hydra stage body in :func:`curate.core.errors.run_guarded`: a user-facing failure ends the
-    program with one ``error: <message>`` line (exit code 2), a bug keeps its traceback."""
+    program with one ``error: <message>`` line (exit code 2), a bug keeps its traceback. The
+    config's declared keys and bounds are checked first (:func:`curate.core.settings.check_settings`)."""
+    run_guarded(check_settings, cfg, hydra=True)
     return run_guarded(body, cfg, hydra=True)
 
 

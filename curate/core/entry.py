@@ -47,9 +47,36 @@ def hydra_entry(
                 os.environ[key] = value
 
 
+# Hydra's own flags, and which of them take a value: argparse reads them only before the
+# overrides (``a=1 -m b=2,3`` would end in a usage dump), so they are moved to the front
+_FLAGS_WITH_VALUE = {"-c", "--cfg", "-p", "--package", "-cp", "--config-path", "-cn", "--config-name",
+                     "-cd", "--config-dir", "--experimental-rerun"}  # fmt: skip
+_FLAGS = {"-m", "--multirun", "-h", "--help", "--hydra-help", "--version", "--resolve", "-sc",
+          "--shell-completion", "--info"}  # fmt: skip
+_INFO_VALUES = {"all", "config", "defaults", "defaults-tree", "plugins", "searchpath"}
+
+
+def flags_first(args: list[str]) -> list[str]:
+    """``args`` with Hydra's flags (and their values) before the overrides, each group in its order."""
+    flags, overrides, i = [], [], 0
+    while i < len(args):
+        arg = args[i]
+        name = arg.split("=", 1)[0]
+        takes = name in _FLAGS_WITH_VALUE and "=" not in arg and i + 1 < len(args)
+        takes = takes or (arg == "--info" and i + 1 < len(args) and args[i + 1] in _INFO_VALUES)
+        if name in _FLAGS_WITH_VALUE or name in _FLAGS:
+            flags += args[i : i + 1 + takes]
+            i += 1 + takes
+        else:
+            overrides.append(arg)
+            i += 1
+    return flags + overrides
+
+
 def _hydra_entry(
     main: Callable[[], Any], single_components: tuple[str, ...], outputs: dict[str, tuple[str, ...]]
 ) -> None:
+    sys.argv[1:] = flags_first(sys.argv[1:])
     given = {}
     for arg in sys.argv[1:]:
         key, sep, value = arg.lstrip("+~").partition("=")

@@ -171,13 +171,25 @@ def resolve(path: str | os.PathLike, key: str) -> Any:
 
 
 def check_device(name: Any, key: str = "device") -> None:
-    """``name`` must be a device string torch knows (``cpu``, ``cuda``, ``cuda:N``, ``auto`` is
-    left to the caller); :class:`InputError` naming ``key`` otherwise (torch raises RuntimeError)."""
+    """The one device check of every stage: ``name`` must be ``cpu``, ``auto`` (left to the caller),
+    ``cuda`` or ``cuda:N`` of a GPU this machine has; :class:`InputError` naming ``key`` otherwise
+    (torch would raise a RuntimeError traceback when the device is first used)."""
     import torch
 
     if str(name) == "auto":
         return
     try:
-        torch.device(str(name))
+        device = torch.device(str(name))
     except (RuntimeError, TypeError) as err:
         raise InputError(f"{key}={name!r} is not a device torch knows: {str(err).split(':')[0]} ({key})") from None
+    if device.type == "cpu":
+        return
+    if device.type != "cuda":
+        raise InputError(f"{key}={name!r}: the stages run on 'cpu', 'cuda', 'cuda:N' or 'auto' ({key})")
+    if not torch.cuda.is_available():
+        raise InputError(f"{key}={str(name)!r} but CUDA is not available; use {key}=cpu ({key})")
+    count = torch.cuda.device_count()
+    if device.index is not None and device.index >= count:
+        raise InputError(
+            f"{key}={str(name)!r} but this machine has {count} CUDA device(s) (cuda:0..cuda:{count - 1}) ({key})"
+        )

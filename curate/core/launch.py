@@ -5,9 +5,10 @@ resolvers registered here: a stage on ``cpu`` (the cluster stage's default; the 
 no device) asks for no GPU and one task; any other device (``auto``, ``cuda``) for ``per_node``
 GPUs and one rank per GPU. Explicit ``hydra.launcher.gpus_per_node=...`` still wins.
 
-:class:`LauncherCheck` (a Hydra callback of the stage configs) refuses a sweep on SLURM through
-the plain ``hydra/launcher=submitit_slurm``: that form lacks the requeue and signal settings of
-``launcher=submitit_slurm``, so a preempted or timed-out job would be lost.
+:class:`LauncherCheck` (a Hydra callback of the stage configs) refuses the plain
+``hydra/launcher=submitit_slurm``, for a sweep and a single run alike, before any work: that form
+lacks the requeue and signal settings of ``launcher=submitit_slurm``, so a preempted or timed-out
+job would be lost.
 """
 
 from __future__ import annotations
@@ -61,7 +62,12 @@ def check_launcher(launcher: DictConfig) -> None:
 
 
 class LauncherCheck(Callback):
-    """Hydra callback: runs :func:`check_launcher` when a sweep (``-m``) starts, before the launcher."""
+    """Hydra callback: runs :func:`check_launcher` when a sweep (``-m``) starts, before the launcher,
+    and when a single run starts (the launcher named there would be ignored: the run would go on
+    here, not on SLURM)."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        check_launcher(config.hydra.launcher)
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         check_launcher(config.hydra.launcher)

@@ -148,6 +148,9 @@ class Tracker:
             except Exception as err:  # network, auth, timeout: keep the run, log offline
                 log.warning("wandb online init failed (%s); logging offline to %s/wandb", err, self.out)
                 self.mode = "offline"
+        # the process-wide settings too: wandb's analytics read those, not the run's, and would
+        # otherwise look the server up (DNS, HTTPS) from an offline run
+        wandb.setup(settings=wandb.Settings(mode="offline"))
         return wandb.init(mode="offline", settings=wandb.Settings(init_timeout=init_timeout_s), **kwargs)
 
     def log(self, metrics: Mapping[str, Any], step: int | None = None) -> None:

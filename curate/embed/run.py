@@ -26,6 +26,7 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Dataset
 
 from curate.core.dist import barrier, get_rank, get_world_size, init_distributed, resolve_device
+from curate.core.errors import check_device
 from curate.core.progress import Progress
 from curate.core.protocol import COMPLETE, Stage, content, decide, log_skip
 from curate.data.sources import Source, build_source, default_num_workers
@@ -146,6 +147,7 @@ def run_embed(cfg: DictConfig) -> dict:
         The store's manifest.
     """
     validate(cfg)
+    check_device(cfg.device)
     init_distributed(device=cfg.device)
     out = Path(cfg.out)
     inputs = {f"data.{key}": cfg.data.get(key) for key in ("root", "path")}

@@ -65,6 +65,19 @@ def plan_item_shards(
     return bounds, int(np.searchsorted(owner_of, lo)), int(np.searchsorted(owner_of, hi))
 
 
+NPY_MAGIC = b"\x93NUMPY"
+
+
+def check_npy_magic(path: str | os.PathLike) -> None:
+    """Refuse a file that does not start with the ``.npy`` magic bytes (random bytes, a text file,
+    a pickle): ``ValueError`` saying it is not a .npy file, before numpy guesses at its content."""
+    with open(path, "rb") as f:
+        head = f.read(len(NPY_MAGIC))
+    if head != NPY_MAGIC:
+        what = "an empty file" if not head else "it does not start with the .npy magic bytes"
+        raise ValueError(f"{path} is not a .npy file ({what}); give a (n, d) array saved with numpy.save")
+
+
 def open_npy(path: str | os.PathLike) -> np.memmap:
     """Memory-map a 2-D ``.npy`` file read-only, with clear errors for a missing or bad file."""
     path = Path(path)
@@ -72,6 +85,7 @@ def open_npy(path: str | os.PathLike) -> np.memmap:
         raise FileNotFoundError(f"embedding file not found: {path}")
     if path.is_dir():
         raise ValueError(f"{path} is a directory; expected a .npy file")
+    check_npy_magic(path)
     try:
         array = np.load(path, mmap_mode="r", allow_pickle=False)
     except (ValueError, EOFError, OSError) as err:  # empty file, truncated header, pickled content

@@ -1,0 +1,103 @@
+"""Reliability, round three (issue 23): refusals that passed, one device check, clear errors, no
+network in wandb's offline mode; every case through the real entry point of a stage.
+
+The cases share one Python process (each runs ``curate.<stage>``'s ``__main__`` with its own
+``sys.argv``, as ``python -m`` does) so the imports are paid once; the process refuses every
+network socket and name look-up, and prints ``NETWORK`` when one is tried.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from curate.core.atomic import atomic_save_npy
+
+REPO = Path(__file__).resolve().parents[1]
+DRIVER = r"""
+import contextlib, io, json, runpy, socket, sys
+cases_path, out_path = sys.argv[1:3]
+def refuse(*args, **kwargs):
+    sys.__stderr__.write(f"NETWORK {args}\n")
+    raise OSError("network refused by the test")
+_connect = socket.socket.connect
+def connect(self, addr):
+    if self.family in (socket.AF_INET, socket.AF_INET6):
+        refuse(addr)
+    return _connect(self, addr)
+socket.socket.connect, socket.getaddrinfo = connect, refuse
+results = []
+for module, *args in json.load(open(cases_path)):
+    err, rc = io.StringIO(), 0
+    sys.argv = [module, *args]
+    with contextlib.redirect_stderr(err):
+        try:
+            runpy.run_module(module, run_name="__main__", alter_sys=True)
+        except SystemExit as stop:
+            rc = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
+    results.append({"rc": rc, "stderr": err.getvalue()})
+json.dump(results, open(out_path, "w"))
+"""
+
+
+def _run_cases(tmp_path: Path, cases: list[list[str]]) -> list[dict]:
+    (tmp_path / "driver.py").write_text(DRIVER)
+    (tmp_path / "cases.json").write_text(json.dumps(cases))
+    env = {k: v for k, v in os.environ.items() if k != "WANDB_MODE"}  # the config's mode decides
+    env.update(HYDRA_FULL_ERROR="0", OMP_NUM_THREADS="1", PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1")
+    proc = subprocess.run(
+        [sys.executable, str(tmp_path / "driver.py"), str(tmp_path / "cases.json"), str(tmp_path / "res.json")],
+        capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "NETWORK" not in proc.stderr, proc.stderr[-3000:]
+    return json.loads((tmp_path / "res.json").read_text())
+
+
+def _one_error_line(result: dict, *expected: str) -> str:
+    assert result["rc"] == 2, result["stderr"][-2000:]
+    assert "Traceback" not in result["stderr"], result["stderr"][-2000:]
+    lines = [line for line in result["stderr"].splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1, result["stderr"][-2000:]
+    for text in expected:
+        assert text in lines[0], lines[0]
+    return lines[0]
+
+
+def test_refusals_devices_errors_and_no_network(tmp_path):
+    x = np.random.default_rng(0).normal(size=(300, 4)).astype(np.float32)
+    atomic_save_npy(tmp_path / "x.npy", x)
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "x.npy").write_bytes(np.random.default_rng(1).bytes(1000))
+    out = tmp_path / "out"
+    base = ["input.toy=null", "cluster=kmeans_flat", "cluster.n_iter=3", "cluster.levels=[{k:20},{k:5}]"]
+    ok = [*base, f"input.path={tmp_path / 'x.npy'}", f"out_dir={out}"]
+    refused = {
+        "+newkey=1": ("newkey is not a setting",),
+        "memory_budget_mb=-5": ("memory_budget_mb must be > 0",),
+        "hydra/launcher=submitit_slurm": ("hydra/launcher=submitit_slurm", "launcher=submitit_slurm"),
+        "device=cuda": ("device='cuda'",),
+        "device=cuda:7": ("device='cuda:7'",),
+        "seed=-1": ("seed must be >= 0",),
+    }
+    cases = [["curate.cluster", *ok, f"name=r{i}", arg] for i, arg in enumerate(refused)]
+    cases.append(["curate.cluster", *ok, "name=sweep", "-m", "seed=0,abc"])  # a flag after the overrides
+    cases.append(["curate.cluster", *base, f"input.path={tmp_path / 'bad' / 'x.npy'}", f"out_dir={out}", "name=bad"])
+    cases.append(["curate.cluster", *ok, "name=wb", "logger.wandb.mode=offline"])  # no socket (the driver)
+    results = _run_cases(tmp_path, cases)
+    no_cuda = not __import__("torch").cuda.is_available()
+    for (arg, expected), result in zip(refused.items(), results, strict=False):
+        if arg.startswith("device=") and not no_cuda:
+            continue
+        _one_error_line(result, *expected)
+    for i in range(len(refused)):  # refused before any work: no clustering, no checkpoint
+        folder = out / "cluster" / f"r{i}"
+        assert not (folder / "manifest.json").exists() and not (folder / "checkpoints").exists()
+    _one_error_line(results[len(refused)], "seed")
+    assert not (out / "multirun" / "cluster" / "sweep" / "seed=0").exists()
+    _one_error_line(results[len(refused) + 1], "not a .npy file", str(tmp_path / "bad" / "x.npy"))
+    assert results[-1]["rc"] == 0, results[-1]["stderr"][-2000:]
+    assert (out / "cluster" / "wb" / "manifest.json").exists() and (out / "cluster" / "wb" / "wandb").is_dir()

@@ -22,7 +22,7 @@ from curate.core.launch import EXECUTORS, register_resolvers
 from curate.core.protocol import RUN_ONLY, run_only_keys
 from curate.core.settings import above, at_least, check_settings
 from curate.core.tracking import MODES
-from curate.hierarchy.levels import LevelSpec, validate_levels
+from curate.hierarchy.levels import LevelConfig, LevelSpec, validate_levels
 from curate.hierarchy.model import RESAMPLE_STRATEGIES
 from curate.kmeans.estimator import DISTANCES, INITS
 from curate.sampling import STRATEGIES
@@ -50,16 +50,6 @@ ExportFormat = choices("ExportFormat", ("webdataset",))
 RetrieveMethod = choices("RetrieveMethod", ("exact", "ivf"))
 Executor = choices("Executor", EXECUTORS)
 DEFAULT_TOY = Toy.toy_2d
-
-
-@dataclass
-class LevelConfig:
-    """One level record: ``{k, resample_steps, sample_size, n_splits}`` (see LevelSpec)."""
-
-    k: int = MISSING
-    resample_steps: int = 0
-    sample_size: int = 1
-    n_splits: int = 1
 
 
 @dataclass

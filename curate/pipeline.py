@@ -70,9 +70,10 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from curate.analysis.metrics import rarest, rarest_classes
-from curate.conf import LoggerConfig
+from curate.conf import LoggerConfig, level_specs
 from curate.core.atomic import atomic_write_json
 from curate.core.protocol import Action, Stage, completion_record, content, decide, fingerprint, log_skip
+from curate.hierarchy.levels import LevelSpec, resolve_levels
 from curate.io.idlist import read_ids, write_ids
 from curate.sampling import random_rows, resolve_target, water_fill
 
@@ -617,6 +618,7 @@ class Pipeline:
         ``random`` and ``full`` baselines."""
         self.root.mkdir(parents=True, exist_ok=True)
         manifest, dedup, reads = self.run_pool()
+        self.check_pool(manifest, dedup)
         pool = self.folder("dedup") if dedup is not None else None
         for name in (b for b in self.cfg.baselines if b in CONTROLS):
             self.run_training(f"train_{name}", f"eval_{name}", self.control_selection(name, pool), [f"sample_{name}"])
@@ -631,6 +633,23 @@ class Pipeline:
         if self.cfg.only not in (None, "eval"):
             return None  # a stage job of a submitted chain: the eval job writes the summary
         return self.write_summary(manifest, dedup)
+
+    def check_pool(self, manifest: dict | None, dedup: dict | None) -> None:
+        """Once the pool's size ``n`` is known (the embedded items, less the duplicates), before the
+        heavy work after it (the label oracles' trainings, the clustering): every level's ``k``
+        resolved and checked against its input, the sampling budget against ``n``
+        (:func:`check_sizes`); one error naming the key."""
+        if manifest is None:  # no finished embedding in this run: nothing is known yet
+            return
+        n = int(dedup["kept"] if dedup is not None else manifest["count"])
+        pool = f"after dedup of {manifest['count']} embedded" if dedup is not None else "embedded"
+        cluster = self.cluster_config() if self.wanted("cluster") else None
+        wants_budget = self.wanted("sample") or any(b in CONTROLS for b in self.cfg.baselines)
+        specs = check_sizes(cluster, self.sample_config() if wants_budget else None, n, pool)
+        if specs:
+            log.info(
+                "cluster: k = %s for the n=%d items (%s)", " / ".join(str(s.k * s.n_splits) for s in specs), n, pool
+            )
 
     def log_control(self) -> None:
         """Log the positive control's gap (balanced minus no_tail on the tail, in points) once both
@@ -800,6 +819,51 @@ class Pipeline:
         _, ids = load_embeddings(store)
         names = names or [str(c) for c in range(int(labels.max(initial=-1)) + 1)]
         return [str(i) for i in ids], labels, names
+
+
+def check_sizes(cluster: DictConfig | None, sample: DictConfig | None, n: int, pool: str) -> list[LevelSpec]:
+    """The pool-size checks of a run whose clustering gets ``n`` items.
+
+    Args:
+        cluster: the cluster stage's config (None: not checked).
+        sample: the sample stage's config; its ``targets[0]`` (None: not checked).
+        n: the items the clustering gets.
+        pool: how messages describe them (``after dedup of 1276 embedded``).
+
+    Returns:
+        The levels resolved for ``n`` (every ``k`` an int; :func:`curate.hierarchy.levels.resolve_levels`),
+        empty without ``cluster``.
+
+    Raises:
+        ValueError: one line naming the key (``cluster.cluster.levels[0] (level 1): k=1500 exceeds ...``,
+            ``cluster.cluster.init_max_points``, ``sample.targets[0]``) and what scales instead.
+    """
+    specs: list[LevelSpec] = []
+    if cluster is not None:
+        try:
+            specs = resolve_levels(level_specs(cluster), n)
+        except ValueError as err:
+            raise ValueError(
+                f"cluster.cluster.{err} ({pool}); a k relative to the level's input scales with the pool: "
+                "a fraction (k: 0.1) or k: auto"
+            ) from None
+        init_max = cluster.cluster.get("init_max_points")
+        biggest = max(spec.k for spec in specs)
+        if init_max is not None and init_max < biggest:
+            raise ValueError(
+                f"cluster.cluster.init_max_points={init_max} is below k={biggest}, the largest k of the levels "
+                f"for the n={n} items ({pool})"
+            )
+    if sample is not None:
+        target = sample.targets[0]
+        budget = resolve_target(target, n)
+        most = n * int(sample.get("multiplier", 1))
+        if not 1 <= budget <= most:
+            raise ValueError(
+                f"sample.targets[0]={target} asks for {budget} of the n={n} items ({pool}; at most {most}); "
+                "a fraction of the pool (sample.targets=[0.3]) scales with it"
+            )
+    return specs
 
 
 def _store_summary(manifest: dict) -> dict:

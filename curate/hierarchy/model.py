@@ -6,6 +6,12 @@ level: one k-means on the full level input, then ``resample_steps`` resampling-c
 that pooled sample, reassign the full level input). Optionally level 1 splits every cluster into
 ``n_splits`` sub-clusters.
 
+A level's ``k`` may be relative to its input (a fraction, or ``auto``: :class:`LevelSpec`); the fit
+resolves it against the rows the level actually gets (``resolved_``, the manifest's ``spec``). With
+``fit_fraction`` / ``fit_max_points`` the level's first k-means runs its Lloyd iterations on a
+seeded subset of the level input and then assigns every row once; what follows (resampling, the
+split) starts from that assignment of all rows.
+
 Distributed: level 1 runs on the sharded items with the distributed k-means engine (each rank
 its shard); its assignments are then gathered so every rank holds the level's CSR. An upper
 level whose input (the previous level's centroids, held by every rank) has at least
@@ -22,7 +28,6 @@ import logging
 import shutil
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +38,7 @@ import curate
 from curate.core import dist
 from curate.core.atomic import atomic_path, atomic_write_json
 from curate.core.errors import IdentityError, InputError
-from curate.hierarchy.levels import LEVEL_ARRAYS, Level, LevelSpec, validate_levels
+from curate.hierarchy.levels import LEVEL_ARRAYS, Level, LevelSpec, resolve_level, validate_levels
 from curate.hierarchy.split import split_clusters, split_clusters_regrouped
 from curate.io.identity import sharded_rows_digest, vouch
 from curate.io.jsonfile import read_json
@@ -49,6 +54,7 @@ log = logging.getLogger(__name__)
 
 RESAMPLE_STRATEGIES = ("closest", "random")
 FORMAT_VERSION = 1
+FIT_SUBSET_STREAM = 2_000_000  # the seed stream of a level's fit subset (resampling steps: 1..m, split: 1e6)
 
 
 def resample_members(level: Level, sample_size: int, strategy: str, rng: np.random.Generator) -> np.ndarray:
@@ -165,15 +171,16 @@ class HierarchicalKMeans:
         self.split_regroup = bool(split_regroup)
         self._sharded: set[int] = set()  # the levels of this fit that run sharded
         self.levels_: list[Level] = []
+        self.resolved_: list[LevelSpec] = []  # the specs as built: every k an int (a relative k resolved)
         self.n_items_: int = 0
         self.dim_: int = 0
         # validates device / distance / init the same way the engine does
-        self._kmeans(self.specs[0].k, seed=0)
+        self._kmeans(self.specs[0].k if not self.specs[0].relative else 1, seed=0)
 
     # -- configuration ------------------------------------------------------------------------
     def config(self) -> dict[str, Any]:
         return {
-            "levels": [asdict(spec) for spec in self.specs],
+            "levels": [spec.record() for spec in self.specs],
             "n_iter": self.n_iter,
             "seed": self.seed,
             "distance": self.distance,
@@ -227,9 +234,12 @@ class HierarchicalKMeans:
         validate_levels(self.specs, n_items)
         self.n_items_, self.dim_ = n_items, source.d
         self._check_checkpoint_config(n_items, source.d, source)
-        self.levels_ = []
+        self.levels_, self.resolved_ = [], []
         level_input: ArrayLike = source
-        for t, spec in enumerate(self.specs[:stop_after_level], start=1):
+        for t, given in enumerate(self.specs[:stop_after_level], start=1):
+            # a relative k against the level's actual input: the items, or the clusters level t - 1 kept
+            spec = resolve_level(given, t, n_items if t == 1 else self.levels_[-1].k)
+            self.resolved_.append(spec)
             world = dist.get_world_size()
             sharded = t == 1 or (world > 1 and level_input.shape[0] >= self.shard_min_rows * world)
             if sharded:
@@ -244,11 +254,6 @@ class HierarchicalKMeans:
                 self._save_level_checkpoint(t, level)
             self.levels_.append(level)
             level_input = level.centroids
-            if t < len(self.specs) and self.specs[t].k >= level.k:
-                raise ValueError(
-                    f"levels[{t}]: k={self.specs[t].k} but level {t} kept only {level.k} non-empty clusters; "
-                    "lower k of the upper levels"
-                )
         return self
 
     def _gather(self, t: torch.Tensor, sharded: bool) -> np.ndarray:
@@ -259,14 +264,24 @@ class HierarchicalKMeans:
         stats: dict[str, Any] = {"level": t, "k_requested": spec.k * spec.n_splits, "inertia": []}
         n_rows = self.levels_[t - 2].k if t > 1 and len(self.levels_) >= t - 1 else self.n_items_
         log.info("level %d of %d: k-means with k=%d on %d rows", t, len(self.specs), spec.k, n_rows)
-        km = self._kmeans(spec.k, self._seed(t, 0), checkpoint_dir=self._run_dir(t, 0), run=(t, 0)).fit(x)
+        km = self._kmeans(spec.k, self._seed(t, 0), checkpoint_dir=self._run_dir(t, 0), run=(t, 0))
+        fit_rows = spec.fit_rows(n_rows)
+        if fit_rows < n_rows:  # Lloyd on a seeded subset, then every row assigned once
+            log.info("level %d: fitting on %d of the %d rows (fit_fraction / fit_max_points)", t, fit_rows, n_rows)
+            km.fit(self._fit_subset(x, n_rows, fit_rows, self._seed(t, FIT_SUBSET_STREAM), sharded))
+            local_labels, local_sq = km.assign(x)
+            stats.update(fit_rows=fit_rows, fit_inertia=km.inertia)  # fit_inertia: of the subset
+        else:
+            km.fit(x)
+            local_labels, local_sq = km.labels_, km.sq_dist_
         centroids = km.centroids.cpu().numpy()
-        labels, sq = self._gather(km.labels_, sharded), self._gather(km.sq_dist_, sharded)
-        stats["inertia"].append(km.inertia)
+        labels, sq = self._gather(local_labels, sharded), self._gather(local_sq, sharded)
+        # the objective over every row of the level (a subset fit's gathered distances: the same sum on any world size)
+        stats["inertia"].append(km.inertia if fit_rows == n_rows else float(sq.sum(dtype=np.float64)))
         stats["empty_reseeded"] = sum(s["empty_reseeded"] for s in km.stats)
         if spec.n_splits > 1:
             log.info("level %d: splitting each of %d clusters into %d", t, spec.k, spec.n_splits)
-            centroids, labels, sq, split_stats = self._split(spec, x, km, labels, sharded, t)
+            centroids, labels, sq, split_stats = self._split(spec, x, local_labels, labels, sharded, t)
             stats["split"] = split_stats
         for step in range(1, spec.resample_steps + 1):
             log.info("level %d: resampling step %d of %d", t, step, spec.resample_steps)
@@ -293,7 +308,7 @@ class HierarchicalKMeans:
         return level
 
     def _split(
-        self, spec: LevelSpec, x: ArrayLike, km: KMeans, labels: np.ndarray, sharded: bool, t: int
+        self, spec: LevelSpec, x: ArrayLike, local_labels: torch.Tensor, labels: np.ndarray, sharded: bool, t: int
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
         source = RowSource(x)
         rows = LocalRows(
@@ -308,7 +323,7 @@ class HierarchicalKMeans:
         with matmul_precision(self.device, self.allow_tf32):  # the batched matmul, like KMeans'
             sub, slot_local, sq_local, stats = split(
                 rows,
-                km.labels_,
+                local_labels,
                 labels,
                 spec.k,
                 spec.n_splits,
@@ -344,12 +359,7 @@ class HierarchicalKMeans:
                 f"level {t}: the resampling sample holds {len(picked)} points, fewer than k={spec.k}; "
                 f"raise sample_size (now {spec.sample_size})"
             )
-        source = RowSource(x)
-        offset = (
-            int(dist.all_gather_stack(torch.tensor([source.n])).flatten()[: dist.get_rank()].sum()) if sharded else 0
-        )
-        mine = picked[(picked >= offset) & (picked < offset + source.n)] - offset
-        sample = source.take(torch.from_numpy(mine), "cpu")
+        sample = _take_global(RowSource(x), picked, sharded)
         km = self._kmeans(
             spec.k, self._seed(t, step), init="k-means++", checkpoint_dir=self._run_dir(t, step), run=(t, step)
         )
@@ -363,6 +373,13 @@ class HierarchicalKMeans:
         )
         self._save_step(t, step, result)
         return result
+
+    def _fit_subset(self, x: ArrayLike, n_rows: int, m: int, seed: int, sharded: bool) -> torch.Tensor:
+        """The level's fit subset: ``m`` of its ``n_rows`` global rows, uniform without replacement
+        (seeded: the same rows for any number of ranks), in row order; this rank's part as
+        ``(m_local, d)`` float32 in host memory."""
+        chosen = np.sort(np.random.default_rng(seed).choice(n_rows, size=m, replace=False))
+        return _take_global(RowSource(x), chosen, sharded)
 
     # -- sampling ---------------------------------------------------------------------------
     def sample(self, target: int | float, strategy: str = "random", seed: int = 0, multiplier: int = 1) -> np.ndarray:
@@ -394,8 +411,10 @@ class HierarchicalKMeans:
                 "config": self.config(),
                 "n_items": self.n_items_,
                 "dim": self.dim_,
+                # spec: the level as built, a relative k resolved (k: 0.1 -> the int it gave)
                 "levels": [
-                    {"k": level.k, "n_inputs": int(len(level.assign)), "stats": level.stats} for level in self.levels_
+                    {"k": level.k, "n_inputs": int(len(level.assign)), "spec": spec.record(), "stats": level.stats}
+                    for level, spec in zip(self.levels_, self.resolved_, strict=True)
                 ],
                 "versions": _versions(),
                 **extra,
@@ -424,6 +443,8 @@ class HierarchicalKMeans:
             Level.load(folder / f"level{t}", entry["stats"]) for t, entry in enumerate(manifest["levels"], start=1)
         ]
         hkm.n_items_, hkm.dim_ = manifest["n_items"], manifest["dim"]
+        # the specs as built (an older manifest has none: its k were all ints)
+        hkm.resolved_ = [LevelSpec.of(entry.get("spec", spec)) for entry, spec in zip(manifest["levels"], hkm.specs)]
         return hkm
 
     # -- checkpoints ------------------------------------------------------------------------
@@ -507,6 +528,15 @@ class HierarchicalKMeans:
         folder = self.checkpoint_dir / f"level{t}"
         for path in list(folder.glob("step*.npz")) + list(folder.glob("run*")):
             shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
+def _take_global(source: RowSource, rows: np.ndarray, sharded: bool) -> torch.Tensor:
+    """This rank's rows among the sorted global row indices ``rows: (m,)`` of a level input
+    (sharded: each rank holds a contiguous block; replicated: all of it), as ``(m_local, d)``
+    float32 in host memory."""
+    offset = int(dist.all_gather_stack(torch.tensor([source.n])).flatten()[: dist.get_rank()].sum()) if sharded else 0
+    mine = rows[(rows >= offset) & (rows < offset + source.n)] - offset
+    return source.take(torch.from_numpy(mine), "cpu")
 
 
 def _versions() -> dict[str, str]:

@@ -177,7 +177,12 @@ class DedupConfig:
     Attributes:
         input: an embedding store directory or a ``(N, d)`` ``.npy``.
         out: output directory (also Hydra's run dir).
-        threshold: cosine similarity above which a row is a near-duplicate of a kept earlier row.
+        threshold: cosine similarity above which a row is a near-duplicate of a kept earlier row
+            (or of a reference row); computed cosines are compared with a 1e-5 margin for float32
+            rounding (``curate.dedup.SIM_TOLERANCE``), so ``1.0`` removes nothing.
+        reference: decontamination: a store (or ``.npy``) or a list of them, e.g. the evaluation
+            sets embedded with the pool's encoder; every pool row more similar than ``threshold``
+            to one of their rows is removed too. Their identities are content settings.
         chunk_size: rows per rank and step (a ``chunk_size x world_size * chunk_size`` similarity
             block is held); None: 1024 on CPU, 8192 on GPU.
         backend: ``torch`` (matmul on ``device``) or ``faiss`` (exact ``IndexFlatIP`` range search).
@@ -194,6 +199,7 @@ class DedupConfig:
     input: str = MISSING
     out: str = field(default=MISSING, metadata=RUN_ONLY)
     threshold: float = 0.95
+    reference: Any = None  # str | list[str]
     chunk_size: int | None = field(default=None, metadata=RUN_ONLY)
     backend: DedupBackend = field(default=DedupBackend.torch, metadata=RUN_ONLY)
     device: str = field(default="auto", metadata=RUN_ONLY)

@@ -30,6 +30,22 @@ number of ranks (up to float rounding of similarities within ~1e-6 of the thresh
 ``K / world_size`` kept rows (float32). The ``faiss`` backend does step 1 with an exact
 ``IndexFlatIP.range_search`` over the rank's shard instead of torch.
 
+Tolerance (:data:`SIM_TOLERANCE`). Similarities are float32 dot products of normalised rows: two
+copies of one row can come out at 1.0000001 and two orthogonal rows at 1e-8. A pair counts as
+near-duplicates only when its computed cosine exceeds ``threshold + SIM_TOLERANCE`` (1e-5, above
+the rounding of float32 dot products of unit rows in practice, which is ~1e-6 for d <= 4096), so
+``threshold=1.0`` removes nothing and ``threshold=0.0`` keeps exactly orthogonal rows; a pair whose
+cosine lies within 1e-5 above the threshold may be kept.
+
+Decontamination (``reference=<store | list of stores>``: the evaluation sets). A pool row whose
+cosine similarity to any reference row exceeds the threshold (same tolerance) is removed first:
+it is a *fixed* removal, so it neither stays nor removes a later pool row, and the greedy rule
+runs on the rest. Each window's rows are searched against the references with the exact chunked
+search of :func:`curate.retrieval.search` (the references sharded over the ranks, top-1 merged),
+so the result does not depend on the number of ranks either. ``contaminated_by`` gives, for each
+row removed that way, its most similar reference row (rows of the references concatenated in the
+order given).
+
 A checkpoint (the decisions so far) is written by rank 0 every ``checkpoint_every_s`` seconds; a
 killed run started again resumes from it (at any world size) and ends with the same result.
 """
@@ -55,18 +71,23 @@ from curate.conf import DedupConfig, register_configs
 from curate.core import dist
 from curate.core.atomic import atomic_path, atomic_save_npy, atomic_write_json
 from curate.core.entry import hydra_entry
-from curate.core.errors import IdentityError, UnsafeOutputError
+from curate.core.errors import IdentityError, InputError, UnsafeOutputError
 from curate.core.progress import Progress
 from curate.core.protocol import COMPLETE, Action, Stage, completion_record, content, decide, fingerprint, log_skip
 from curate.io.identity import check_identity, input_identity
 from curate.io.idlist import write_ids
 from curate.io.store import StoreWriter, finalize_store, load_embeddings, read_manifest
-from curate.retrieval import normalised_rows
+from curate.retrieval import normalised_rows, search
 from curate.stage import guarded_output, read_json, run_stage
 
 log = logging.getLogger(__name__)
 
-RULE = "sequential greedy: keep row i unless a kept row j < i has cosine(x_i, x_j) > threshold"
+#: a computed cosine counts as above the threshold only beyond this margin (float32 rounding; see above)
+SIM_TOLERANCE = 1e-5
+RULE = (
+    "sequential greedy: keep row i unless a kept row j < i has cosine(x_i, x_j) > threshold + 1e-5; "
+    "rows with cosine > threshold + 1e-5 to a reference row removed first"
+)
 # content settings that change only which files are made from the decisions, not the decisions
 OUTPUT_ONLY = {"write_store"}
 FRESH = "set overwrite=true or choose another out="
@@ -87,6 +108,24 @@ def validate(cfg: Any) -> None:
         raise ValueError(f"checkpoint_every_s must be >= 0, got {cfg.checkpoint_every_s}")
     if cfg.shard_size < 1:
         raise ValueError(f"shard_size must be >= 1, got {cfg.shard_size}")
+    reference_paths(cfg.reference)
+
+
+def reference_paths(reference: Any) -> list[str]:
+    """``reference`` (None, one path or a list of paths) as a list of paths; raises
+    ``ValueError`` naming ``reference`` for anything else."""
+    if reference is None:
+        return []
+    paths = [reference] if isinstance(reference, str) else list(reference) if _is_list(reference) else None
+    if paths is None or not all(isinstance(p, str) and p.strip() for p in paths):
+        raise ValueError(f"reference must be a store path or a list of store paths, got {reference!r}")
+    return [str(p) for p in paths]
+
+
+def _is_list(value: Any) -> bool:
+    from omegaconf import ListConfig
+
+    return isinstance(value, list | tuple | ListConfig)
 
 
 @dataclass
@@ -99,11 +138,14 @@ class DedupResult:
             kept rows. Rank 0 only (None on the other ranks: 12 bytes a row they do not need).
         similarity: ``(N,) float32``: the cosine similarity to ``duplicate_of`` (NaN for kept rows);
             rank 0 only.
+        contaminated_by: ``(N,) int64``: for a row removed for its similarity to a reference row,
+            that (most similar) reference row; -1 for the others. Rank 0 only.
     """
 
     keep: np.ndarray
     duplicate_of: np.ndarray | None
     similarity: np.ndarray | None
+    contaminated_by: np.ndarray | None = None
 
     @property
     def kept_indices(self) -> np.ndarray:
@@ -256,13 +298,16 @@ class _Progress:
     keep: np.ndarray
     duplicate_of: np.ndarray | None  # rank 0 only
     similarity: np.ndarray | None  # rank 0 only
+    contaminated_by: np.ndarray | None  # rank 0 only
     next_row: int = 0
 
     @classmethod
     def fresh(cls, n: int, details: bool) -> _Progress:
         if not details:
-            return cls(np.zeros(n, bool), None, None)
-        return cls(np.zeros(n, bool), np.full(n, -1, np.int64), np.full(n, np.nan, np.float32))
+            return cls(np.zeros(n, bool), None, None, None)
+        return cls(
+            np.zeros(n, bool), np.full(n, -1, np.int64), np.full(n, np.nan, np.float32), np.full(n, -1, np.int64)
+        )
 
 
 def _fingerprint(n: int, d: int, threshold: float, identity: dict | None = None) -> str:
@@ -280,6 +325,7 @@ def _save_checkpoint(path: Path, progress: _Progress, fingerprint: str) -> None:
             keep=progress.keep[:stop],
             duplicate_of=progress.duplicate_of[:stop],
             similarity=progress.similarity[:stop],
+            contaminated_by=progress.contaminated_by[:stop],
         )
 
 
@@ -298,6 +344,7 @@ def _load_checkpoint(path: Path | None, n: int, fingerprint: str, details: bool)
         if details:
             progress.duplicate_of[:stop] = saved["duplicate_of"]
             progress.similarity[:stop] = saved["similarity"]
+            progress.contaminated_by[:stop] = saved["contaminated_by"]
     progress.next_row = stop
     log.info("resuming dedup from %s at row %d of %d", path, stop, n)
     return progress
@@ -356,6 +403,8 @@ def deduplicate(
     checkpoint: str | Path | None = None,
     checkpoint_every_s: float = 300.0,
     identity: dict | None = None,
+    reference: Any = (),
+    memory_budget_mb: float = 256.0,
 ) -> DedupResult:
     """Remove near-duplicates with the sequential greedy rule (see the module docstring).
 
@@ -378,7 +427,11 @@ def deduplicate(
             decisions there every ``checkpoint_every_s`` seconds. None: no checkpoints.
         checkpoint_every_s: seconds between checkpoints (0: after every window).
         identity: the input's identity (:func:`curate.io.identity.input_identity`), kept in the
-            checkpoint: a checkpoint of another input is refused.
+            checkpoint: a checkpoint of another input is refused (include the references' too).
+        reference: ``(R_k, d)`` row sets (the evaluation sets; arrays, memmaps or store views):
+            a row more similar than ``threshold`` to any of their rows is removed first (see the
+            module docstring); every rank passes the same ones.
+        memory_budget_mb: working memory of one reference search tile (:func:`curate.retrieval.search`).
 
     Returns:
         :class:`DedupResult`.
@@ -388,6 +441,9 @@ def deduplicate(
         raise ValueError(f"device={str(device)!r} but CUDA is not available; use device='cpu'")
     rank, world = dist.get_rank(), dist.get_world_size()
     n, d = int(x.shape[0]), int(x.shape[1])
+    cut = float(threshold) + SIM_TOLERANCE
+    reference = list(reference)
+    offsets = np.cumsum([0] + [int(r.shape[0]) for r in reference])
     checkpoint = None if checkpoint is None else Path(checkpoint)
     fingerprint = _fingerprint(n, d, threshold, identity)
     progress = _load_checkpoint(checkpoint, n, fingerprint, details=rank == 0)
@@ -407,21 +463,23 @@ def deduplicate(
             raise ValueError(f"row {bad} holds NaN or Inf")
         window = dist.all_gather_rows(mine)  # (m, d)
         # 1. against the kept rows of earlier windows (each rank: its shard)
-        best, arg = _global_best(*kept.best(window, threshold))
-        removed_prev = best > threshold
+        contaminated = _reference_hits(window, reference, offsets, cut, device, memory_budget_mb)
+        best, arg = _global_best(*kept.best(window, cut))
+        removed_prev = best > cut
         # 2. inside the window
-        src, dst, sim = _window_edges(mine, window, lo - w0, threshold)
-        keep = resolve_edges(m, src, dst, removed_prev)
+        src, dst, sim = _window_edges(mine, window, lo - w0, cut)
+        keep = resolve_edges(m, src, dst, removed_prev | (contaminated >= 0))
         in_best, in_arg = best_kept_predecessor(m, src, dst, sim, keep)
         # the most similar kept row, earlier window or this one (ties: the earlier window, smaller)
         from_window = in_best > best
-        dup = torch.where(from_window, in_arg + w0, arg).masked_fill(keep, -1)
+        dup = torch.where(from_window, in_arg + w0, arg).masked_fill(keep | (contaminated >= 0), -1)
         dup_sim = torch.where(from_window, in_best, best)
         rows = slice(w0, w0 + m)
         progress.keep[rows] = keep.cpu().numpy()
         if progress.duplicate_of is not None:
             progress.duplicate_of[rows] = dup.cpu().numpy()
-            progress.similarity[rows] = np.where(progress.keep[rows], np.nan, dup_sim.cpu().numpy())
+            progress.similarity[rows] = np.where(dup.cpu().numpy() < 0, np.nan, dup_sim.cpu().numpy())
+            progress.contaminated_by[rows] = contaminated.cpu().numpy()
         progress.next_row = w0 + m
         # 3. this rank's kept rows join its shard
         mine_keep = keep[lo - w0 : hi - w0]
@@ -430,7 +488,23 @@ def deduplicate(
             _save_checkpoint(checkpoint, progress, fingerprint)
             last_saved = time.monotonic()
         report.update(m, lambda: f"{progress.next_row - int(progress.keep[: progress.next_row].sum())} removed so far")
-    return DedupResult(progress.keep, progress.duplicate_of, progress.similarity)
+    return DedupResult(progress.keep, progress.duplicate_of, progress.similarity, progress.contaminated_by)
+
+
+def _reference_hits(
+    window: torch.Tensor, reference: list[Any], offsets: np.ndarray, cut: float, device: torch.device, budget: float
+) -> torch.Tensor:
+    """For each row of ``window (m, d)`` (normalised, the same on every rank), its most similar
+    reference row when that similarity exceeds ``cut``, else -1: ``(m,) int64`` rows of the
+    references concatenated (ties: the earlier reference, then the smaller row)."""
+    best = torch.full((len(window),), -float("inf"))
+    hit = torch.full((len(window),), -1, dtype=torch.int64)
+    for k, rows in enumerate(reference):
+        scores, index = search(rows, window, 1, device=device, memory_budget_mb=budget)
+        scores, index = torch.from_numpy(scores[:, 0]), torch.from_numpy(index[:, 0])
+        better = scores > best
+        best, hit = torch.where(better, scores, best), torch.where(better, index + int(offsets[k]), hit)
+    return torch.where(best > cut, hit, -1).to(window.device)
 
 
 def _rebuild_shard(
@@ -462,15 +536,51 @@ def run_dedup(cfg: DictConfig) -> dict:
     validate(cfg)
     dist.init_distributed(device=cfg.device if cfg.backend == "torch" else "cpu")
     out = Path(cfg.out)
-    with guarded_output(out, {"input": cfg.input}, "out"):
+    inputs = {"input": cfg.input, **{f"reference[{i}]": p for i, p in enumerate(reference_paths(cfg.reference))}}
+    with guarded_output(out, inputs, "out"):
         return _run_dedup(cfg, out)
+
+
+def open_references(paths: list[str], d: int, pool: str) -> tuple[list[Any], list[dict]]:
+    """The reference stores as row sets, and their records ``{path, identity, count}``.
+
+    Raises:
+        InputError: a missing or unreadable store, a dimension other than the pool's ``d``, a
+            NaN / Inf row; one line naming ``reference``.
+    """
+    from curate.io.store import check_finite
+
+    rows, records = [], []
+    for path in paths:
+        try:
+            array, _ = load_embeddings(Path(path).expanduser())
+            if int(array.shape[1]) != d:
+                raise InputError(
+                    f"reference={path} has dimension {array.shape[1]}, the pool input={pool} has {d}: "
+                    "embed both with the same encoder"
+                )
+            check_finite(Path(path).expanduser())
+        except (FileNotFoundError, ValueError) as err:
+            if isinstance(err, InputError):
+                raise
+            raise InputError(f"reference={path}: {err}") from None
+        rows.append(array)
+        records.append({"path": str(Path(path).expanduser().resolve()), "identity": input_identity(path, array)})
+        records[-1]["count"] = int(array.shape[0])
+    return rows, records
 
 
 def _run_dedup(cfg: DictConfig, out: Path) -> dict:
     array, ids = load_embeddings(cfg.input)
     source = str(Path(cfg.input).expanduser().resolve())
+    references, ref_records = open_references(reference_paths(cfg.reference), int(array.shape[1]), cfg.input)
     identity = input_identity(cfg.input, array)
-    settings = {**content(cfg), "input": source}
+    # the references' identities are content settings: another evaluation set is another dedup
+    settings = {
+        **content(cfg),
+        "input": source,
+        "reference": [{k: r[k] for k in ("path", "identity")} for r in ref_records] or None,
+    }
     done = out / "dedup.json"
     if cfg.overwrite and dist.is_main_process():
         _remove_own_outputs(out, source)
@@ -497,16 +607,21 @@ def _run_dedup(cfg: DictConfig, out: Path) -> dict:
         cfg.sim_budget,
         checkpoint=out / "checkpoint.npz",
         checkpoint_every_s=cfg.checkpoint_every_s,
-        identity=identity,
+        identity={"input": identity, "reference": settings["reference"]} if references else identity,
+        reference=references,
     )
     elapsed = time.perf_counter() - started
     kept = result.kept_indices
     n = len(result.keep)
+    contaminated = _contamination(result.contaminated_by, ref_records)
+    removed_ref = sum(r["removed"] for r in contaminated) if contaminated else 0
     log.info(
-        "dedup: kept %d of %d rows (%d near-duplicates above cosine %.3f) in %.1f s on %d rank(s)",
+        "dedup: kept %d of %d rows (%d near-duplicates, %d near a reference row, above cosine %.3f) in %.1f s "
+        "on %d rank(s)",
         len(kept),
         n,
-        n - len(kept),
+        n - len(kept) - removed_ref,
+        removed_ref,
         cfg.threshold,
         elapsed,
         dist.get_world_size(),
@@ -517,7 +632,11 @@ def _run_dedup(cfg: DictConfig, out: Path) -> dict:
         "count": n,
         "kept": len(kept),
         "removed": n - len(kept),
+        "duplicates": n - len(kept) - removed_ref,
+        "contaminated": removed_ref if references else None,
+        "reference": contaminated,
         "threshold": float(cfg.threshold),
+        "tolerance": SIM_TOLERANCE,
         "rule": RULE,
         "backend": cfg.backend,
         "chunk_size": cfg.chunk_size,
@@ -528,6 +647,10 @@ def _run_dedup(cfg: DictConfig, out: Path) -> dict:
     if dist.is_main_process():
         atomic_save_npy(out / "kept_indices.npy", kept)
         atomic_save_npy(out / "duplicate_of.npy", result.duplicate_of)
+        if references:
+            atomic_save_npy(out / "contaminated_by.npy", result.contaminated_by)
+        else:
+            (out / "contaminated_by.npy").unlink(missing_ok=True)  # a run's outputs are its own only
         write_ids(out / "kept_ids.txt", (ids[int(i)] for i in kept))
         if cfg.write_store:
             _write_kept_store(Path(cfg.input), out / "store", array, ids, kept, cfg)
@@ -542,6 +665,17 @@ def _run_dedup(cfg: DictConfig, out: Path) -> dict:
                 tracker.summary(record)
     dist.barrier()
     return summary
+
+
+def _contamination(contaminated_by: np.ndarray | None, records: list[dict]) -> list[dict] | None:
+    """Per reference: ``path``, ``count`` (its rows) and ``removed`` (pool rows removed for their
+    similarity to it); None without references (rank 0's counts; other ranks: zeros)."""
+    if not records:
+        return None
+    hits = np.zeros(0, np.int64) if contaminated_by is None else contaminated_by[contaminated_by >= 0]
+    offsets = np.cumsum([0] + [r["count"] for r in records])
+    per = np.histogram(hits, bins=offsets)[0] if len(hits) else np.zeros(len(records), np.int64)
+    return [{"path": r["path"], "count": r["count"], "removed": int(c)} for r, c in zip(records, per)]
 
 
 def _rewrite_outputs(cfg: DictConfig, out: Path, found: dict, settings: dict, array: Any, ids: Any) -> dict:
@@ -570,7 +704,14 @@ def _is_own_store(path: Path, source: str) -> bool:
 
 def _remove_own_outputs(out: Path, source: str) -> None:
     """``overwrite=true``: remove what an earlier dedup wrote into ``out`` (nothing else)."""
-    for name in ("dedup.json", "checkpoint.npz", "kept_indices.npy", "duplicate_of.npy", "kept_ids.txt"):
+    for name in (
+        "dedup.json",
+        "checkpoint.npz",
+        "kept_indices.npy",
+        "duplicate_of.npy",
+        "kept_ids.txt",
+        "contaminated_by.npy",
+    ):
         (out / name).unlink(missing_ok=True)
     for name in ("store", STORE_PARTIAL):
         folder = out / name
@@ -634,7 +775,7 @@ STAGE = Stage(
     schema=DedupConfig,
     run=run_dedup,
     inputs=("input",),
-    outputs=("kept_indices.npy", "kept_ids.txt", "duplicate_of.npy", "store"),
+    outputs=("kept_indices.npy", "kept_ids.txt", "duplicate_of.npy", "contaminated_by.npy", "store"),
     record="dedup.json",
     check=validate,
     register=register_configs,
@@ -650,4 +791,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    hydra_entry(main, outputs={"out": ("input",)})
+    hydra_entry(main, outputs={"out": ("input", "reference")})

@@ -152,3 +152,17 @@ def test_cluster_cli_refuses_a_bad_fit_fraction_in_one_line(tmp_path, blobs, cli
 def test_fit_settings_that_cannot_fit_are_refused_naming_the_level(blobs, level, expected):
     with pytest.raises(ValueError, match=r"levels\[0\] \(level 1\): .*" + expected):
         HierarchicalKMeans([level], n_iter=1).fit(blobs)
+
+
+def test_bench_fit_fraction_compares_with_the_full_fit_of_the_same_run(load_script, capsys):
+    bench = load_script("bench_fit_fraction")
+    argv = ["--n", "3000", "--d", "8", "--clusters", "40", "--k", "20", "--iters", "5"]
+    rows = bench.main([*argv, "--fractions", "0.2", "1"])
+    assert [r["fraction"] for r in rows] == [1.0, 0.2]  # the full fit first, whatever the order given
+    assert [r["fit_rows"] for r in rows] == [3000, 600]
+    assert rows[0]["inertia_vs_full"] == 1.0 and rows[0]["time_vs_full"] == 1.0
+    # the subset fit's centroids are a worse fit of all rows, but not far off on 40 components
+    assert 0.99 < rows[1]["inertia_vs_full"] < 1.3
+    assert "inertia/full" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="must include 1"):
+        bench.main([*argv, "--fractions", "0.5"])

@@ -250,9 +250,10 @@ def test_integers_are_integers_everywhere():
     for bad in (dict(k=2, n_iter=2.7), dict(k=2.5), dict(k=True), dict(k=2, seed=0.5), dict(k=2, checkpoint_every=1.5)):
         with pytest.raises(ValueError, match="integer"):
             KMeans(**bad)
-    for level in (dict(k=5.7), dict(k=5, resample_steps=1.5, sample_size=2)):
-        with pytest.raises(ValueError, match="must be an integer"):
-            HierarchicalKMeans([level])
+    with pytest.raises(ValueError, match="must be an integer"):
+        HierarchicalKMeans([dict(k=5, resample_steps=1.5, sample_size=2)])
+    with pytest.raises(ValueError, match="a fraction of the level's input must be in"):  # k < 1: a fraction
+        HierarchicalKMeans([dict(k=5.7)])
     assert KMeans(k=np.int64(3), n_iter=np.int32(2)).n_iter == 2
 
 

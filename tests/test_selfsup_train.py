@@ -469,13 +469,19 @@ def test_wandb_is_imported_only_when_enabled(tmp_path, fmnist_npy, monkeypatch):
 
     stub = types.ModuleType("wandb")
     stub.Settings = lambda **kw: kw
+    stub.setup = lambda settings: calls.append(("setup", settings["mode"]))  # offline: process-wide too
     stub.init = lambda **kw: calls.append(("init", kw["mode"], kw["group"], kw["job_type"], kw["resume"])) or Run()
     monkeypatch.setitem(sys.modules, "wandb", None)  # importing it would fail
     train(tiny_cfg(tmp_path / "a", fmnist_npy, "train.iterations=2"))
     monkeypatch.setitem(sys.modules, "wandb", stub)
     monkeypatch.delenv("WANDB_MODE", raising=False)
     train(tiny_cfg(tmp_path / "b", fmnist_npy, "train.iterations=2", "logger.wandb.mode=offline"))
-    assert calls == [("init", "offline", "fmnist_cpu", "train", "allow"), ("log", 2), ("finish", None)]
+    assert calls == [
+        ("setup", "offline"),
+        ("init", "offline", "fmnist_cpu", "train", "allow"),
+        ("log", 2),
+        ("finish", None),
+    ]
     working_init = stub.init
 
     def broken_init(**kw):

@@ -102,14 +102,24 @@ OWN_OUTPUTS += OUTPUT_FILES["cluster"]
 FRESH = "set overwrite=true to replace it, or pick another name="
 
 
-def cluster(cfg: DictConfig) -> Path:
-    """Run the stage; returns the output folder."""
+def cluster(cfg: DictConfig, out: str | Path | None = None) -> Path:
+    """Run the stage: fit the hierarchy and save it in ``out``, resume it, or reuse the finished one
+    (same settings and input), refusing another. The one curation driver: the command, the pipeline
+    and the research comparisons (``research.compare``) all fit through it.
+
+    Args:
+        cfg: the stage config (``configs/cluster.yaml`` with :class:`ClusterStageConfig`).
+        out: the output folder; None: the one Hydra assigned to this run.
+
+    Returns:
+        The output folder.
+    """
     validate_cluster(cfg)
     stage_name(cfg)
     check_device(cfg.device)
     dist.init_distributed(device=cfg.device)
     dist.setup_logging()
-    out = output_dir()
+    out = output_dir() if out is None else Path(out)
     path = cfg.input.path if cfg.input.path is not None else toy_input(input_toy(cfg), cfg.out_dir)
     with guarded_output(out, {"input.path": path, "input.subset": cfg.input.subset}, "out_dir/cluster/name"):
         return _cluster(cfg, out, path)

@@ -8,26 +8,36 @@ An :class:`Encoder` splits its work in two:
   ``(B, d)`` features on the encoder's device; it runs in the main process under
   ``torch.no_grad`` (and bf16 autocast on CUDA when asked).
 
+The one items -> features path, used by the embed stage, the evaluation (``selfsup.eval``) and
+in-memory images (``selfsup.export.embed_images``, ``research.features``) alike:
+:class:`ItemDataset` (load + ``transform`` in DataLoader workers) -> :func:`encode_batches`
+(``encode`` per batch); :func:`encode_source` collects it for a whole source.
+
 No encoder downloads anything: weights come from local files or installed packages.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from torch import nn
+from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms as T
 
 from curate.core.atomic import atomic_save_npy
 from curate.core.dist import barrier, is_main_process
+from curate.core.errors import InputError
+from curate.data.sources import Source, default_num_workers
 
 log = logging.getLogger(__name__)
 
@@ -207,26 +217,166 @@ def selfsup_encoder(
     loader: Callable[[str], Any],
 ) -> BackboneEncoder:
     """The backbone exported by our SSL stage, through ``loader(checkpoint)`` (``encoder.loader``, a
-    Hydra ``_target_``: ``selfsup.export.load_backbone`` in ``configs/encoder/selfsup.yaml``).
+    Hydra ``_target_``: ``selfsup.export.load_backbone`` in ``configs/encoder/selfsup.yaml``), as
+    :func:`backbone_encoder` wraps it."""
+    info = {"kind": "selfsup", "checkpoint": str(checkpoint)}
+    return backbone_encoder(loader(checkpoint), device, image_size, mean, std, name, info)
 
-    The returned module carries ``image_size``, ``mean``, ``std`` and ``in_chans`` attributes
-    (``(module, info)`` with those keys in ``info`` works too); explicit arguments win. Images are
-    resized bilinearly, as ``selfsup.export.embed_images`` does, and fed grey to a 1-channel
-    backbone.
+
+def backbone_encoder(
+    loaded: nn.Module | tuple[nn.Module, dict],
+    device: torch.device,
+    image_size: int | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    name: str = "selfsup",
+    info: dict | None = None,
+) -> BackboneEncoder:
+    """An SSL backbone already loaded (``selfsup.export.load_backbone``) as the embed stage's encoder.
+
+    The module carries ``image_size``, ``mean``, ``std`` and ``in_chans`` attributes (``(module,
+    info)`` with those keys in ``info`` works too); explicit arguments win. Images are converted to
+    the backbone's channels (grey for a 1-channel one), their shorter side resized bilinearly to
+    ``image_size`` and centre-cropped, scaled to [0, 1] and normalised with ``mean``/``std``.
     """
-    loaded = loader(checkpoint)
-    model, info = loaded if isinstance(loaded, tuple) else (loaded, {})
-    info = dict(info or {})
+    model, given = loaded if isinstance(loaded, tuple) else (loaded, {})
+    given = dict(given or {})
 
-    def pick(key: str, given: Any, default: Any) -> Any:
-        return given if given is not None else info.get(key, getattr(model, key, None)) or default
+    def pick(key: str, value: Any, default: Any) -> Any:
+        return value if value is not None else given.get(key, getattr(model, key, None)) or default
 
     size = int(pick("image_size", image_size, 224))
     mean = pick("mean", mean, IMAGENET_MEAN)
     std = pick("std", std, IMAGENET_STD)
     in_chans = int(pick("in_chans", None, 3))
-    info = {"kind": "selfsup", "checkpoint": str(checkpoint)}
+    info = {"kind": "selfsup", **(info or {})}
     return BackboneEncoder(model, name, size, mean, std, device, info, in_chans, interpolation="bilinear")
+
+
+# ---- the one items -> features path ---------------------------------------------------------
+class ItemDataset(Dataset):
+    """``dataset[i] -> (i, transformed item, None)``, or ``(i, None, reason)`` when item ``i``
+    cannot be read (a corrupt image): the caller skips or refuses it."""
+
+    def __init__(self, source: Source, transform: Callable[[Any], Any] | None) -> None:
+        self.source = source
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, index: int) -> tuple[int, Any, str | None]:
+        try:
+            item = self.source.load(index)
+            if self.transform is not None:
+                item = self.transform(item)
+        except Exception as err:  # any unreadable input is reported, never a worker's crash
+            return index, None, f"{type(err).__name__}: {err}".replace("\n", " ").replace("\t", " ")
+        return index, item, None
+
+
+def collate_items(batch: list[tuple[int, Any, str | None]]) -> tuple[np.ndarray, Any, list[tuple[int, str]]]:
+    """``(indices (m,) int64, stacked tensor (m, ...) or list of m items, [(index, reason)])``."""
+    good = [(i, x) for i, x, err in batch if err is None]
+    bad = [(i, err) for i, _, err in batch if err is not None]
+    indices = np.asarray([i for i, _ in good], dtype=np.int64)
+    items = [x for _, x in good]
+    if items and isinstance(items[0], torch.Tensor):
+        shapes = {tuple(x.shape) for x in items}
+        if len(shapes) > 1:
+            raise ValueError(f"items of different shapes {sorted(shapes)[:3]}: set encoder.image_size to resize them")
+        items = torch.stack(items)
+    return indices, items, bad
+
+
+def item_loader(
+    dataset: ItemDataset, batches: list[list[int]], num_workers: int | None, pin: bool = False
+) -> DataLoader:
+    """The DataLoader of ``batches`` (lists of item indices) of ``dataset``; ``num_workers`` None:
+    from the job's CPUs."""
+    return DataLoader(
+        dataset,
+        batch_sampler=batches,
+        num_workers=default_num_workers() if num_workers is None else num_workers,
+        collate_fn=collate_items,
+        pin_memory=pin,
+        persistent_workers=False,
+    )
+
+
+def encode_batch(encoder: Encoder, items: Any, amp: bool = False, normalize: bool = False) -> torch.Tensor:
+    """``(B, d)`` float32 CPU features of one collated batch (``torch.inference_mode``; bf16 autocast
+    on CUDA with ``amp``; rows L2-normalised with ``normalize``)."""
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if amp else contextlib.nullcontext()
+    with torch.inference_mode(), autocast:
+        emb = encoder.encode(items)
+    emb = emb.float()
+    if normalize:
+        emb = F.normalize(emb, dim=1)
+    return emb.cpu()
+
+
+def encode_batches(
+    encoder: Encoder,
+    dataset: ItemDataset,
+    batches: list[list[int]],
+    num_workers: int | None = None,
+    pin: bool = False,
+    amp: bool = False,
+    normalize: bool = False,
+) -> Iterator[tuple[np.ndarray, torch.Tensor | None, list[tuple[int, str]]]]:
+    """Items -> features, batch by batch: ``dataset``'s items loaded and transformed in DataLoader
+    workers, encoded by :func:`encode_batch` in the main process.
+
+    Yields:
+        Per batch ``(indices (m,) int64, (m, d) float32 features or None when m == 0,
+        [(index, reason)] of the unreadable items)``.
+    """
+    for indices, items, bad in item_loader(dataset, batches, num_workers, pin):
+        yield indices, (encode_batch(encoder, items, amp, normalize) if len(indices) else None), bad
+
+
+def subset_batches(
+    dataset: ItemDataset, count: int, seed: int, batch_size: int, num_workers: int | None = None
+) -> Iterator[Any]:
+    """Batches of the transformed items of a seeded random subset of ``count`` items (sorted):
+    what :meth:`Encoder.setup` fits on."""
+    rng = np.random.default_rng(seed)
+    n = len(dataset)
+    pick = np.sort(rng.choice(n, size=min(count, n), replace=False)).tolist()
+    loader = item_loader(dataset, [pick[i : i + batch_size] for i in range(0, len(pick), batch_size)], num_workers)
+    for _, items, _ in loader:
+        if len(items):
+            yield items
+
+
+def encode_source(
+    encoder: Encoder,
+    source: Source,
+    batch_size: int = 256,
+    num_workers: int | None = None,
+    amp: bool = False,
+    normalize: bool = False,
+) -> np.ndarray:
+    """``(n, d)`` float32 features of every item of ``source``, in item order (:func:`encode_batches`).
+
+    Raises:
+        InputError: an item cannot be read (the message names its id and why).
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    n = len(source)
+    batches = [list(range(start, min(start + batch_size, n))) for start in range(0, n, batch_size)]
+    parts: list[torch.Tensor] = []
+    dataset = ItemDataset(source, encoder.transform)
+    for _, feats, bad in encode_batches(encoder, dataset, batches, num_workers):
+        if bad:
+            item_id = source.ids(np.asarray([bad[0][0]], dtype=np.int64))[0]
+            raise InputError(f"cannot read item {item_id} of {source.describe().get('kind')}: {bad[0][1]}")
+        parts.append(feats)
+    if not parts:
+        return np.empty((0, 0), dtype=np.float32)
+    return torch.cat(parts).numpy()
 
 
 # ---- text ----------------------------------------------------------------------------------

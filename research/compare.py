@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
+import tempfile
 import time
 import warnings
 from collections.abc import Sequence
@@ -16,6 +18,7 @@ import numpy as np
 
 from curate.analysis.balance import SCALARS, mean_std, sample_balance
 from curate.core.atomic import atomic_save_npy, atomic_write_json
+from curate.hierarchy import HierarchicalKMeans
 from curate.sampling import random_rows
 from research.neighbours import cached_knn_radius
 
@@ -25,6 +28,7 @@ __all__ = [
     "METRIC_LABELS",
     "CurationSettings",
     "compare_over_seeds",
+    "embeddings_file",
     "fit_hierarchy",
     "reference_clustering",
     "summary_table",
@@ -58,48 +62,65 @@ class CurationSettings:
 
 
 def fit_hierarchy(
-    x: Any,
-    settings: CurationSettings,
-    seed: int,
-    folder: Path | None = None,
-    input_desc: dict[str, Any] | None = None,
-) -> tuple[Any, float, bool]:
-    """Fit the curation hierarchy for ``seed`` or load the one saved in ``folder``.
+    input_path: str | Path, settings: CurationSettings, seed: int, folder: Path
+) -> tuple[HierarchicalKMeans, float, bool]:
+    """The curation hierarchy of ``seed`` in ``folder``, made by the cluster stage's driver
+    (:func:`curate.cluster.cluster`): fitted and saved there, or reused when ``folder`` already holds
+    the clustering of these settings and this input. ``folder`` is a clustering folder
+    ``curate.report`` and ``curate.sample`` read.
 
     Args:
-        x: ``(N, d)`` embeddings.
-        settings: the clustering settings.
+        input_path: the ``(N, d)`` embeddings: an embedding store or a ``.npy`` (``input.path``).
+        settings: the clustering settings (``cluster.*`` of the stage's config).
         seed: clustering seed.
-        folder: where the hierarchy is saved (a clustering folder ``curate.report`` and
-            ``curate.sample`` read); a finished one with the same settings is reused.
-        input_desc: ``{"kind": "store" | "npy", "path": ...}`` recorded as the manifest's ``input``.
+        folder: the clustering folder.
 
     Returns:
-        ``(HierarchicalKMeans, seconds, reused)``.
+        ``(HierarchicalKMeans, seconds the fit took, reused)``.
 
     Raises:
-        ValueError: ``folder`` holds a clustering with other settings or another input size.
+        IdentityError: ``folder`` holds a clustering with other settings or of another input.
     """
-    from curate.hierarchy import HierarchicalKMeans
+    from omegaconf import OmegaConf
 
-    t0 = time.perf_counter()
-    model = HierarchicalKMeans(
-        settings.levels,
-        n_iter=settings.n_iter,
-        seed=seed,
-        distance=settings.distance,
-        init_max_points=settings.init_max_points,
-    )
-    if folder is not None and (folder / "manifest.json").exists():
-        saved = HierarchicalKMeans.load(folder)
-        if saved.config() != model.config() or saved.n_items_ != len(x):
-            raise ValueError(f"{folder} holds another clustering (settings or data differ); use another --out")
-        return saved, float(json.loads((folder / "manifest.json").read_text()).get("fit_seconds", 0.0)), True
-    model.fit(x)
-    seconds = time.perf_counter() - t0
-    if folder is not None:
-        model.save(folder, extra={"input": input_desc or {}, "fit_seconds": seconds})
-    return model, seconds, False
+    from curate.cluster import cluster
+    from curate.pipeline import compose_stage
+
+    values = {
+        "input.path": str(input_path),
+        "seed": int(seed),
+        "name": folder.name,
+        "cluster.n_iter": settings.n_iter,
+        "cluster.distance": settings.distance,
+        "cluster.init_max_points": settings.init_max_points,
+        "device": "cpu",
+    }
+    cfg = compose_stage("cluster", [], values)
+    cfg = OmegaConf.merge(cfg, {"cluster": {"levels": [dict(level) for level in settings.levels]}})  # typed records
+    manifest = folder / "manifest.json"
+    before = manifest.read_bytes() if manifest.exists() else None
+    cluster(cfg, out=folder)
+    reused = before is not None and manifest.read_bytes() == before  # the stage skipped: nothing rewritten
+    seconds = float(json.loads((folder / "metrics.json").read_text()).get("seconds", 0.0))
+    return HierarchicalKMeans.load(folder), seconds, reused
+
+
+def embeddings_file(x: Any, folder: Path) -> Path:
+    """``folder/embeddings.npy``: the ``(N, d)`` embeddings ``x`` (float32) for the cluster stage,
+    which reads its input from disk; kept when it already holds them.
+
+    Raises:
+        ValueError: it holds other embeddings.
+    """
+    path = folder / "embeddings.npy"
+    x = np.asarray(x, dtype=np.float32)
+    if path.exists():
+        held = np.load(path, mmap_mode="r", allow_pickle=False)
+        if held.shape == x.shape and np.array_equal(held, x):
+            return path
+        raise ValueError(f"{path} holds other embeddings than these; use another --out")
+    atomic_save_npy(path, x)
+    return path
 
 
 def reference_clustering(x: Any, settings: CurationSettings, folder: Path | None = None) -> tuple[np.ndarray, float]:
@@ -160,8 +181,8 @@ def compare_over_seeds(
     of ``budget`` items (sampling seed ``s``), a uniform random sample of the same size
     (:func:`curate.sampling.random_rows`, seed ``s``); both measured by :func:`sample_balance` over the labels
     (never shown to the clustering) and over the reference clustering. With ``out``, writes
-    ``out/cluster_seed<s>/`` (the hierarchy), ``out/sample_seed<s>/indices.npy`` and
-    ``out/random_seed<s>/indices.npy``.
+    ``out/cluster_seed<s>/`` (the hierarchy, by the cluster stage: reused by a re-run),
+    ``out/sample_seed<s>/indices.npy`` and ``out/random_seed<s>/indices.npy``.
 
     Args:
         x: ``(N, d)`` embeddings.
@@ -171,7 +192,10 @@ def compare_over_seeds(
         seeds: clustering / sampling seeds.
         n_rarest: rare labels pooled by ``rarest_share``.
         out: output folder (also caches hierarchies and the reference clustering).
-        input_desc: recorded in the saved hierarchies' manifests.
+        input_desc: ``{"kind": "store" | "npy", "path": ...}``: where ``x`` lies on disk, the cluster
+            stage's ``input.path`` (recorded, with its identity, in the hierarchies' manifests); None:
+            ``x`` is written to ``out/embeddings.npy`` (:func:`embeddings_file`; a temporary folder
+            without ``out``).
         ref_assign: a precomputed reference clustering (else computed, or loaded from ``out``).
         density: also measure the share of the sparsest / densest 10% of the pool
             (:func:`knn_radius`, cached in ``out/knn_radius.npy``).
@@ -193,19 +217,22 @@ def compare_over_seeds(
     pool = sample_balance(np.arange(n), labels, n_rarest, ref_assign, radius=radius)
     measure = {"labels": labels, "n_rarest": n_rarest, "ref_assign": ref_assign, "radius": radius}
     runs = []
-    for seed in seeds:
-        runs.append(_one_seed(x, settings, budget, seed, measure, out, input_desc))
-        log.info(
-            "seed %d: %d items; ref entropy curated %.4f / random %.4f%s",
-            seed,
-            runs[-1]["curated"]["n"],
-            runs[-1]["curated"].get("ref_normalized_entropy", math.nan),
-            runs[-1]["random"].get("ref_normalized_entropy", math.nan),
-            ""
-            if labels is None
-            else f"; rarest share curated {runs[-1]['curated']['rarest_share']:.4f} / "
-            f"random {runs[-1]['random']['rarest_share']:.4f} (pool {pool['rarest_share']:.4f})",
-        )
+    with contextlib.ExitStack() as stack:
+        work = out if out is not None else Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        input_path = Path(input_desc["path"]) if input_desc and input_desc.get("path") else embeddings_file(x, work)
+        for seed in seeds:
+            runs.append(_one_seed(x, settings, budget, seed, measure, out, input_path, work))
+            log.info(
+                "seed %d: %d items; ref entropy curated %.4f / random %.4f%s",
+                seed,
+                runs[-1]["curated"]["n"],
+                runs[-1]["curated"].get("ref_normalized_entropy", math.nan),
+                runs[-1]["random"].get("ref_normalized_entropy", math.nan),
+                ""
+                if labels is None
+                else f"; rarest share curated {runs[-1]['curated']['rarest_share']:.4f} / "
+                f"random {runs[-1]['random']['rarest_share']:.4f} (pool {pool['rarest_share']:.4f})",
+            )
     return {
         "settings": asdict(settings),
         "budget": int(budget),
@@ -226,14 +253,16 @@ def _one_seed(
     seed: int,
     measure: dict[str, Any],
     out: Path | None,
-    input_desc: dict[str, Any] | None,
+    input_path: Path,
+    work: Path,
 ) -> dict[str, Any]:
-    """One seed of :func:`compare_over_seeds`: fit (or reuse), sample, draw the baseline, measure."""
+    """One seed of :func:`compare_over_seeds`: fit (or reuse) in ``work``, sample, draw the
+    baseline, measure (samples written to ``out``, when given)."""
     from curate.sampling import hierarchical_sample, sample_stats
 
     n = len(x)
-    folder = out / f"cluster_seed{seed}" if out is not None else None
-    model, seconds, reused = fit_hierarchy(x, settings, seed, folder, input_desc)
+    folder = work / f"cluster_seed{seed}"
+    model, seconds, reused = fit_hierarchy(input_path, settings, seed, folder)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # a shortfall is reported through `n`
         curated = hierarchical_sample(model.levels_, budget, strategy=settings.leaf_strategy, seed=seed).indices

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -33,22 +32,15 @@ def pixel_pca(
     """
     import torch
 
-    from curate.encoders import PixelsEncoder
+    from curate.data.sources import ArrayImagesSource
+    from curate.encoders import ItemDataset, PixelsEncoder, encode_source, subset_batches
 
     fit = len(images) if fit_items is None else fit_items
     enc = PixelsEncoder(torch.device("cpu"), pca_dim=dim, pca_fit_items=fit, seed=seed)
-
-    def batches(rows: np.ndarray, size: int) -> Iterator[torch.Tensor]:
-        for start in range(0, len(rows), size):
-            yield torch.from_numpy(images[rows[start : start + size]]).float().div(255.0).unsqueeze(1)
-
-    def fit_batches(count: int, fit_seed: int) -> Iterator[torch.Tensor]:
-        rng = np.random.default_rng(fit_seed)
-        yield from batches(np.sort(rng.choice(len(images), size=min(count, len(images)), replace=False)), 1024)
-
+    source = ArrayImagesSource(images)  # the embed stage's path: load, transform, encode
+    dataset = ItemDataset(source, enc.transform)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(out) if out is not None else Path(tmp)
         folder.mkdir(parents=True, exist_ok=True)
-        enc.setup(fit_batches, folder)
-    feats = [enc.encode(batch).numpy() for batch in batches(np.arange(len(images)), 2048)]
-    return np.concatenate(feats).astype(np.float32)
+        enc.setup(lambda count, fit_seed: subset_batches(dataset, count, fit_seed, 1024, num_workers=0), folder)
+    return encode_source(enc, source, 2048, num_workers=0)

@@ -60,7 +60,7 @@ def label_study(
         seeds: clustering / sampling seeds.
         n_rarest: rare labels pooled by ``rarest_share``.
         out: folder of the saved hierarchies, samples and k-NN radius (reused by a re-run).
-        input_desc: the input recorded in the saved hierarchies.
+        input_desc: where ``x`` lies on disk (see :func:`~research.compare.compare_over_seeds`).
         rare_label: what the table calls the labels (``topics``, ``classes``).
         n_queries: leave-one-out k-NN queries of the diagnostics (None: every item).
 

@@ -18,7 +18,6 @@ from typing import Any
 import numpy as np
 import torch
 from omegaconf import DictConfig
-from PIL import Image as PILImage
 
 from curate.data.sources import Source, build_source
 from selfsup.augment import MultiCrop
@@ -51,19 +50,13 @@ class ImageSet:
         """Ids of the items, in order."""
         return self.source.ids(np.arange(len(self.source)))
 
-    def array(self, i: int, size: int | None = None) -> np.ndarray:
-        """Item ``i`` as uint8 ``(H, W)`` (grey) or ``(H, W, 3)``; with ``size``: shorter side resized
-        to ``size`` and centre-cropped to ``(size, size)``."""
+    def array(self, i: int) -> np.ndarray:
+        """Item ``i`` as uint8 ``(H, W)`` (grey) or ``(H, W, 3)`` (resizing for features is the
+        embed stage's: ``curate.encoders.encode_source``)."""
         image = self.source.load(i)
         mode = {1: "L", 3: "RGB"}.get(self.channels or 0, "L" if image.mode in ("L", "LA", "1") else "RGB")
         if image.mode != mode:
             image = image.convert(mode)
-        if size is not None and image.size != (size, size):
-            scale = size / min(image.size)
-            w, h = max(size, round(image.size[0] * scale)), max(size, round(image.size[1] * scale))
-            image = image.resize((w, h), PILImage.BILINEAR)
-            left, top = (w - size) // 2, (h - size) // 2
-            image = image.crop((left, top, left + size, top + size))
         return np.asarray(image, dtype=np.uint8)
 
     def image(self, i: int) -> torch.Tensor:
@@ -99,24 +92,6 @@ def open_image_set(data: Any, channels: int | None = None, cache_dir: str | os.P
     if len(images) == 0:
         raise ValueError("the image set is empty")
     return images
-
-
-class ResizedImages(torch.utils.data.Dataset):
-    """``dataset[i]`` -> uint8 ``(size, size[, 3])`` array of item ``i`` (evaluation embedding)."""
-
-    def __init__(self, images: ImageSet, size: int) -> None:
-        self.images, self.size = images, size
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, i: int) -> np.ndarray:
-        return self.images.array(i, self.size)
-
-
-def stack_arrays(batch: list[np.ndarray]) -> np.ndarray:
-    """Collate equal-shape uint8 arrays into one ``(m, ...)`` array (no tensor conversion)."""
-    return np.stack(batch)
 
 
 def mix_seed(seed: int, position: int) -> int:

@@ -31,11 +31,11 @@ from curate.core.entry import hydra_entry
 from curate.core.errors import run_guarded
 from curate.core.protocol import Stage
 from curate.core.tracking import stage_tracker
-from curate.data.sources import default_num_workers
+from curate.encoders import backbone_encoder, encode_source
 from curate.stage import check_selection, guarded_output
 from selfsup.config import EvalConfig, config_to_dict, register_configs, to_eval_config
-from selfsup.data import ImageSet, ResizedImages, open_image_set, stack_arrays
-from selfsup.export import Encoder, embed_images, load_backbone
+from selfsup.data import ImageSet, open_image_set
+from selfsup.export import Encoder, load_backbone
 
 log = logging.getLogger(__name__)
 
@@ -265,17 +265,13 @@ def _open_labelled(spec: Any, what: str, channels: int) -> ImageSet:
 def embed_image_set(
     encoder: Encoder, images: ImageSet, batch_size: int, device: torch.device, num_workers: int | None = None
 ) -> np.ndarray:
-    """``(n, D) float32`` features of an :class:`ImageSet`; images are decoded and resized to the
-    backbone's ``image_size`` in DataLoader workers (``num_workers`` None: from the job's CPUs)."""
-    workers = default_num_workers() if num_workers is None else num_workers
-    loader = torch.utils.data.DataLoader(
-        ResizedImages(images, encoder.image_size),
-        batch_size=max(batch_size, 1024),
-        num_workers=workers,
-        collate_fn=stack_arrays,
-    )
-    parts = [embed_images(encoder, block, batch_size, device) for block in loader]
-    return np.concatenate(parts) if parts else np.empty((0, encoder.embed_dim), np.float32)
+    """``(n, D) float32`` features of an :class:`ImageSet`, by the embed stage's path
+    (:func:`curate.encoders.encode_source`): images decoded, converted to the backbone's channels,
+    shorter side resized to its ``image_size`` and centre-cropped in DataLoader workers
+    (``num_workers`` None: from the job's CPUs), normalised and encoded in batches of ``batch_size``."""
+    if len(images) == 0:
+        return np.empty((0, encoder.embed_dim), np.float32)
+    return encode_source(backbone_encoder(encoder, device), images.source, batch_size, num_workers)
 
 
 def _read_labels(path: str) -> np.ndarray:

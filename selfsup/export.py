@@ -20,12 +20,13 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from curate.core.atomic import atomic_path
 from curate.core.errors import InputError
+from curate.data.sources import ArrayImagesSource
+from curate.encoders import backbone_encoder, encode_source
 
 FORMAT = "selfsup.backbone/1"
 LUMA = (0.299, 0.587, 0.114)  # ITU-R 601 luminance weights, as torchvision's grayscale
@@ -165,47 +166,18 @@ def load_backbone(
     return Encoder(vit, norm["mean"], norm["std"]).eval()
 
 
-def images_to_tensor(images: np.ndarray, in_chans: int, size: int) -> torch.Tensor:
-    """uint8 ``(n, H, W)`` or ``(n, H, W, C)`` -> float ``(n, in_chans, size, size)`` in [0, 1].
-
-    Channels are converted like :func:`selfsup.augment.to_channels` (repeat / luminance) and the
-    images resized (bilinear, antialiased) when ``H, W`` differ from ``size``.
-    """
-    images = np.ascontiguousarray(images)
-    if not images.flags.writeable:  # memmaps and np.frombuffer arrays: torch wants writable memory
-        images = images.copy()
-    x = torch.from_numpy(images)
-    if x.dtype != torch.uint8:
-        raise ValueError(f"images must be uint8, got {x.dtype}")
-    if x.ndim == 3:
-        x = x.unsqueeze(1)
-    elif x.ndim == 4:
-        x = x.permute(0, 3, 1, 2)
-    else:
-        raise ValueError(f"images must be (n, H, W) or (n, H, W, C), got {tuple(x.shape)}")
-    x = x.float() / 255.0
-    c = x.shape[1]
-    if c == 1 and in_chans == 3:
-        x = x.expand(-1, 3, -1, -1)
-    elif c == 3 and in_chans == 1:
-        weights = torch.tensor(LUMA).view(1, 3, 1, 1)
-        x = (x * weights).sum(dim=1, keepdim=True)
-    elif c != in_chans:
-        raise ValueError(f"cannot feed {c}-channel images to a {in_chans}-channel backbone")
-    if x.shape[-2:] != (size, size):
-        x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-    return x
-
-
 @torch.no_grad()
 def embed_images(
     backbone: Encoder, images: np.ndarray, batch_size: int = 256, device: str | torch.device = "cpu"
 ) -> np.ndarray:
-    """Class-token features of uint8 images, with the training normalisation (``backbone.mean/std``).
+    """Class-token features of uint8 images held in memory, by the one items -> features path (the
+    embed stage's and the evaluation's: :func:`curate.encoders.encode_source` with
+    :func:`curate.encoders.backbone_encoder`): converted to the backbone's channels, shorter side
+    resized (bilinear) to its ``image_size`` and centre-cropped, normalised with ``backbone.mean/std``.
 
     Args:
         backbone: an :class:`Encoder` (from :func:`load_backbone`).
-        images: ``(n, H, W)`` or ``(n, H, W, C)`` uint8 (a memmap is read batch by batch).
+        images: ``(n, H, W)`` or ``(n, H, W, C)`` uint8 (a memmap is read image by image).
         batch_size: images per forward pass.
         device: where to run the backbone.
 
@@ -214,12 +186,7 @@ def embed_images(
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    device = torch.device(device)
-    backbone = backbone.to(device).eval()
-    mean = torch.tensor(backbone.mean, device=device).view(1, -1, 1, 1)
-    std = torch.tensor(backbone.std, device=device).view(1, -1, 1, 1)
-    out = np.empty((len(images), backbone.embed_dim), dtype=np.float32)
-    for start in range(0, len(images), batch_size):
-        x = images_to_tensor(np.asarray(images[start : start + batch_size]), backbone.in_chans, backbone.image_size)
-        out[start : start + len(x)] = backbone((x.to(device) - mean) / std).cpu().numpy()
-    return out
+    source = ArrayImagesSource(images)
+    if len(source) == 0:
+        return np.empty((0, backbone.embed_dim), dtype=np.float32)
+    return encode_source(backbone_encoder(backbone, torch.device(device)), source, batch_size, num_workers=0)

@@ -107,7 +107,10 @@ def test_wordnet_demo_main_on_a_tiny_store(wordnet_demo, tmp_path: Path) -> None
     assert "| metric | pool |" in (tmp_path / "out" / "results.md").read_text()
     assert (tmp_path / "out" / "wordnet_topics.png").stat().st_size < 300_000
     cluster_manifest = json.loads((tmp_path / "out" / "cluster_seed0" / "manifest.json").read_text())
-    assert cluster_manifest["input"] == {"kind": "store", "path": str((tmp_path / "store").resolve())}
+    # fitted by the cluster stage: the store and its identity recorded as the stage records them
+    assert cluster_manifest["input"]["kind"] == "store"
+    assert cluster_manifest["input"]["path"] == str((tmp_path / "store").resolve())
+    assert cluster_manifest["input"]["identity"]["path"] == str((tmp_path / "store").resolve())
 
 
 def test_fmnist_demo_core(fmnist_demo, tmp_path: Path) -> None:
@@ -135,3 +138,26 @@ def test_fmnist_demo_core(fmnist_demo, tmp_path: Path) -> None:
     curated = np.mean([r["curated"]["label_counts"] for r in res["runs"]], axis=0)
     order = np.argsort(-np.asarray(pool), kind="stable")
     assert table[4] == "| curated (ssl) | " + " | ".join(f"{curated[i]:.0f}" for i in order) + " |"
+
+
+def test_compare_fits_through_the_cluster_stage(tmp_path: Path) -> None:
+    """research.compare has no fitting of its own: its hierarchy is the cluster stage's (the same
+    assignments as the engine fitted directly), reused when asked again, refused for other settings."""
+    from curate.core.errors import IdentityError
+    from curate.hierarchy import HierarchicalKMeans
+    from research.compare import embeddings_file, fit_hierarchy
+
+    x, _ = long_tail(n_labels=4, head=200, tail=20, dim=8, seed=3)
+    settings = CurationSettings(levels=[{"k": 30, "resample_steps": 0, "sample_size": 1}, {"k": 5}], n_iter=5)
+    path = embeddings_file(x, tmp_path)
+    assert embeddings_file(x, tmp_path) == path  # the same rows: kept
+    model, _, reused = fit_hierarchy(path, settings, 3, tmp_path / "c")
+    direct = HierarchicalKMeans(settings.levels, n_iter=5, seed=3, distance="cosine").fit(x)
+    assert not reused and json.loads((tmp_path / "c" / "manifest.json").read_text())["stage_config"]["seed"] == 3
+    for ours, engine in zip(model.levels_, direct.levels_, strict=True):
+        np.testing.assert_array_equal(ours.assign, engine.assign)
+    assert fit_hierarchy(path, settings, 3, tmp_path / "c")[2]  # finished, same settings and input: reused
+    with pytest.raises(IdentityError, match="other settings"):
+        fit_hierarchy(path, CurationSettings(levels=settings.levels, n_iter=6), 3, tmp_path / "c")
+    with pytest.raises(ValueError, match="holds other embeddings"):
+        embeddings_file(x[:-1], tmp_path)

@@ -237,33 +237,27 @@ class FashionMnistSource(Source):
         return dict(self.config)
 
 
-class NpyImagesSource(Source):
-    """uint8 images ``(N, H, W)`` or ``(N, H, W, C)`` in one ``.npy`` (memory-mapped); ids are row
-    numbers; optional ``(N,)`` integer labels from ``labels_path``."""
+def _check_images(images: np.ndarray, where: str) -> None:
+    """uint8 ``(n, H, W)`` or ``(n, H, W, C)`` with ``C`` in {1, 3}, else a ``ValueError`` naming ``where``."""
+    shape_ok = images.ndim == 3 or (images.ndim == 4 and images.shape[3] in (1, 3))
+    if images.dtype != np.uint8 or not shape_ok:
+        raise ValueError(f"{where}: expected uint8 (n, H, W[, C]), got {images.dtype} {images.shape}")
+
+
+class ArrayImagesSource(Source):
+    """uint8 images ``(N, H, W)`` or ``(N, H, W, C)`` (``C`` in {1, 3}) held in an array (a memmap
+    is read item by item); ids are row numbers; optional ``(N,)`` integer labels. Not a ``data``
+    kind: images already in memory (``selfsup.export.embed_images``) go through it."""
 
     modality = "image"
     ids_format = "npy"
 
-    def __init__(self, path: str | os.PathLike, labels_path: str | None = None, limit: int | None = None) -> None:
-        self.path = Path(path)
-        if not self.path.is_file():
-            raise FileNotFoundError(f"image array not found: {self.path}")
-        try:
-            images = np.load(self.path, mmap_mode="r", allow_pickle=False)
-        except ValueError as err:
-            raise ValueError(f"cannot read {self.path} as a .npy array: {err}") from None
-        shape_ok = images.ndim == 3 or (images.ndim == 4 and images.shape[3] in (1, 3))
-        if images.dtype != np.uint8 or not shape_ok:
-            raise ValueError(f"{self.path}: expected uint8 (n, H, W[, C]), got {images.dtype} {images.shape}")
-        self.images = images[: _limit(len(images), limit)]
-        self._labels = None
-        if labels_path is not None:
-            labels = np.load(labels_path, allow_pickle=False)
-            if labels.shape != (len(images),) or not np.issubdtype(labels.dtype, np.integer):
-                got = f"{labels.dtype} {labels.shape}"
-                raise ValueError(f"labels {labels_path}: expected ({len(images)},) integers, got {got}")
-            self._labels = labels[: len(self.images)].astype(np.int64)
-        self.config = {"kind": "npy", "path": str(self.path.resolve()), "count": len(self.images)}
+    def __init__(self, images: np.ndarray, labels: np.ndarray | None = None, where: str = "images") -> None:
+        images = images if isinstance(images, np.ndarray) else np.asarray(images)
+        _check_images(images, where)
+        self.images = images
+        self._labels = labels
+        self.config: dict[str, Any] = {"kind": "array", "count": len(images)}
 
     def __len__(self) -> int:
         return len(self.images)
@@ -280,6 +274,30 @@ class NpyImagesSource(Source):
 
     def describe(self) -> dict:
         return dict(self.config)
+
+
+class NpyImagesSource(ArrayImagesSource):
+    """uint8 images ``(N, H, W)`` or ``(N, H, W, C)`` in one ``.npy`` (memory-mapped); ids are row
+    numbers; optional ``(N,)`` integer labels from ``labels_path``."""
+
+    def __init__(self, path: str | os.PathLike, labels_path: str | None = None, limit: int | None = None) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"image array not found: {self.path}")
+        try:
+            images = np.load(self.path, mmap_mode="r", allow_pickle=False)
+        except ValueError as err:
+            raise ValueError(f"cannot read {self.path} as a .npy array: {err}") from None
+        _check_images(images, str(self.path))
+        labels = None
+        if labels_path is not None:
+            labels = np.load(labels_path, allow_pickle=False)
+            if labels.shape != (len(images),) or not np.issubdtype(labels.dtype, np.integer):
+                got = f"{labels.dtype} {labels.shape}"
+                raise ValueError(f"labels {labels_path}: expected ({len(images)},) integers, got {got}")
+        n = _limit(len(images), limit)
+        super().__init__(images[:n], None if labels is None else labels[:n].astype(np.int64), str(self.path))
+        self.config = {"kind": "npy", "path": str(self.path.resolve()), "count": len(self.images)}
 
 
 class SelectedSource(Source):

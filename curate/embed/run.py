@@ -11,27 +11,22 @@ record. When every rank is done, rank 0 merges the records into ``manifest.json`
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import shutil
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from omegaconf import DictConfig
-from torch.utils.data import DataLoader, Dataset
 
 from curate.core.dist import barrier, get_rank, get_world_size, init_distributed, resolve_device
 from curate.core.errors import check_device
 from curate.core.progress import Progress
 from curate.core.protocol import COMPLETE, Stage, content, decide, log_skip
-from curate.data.sources import Source, build_source, default_num_workers
+from curate.data.sources import Source, build_source
 from curate.embed.config import EmbedConfig, register_configs, validate
-from curate.encoders import Encoder, build_encoder
+from curate.encoders import Encoder, ItemDataset, build_encoder, encode_batches, subset_batches
 from curate.io.shards import plan_item_shards
 from curate.io.store import MANIFEST, PARTS, StoreWriter, finalize_store, read_manifest
 from curate.stage import guarded_output
@@ -50,52 +45,6 @@ _STORE_GLOBS = (
     "pca-mean.npy",
     "pca-components.npy",
 )
-
-
-class ItemDataset(Dataset):
-    """``dataset[i] -> (i, transformed item, None)``, or ``(i, None, reason)`` when item ``i``
-    cannot be read (a corrupt image): the loop skips it and lists it in ``skipped.txt``."""
-
-    def __init__(self, source: Source, transform: Callable[[Any], Any] | None) -> None:
-        self.source = source
-        self.transform = transform
-
-    def __len__(self) -> int:
-        return len(self.source)
-
-    def __getitem__(self, index: int) -> tuple[int, Any, str | None]:
-        try:
-            item = self.source.load(index)
-            if self.transform is not None:
-                item = self.transform(item)
-        except Exception as err:  # any unreadable input is skipped and reported, never fatal
-            return index, None, f"{type(err).__name__}: {err}".replace("\n", " ").replace("\t", " ")
-        return index, item, None
-
-
-def collate_items(batch: list[tuple[int, Any, str | None]]) -> tuple[np.ndarray, Any, list[tuple[int, str]]]:
-    """``(indices (m,) int64, stacked tensor (m, ...) or list of m items, [(index, reason)])``."""
-    good = [(i, x) for i, x, err in batch if err is None]
-    bad = [(i, err) for i, _, err in batch if err is not None]
-    indices = np.asarray([i for i, _ in good], dtype=np.int64)
-    items = [x for _, x in good]
-    if items and isinstance(items[0], torch.Tensor):
-        shapes = {tuple(x.shape) for x in items}
-        if len(shapes) > 1:
-            raise ValueError(f"items of different shapes {sorted(shapes)[:3]}: set encoder.image_size to resize them")
-        items = torch.stack(items)
-    return indices, items, bad
-
-
-def _loader(dataset: ItemDataset, batches: list[list[int]], num_workers: int | None, pin: bool) -> DataLoader:
-    return DataLoader(
-        dataset,
-        batch_sampler=batches,
-        num_workers=default_num_workers() if num_workers is None else num_workers,
-        collate_fn=collate_items,
-        pin_memory=pin,
-        persistent_workers=False,
-    )
 
 
 def _batches(source: Source, start: int, stop: int, batch_size: int) -> list[list[int]]:
@@ -186,7 +135,7 @@ def _run_embed(cfg: DictConfig, out: Path) -> dict:
         out, meta=meta, dtype=str(cfg.dtype), ids_format=source.ids_format, label_names=source.label_names
     )
     dataset = ItemDataset(source, encoder.transform)
-    encoder.setup(lambda count, seed: _fit_batches(dataset, count, seed, cfg), out)
+    encoder.setup(lambda count, seed: subset_batches(dataset, count, seed, cfg.batch_size, cfg.num_workers), out)
 
     todo = [k for k in range(first, last) if not writer.done(k)]
     if first < last and len(todo) < last - first:
@@ -212,11 +161,11 @@ def _run_embed(cfg: DictConfig, out: Path) -> dict:
     bar = Progress(n_todo, "embed: item", enabled=bool(cfg.progress) and rank == 0)
     parts: list[tuple[np.ndarray, torch.Tensor]] = []
     skipped: list[tuple[int, str]] = []
-    loader = _loader(dataset, batches, cfg.num_workers, pin=device.type == "cuda")
-    for b, (indices, items, bad) in enumerate(loader):
+    encoded = encode_batches(encoder, dataset, batches, cfg.num_workers, device.type == "cuda", amp, cfg.normalize)
+    for b, (indices, emb, bad) in enumerate(encoded):
         skipped += bad
-        if len(indices):
-            parts.append((indices, _encode(encoder, items, amp, cfg.normalize)))
+        if emb is not None:
+            parts.append((indices, emb))
         bar.update(len(indices) + len(bad))
         if b + 1 == len(batches) or owner[b + 1] != owner[b]:  # the shard's last batch
             _write_shard(writer, source, labels, owner[b], bounds, parts, skipped)
@@ -258,16 +207,6 @@ def _log_metrics(cfg: DictConfig, out: Path, manifest: dict, n_done: int, second
         tracker.summary(record)
 
 
-def _encode(encoder: Encoder, items: Any, amp: bool, normalize: bool) -> torch.Tensor:
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if amp else contextlib.nullcontext()
-    with torch.inference_mode(), autocast:
-        emb = encoder.encode(items)
-    emb = emb.float()
-    if normalize:
-        emb = F.normalize(emb, dim=1)
-    return emb.cpu()
-
-
 def _write_shard(
     writer: StoreWriter,
     source: Source,
@@ -297,22 +236,6 @@ def _write_shard(
         labels=None if labels is None else labels[indices],
         skipped=[(str(i), reason) for i, (_, reason) in zip(bad_ids, skipped)],
     )
-
-
-def _fit_batches(dataset: ItemDataset, count: int, seed: int, cfg: DictConfig) -> Iterator[Any]:
-    """Batches of the transformed items of a seeded random subset of ``count`` items (sorted)."""
-    rng = np.random.default_rng(seed)
-    n = len(dataset)
-    pick = np.sort(rng.choice(n, size=min(count, n), replace=False)).tolist()
-    loader = _loader(
-        dataset,
-        [pick[i : i + cfg.batch_size] for i in range(0, len(pick), cfg.batch_size)],
-        cfg.num_workers,
-        pin=False,
-    )
-    for _, items, _ in loader:
-        if len(items):
-            yield items
 
 
 #: the embed stage's declaration (curate.core.protocol): its record is the store's manifest

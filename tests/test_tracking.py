@@ -138,13 +138,17 @@ def test_wandb_mode_offline_in_the_environment_keeps_an_online_config_off_the_ne
         Settings = staticmethod(lambda **kw: kw)
 
         @staticmethod
+        def setup(settings):
+            calls.append(("setup", settings["mode"]))
+
+        @staticmethod
         def init(**kw):
             calls.append(kw["mode"])
             return None
 
     monkeypatch.setitem(sys.modules, "wandb", Stub)
     tracker = Tracker(tmp_path, mode="online", group="exp", job_type="sample")
-    assert tracker.mode == "offline" and calls == ["offline"]
+    assert tracker.mode == "offline" and calls == [("setup", "offline"), "offline"]
 
 
 def test_resume_step_drops_records_logged_after_the_checkpoint(tmp_path):

@@ -44,6 +44,7 @@ from curate.hierarchy import HierarchicalKMeans
 from curate.io.identity import check_identity, verify_files, vouch
 from curate.io.shards import rank_rows
 from curate.io.tables import LABELS_FILE, OUTPUT_FILES, write_labels
+from curate.kmeans import RowSource
 from curate.stage import guarded_output, open_input, output_dir, read_json, run_stage, stage_name
 
 log = logging.getLogger(__name__)
@@ -133,7 +134,9 @@ def _cluster(cfg: DictConfig, out: Path, path: str | Path) -> Path:
     if manifest_path.exists() and not cfg.overwrite:
         done = read_json(manifest_path)
         if done.get("config") != config:
-            raise IdentityError(f"{out} already holds a clustering with other settings; {FRESH}")
+            changed = sorted(k for k in {**config, **done.get("config", {})} if config.get(k) != done["config"].get(k))
+            keys = ", ".join(k if k == "seed" else f"cluster.{k}" for k in changed)
+            raise IdentityError(f"{out} already holds a clustering with other settings ({keys} changed); {FRESH}")
         _check_same_input(done.get("input"), source, f"the clustering in {out}")
         problems = verify_files(out, done.get("files"))
         if not problems:
@@ -143,7 +146,7 @@ def _cluster(cfg: DictConfig, out: Path, path: str | Path) -> Path:
     if dist.is_main_process():
         _start(out, source, cfg.overwrite)
     dist.barrier()
-    shard = rank_rows(array, dist.get_rank(), dist.get_world_size())
+    shard = RowSource(rank_rows(array, dist.get_rank(), dist.get_world_size()), name=str(path))  # errors name the file
     stop = cfg.stop_after_level
     # the log describes the levels built so far, so a resumed or later level job rewrites it
     with stage_tracker(cfg, out, "cluster", fresh=True) as tracker:

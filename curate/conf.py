@@ -200,13 +200,13 @@ class DedupConfig:
     out: str = field(default=MISSING, metadata=RUN_ONLY)
     threshold: float = 0.95
     reference: Any = None  # str | list[str]
-    chunk_size: int | None = field(default=None, metadata=RUN_ONLY)
+    chunk_size: int | None = field(default=None, metadata=at_least(1, run_only=True))
     backend: DedupBackend = field(default=DedupBackend.torch, metadata=RUN_ONLY)
     device: str = field(default="auto", metadata=RUN_ONLY)
-    sim_budget: int | None = field(default=None, metadata=RUN_ONLY)
+    sim_budget: int | None = field(default=None, metadata=at_least(1, run_only=True))
     write_store: bool = False
-    shard_size: int = field(default=50000, metadata=RUN_ONLY)
-    checkpoint_every_s: float = field(default=300.0, metadata=RUN_ONLY)
+    shard_size: int = field(default=50000, metadata=at_least(1, run_only=True))
+    checkpoint_every_s: float = field(default=300.0, metadata=at_least(0, run_only=True))
     overwrite: bool = field(default=False, metadata=RUN_ONLY)
     logger: LoggerConfig = field(default_factory=LoggerConfig, metadata=RUN_ONLY)  # metrics.jsonl in out (+ wandb)
 
@@ -353,3 +353,5 @@ def validate_sample(cfg: Any) -> None:
     for target in cfg.targets:
         if isinstance(target, bool) or not isinstance(target, int | float) or target <= 0:
             raise ValueError(f"targets: {target!r} is not a positive count or a fraction in (0, 1]")
+        if isinstance(target, float) and target > 1:
+            raise ValueError(f"targets: {target!r} is a fraction above 1; give a fraction in (0, 1] or an int count")

@@ -405,6 +405,7 @@ def deduplicate(
     identity: dict | None = None,
     reference: Any = (),
     memory_budget_mb: float = 256.0,
+    name: str = "input",
 ) -> DedupResult:
     """Remove near-duplicates with the sequential greedy rule (see the module docstring).
 
@@ -432,6 +433,7 @@ def deduplicate(
             a row more similar than ``threshold`` to any of their rows is removed first (see the
             module docstring); every rank passes the same ones.
         memory_budget_mb: working memory of one reference search tile (:func:`curate.retrieval.search`).
+        name: how error messages refer to ``x`` (the command passes its input path).
 
     Returns:
         :class:`DedupResult`.
@@ -460,7 +462,7 @@ def deduplicate(
         mine = normalised_rows(x, lo, hi, device)
         bad = _first_bad_row(mine, lo, n)
         if bad < n:
-            raise ValueError(f"row {bad} holds NaN or Inf")
+            raise ValueError(f"{name}: row {bad} holds NaN or Inf")
         window = dist.all_gather_rows(mine)  # (m, d)
         # 1. against the kept rows of earlier windows (each rank: its shard)
         contaminated = _reference_hits(window, reference, offsets, cut, device, memory_budget_mb)
@@ -609,6 +611,7 @@ def _run_dedup(cfg: DictConfig, out: Path) -> dict:
         checkpoint_every_s=cfg.checkpoint_every_s,
         identity={"input": identity, "reference": settings["reference"]} if references else identity,
         reference=references,
+        name=str(cfg.input),
     )
     elapsed = time.perf_counter() - started
     kept = result.kept_indices

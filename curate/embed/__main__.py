@@ -1,6 +1,6 @@
 """``python -m curate.embed``: see ``curate.embed.app``."""
 
-from curate.embed.app import main
+from curate.embed.app import cli
 
 if __name__ == "__main__":
-    main()
+    cli()

@@ -20,5 +20,10 @@ def main(cfg: DictConfig) -> None:
     run_stage(run_embed, cfg)
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The command: Hydra's composition and override errors as one ``error:`` line, like every stage."""
     hydra_entry(main, outputs={"out": ("data.root", "data.path")})
+
+
+if __name__ == "__main__":
+    cli()

@@ -358,7 +358,7 @@ class MixedBatchSampler(torch.utils.data.Sampler):
     ``e`` drawn with ``(seed, k, e)``. Stream positions (the augmentations' seeds) and the rank
     slices are those of :class:`InfiniteBatchSampler`, so a batch does not depend on the world size
     and a run resumes from global samples seen alone (the part counts before ``start`` are replayed
-    from the stream, a few seconds for a million batches).
+    from the stream: 1.8 s for 100,000 batches of 1,024 on one busy CPU core).
 
     Args:
         members: per part, ``(n_k,) int64`` positions of its items in the training set (``n_k >= 1``).

@@ -226,3 +226,22 @@ def test_a_tiny_training_run_with_data_mix(tmp_path, monkeypatch):
     assert 0 < manifest["distinct_items_seen"] <= 23  # never the zero-weight part's two items
     run_train(monkeypatch, [*args, "data.homogeneous_fraction=0.5", "train.num_workers=0"])  # resumes: done
     assert json.loads((out / "manifest.json").read_text())["selection"] == manifest["selection"]
+
+
+def test_other_stages_refuse_a_mix_and_a_bad_part_names_its_key(tmp_path):
+    from curate.data.sources import build_source
+    from curate.embed.config import MixPartConfig, NpyDataConfig
+
+    np.save(tmp_path / "pool.npy", np.zeros((5, 2, 2), dtype=np.uint8))
+    with pytest.raises(ValueError, match="data.mix: only selfsup.train mixes selections"):
+        build_source(NpyDataConfig(path=str(tmp_path / "pool.npy"), mix=[MixPartConfig(selection="x")]))
+    pq.write_table(pa.table({"id": ["1", "7"], "index": [1, 7]}), tmp_path / "selected.parquet")
+    data = {
+        "kind": "npy",
+        "path": str(tmp_path / "pool.npy"),
+        "mix": [{}, {"selection": str(tmp_path / "selected.parquet")}],
+    }
+    with pytest.raises(
+        ValueError, match=r"data\.mix\[1\]\.selection .*selected.parquet: 1 id\(s\) are not in the source"
+    ):
+        open_image_set(data)

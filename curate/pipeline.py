@@ -118,6 +118,21 @@ class BaseStageConfig:
 
 
 @dataclass
+class MixConfig:
+    """The parts of the curated training set and their weights (the trainer's ``data.mix``, each
+    batch drawn part by part by weight): ``sample``, the hierarchical sample; ``retrieval``, the
+    pool items nearest the seed set (``curate.retrieve``, its settings in the ``retrieve`` node,
+    duplicates and contaminated items of the dedup left out); ``seed_set``, the seed set's own images.
+    With only ``sample`` weighted (the default) the trainer reads the sample alone.
+    ``homogeneous_fraction``: the share of batches from one part only (None: 0)."""
+
+    sample: float = 1.0
+    retrieval: float = 0.0
+    seed_set: float = 0.0
+    homogeneous_fraction: float | None = None
+
+
+@dataclass
 class PipelineConfig:
     """``python -m curate.pipeline`` (see the module docstring).
 
@@ -140,6 +155,15 @@ class PipelineConfig:
             composed with its schema, filled in by :func:`register_schema`): every key is typed and
             can be set without ``+``; paths are set by the pipeline.
         logger: ``logger.wandb`` (:class:`curate.conf.WandbConfig`), copied into every stage's.
+        decontaminate: the evaluation sets to remove from the pool: image folders (embedded with the
+            pool's encoder, in ``embed_reference_<i>/``) or embedding stores, passed to the dedup
+            stage as its ``reference``.
+        seed_set: a curated seed set: an image folder (embedded with the pool's encoder in
+            ``embed_seed_set/`` for the retrieval; its images are the ``mix.seed_set`` part) or an
+            embedding store (retrieval queries only).
+        retrieve: the retrieve stage's config (``configs/retrieve.yaml``: ``per_query``, ``method``,
+            ...); its paths are set by the pipeline (``sample_retrieval/retrieve/``).
+        mix: the curated training set's parts (:class:`MixConfig`).
     """
 
     name: str = "pipeline"
@@ -161,6 +185,10 @@ class PipelineConfig:
     train: Any = None
     eval: EvalStageConfig = field(default_factory=EvalStageConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
+    decontaminate: list[str] = field(default_factory=list)
+    seed_set: str | None = None
+    retrieve: Any = None
+    mix: MixConfig = field(default_factory=MixConfig)
 
 
 def validate(cfg: DictConfig) -> None:
@@ -187,6 +215,45 @@ def validate(cfg: DictConfig) -> None:
     targets = (cfg.sample or {}).get("targets")
     if targets is not None and len(targets) != 1:
         raise ValueError(f"sample.targets: the pipeline trains on one budget, got {list(targets)}")
+    validate_arms(cfg)
+
+
+def is_store(path: str | Path) -> bool:
+    """An embedding store (a folder with ``manifest.json``) or a ``.npy`` of rows, not images to embed."""
+    path = Path(path).expanduser()
+    return path.suffix == ".npy" or (path / "manifest.json").is_file()
+
+
+def validate_arms(cfg: DictConfig) -> None:
+    """Cross-field checks of ``decontaminate``, ``seed_set``, ``retrieve`` and ``mix``; raises
+    ``ValueError`` naming the key."""
+    import math
+
+    if cfg.data.get("mix") is not None or cfg.data.get("homogeneous_fraction") is not None:
+        raise ValueError("data.mix: the pipeline mixes the curated parts itself; set mix.{sample,retrieval,seed_set}")
+    for i, entry in enumerate(cfg.get("decontaminate") or []):
+        if not entry:
+            raise ValueError(f"decontaminate[{i}]: an image folder or an embedding store, got {entry!r}")
+    mix = cfg.mix
+    for key in ("sample", "retrieval", "seed_set"):
+        w = mix[key]
+        if not (math.isfinite(w) and w >= 0):
+            raise ValueError(f"mix.{key}: must be a finite weight >= 0, got {w}")
+    if mix.sample + mix.retrieval + mix.seed_set <= 0:
+        raise ValueError("mix: the weights sum to 0; give the sample (mix.sample=1) or another part a weight")
+    h = mix.homogeneous_fraction
+    if h is not None and not 0.0 <= h <= 1.0:
+        raise ValueError(f"mix.homogeneous_fraction: must be in [0, 1], got {h}")
+    for key in ("retrieval", "seed_set"):
+        if mix[key] > 0 and cfg.seed_set is None:
+            raise ValueError(f"mix.{key}: needs the seed set (seed_set=<image folder or embedding store>)")
+    if mix.seed_set > 0 and is_store(cfg.seed_set):
+        raise ValueError(
+            f"mix.seed_set: seed_set={cfg.seed_set} is an embedding store; training on the seed set needs its "
+            "images (an image folder)"
+        )
+    if mix.retrieval > 0 and (cfg.retrieve is None or OmegaConf.is_missing(cfg.retrieve, "per_query")):
+        raise ValueError("retrieve.per_query: required by mix.retrieval (retrieve.per_query=<N>)")
 
 
 def has_labels(data: DictConfig) -> bool:
@@ -337,9 +404,18 @@ def register_schema(overrides: Sequence[str] = ()) -> DictConfig:
                 node.eval.eval = cfg.eval
             else:
                 node[name] = cfg
+        node.retrieve = retrieve_node(modules)
         _REGISTERED[cache] = node
     ConfigStore.instance().store(name="pipeline_schema", node=_REGISTERED[cache])
     return _REGISTERED[cache]
+
+
+def retrieve_node(modules: dict[str, str]) -> DictConfig:
+    """The retrieve stage's config (``configs/retrieve.yaml`` with its schema) as the pipeline's
+    ``retrieve`` node: typed, its paths (``input``, ``queries``, ``out``) left for the pipeline."""
+    cfg = compose_stage("retrieve", [], modules=modules)
+    OmegaConf.resolve(cfg)
+    return cfg
 
 
 def _merge(cfg: DictConfig, settings: Any, where: str) -> DictConfig:
@@ -408,6 +484,7 @@ class Pipeline:
         self.report: dict[str, dict] = {}
         self.stages = {name: load_stage(name, self.stage_modules()) for name in RUNS}
         self.check()
+        self.check_arms()
 
     def check(self) -> None:
         """Every stage config this run executes, built and checked by its stage's own rules
@@ -417,7 +494,7 @@ class Pipeline:
             "dedup": self.dedup_config,
             "cluster": self.cluster_config,
             "sample": self.sample_config,
-            "train": lambda: self.train_config(self.folder("train"), self.folder("sample")),
+            "train": lambda: self.train_config(self.folder("train"), self.curated_selection()),
             "eval": lambda: self.eval_config(self.folder("eval"), self.folder("train")),
         }
         if self.cfg.base.root is not None:
@@ -497,6 +574,8 @@ class Pipeline:
     def dedup_config(self) -> DictConfig:
         cfg = self.node("dedup")
         cfg.input, cfg.out = str(self.folder("embed")), str(self.folder("dedup"))
+        if self.cfg.decontaminate:
+            cfg.reference = [path for _, path in self.references()]
         return self.tracked(cfg)
 
     def cluster_config(self) -> DictConfig:
@@ -513,10 +592,16 @@ class Pipeline:
         cfg.cluster_dir, cfg.out_dir = str(self.folder("cluster")), str(self.root)
         return self.tracked(cfg)
 
-    def train_config(self, folder: Path, selection: Path | None) -> DictConfig:
+    def train_config(self, folder: Path, selection: Path | list[dict] | None) -> DictConfig:
+        """The trainer's config in ``folder`` on ``selection``: a folder, None (the whole pool) or
+        the parts of a mix (``data.mix``, :meth:`curated_selection`)."""
         cfg = self.node("train")
         cfg.out = str(folder)
-        data = dict(_container(self.cfg.data), selection=None if selection is None else str(selection))
+        if isinstance(selection, list):
+            h = self.cfg.mix.homogeneous_fraction
+            data = dict(_container(self.cfg.data), selection=None, mix=selection, homogeneous_fraction=h)
+        else:
+            data = dict(_container(self.cfg.data), selection=None if selection is None else str(selection))
         _set(cfg, "data", data)
         return self.tracked(cfg)
 
@@ -672,12 +757,13 @@ class Pipeline:
             self.step("base", self.base_config(), [], _train_summary(self.stages["train"].run))
             embed_reads = ["base"]
         manifest = self.step("embed", self.embed_config(), embed_reads, lambda c: _store_summary(run_embed(c)))
+        dedup_reads = ["embed", *self.run_references()]
         dedup_cfg = self.dedup_config()
-        self.identify("dedup", dedup_cfg, ["embed"])
+        self.identify("dedup", dedup_cfg, dedup_reads)
         if not self.available("dedup"):
             del self.keys["dedup"]
             return manifest, None, ["embed"]
-        dedup = self.step("dedup", dedup_cfg, ["embed"], lambda c: _dedup_summary(run_dedup(c)))
+        dedup = self.step("dedup", dedup_cfg, dedup_reads, lambda c: _dedup_summary(run_dedup(c)))
         return manifest, dedup, ["embed", "dedup"]
 
     def run_curated(self, reads: list[str]) -> None:
@@ -692,10 +778,13 @@ class Pipeline:
 
         self.step("cluster", self.cluster_config(), reads, in_folder(self.stages["cluster"].run, "cluster"))
         self.step("sample", self.sample_config(), ["cluster"], in_folder(self.stages["sample"].run, "sample"))
-        self.run_training("train", "eval", self.folder("sample"), ["sample"])
+        self.run_training("train", "eval", self.curated_selection(), ["sample", *self.run_arms()])
 
-    def run_training(self, train_stage: str, eval_stage: str, selection: Path | None, upstream: list[str]) -> None:
-        """Train on ``selection`` (None: the whole pool) in ``train_stage``, evaluate in ``eval_stage``."""
+    def run_training(
+        self, train_stage: str, eval_stage: str, selection: Path | list[dict] | None, upstream: list[str]
+    ) -> None:
+        """Train on ``selection`` (None: the whole pool; a list: the parts of a mix) in
+        ``train_stage``, evaluate in ``eval_stage``."""
         train_dir = self.folder(train_stage)
         self.step(
             train_stage, self.train_config(train_dir, selection), upstream, _train_summary(self.stages["train"].run)
@@ -819,6 +908,118 @@ class Pipeline:
         _, ids = load_embeddings(store)
         names = names or [str(c) for c in range(int(labels.max(initial=-1)) + 1)]
         return [str(i) for i in ids], labels, names
+
+    # -- the arms beyond clustering: decontamination, retrieval, the seed set, the mix --
+    def references(self) -> list[tuple[str | None, str]]:
+        """Per ``decontaminate`` entry, ``(stage, store)``: an image folder is embedded by the stage
+        ``embed_reference_<i>`` into its folder; a store is used as it is (stage None)."""
+        out: list[tuple[str | None, str]] = []
+        for i, entry in enumerate(self.cfg.decontaminate):
+            if is_store(entry):
+                out.append((None, str(Path(entry).expanduser())))
+            else:
+                out.append((f"embed_reference_{i}", str(self.folder(f"embed_reference_{i}"))))
+        return out
+
+    def other_embed_config(self, stage: str, root: str) -> DictConfig:
+        """The embed config of the image folder ``root`` in ``stage``'s folder: the pool's encoder
+        (the base model's, when trained) and embed settings, so its rows compare with the pool's."""
+        from curate.embed.config import ImageFolderDataConfig
+
+        cfg = self.embed_config()
+        cfg.out = str(self.folder(stage))
+        data = ImageFolderDataConfig(root=str(Path(root).expanduser()))
+        _set(cfg, "data", OmegaConf.to_container(OmegaConf.structured(data)))
+        return cfg
+
+    def run_references(self) -> list[str]:
+        """Embed the ``decontaminate`` image folders (before dedup); returns their stages."""
+        run_embed = self.stages["embed"].run
+        reads = ["base"] if self.cfg.base.root is not None else []
+        stages = []
+        for i, (stage, _) in enumerate(self.references()):
+            if stage is not None:
+                cfg = self.other_embed_config(stage, self.cfg.decontaminate[i])
+                self.step(stage, cfg, reads, lambda c: _store_summary(run_embed(c)))
+                stages.append(stage)
+        return stages
+
+    def check_arms(self) -> None:
+        """The retrieval's config checked by the retrieve stage's own rules before any work (when
+        ``mix.retrieval`` is weighted and this run samples); one error naming ``retrieve.<key>``."""
+        if not (self.cfg.mix.retrieval > 0 and self.wanted("sample")):
+            return
+        check = load_stage("retrieve", self.stage_modules()).check
+        try:
+            if check is not None:
+                check(self.retrieve_config())
+        except ValueError as err:
+            raise ValueError(f"retrieve.{err}") from None
+
+    def curated_selection(self) -> Path | list[dict]:
+        """What the curated training reads: the sample folder, or with ``mix.retrieval`` /
+        ``mix.seed_set`` weighted the parts of its ``data.mix`` (weight 0 parts left out)."""
+        mix = self.cfg.mix
+        if not (mix.retrieval > 0 or mix.seed_set > 0):
+            return self.folder("sample")
+        parts: list[dict] = []
+        if mix.sample > 0:
+            parts.append({"selection": str(self.folder("sample")), "weight": float(mix.sample)})
+        if mix.retrieval > 0:
+            parts.append({"selection": str(self.folder("sample_retrieval")), "weight": float(mix.retrieval)})
+        if mix.seed_set > 0:
+            seed = {"kind": "image_folder", "root": str(Path(self.cfg.seed_set).expanduser())}
+            parts.append({"data": seed, "weight": float(mix.seed_set)})
+        return parts
+
+    def run_arms(self) -> list[str]:
+        """The mix's parts beyond the sample, before the curated training: the seed set embedded
+        (an image folder) and the retrieval; returns the stages the training reads besides the sample."""
+        if not self.cfg.mix.retrieval > 0:
+            return []
+        reads = []
+        if not is_store(self.cfg.seed_set):
+            cfg = self.other_embed_config("embed_seed_set", self.cfg.seed_set)
+            base = ["base"] if self.cfg.base.root is not None else []
+            run_embed = self.stages["embed"].run
+            self.step("embed_seed_set", cfg, base, lambda c: _store_summary(run_embed(c)))
+            reads.append("embed_seed_set")
+        self.retrieval_selection(reads)
+        return ["sample_retrieval"]
+
+    def retrieve_config(self) -> DictConfig:
+        """The retrieve stage's config: the pipeline's ``retrieve`` node over ``configs/retrieve.yaml``,
+        the pool store searched for the seed set's rows, into ``sample_retrieval/retrieve/``."""
+        cfg = _merge(compose_stage("retrieve", [], None, self.stage_modules()), self.cfg.retrieve, "retrieve")
+        seed = self.cfg.seed_set
+        cfg.input = str(self.folder("embed"))
+        cfg.queries = str(Path(seed).expanduser()) if is_store(seed) else str(self.folder("embed_seed_set"))
+        cfg.out = str(self.folder("sample_retrieval") / "retrieve")
+        return cfg
+
+    def retrieval_selection(self, reads: list[str]) -> Path:
+        """``sample_retrieval/ids.txt``: the pool items nearest the seed set (``curate.retrieve``
+        in ``sample_retrieval/retrieve/``), less those the dedup removed (near-duplicates and
+        copies of the ``decontaminate`` sets), in the retrieval's order. Its result: ``retrieved``
+        (distinct items retrieved) and ``count`` (kept)."""
+        folder = self.folder("sample_retrieval")
+        run = load_stage("retrieve", self.stage_modules()).run
+        dedup = self.folder("dedup") if "dedup" in self.keys else None  # run (or finished) in this pipeline
+
+        def body(c: DictConfig) -> dict:
+            result = run(c)
+            ids = read_ids(Path(c.out) / "ids.txt")
+            if dedup is not None:
+                kept = set(read_ids(dedup / "kept_ids.txt"))
+                ids = [i for i in ids if i in kept]
+            if not ids:
+                raise ValueError(f"mix.retrieval: the dedup removed every retrieved item ({folder})")
+            write_ids(folder / "ids.txt", ids)
+            return {"retrieved": int(result["selected"]), "count": len(ids)}
+
+        upstream = ["embed", *reads, *(["dedup"] if dedup is not None else [])]
+        self.step("sample_retrieval", self.retrieve_config(), upstream, body)
+        return folder
 
 
 def check_sizes(cluster: DictConfig | None, sample: DictConfig | None, n: int, pool: str) -> list[LevelSpec]:

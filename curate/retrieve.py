@@ -30,11 +30,12 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from curate import CONFIG_DIR
-from curate.conf import register_configs
+from curate.conf import RetrieveConfig, register_configs
 from curate.core import dist
 from curate.core.atomic import atomic_save_npy, atomic_write_json
 from curate.core.entry import hydra_entry
 from curate.core.errors import InputError, check_device
+from curate.core.protocol import Stage
 from curate.io.identity import input_identity, vouch
 from curate.io.idlist import write_ids
 from curate.io.store import load_embeddings
@@ -157,6 +158,21 @@ def _run(cfg: DictConfig, out: Path) -> dict:
         atomic_write_json(out / MANIFEST, manifest)
     dist.barrier()
     return summary
+
+
+#: the retrieve stage's declaration (curate.core.protocol); the pipeline reaches it through
+#: ``stage_modules.retrieve`` (its retrieval arm, ``mix.retrieval``)
+STAGE = Stage(
+    name="retrieve",
+    config="retrieve",
+    schema=RetrieveConfig,
+    run=run_retrieve,
+    inputs=("input", "queries"),
+    outputs=OUTPUTS,
+    record=MANIFEST,
+    check=validate,
+    register=register_configs,
+)
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="retrieve")

@@ -304,9 +304,35 @@ def data_config(node: Any, name: str, default: dict | None = None) -> Any:
     kind = node.get("kind")
     _check(kind in IMAGE_SOURCES, f"{name}.kind", f"an image source {IMAGE_SOURCES}, got {kind!r}")
     try:
-        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(SOURCES[kind]), node))
+        data = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(SOURCES[kind]), node))
     except OmegaConfBaseException as err:
         raise ValueError(f"{name}: {str(err).splitlines()[0]}") from None
+    if data.mix is not None or data.homogeneous_fraction is not None:
+        _check_mix(data, name)
+    return data
+
+
+def _check_mix(data: Any, name: str) -> None:
+    """The rules of ``data.mix`` / ``data.homogeneous_fraction`` (their folders are read when the
+    run starts); each part's own ``data`` node typed by its source. Raises ``ValueError`` naming the key."""
+    import math
+
+    h = data.homogeneous_fraction
+    _check(data.mix is not None, f"{name}.homogeneous_fraction", "needs data.mix (the parts a batch is drawn from)")
+    _check(h is None or 0.0 <= h <= 1.0, f"{name}.homogeneous_fraction", f"must be in [0, 1], got {h}")
+    _check(len(data.mix) >= 1, f"{name}.mix", "give at least one part: [{selection: <dir>, weight: w}, ...]")
+    _check(data.selection is None, f"{name}.selection", f"set it as a part of {name}.mix, not beside it")
+    for k, part in enumerate(data.mix):
+        key = f"{name}.mix[{k}]"
+        w = part.weight
+        _check(math.isfinite(w) and w >= 0, f"{key}.weight", f"must be a finite number >= 0, got {w}")
+        if part.data is not None:
+            part.data = data_config(part.data, f"{key}.data")
+            for inner in ("selection", "mix", "homogeneous_fraction"):
+                _check(
+                    getattr(part.data, inner) is None, f"{key}.data.{inner}", f"set the part's own as {key}.selection"
+                )
+    _check(sum(part.weight for part in data.mix) > 0, f"{name}.mix", "the weights sum to 0: no part to draw from")
 
 
 def to_train_config(cfg: DictConfig | TrainConfig) -> TrainConfig:
@@ -435,6 +461,7 @@ def validate_eval(cfg: EvalConfig) -> None:
     defaults = {"train": {"kind": "fashion_mnist"}, "test": {"kind": "fashion_mnist", "split": "test"}}
     for split in ("train", "test"):
         setattr(cfg.data, split, data_config(getattr(cfg.data, split), f"data.{split}", defaults[split]))
+        _check(getattr(cfg.data, split).mix is None, f"data.{split}.mix", "only the trainer mixes selections")
     e = cfg.eval
     _check(e.num_workers is None or e.num_workers >= 0, "eval.num_workers", "must be >= 0")
     _check(e.knn_k >= 1, "eval.knn_k", "must be >= 1")

@@ -10,7 +10,8 @@ Outputs in ``out`` (the Hydra run dir)::
     train_ids.txt   the ids of the training items (the source's ids, e.g. image paths), in order
     backbone.pt     the teacher backbone for :func:`selfsup.export.load_backbone`
     snapshots/backbone_<iteration>.pt   the same, every ``train.snapshot_every`` iterations (if > 0)
-    manifest.json   resolved config, the data (source, selection identity and count), distinct items
+    manifest.json   resolved config, the data (source, selection identity and count; with
+                    ``data.mix`` each part's selection, weight, count and items drawn), distinct items
                     seen, sizes, versions, final losses; written last
 
 Re-running with the same ``out`` resumes from ``checkpoint.pt`` (on any world size: the
@@ -56,7 +57,14 @@ from curate.io.idlist import write_ids
 from curate.stage import check_selection, guarded_output
 from selfsup.augment import MultiCrop
 from selfsup.config import OptimConfig, TrainConfig, config_to_dict, register_configs, to_train_config
-from selfsup.data import InfiniteBatchSampler, MultiCropDataset, collate_multicrop, mix_seed, open_image_set
+from selfsup.data import (
+    InfiniteBatchSampler,
+    MixedBatchSampler,
+    MultiCropDataset,
+    collate_multicrop,
+    mix_seed,
+    open_image_set,
+)
 from selfsup.export import backbone_payload, save_backbone
 from selfsup.meta_arch import SSLMetaArch
 from selfsup.schedules import cosine_schedule, warmup_then_constant
@@ -297,9 +305,7 @@ def _loader(
         cfg.ibot.mask_type,
         cfg.train.seed,
     )
-    sampler = InfiniteBatchSampler(
-        len(images), cfg.train.batch_size, cfg.train.seed, rank, world_size, start=samples_seen
-    )
+    sampler = _sampler(cfg, images, rank, world_size, samples_seen)
     workers = default_num_workers() if cfg.train.num_workers is None else cfg.train.num_workers
     return torch.utils.data.DataLoader(  # decoding and augmentation run in the workers
         dataset,
@@ -308,6 +314,20 @@ def _loader(
         num_workers=workers,
         pin_memory=device.type == "cuda",
         persistent_workers=workers > 0,
+    )
+
+
+def _sampler(
+    cfg: TrainConfig, images: Any, rank: int, world_size: int, samples_seen: int
+) -> InfiniteBatchSampler | MixedBatchSampler:
+    """The batch sampler of a run: the parts of ``data.mix`` drawn by weight
+    (:class:`MixedBatchSampler`), else epochs of the whole training set."""
+    b, seed = cfg.train.batch_size, cfg.train.seed
+    if images.mix is None:
+        return InfiniteBatchSampler(len(images), b, seed, rank, world_size, start=samples_seen)
+    mix = images.mix
+    return MixedBatchSampler(
+        mix.members, mix.weights, mix.homogeneous_fraction, b, seed, rank, world_size, samples_seen
     )
 
 
@@ -356,6 +376,8 @@ def _train(cfg: TrainConfig) -> dict[str, Any]:
         setup_logging()  # warnings only on other ranks; rank 0 keeps the app's (Hydra's) logging
     device = resolve_device(cfg.train.device, key="train.device")
     check_selection(cfg.data.selection)  # a sample whose clustering or input changed is refused
+    for k, part in enumerate(cfg.data.mix or []):
+        check_selection(part.selection, f"data.mix[{k}].selection")
     out_dir = Path(cfg.out)
     with guarded_output(out_dir, {}, "out"):  # one run per folder; a killed run's temporaries removed
         return _train_locked(cfg, out_dir, rank, world_size, device, t_start)
@@ -422,6 +444,10 @@ def _train_locked(
     distinct_seen = int(seen.sum())  # merged over the ranks at the last checkpoint (the final iteration)
 
     if rank == 0:
+        if images.mix is not None:  # what each part gave: replayed from the plan stream
+            drawn = _sampler(cfg, images, 0, 1, 0).drawn(total)
+            for record, count in zip(data_info["selection"]["mix"], drawn.tolist()):
+                record["drawn"] = count
         _save_snapshot(cfg, meta, out_dir / "backbone.pt", total)
         if not last_record and (out_dir / "metrics.jsonl").exists():
             lines = (out_dir / "metrics.jsonl").read_text().splitlines()

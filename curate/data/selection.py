@@ -33,7 +33,8 @@ def read_rows(
 
     Args:
         path: a folder holding one of ``folder_files`` (the first found is read), a 1-D integer
-            ``.npy`` of rows, or a text file of ids, one per line.
+            ``.npy`` of rows, a ``.parquet`` table with an ``id`` column (a ``selected.parquet``),
+            or a text file of ids, one per line.
         n_rows: rows of what is selected from.
         ids_of: gives the ids of those rows (strings or ints; None: it has none), called for an ids file.
         what: the name of the setting, in messages (``subset``, ``data.selection``).
@@ -57,7 +58,13 @@ def read_rows(
     if not path.is_file():
         raise FileNotFoundError(f"{what} not found: {path}")
     wanted = None
-    if path.suffix == ".npy":
+    if path.suffix == ".parquet":  # a selected.parquet: the ids of its ``id`` column, in row order
+        from curate.io.parquet import RowGroups
+        from curate.io.parquet import read_ids as read_id_column
+
+        wanted = list(read_id_column(RowGroups([path], what), "id", what))
+        rows = _rows_of_ids(path, wanted, ids_of(), what, where)
+    elif path.suffix == ".npy":
         try:
             rows = np.load(path, allow_pickle=False)
         except (ValueError, EOFError, OSError) as err:

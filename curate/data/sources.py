@@ -341,18 +341,78 @@ class SelectedSource(Source):
         return {**self.base.describe(), "count": len(self.positions), "selection": dict(self.selection)}
 
 
+class ConcatSource(Source):
+    """The items of several sources of one modality, one source after the other (item ``i`` of
+    ``parts[1]`` is item ``len(parts[0]) + i``); ids as each part has them, labels when every part
+    has them.
+
+    Args:
+        parts: the sources, in order.
+        record: what made them (recorded in :meth:`describe`).
+    """
+
+    def __init__(self, parts: Sequence[Source], record: dict) -> None:
+        self.parts, self.record = list(parts), record
+        self.offsets = np.cumsum([0] + [len(p) for p in self.parts])  # (P + 1,) first item of each part, then n
+        self.modality = self.parts[0].modality
+        self.ids_format = "txt" if len({p.ids_format for p in self.parts}) > 1 else self.parts[0].ids_format
+        names = {tuple(p.label_names) if p.label_names is not None else None for p in self.parts}
+        self.label_names = self.parts[0].label_names if len(names) == 1 else None
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def _locate(self, index: int) -> tuple[Source, int]:
+        part = int(np.searchsorted(self.offsets, index, side="right")) - 1
+        return self.parts[part], int(index - self.offsets[part])
+
+    def load(self, index: int) -> Any:
+        source, i = self._locate(index)
+        return source.load(i)
+
+    def ids(self, indices: np.ndarray) -> list:
+        indices = np.asarray(indices, dtype=np.int64)
+        part = np.searchsorted(self.offsets, indices, side="right") - 1
+        out: list = [None] * len(indices)
+        for p in np.unique(part).tolist():
+            at = np.flatnonzero(part == p)
+            for j, value in zip(at.tolist(), self.parts[p].ids(indices[at] - self.offsets[p])):
+                out[j] = value
+        return out
+
+    def labels(self) -> np.ndarray | None:
+        labels = [p.labels() for p in self.parts]
+        return None if any(x is None for x in labels) else np.concatenate(labels).astype(np.int64)
+
+    def item_path(self, index: int) -> Path | None:
+        source, i = self._locate(index)
+        return source.item_path(i)
+
+    def raw_key(self, index: int) -> str:
+        source, i = self._locate(index)
+        return source.raw_key(i)
+
+    def raw_members(self, index: int) -> dict[str, bytes]:
+        source, i = self._locate(index)
+        return source.raw_members(i)
+
+    def describe(self) -> dict:
+        return {**self.record, "count": len(self), "parts": [p.describe() for p in self.parts]}
+
+
 #: files of a selection folder, by preference: ids first (they survive skipped items), rows second
-SELECTION_FILES = ("ids.txt", "kept_ids.txt", "indices.npy", "kept_indices.npy")
+SELECTION_FILES = ("ids.txt", "kept_ids.txt", "selected.parquet", "indices.npy", "kept_indices.npy")
 
 
-def read_selection(path: str | os.PathLike, source: Source) -> tuple[np.ndarray, dict]:
+def read_selection(path: str | os.PathLike, source: Source, key: str = "data.selection") -> tuple[np.ndarray, dict]:
     """Positions in ``source`` of the items a selection names (:func:`curate.data.selection.read_rows`).
 
     Args:
-        path: a folder holding one of :data:`SELECTION_FILES` (a ``curate.sample`` output or a
-            ``curate.dedup`` output), a text file with one id per line, or an ``.npy`` of int
-            positions in the source.
+        path: a folder holding one of :data:`SELECTION_FILES` (a ``curate.sample``, ``curate.retrieve``
+            or ``curate.dedup`` output), a text file with one id per line, a ``selected.parquet``
+            (its ``id`` column) or an ``.npy`` of int positions in the source.
         source: the full source.
+        key: the setting that named ``path``, in messages (``data.mix[1].selection``).
 
     Returns:
         ``(positions (m,) int64 in file order, identity)``; ``identity`` holds ``path``, ``file``,
@@ -365,9 +425,7 @@ def read_selection(path: str | os.PathLike, source: Source) -> tuple[np.ndarray,
     import hashlib
 
     n = len(source)
-    positions, path, wanted = read_rows(
-        path, n, lambda: source.ids(np.arange(n)), "data.selection", "source", SELECTION_FILES
-    )
+    positions, path, wanted = read_rows(path, n, lambda: source.ids(np.arange(n)), key, "source", SELECTION_FILES)
     if wanted is None:
         wanted = [str(i) for i in source.ids(positions)]
     digest = hashlib.sha1("".join(f"{key}\n" for key in wanted).encode()).hexdigest()
@@ -521,7 +579,15 @@ def wordnet_source(pos: Sequence[str] = (), with_lemmas: bool = False, limit: in
 def build_source(cfg: Any, cache_dir: str | os.PathLike | None = None) -> Source:
     """The :class:`Source` described by a ``data`` config node (see ``curate.embed.config``),
     restricted to ``cfg.selection`` when it is set. ``cache_dir``: the stage's output folder, where
-    a source keeps what it builds once (the webdataset index; ``data.index_dir`` overrides it)."""
+    a source keeps what it builds once (the webdataset index; ``data.index_dir`` overrides it).
+
+    Raises:
+        ValueError: ``data.mix`` / ``data.homogeneous_fraction`` set (only the trainer mixes
+            selections: ``selfsup.data.open_image_set``), an unknown kind, a bad selection.
+    """
+    for key in ("mix", "homogeneous_fraction"):
+        if getattr(cfg, key, None) is not None:
+            raise ValueError(f"data.{key}: only selfsup.train mixes selections; this stage reads one source")
     source = _build_full_source(cfg, cache_dir)
     selection = getattr(cfg, "selection", None)
     if selection is None:

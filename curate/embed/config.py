@@ -22,14 +22,34 @@ EmbedDtype = choices("EmbedDtype", ("float32", "float16"), __name__)
 
 # ---- sources (config group "data") ---------------------------------------------------------
 @dataclass
+class MixPartConfig:
+    """One part of the trainer's ``data.mix``: the items of ``selection`` (a selection of the
+    ``data`` source, as ``data.selection`` reads it; None: all its items) drawn with ``weight``.
+    ``data``: the part's own source node (``configs/data/<kind>``, e.g. a seed set's image folder)
+    instead of the trainer's ``data``; its ``selection``, when set, is the part's."""
+
+    selection: str | None = None
+    weight: float = 1.0
+    data: Any = None
+
+
+@dataclass
 class DataConfig:
     """Fields every source has. ``limit``: keep only the first ``limit`` items (None: all).
     ``selection``: only the items named by a ``curate.sample`` / ``curate.dedup`` folder, an ids
-    text file or an ``.npy`` of positions (matched by id, see ``curate.data.sources.read_selection``)."""
+    text file, a ``selected.parquet`` or an ``.npy`` of positions (matched by id, see
+    ``curate.data.sources.read_selection``).
+
+    The trainer's only (``selfsup.train``; other stages refuse them): ``mix``, several selections
+    drawn by weight (:class:`MixPartConfig`; each batch's items are drawn part by part with
+    probabilities proportional to the weights), and ``homogeneous_fraction``, the share of batches
+    whose items all come from one part (chosen by weight; None: 0), as DINOv3 mixes its data."""
 
     kind: str = MISSING
     limit: int | None = None
     selection: str | None = None
+    mix: list[MixPartConfig] | None = None
+    homogeneous_fraction: float | None = None
 
 
 @dataclass

@@ -40,7 +40,7 @@ from curate.hierarchy import HierarchicalKMeans
 from curate.io.identity import file_sha256
 from curate.io.idlist import write_ids
 from curate.io.tables import SELECTED_FILE, write_selected
-from curate.sampling import SampleResult, flat_sample, random_rows, sample_budgets, sample_stats
+from curate.sampling import SampleResult, flat_sample, random_rows, resolve_target, sample_budgets, sample_stats
 from curate.stage import guarded_output, open_clustered_input, output_dir, run_stage, stage_name
 
 log = logging.getLogger(__name__)
@@ -114,6 +114,11 @@ def _sample(cfg: DictConfig, out: Path, cluster_dir: Path) -> Path:
     exporter = exporter_for(cfg.export, cluster_dir)  # before the draw: an input that cannot be exported fails first
     clustering = {"path": str(cluster_dir.resolve()), "manifest_sha256": file_sha256(cluster_dir / "manifest.json")}
     targets = list(cfg.targets)
+    for target in targets:  # every budget against the pool before any is drawn
+        try:
+            resolve_target(target, hkm.n_items_)
+        except ValueError as err:
+            raise ValueError(f"targets={target}: {err} (targets)") from None
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         if cfg.method == "flat":

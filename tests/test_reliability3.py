@@ -101,3 +101,42 @@ def test_refusals_devices_errors_and_no_network(tmp_path):
     _one_error_line(results[len(refused) + 1], "not a .npy file", str(tmp_path / "bad" / "x.npy"))
     assert results[-1]["rc"] == 0, results[-1]["stderr"][-2000:]
     assert (out / "cluster" / "wb" / "manifest.json").exists() and (out / "cluster" / "wb" / "wandb").is_dir()
+
+
+def _pool(tmp_path: Path, n: int = 300) -> tuple[Path, list[str]]:
+    """A ``(n, 4)`` input and the cluster case that clusters it into ``<out>/cluster/c``."""
+    x = np.random.default_rng(0).normal(size=(n, 4)).astype(np.float32)
+    atomic_save_npy(tmp_path / "x.npy", x)
+    out = tmp_path / "out"
+    case = [
+        "curate.cluster",
+        "input.toy=null",
+        "cluster=kmeans_flat",
+        "cluster.n_iter=3",
+        "cluster.levels=[{k:20},{k:5}]",
+        f"input.path={tmp_path / 'x.npy'}",
+        f"out_dir={out}",
+        "name=c",
+    ]
+    return out, case
+
+
+def test_a_budget_that_selects_no_item_is_refused_naming_the_smallest_fraction(tmp_path):
+    out, cluster = _pool(tmp_path)
+    sample = ["curate.sample", f"cluster_dir={out / 'cluster' / 'c'}", f"out_dir={out}", "plot=false"]
+    results = _run_cases(
+        tmp_path,
+        [
+            cluster,
+            [*sample, "name=zero", "targets=[0.0001]"],
+            [*sample, "name=two", "targets=[50,0.0001]"],
+            [*sample, "name=least", "targets=[0.00167]"],
+        ],
+    )
+    assert results[0]["rc"] == 0, results[0]["stderr"][-2000:]
+    _one_error_line(results[1], "targets", "0.0001", "0.00167")
+    _one_error_line(results[2], "targets", "0.0001", "0.00167")  # refused before the first budget is drawn
+    for name in ("zero", "two"):
+        assert not list((out / "sample" / name).rglob("indices.npy"))
+    assert results[3]["rc"] == 0, results[3]["stderr"][-2000:]
+    assert len(np.load(out / "sample" / "least" / "indices.npy")) == 1  # the fraction named selects an item

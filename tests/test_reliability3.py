@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from curate.core.atomic import atomic_save_npy
+from curate.io.identity import fixed_rows
 
 REPO = Path(__file__).resolve().parents[1]
 DRIVER = r"""
@@ -140,3 +141,30 @@ def test_a_budget_that_selects_no_item_is_refused_naming_the_smallest_fraction(t
         assert not list((out / "sample" / name).rglob("indices.npy"))
     assert results[3]["rc"] == 0, results[3]["stderr"][-2000:]
     assert len(np.load(out / "sample" / "least" / "indices.npy")) == 1  # the fraction named selects an item
+
+
+def test_a_clustering_is_not_reused_when_rows_changed_but_size_and_mtime_did_not(tmp_path):
+    out, cluster = _pool(tmp_path)
+    first = _run_cases(tmp_path, [cluster, cluster])
+    assert all(r["rc"] == 0 for r in first), first[0]["stderr"][-2000:]
+    assert "nothing to do" in first[1]["stderr"]  # the same rows: reused
+    path = tmp_path / "x.npy"
+    stat = path.stat()
+    x = np.load(path)
+    others = np.setdiff1d(np.arange(len(x)), fixed_rows(len(x)))  # rows the cheap identity does not read
+    rows = np.random.default_rng(1).choice(others, size=len(x) * 12 // 100, replace=False)
+    x[rows] = np.random.default_rng(2).normal(size=(len(rows), x.shape[1]))
+    with open(path, "r+b") as f:  # the same file, size and header; 12% of its rows replaced
+        f.seek(stat.st_size - x.nbytes)
+        f.write(x.tobytes())
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert path.stat().st_size == stat.st_size and path.stat().st_mtime_ns == stat.st_mtime_ns
+    fresh = [*cluster[:-1], "name=fresh"]
+    again = _run_cases(tmp_path, [cluster, [*cluster, "overwrite=true"], fresh])
+    _one_error_line(again[0], "rows changed since", "content hash", "overwrite=true")
+    assert all(r["rc"] == 0 for r in again[1:]), again[1]["stderr"][-2000:]
+    for t in (1, 2):  # recomputed on the new rows: the arrays of a fresh run
+        for name in ("assign", "centroids"):
+            a = np.load(out / "cluster" / "c" / f"level{t}" / f"{name}.npy")
+            np.testing.assert_array_equal(a, np.load(out / "cluster" / "fresh" / f"level{t}" / f"{name}.npy"))
+

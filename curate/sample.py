@@ -33,6 +33,7 @@ from curate.conf import SampleStageConfig, register_configs, validate_sample
 from curate.core import dist
 from curate.core.atomic import atomic_save_npy, atomic_write_json
 from curate.core.entry import hydra_entry
+from curate.core.guard import recorded_outputs
 from curate.core.protocol import Stage
 from curate.core.tracking import stage_tracker
 from curate.export import export_selection, exporter_for
@@ -98,7 +99,8 @@ def sample(cfg: DictConfig) -> Path:
     dist.setup_logging()
     out = output_dir()
     cluster_dir = Path(cfg.cluster_dir)
-    with guarded_output(out, {"cluster_dir": cluster_dir}, "out_dir/sample/name"):
+    # the folder holds the outputs of this run only: the budgets of an earlier one are removed
+    with guarded_output(out, {"cluster_dir": cluster_dir}, "out_dir/sample/name"), recorded_outputs(out):
         return _sample(cfg, out, cluster_dir)
 
 

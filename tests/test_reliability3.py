@@ -168,3 +168,26 @@ def test_a_clustering_is_not_reused_when_rows_changed_but_size_and_mtime_did_not
             a = np.load(out / "cluster" / "c" / f"level{t}" / f"{name}.npy")
             np.testing.assert_array_equal(a, np.load(out / "cluster" / "fresh" / f"level{t}" / f"{name}.npy"))
 
+
+def test_a_sample_folder_holds_exactly_the_outputs_of_its_last_run(tmp_path):
+    out, cluster = _pool(tmp_path)
+    one = ["curate.sample", f"cluster_dir={out / 'cluster' / 'c'}", f"out_dir={out}", "name=one", "plot=false"]
+    two = [*one[:-2], "name=two", "plot=false"]
+    first = _run_cases(tmp_path, [cluster, [*one, "targets=[100]"], [*two, "targets=[20,40]"]])
+    assert all(r["rc"] == 0 for r in first), [r["stderr"][-1500:] for r in first]
+    (out / "sample" / "one" / "notes.txt").write_text("mine")  # a user's files: never removed
+    (out / "sample" / "two" / "target_20" / "notes.txt").write_text("mine")
+    then = _run_cases(tmp_path, [[*one, "targets=[20,40]"], [*two, "targets=[100]"]])
+    assert all(r["rc"] == 0 for r in then), [r["stderr"][-1500:] for r in then]
+    one_dir, two_dir = out / "sample" / "one", out / "sample" / "two"
+    for name in ("indices.npy", "selected.parquet", "stats.json", "metrics.json"):
+        assert not (one_dir / name).exists(), name  # the single budget's root outputs are gone
+        assert (two_dir / name).exists(), name
+    assert (one_dir / "notes.txt").read_text() == "mine"
+    summary = json.loads((one_dir / "summary.json").read_text())
+    assert [s["target"] for s in summary] == [20, 40]
+    assert len(np.load(one_dir / "target_40" / "indices.npy")) == 40
+    assert not (two_dir / "summary.json").exists()  # it named the old budgets
+    assert not (two_dir / "target_40").exists()  # the old budget folders
+    assert sorted(p.name for p in (two_dir / "target_20").iterdir()) == ["notes.txt"]
+    assert len(np.load(two_dir / "indices.npy")) == 100

@@ -54,9 +54,14 @@ register_configs()
 
 
 def toy_input(name: str, out_dir: str | Path) -> Path:
-    """Write the bundled toy (rank 0, once) and return the path of its ``x.npy``."""
+    """Write the bundled toy (rank 0, once) and return the path of its ``x.npy``.
+
+    The toy is there when its ``manifest.json`` (written last) names it: a run killed after
+    ``x.npy`` but before ``labels.npy`` and the manifest writes it again, rather than clustering
+    a toy without its labels."""
     folder = Path(out_dir) / "data" / name
-    if dist.is_main_process() and not (folder / "x.npy").exists():
+    manifest = folder / "manifest.json"
+    if dist.is_main_process() and not (manifest.exists() and read_json(manifest).get("toy") == name):
         write_toy(name, folder)
     dist.barrier()
     return folder / "x.npy"

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from curate.core.atomic import atomic_save_npy
 from curate.io.identity import fixed_rows
@@ -191,3 +192,84 @@ def test_a_sample_folder_holds_exactly_the_outputs_of_its_last_run(tmp_path):
     assert not (two_dir / "target_40").exists()  # the old budget folders
     assert sorted(p.name for p in (two_dir / "target_20").iterdir()) == ["notes.txt"]
     assert len(np.load(two_dir / "indices.npy")) == 100
+
+
+KILL_DRIVER = r"""
+import contextlib, io, json, os, runpy, signal, sys
+from pathlib import Path
+import numpy as np
+import pytest
+from curate.core.atomic import listen_writes
+root, every, args = Path(sys.argv[1]), sys.argv[2] == "every", json.loads(sys.argv[3])
+def run(out, kill_at=None):
+    writes = []
+    def hook(path):  # called before each file is written: kill_at is the number of files written
+        if len(writes) == kill_at:
+            os.kill(os.getpid(), signal.SIGKILL)
+        writes.append(str(Path(path).relative_to(out)))
+    sys.argv = ["curate.cluster", *args, f"out_dir={out}", "name=c"]
+    with contextlib.redirect_stderr(io.StringIO()) as err, listen_writes(hook):
+        try:
+            runpy.run_module("curate.cluster", run_name="__main__", alter_sys=True)
+        except SystemExit as stop:
+            assert not stop.code, err.getvalue()[-3000:]
+    return writes
+def arrays(out):
+    return {str(p.relative_to(out)): np.load(p) for p in sorted(out.rglob("*.npy"))}
+writes = run(root / "ref")
+ref = arrays(root / "ref")
+if every:
+    points = list(range(len(writes)))
+else:  # spread over the fit: the toy, k-means iterations, resampling steps, level checkpoints, outputs
+    marks = [("toy_2d/labels.npy", 0), ("level1/run0/kmeans_state.npz", 1), ("level1/step1.npz", 0),
+             ("level2/run0/", 0), ("cluster/c/level1/assign.npy", 0), ("cluster/c/manifest.json", 0)]
+    points = [[i for i, w in enumerate(writes) if m in w][k] for m, k in marks]
+results = []
+for n in points:
+    out = root / f"p{n}"
+    pid = os.fork()
+    if pid == 0:
+        try:
+            run(out, kill_at=n)
+        finally:
+            os._exit(3)  # not killed
+    _, status = os.waitpid(pid, 0)
+    killed = os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+    run(out)  # the re-run
+    got = arrays(out)
+    same = {k for k in set(ref) & set(got) if np.array_equal(ref[k], got[k])}
+    differ = sorted((set(ref) | set(got)) - same)
+    results.append({"point": n, "write": writes[n], "killed": killed, "differ": differ})
+print(json.dumps(results))
+"""
+
+
+def _kill_points(tmp_path: Path, every: bool) -> list[dict]:
+    (tmp_path / "kill.py").write_text(KILL_DRIVER)
+    args = ["cluster=kmeans_flat", "cluster.n_iter=4", "checkpoint_every=2",
+            "cluster.levels=[{k:20,resample_steps:1,sample_size:2},{k:4}]"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), "HYDRA_FULL_ERROR": "0"}
+    proc = subprocess.run(
+        [sys.executable, str(tmp_path / "kill.py"), str(tmp_path), "every" if every else "some", json.dumps(args)],
+        capture_output=True, text=True, env=env, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads(proc.stdout.strip().splitlines()[-1])
+    for r in results:
+        assert r["killed"], r
+        assert not r["differ"], r  # the arrays of the uninterrupted run, the toy's included
+    return results
+
+
+def test_sigkill_at_points_across_a_fit_then_a_rerun_gives_the_arrays_of_an_uninterrupted_run(tmp_path):
+    """Killed (SIGKILL, before the n-th file of the run is written) inside a k-means run, a
+    resampling step, the next level, the final arrays and before the manifest, then run again:
+    the arrays of a run never killed. The toy input killed between its ``x.npy`` and its manifest
+    was the case that ended differently (no ``labels.npy``; the toy is now judged by its manifest)."""
+    results = _kill_points(tmp_path, every=False)
+    assert len(results) == 6 and len({r["point"] for r in results}) == 6
+
+
+@pytest.mark.long
+def test_sigkill_before_every_file_a_fit_writes(tmp_path):
+    assert len(_kill_points(tmp_path, every=True)) > 40

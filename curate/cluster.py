@@ -208,7 +208,10 @@ def _check_reuse(done: dict, config: dict, source: dict, array: Any, out: Path) 
     what = f"the clustering in {out}"
     if decision.action is Action.recompute and "inputs" in decision.changed:
         _check_same_input(recorded, source, what)  # says how the input changed
-    decision.refuse(what, FRESH)
+    try:
+        decision.refuse(what, FRESH)
+    except ValueError as err:  # an identity of this run: refused as before (IdentityError)
+        raise IdentityError(str(err)) from None
     if recorded.get("content") != content_digest(_local_rows(array), int(array.shape[0])):
         raise IdentityError(
             f"{what} was made from {source['path']}, whose rows changed since (same size and modification time, "

@@ -12,8 +12,10 @@ of this attempt: level, run, objective, shift, seconds), ``metrics.json`` (balan
 ``items.npy`` (with ``input.subset``: the input rows of the clustered items), ``labels.parquet``
 (``id``, ``level_1..level_L``: each item's cluster at every level, :mod:`curate.io.tables`) and ``manifest.json``
 (last). A re-run resumes from ``checkpoints/`` (levels, resampling steps, k-means iterations); a
-finished run with the same settings and input is skipped (after checking the files its manifest
-vouches for; a missing or changed one is rebuilt). Checkpoints or a clustering of another input
+finished run with the same settings and input is skipped (:func:`curate.core.protocol.decide`; the
+input's content hash, computed while the fit streams it and recorded in the manifest, is checked
+with one read of the input; then the files its manifest vouches for: a missing or changed one is
+rebuilt). Checkpoints or a clustering of another input
 or other settings are refused; ``overwrite=true`` replaces them (only what this stage wrote).
 The run holds ``<out>/.lock``. ``stop_after_level=t`` builds levels 1..t into
 ``checkpoints/`` and exits (``curate.submit`` sends one such job per level).
@@ -25,6 +27,7 @@ import json
 import logging
 import shutil
 from pathlib import Path
+from typing import Any
 
 import hydra
 import numpy as np
@@ -37,12 +40,12 @@ from curate.core import dist
 from curate.core.atomic import atomic_save_npy, atomic_write_json
 from curate.core.entry import hydra_entry
 from curate.core.errors import IdentityError, InputError, check_device
-from curate.core.protocol import Stage
+from curate.core.protocol import Action, Stage, decide, log_skip
 from curate.core.tracking import stage_tracker
 from curate.data.datasets.toy import write_toy
 from curate.hierarchy import HierarchicalKMeans
-from curate.io.identity import check_identity, verify_files, vouch
-from curate.io.shards import rank_rows
+from curate.io.identity import HashedRows, check_identity, content_digest, verify_files, vouch
+from curate.io.shards import rank_rows, shard_range
 from curate.io.tables import LABELS_FILE, OUTPUT_FILES, write_labels
 from curate.kmeans import RowSource
 from curate.stage import guarded_output, open_input, output_dir, read_json, run_stage, stage_name
@@ -52,9 +55,14 @@ register_configs()
 
 
 def toy_input(name: str, out_dir: str | Path) -> Path:
-    """Write the bundled toy (rank 0, once) and return the path of its ``x.npy``."""
+    """Write the bundled toy (rank 0, once) and return the path of its ``x.npy``.
+
+    The toy is there when its ``manifest.json`` (written last) names it: a run killed after
+    ``x.npy`` but before ``labels.npy`` and the manifest writes it again, rather than clustering
+    a toy without its labels."""
     folder = Path(out_dir) / "data" / name
-    if dist.is_main_process() and not (folder / "x.npy").exists():
+    manifest = folder / "manifest.json"
+    if dist.is_main_process() and not (manifest.exists() and read_json(manifest).get("toy") == name):
         write_toy(name, folder)
     dist.barrier()
     return folder / "x.npy"
@@ -133,34 +141,32 @@ def _cluster(cfg: DictConfig, out: Path, path: str | Path) -> Path:
     manifest_path = out / "manifest.json"
     if manifest_path.exists() and not cfg.overwrite:
         done = read_json(manifest_path)
-        if done.get("config") != config:
-            changed = sorted(k for k in {**config, **done.get("config", {})} if config.get(k) != done["config"].get(k))
-            keys = ", ".join(k if k == "seed" else f"cluster.{k}" for k in changed)
-            raise IdentityError(f"{out} already holds a clustering with other settings ({keys} changed); {FRESH}")
-        _check_same_input(done.get("input"), source, f"the clustering in {out}")
+        _check_reuse(done, config, source, array, out)
         problems = verify_files(out, done.get("files"))
         if not problems:
-            log.info("%s already holds this clustering; nothing to do", out)
+            log_skip(out, "clustering")
             return out
         log.warning("%s: %s; building the clustering again", out, "; ".join(problems))
     if dist.is_main_process():
         _start(out, source, cfg.overwrite)
     dist.barrier()
-    shard = RowSource(rank_rows(array, dist.get_rank(), dist.get_world_size()), name=str(path))  # errors name the file
+    shard = _local_rows(array)  # hashed while the fit streams it
+    fit_input = RowSource(shard, name=str(path))  # error messages name the input file
     stop = cfg.stop_after_level
     # the log describes the levels built so far, so a resumed or later level job rewrites it
     with stage_tracker(cfg, out, "cluster", fresh=True) as tracker:
         # every Lloyd iteration of every k-means run -> <out>/kmeans.jsonl (and wandb kmeans/*)
         model.on_iteration = lambda record: tracker.log_series("kmeans", record)
         if stop is not None and stop < len(model.specs):
-            model.fit(shard, stop_after_level=stop)
+            model.fit(fit_input, stop_after_level=stop)
             _check_finite_objective(model, source)
             for t, level in enumerate(model.levels_, start=1):
                 tracker.log({"level": t, **level.stats}, step=t)
             log.info("levels 1..%d built in %s; a run without stop_after_level continues from them", stop, out)
             return out
-        model.fit(shard)
+        model.fit(fit_input)
         _check_finite_objective(model, source)
+        source = {**source, "content": content_digest(shard, int(array.shape[0]))}  # what a reuse checks
         for t, level in enumerate(model.levels_, start=1):
             tracker.log({"level": t, **level.stats}, step=t)
         summary = balance_metrics(model)
@@ -181,6 +187,38 @@ def _cluster(cfg: DictConfig, out: Path, path: str | Path) -> Path:
         sizes = ", ".join(f"level {t}: {level.k}" for t, level in enumerate(model.levels_, start=1))
         log.info("clusters written to %s (%s)", out, sizes)
     return out
+
+
+def _local_rows(array: Any) -> HashedRows:
+    """This rank's contiguous rows of ``array``, hashing their content as they are read."""
+    start, _ = shard_range(int(array.shape[0]), dist.get_rank(), dist.get_world_size())
+    return HashedRows(rank_rows(array, dist.get_rank(), dist.get_world_size()), start)
+
+
+def _check_reuse(done: dict, config: dict, source: dict, array: Any, out: Path) -> None:
+    """A finished clustering in ``out`` is reused only for the same settings and the same input
+    (:func:`curate.core.protocol.decide`): the cheap identity (path, size, mtime, a few rows,
+    the subset) refuses a changed input at once; when it agrees, the content hash of every row
+    (one read of the input, :func:`curate.io.identity.content_digest`) must be the recorded one.
+
+    Raises:
+        ValueError / IdentityError: other settings or another input, naming what changed and ``FRESH``.
+    """
+    recorded = done.get("input") if isinstance(done.get("input"), dict) else {}
+    cheap = {key: value for key, value in recorded.items() if key != "content"}
+    decision = decide({"status": done.get("status"), "settings": done.get("config"), "inputs": cheap}, config, source)
+    what = f"the clustering in {out}"
+    if decision.action is Action.recompute and "inputs" in decision.changed:
+        _check_same_input(recorded, source, what)  # says how the input changed
+    try:
+        decision.refuse(what, FRESH)
+    except ValueError as err:  # an identity of this run: refused as before (IdentityError)
+        raise IdentityError(str(err)) from None
+    if recorded.get("content") != content_digest(_local_rows(array), int(array.shape[0])):
+        raise IdentityError(
+            f"{what} was made from {source['path']}, whose rows changed since (same size and modification time, "
+            f"another content hash{'' if 'content' in recorded else ': none recorded, an older version'}); {FRESH}"
+        )
 
 
 def _check_same_input(recorded: dict | None, source: dict, what: str) -> None:

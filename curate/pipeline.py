@@ -21,8 +21,9 @@ its resolved ``config``.
 Re-running (:func:`curate.core.protocol.decide`): a stage complete with the same settings and inputs
 is skipped ("nothing to do"); one left running (killed) resumes through its own resume (embed
 shards, dedup checkpoint, k-means checkpoints, trainer checkpoint); one whose content settings or
-inputs changed has its folder, which the pipeline made, removed and runs again, so a changed train
-setting re-runs train and eval, not clustering; a changed run-only setting
+inputs changed is recomputed in place: the files its runs wrote in its folder (recorded,
+:func:`curate.core.guard.recorded_outputs`) are removed, nothing else, and it runs again, so a
+changed train setting re-runs train and eval, not clustering; a changed run-only setting
 (``train.train.snapshot_every``, devices, workers, logging) keeps the work. A ``pipeline.json``
 written by an older version (no ``settings``) is refused, naming its folder.
 
@@ -55,7 +56,6 @@ import copy
 import importlib
 import json
 import logging
-import shutil
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -72,6 +72,7 @@ from omegaconf.errors import OmegaConfBaseException
 from curate.analysis.metrics import rarest, rarest_classes
 from curate.conf import LoggerConfig, level_specs
 from curate.core.atomic import atomic_write_json
+from curate.core.guard import has_record, recorded_outputs, remove_recorded
 from curate.core.protocol import Action, Stage, completion_record, content, decide, fingerprint, log_skip
 from curate.hierarchy.levels import LevelSpec, resolve_levels
 from curate.io.idlist import read_ids, write_ids
@@ -683,13 +684,21 @@ class Pipeline:
                     f"{folder / STAMP} was written by an older curate.pipeline, whose settings cannot be compared; "
                     f"remove {folder} to run the {stage} stage again, or choose another name= ({folder})"
                 )
+            if not has_record(folder):
+                raise ValueError(
+                    f"{folder} was made by an older curate.pipeline, which did not record the files its stages "
+                    f"wrote; remove {folder} to run the {stage} stage again, or choose another name= ({folder})"
+                )
             shown = ", ".join(decision.changed[:4]) + (" ..." if len(decision.changed) > 4 else "")
-            log.info("%s: %s changed: removing %s (made by the pipeline) and running it again", stage, shown, folder)
-            shutil.rmtree(folder)
+            removed = remove_recorded(folder)  # what its runs wrote, nothing else: a recompute in place
+            log.info(
+                "%s: %s changed: removed the %d file(s) it wrote in %s; running it again", stage, shown, removed, folder
+            )
         write_stamp(folder, stage, key, "running", cfg, settings, inputs)
         log.info("%s: %s in %s", stage, "resuming" if decision.action is Action.resume else "running", folder)
         t0 = time.perf_counter()
-        result = body(cfg)
+        with recorded_outputs(folder):  # every file the stage writes in its folder is recorded
+            result = body(cfg)
         seconds = time.perf_counter() - t0
         write_stamp(folder, stage, key, "complete", cfg, settings, inputs, result)
         self.report[stage] = {"dir": str(folder), "ran": True, "seconds": seconds}

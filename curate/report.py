@@ -347,7 +347,7 @@ def report(cfg: ReportConfig | DictConfig) -> Path:
     if missing:
         raise InputError(f"{missing[0]}= is required: python -m curate.report cluster=DIR ... ({missing[0]})")
     try:
-        resolve_target(cfg.target, 1)  # the sampler's rule: an int count, or a float fraction in (0, 1]
+        resolve_target(cfg.target, None)  # the sampler's rule: an int count, or a float fraction in (0, 1]
     except ValueError as err:
         raise InputError(f"target={cfg.target!r}: {err} (target)") from None
     as_int(cfg.examples, "examples", minimum=1)

@@ -33,6 +33,7 @@ from curate.conf import SampleStageConfig, register_configs, validate_sample
 from curate.core import dist
 from curate.core.atomic import atomic_save_npy, atomic_write_json
 from curate.core.entry import hydra_entry
+from curate.core.guard import recorded_outputs
 from curate.core.protocol import Stage
 from curate.core.tracking import stage_tracker
 from curate.export import export_selection, exporter_for
@@ -40,7 +41,7 @@ from curate.hierarchy import HierarchicalKMeans
 from curate.io.identity import file_sha256
 from curate.io.idlist import write_ids
 from curate.io.tables import SELECTED_FILE, write_selected
-from curate.sampling import SampleResult, flat_sample, random_rows, sample_budgets, sample_stats
+from curate.sampling import SampleResult, flat_sample, random_rows, resolve_target, sample_budgets, sample_stats
 from curate.stage import guarded_output, open_clustered_input, output_dir, run_stage, stage_name
 
 log = logging.getLogger(__name__)
@@ -98,7 +99,8 @@ def sample(cfg: DictConfig) -> Path:
     dist.setup_logging()
     out = output_dir()
     cluster_dir = Path(cfg.cluster_dir)
-    with guarded_output(out, {"cluster_dir": cluster_dir}, "out_dir/sample/name"):
+    # the folder holds the outputs of this run only: the budgets of an earlier one are removed
+    with guarded_output(out, {"cluster_dir": cluster_dir}, "out_dir/sample/name"), recorded_outputs(out):
         return _sample(cfg, out, cluster_dir)
 
 
@@ -114,6 +116,11 @@ def _sample(cfg: DictConfig, out: Path, cluster_dir: Path) -> Path:
     exporter = exporter_for(cfg.export, cluster_dir)  # before the draw: an input that cannot be exported fails first
     clustering = {"path": str(cluster_dir.resolve()), "manifest_sha256": file_sha256(cluster_dir / "manifest.json")}
     targets = list(cfg.targets)
+    for target in targets:  # every budget against the pool before any is drawn
+        try:
+            resolve_target(target, hkm.n_items_)
+        except ValueError as err:
+            raise ValueError(f"targets={target}: {err} (targets)") from None
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         if cfg.method == "flat":

@@ -308,19 +308,22 @@ def _check_strategy(strategy: Any) -> str:
     return str(strategy)
 
 
-def resolve_target(target: int | float, pool_size: int) -> int:
+def resolve_target(target: int | float, pool_size: int | None) -> int:
     """Absolute sample size from ``target``.
 
     Args:
         target: an int ``> 0`` (absolute count) or a float in ``(0, 1]`` (fraction of the pool,
             rounded to the nearest integer).
-        pool_size: number of items ``N`` in the pool.
+        pool_size: number of items ``N`` in the pool; None checks ``target`` alone (returns 0
+            for a fraction).
 
     Returns:
         The requested number of items.
 
     Raises:
-        ValueError: naming ``target`` when it is not positive, a fraction above 1, or not a number.
+        ValueError: naming ``target`` when it is not positive, a fraction above 1, not a number,
+            or a fraction of a non-empty pool that selects no item (``round(target * N) == 0``,
+            i.e. ``target <= 0.5 / N``): the message gives the smallest fraction that selects one.
     """
     if isinstance(target, bool) or not isinstance(target, numbers.Real):
         raise ValueError(f"target must be an int count or a float fraction, got {target!r}")
@@ -333,7 +336,25 @@ def resolve_target(target: int | float, pool_size: int) -> int:
         raise ValueError(f"target must be > 0, got {target}")
     if target > 1:
         raise ValueError(f"target as a fraction must be in (0, 1], got {target} (pass an int for a count)")
-    return int(round(target * pool_size))
+    if pool_size is None:
+        return 0
+    count = int(round(target * pool_size))
+    if count == 0 and pool_size > 0:
+        raise ValueError(
+            f"target {target:g} of a pool of {pool_size} items selects no item ({target * pool_size:.3g} rounds "
+            f"to 0): the smallest fraction that selects an item is {smallest_fraction(pool_size):g}, "
+            "or give a count (an int)"
+        )
+    return count
+
+
+def smallest_fraction(pool_size: int) -> float:
+    """The smallest fraction of three significant digits that selects an item of a pool of
+    ``pool_size > 0`` (``round(f * pool_size) >= 1``; just above ``0.5 / pool_size``)."""
+    f = 0.5 / pool_size
+    while round(float(f"{f:.3g}") * pool_size) < 1:
+        f *= 1.001
+    return float(f"{f:.3g}")
 
 
 # ----------------------------------------------------------------------------------------------

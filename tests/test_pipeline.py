@@ -409,3 +409,28 @@ def test_base_model_embeds_the_pool_and_later_stages_are_optional(tmp_path, fold
     assert store["meta"]["encoder_config"]["kind"] == "selfsup"
     assert store["meta"]["encoder_config"]["checkpoint"] == str(root / "base" / "backbone.pt")
     assert summary["sample_size"] == 40 and "knn_top1" not in summary and not (root / "train").exists()
+
+
+def test_a_changed_setting_recomputes_the_stage_in_place_and_keeps_a_users_files(tmp_path, folders):
+    """No rmtree of a stage folder: the files its runs wrote are replaced, a user's stay."""
+    root = tmp_path / "tiny"
+    stages = "stages=[embed,cluster,sample]"
+    run_pipeline(pipeline_cfg(folders, stages), root)
+    for stage in ("cluster", "sample"):
+        (root / stage / "notes.txt").write_text("mine")
+    (root / "cluster" / "level2" / "mine.txt").write_text("mine")  # inside a folder the stage made
+    before = (root / "embed" / "manifest.json").stat().st_mtime_ns
+    two_levels = "cluster.cluster.levels=[{k: 12, resample_steps: 1, sample_size: 2}]"  # level2 no longer built
+    summary = run_pipeline(pipeline_cfg(folders, stages, two_levels, "sample.targets=[30]"), root)
+    assert {s for s, e in summary["stages"].items() if e["ran"]} == {"cluster", "sample"}
+    assert (root / "embed" / "manifest.json").stat().st_mtime_ns == before
+    for stage in ("cluster", "sample"):
+        assert (root / stage / "notes.txt").read_text() == "mine"
+    assert sorted(p.name for p in (root / "cluster" / "level2").iterdir()) == ["mine.txt"]  # its arrays are gone
+    assert len(json.loads((root / "cluster" / "manifest.json").read_text())["levels"]) == 1
+    assert summary["sample_size"] == 30
+    fresh = run_pipeline(pipeline_cfg(folders, stages, two_levels, "sample.targets=[30]"), tmp_path / "fresh")
+    np.testing.assert_array_equal(
+        np.load(root / "sample" / "indices.npy"), np.load(tmp_path / "fresh" / "sample" / "indices.npy")
+    )
+    assert fresh["sample_size"] == 30

@@ -2,6 +2,11 @@
 
 A reader (or a resumed run) therefore sees either the old file or the complete new one, never a
 half-written file, even if the writer is killed.
+
+Every atomic write is announced (before the file is created) to the listeners registered with
+:func:`listen_writes`: :func:`curate.core.guard.recorded_outputs` records with them which files a
+stage run wrote. A writer that does not go through :func:`atomic_path` (an append-only log)
+announces its file with :func:`note_written`.
 """
 
 from __future__ import annotations
@@ -11,7 +16,8 @@ import json
 import math
 import os
 import tempfile
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +25,30 @@ import numpy as np
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
+
+
+_LISTENERS: list[Callable[[Path], None]] = []
+_LISTENERS_LOCK = threading.Lock()  # writer threads (prefetching shards) announce too
+
+
+@contextlib.contextmanager
+def listen_writes(listener: Callable[[Path], None]) -> Iterator[None]:
+    """Call ``listener(path)`` for every file written in this process during the block (any thread)."""
+    with _LISTENERS_LOCK:
+        _LISTENERS.append(listener)
+    try:
+        yield
+    finally:
+        with _LISTENERS_LOCK:
+            _LISTENERS.remove(listener)
+
+
+def note_written(path: str | os.PathLike) -> None:
+    """Announce that ``path`` is about to be written (to the :func:`listen_writes` listeners)."""
+    with _LISTENERS_LOCK:
+        listeners = list(_LISTENERS)
+    for listener in listeners:
+        listener(Path(path))
 
 
 @contextlib.contextmanager
@@ -30,6 +60,7 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    note_written(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
     os.close(fd)
     os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give the usual permissions

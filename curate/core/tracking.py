@@ -33,7 +33,7 @@ from types import TracebackType
 from typing import Any
 
 from curate.core import dist
-from curate.core.atomic import atomic_write_text
+from curate.core.atomic import atomic_write_text, note_written
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +109,7 @@ class Tracker:
         if not self.active:
             return
         self.out.mkdir(parents=True, exist_ok=True)
+        note_written(self.path)
         if fresh:
             self.path.write_text("")
         elif resume_step is not None and self.path.exists():
@@ -172,6 +173,8 @@ class Tracker:
         index = self._series.get(name, 0)
         self._series[name] = index + 1
         path = self.out / f"{name}.jsonl"
+        if index == 0:
+            note_written(path)
         if index == 0 and self.fresh:
             path.write_text("")
         self._append(path, {"index": index, **metrics})

@@ -5,6 +5,11 @@ resolved path, the size and modification time of the files, and a hash of a few 
 (:data:`N_FIXED_ROWS` rows spread over the array: a few reads, never a data pass). A resumed or
 re-run stage compares it with the input it is given now and refuses to mix two inputs.
 
+That identity is a cheap pre-check: it can only prove a change. A stage that reads every row
+anyway (the cluster stage) also records the **content hash** of the whole input
+(:class:`HashedRows` hashes the rows as the fit streams them, :func:`content_digest` combines
+the ranks), and reuses a finished run only when the input's content hash is the recorded one.
+
 A finished run's manifest lists the files it vouches for (:func:`vouch`): size always, a SHA-256
 for files up to :data:`SMALL_FILE` bytes. A re-run checks them (:func:`verify_files`) before
 trusting the manifest.
@@ -72,6 +77,106 @@ def sharded_rows_digest(read_row: Callable[[int], np.ndarray], n_local: int, d: 
         block[j] = np.asarray(read_row(int(pos[j]) - offset), dtype=np.float64).reshape(d) + 0.0
     block = dist.all_reduce_sum_(torch.from_numpy(block)).numpy()  # exact: every entry has one owner
     return _digest(n, d, block)
+
+
+_MASK = (1 << 64) - 1
+_LANE_KEYS = (0x243F6A8885A308D3, 0x13198A2E03707344)  # two independent 64-bit lanes: a 128-bit hash
+_HASH_ROWS = 4096  # rows mixed at a time (bounds the temporaries)
+
+
+def _splitmix(x: np.ndarray) -> np.ndarray:
+    """SplitMix64's finaliser on ``uint64`` arrays (wrapping arithmetic)."""
+    x = x + np.uint64(0x9E3779B97F4A7C15)
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+def _row_lanes(block: np.ndarray, start: int) -> list[int]:
+    """The two lane sums of the rows ``block: (m, d)`` at global positions ``start..start + m``:
+    each row's bytes mixed word by word with the word's column and the row's position, summed
+    over rows modulo 2**64 (so blocks, ranks and passes combine in any order)."""
+    lanes = [0, 0]
+    with np.errstate(over="ignore"):
+        for lo in range(0, len(block), _HASH_ROWS):
+            part = np.ascontiguousarray(block[lo : lo + _HASH_ROWS])
+            raw = part.view(np.uint8).reshape(len(part), -1)
+            if raw.shape[1] % 8:
+                raw = np.pad(raw, ((0, 0), (0, 8 - raw.shape[1] % 8)))
+            words = raw.view("<u8")
+            pos = np.arange(start + lo, start + lo + len(part), dtype=np.uint64)
+            cols = np.arange(words.shape[1], dtype=np.uint64)
+            for i, key in enumerate(_LANE_KEYS):
+                mixed = _splitmix(words ^ _splitmix(cols ^ np.uint64(key))).sum(axis=1, dtype=np.uint64)
+                rows = _splitmix(mixed ^ _splitmix(pos ^ np.uint64(key)))
+                lanes[i] = (lanes[i] + int(rows.sum(dtype=np.uint64))) & _MASK
+    return lanes
+
+
+class HashedRows:
+    """A view of ``(n, d)`` rows (this rank's block, at global row ``offset``) that hashes their
+    content while they are read: every row slice that continues the rows hashed so far (a pass
+    over the data, in any block size) extends the hash, so a stage that streams its input anyway
+    pays no extra read. :meth:`lanes` hashes what no pass read; :func:`content_digest` combines
+    the ranks.
+
+    The hash is position-keyed per 64-bit word and per row and summed over rows modulo 2**64 in
+    two lanes (128 bits): any changed, swapped or moved row changes it, whatever the block sizes
+    and the number of ranks; it guards against accidents, not against a forger.
+    """
+
+    def __init__(self, array: Any, offset: int = 0) -> None:
+        self.array, self.offset = array, int(offset)
+        self.shape, self.dtype = tuple(array.shape), array.dtype
+        self.ndim = 2
+        self.hashed = 0  # rows [0, hashed) are in the lanes
+        self._lanes = [0, 0]
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, index: Any) -> Any:
+        block = self.array[index]
+        if isinstance(index, slice):
+            lo, hi, step = index.indices(self.shape[0])
+            if step == 1 and lo <= self.hashed < hi:
+                self._feed(np.asarray(block[self.hashed - lo :]), self.hashed)
+        return block
+
+    def _feed(self, rows: np.ndarray, start: int) -> None:
+        for i, lane in enumerate(_row_lanes(rows, self.offset + start)):
+            self._lanes[i] = (self._lanes[i] + lane) & _MASK
+        self.hashed = start + len(rows)
+
+    def lanes(self, block_rows: int = 1 << 16) -> list[int]:
+        """The two lane sums of all rows, reading the rows no pass has read yet."""
+        while self.hashed < self.shape[0]:
+            start = self.hashed
+            self._feed(np.asarray(self.array[start : min(start + block_rows, self.shape[0])]), start)
+        return list(self._lanes)
+
+
+def content_digest(local: HashedRows, n: int) -> str:
+    """The content hash (32 hex digits) of the ``(n, d)`` rows all ranks hold together (rank ``r``
+    the ``r``-th contiguous block, each in a :class:`HashedRows` at its offset): the same for any
+    number of ranks and block sizes. Every rank must call it."""
+    import torch
+
+    from curate.core import dist
+
+    mine = torch.tensor([[lane >> 32, lane & 0xFFFFFFFF] for lane in local.lanes()], dtype=torch.int64)
+    total = [0, 0]
+    for part in dist.all_gather_stack(mine).reshape(-1, 2, 2).tolist():
+        for i, (high, low) in enumerate(part):
+            total[i] = (total[i] + (high << 32) + low) & _MASK
+    h = hashlib.sha256(f"{n}x{local.shape[1]}:{np.dtype(local.dtype).str}:".encode())
+    h.update(b"".join(lane.to_bytes(8, "little") for lane in total))
+    return h.hexdigest()[:32]
+
+
+def content_hash(array: Any) -> str:
+    """:func:`content_digest` of ``array: (n, d)`` read by one process (one pass over it)."""
+    return content_digest(HashedRows(array), int(array.shape[0]))
 
 
 def _store_files(path: Path) -> list[Path]:

@@ -210,7 +210,7 @@ def replace_rows_keep_stat(to: str = "in.npy", share: float = 0.12, rows: list[i
     def step(data: Path, out: Path) -> None:
         path = out / to
         stat = path.stat()
-        x = np.load(path)
+        x = np.load(path, allow_pickle=False)
         picked = np.random.default_rng(5).choice(len(x), int(share * len(x)), replace=False) if rows is None else rows
         x[picked] = -x[picked] + 3.0
         np.save(path, x)
@@ -230,7 +230,7 @@ def same_as_fresh(folder: str, fresh_argv: list[str], arrays: tuple[str, ...]) -
             return "the fresh reference run failed: " + result["stderr"][-300:]
         for name in arrays:
             a, b = out / folder / name, out / "fresh" / folder / name
-            if not a.is_file() or not np.array_equal(np.load(a), np.load(b)):
+            if not a.is_file() or not np.array_equal(np.load(a, allow_pickle=False), np.load(b, allow_pickle=False)):
                 return f"{folder}/{name} differs from a fresh run on the current input"
         return None
 
@@ -522,7 +522,7 @@ def cases() -> list[Case]:
             ("dtype",),
             check=lambda data, out: (
                 None
-                if np.load(out / "s" / "emb-00000.npy").dtype == np.float16
+                if np.load(out / "s" / "emb-00000.npy", allow_pickle=False).dtype == np.float16
                 else "float32 rows left after dtype=float16"
             ),
         )

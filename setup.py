@@ -32,5 +32,5 @@ setup(
         "pyarrow>=14",
         "webdataset>=1.0",
     ],
-    extras_require={"dev": ["pytest>=8", "ruff>=0.5", "hypothesis>=6.100", "import-linter>=2.1"]},
+    extras_require={"dev": ["pytest>=8", "pytest-xdist>=3.5", "ruff>=0.5", "hypothesis>=6.100", "import-linter>=2.1"]},
 )

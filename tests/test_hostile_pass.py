@@ -1,5 +1,5 @@
 """scripts/hostile_pass.py: its classifier and its steps, on commands that do not need the library
-(the pass itself drives the stage commands and takes minutes: it is run by hand, docs/reliability)."""
+(the pass itself drives the stage commands and takes minutes: it is run by hand, README "Reliability")."""
 
 from __future__ import annotations
 

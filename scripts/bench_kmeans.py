@@ -7,6 +7,7 @@ peak RSS reported is that implementation's own), peers measured in the same run:
     python scripts/bench_kmeans.py --size large --iters 5 --skip sklearn
     python scripts/bench_kmeans.py --size stream           # 2M x 128 on-disk .npy (1 GB), k = 1024
     python scripts/bench_kmeans.py --size small --device cuda   # ours (+ faiss-gpu) on a GPU
+    python scripts/bench_kmeans.py --size small --init same --threads 2 --busy 1   # under load
 
 Two blocks of rows per size:
 
@@ -21,18 +22,23 @@ Two blocks of rows per size:
 The table's time is the median over the iterations (how each implementation is timed:
 ``research.bench.kmeans``). On a shared CPU prefer ``--threads 1`` and the ``CPU s/iter`` column
 (process CPU time per iteration; faiss: its whole ``train()`` over the iterations), which other
-processes barely move. Each run is printed (and appended to ``--jsonl``) as soon as it ends.
+processes barely move. ``--busy N`` starts N competing busy processes (one spinning Python loop
+each) for the whole run and stops them at the end: the loaded rows of docs/benchmarks.md. Each
+run is printed (and appended to ``--jsonl``) as soon as it ends.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +78,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="also run ours with this CPU score-block cap (monkeypatched; default engine: 4 MB)",
     )
     p.add_argument("--threads", type=int, default=None, help="threads per implementation (default: all cores)")
+    p.add_argument(
+        "--busy", type=int, default=0, help="start this many competing busy processes for the run (loaded rows)"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", type=Path, default=None, help="write the rows as a JSON list here (after each size)")
     p.add_argument("--jsonl", type=Path, default=None, help="append one JSON line per run here as soon as it ends")
@@ -94,9 +103,37 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.blocks = [b for b in args.init.split(",") if b]
     if not args.blocks or set(args.blocks) - {"same", "default"}:
         p.error("--init takes 'same', 'default' or 'same,default'")
+    if args.busy < 0:
+        p.error("--busy must be >= 0")
     if args.iters < 3:
         p.error("--iters must be >= 3 (the table reports a median over iterations)")
     return args
+
+
+@contextlib.contextmanager
+def busy_processes(n: int) -> Iterator[list[subprocess.Popen]]:
+    """``n`` competing processes, each spinning one core, for the block; stopped after it."""
+    procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
+    try:
+        yield procs
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait()
+
+
+def print_ratios(rows: list[dict[str, Any]]) -> None:
+    """One line per row of ours: its time and CPU-time ratio to faiss in this run."""
+    for r in rows:
+        if r["impl"].startswith("ours") and "time_ratio_to_faiss" in r:
+            cpu = r.get("cpu_ratio_to_faiss")
+            cpu_s = f", CPU time {cpu:.3f}" if cpu is not None else ""
+            print(
+                f"[{r['size']}] {r['init']}: {r['impl']} / faiss = {r['time_ratio_to_faiss']:.3f} "
+                f"({r['sec_per_iter']:.3f} s/iter){cpu_s}",
+                flush=True,
+            )
 
 
 def mm_rates(chunk: int, d: int, k: int, device: str, seconds: float) -> tuple[float, float]:
@@ -180,15 +217,17 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         raise SystemExit("--device cuda: torch sees no CUDA device here")
     threads = args.threads or len(os.sched_getaffinity(0))
     torch.set_num_threads(threads)
-    info = dict(machine_info(args.device), threads=threads)
-    print(machine_line(info) + f"; {threads} thread(s) per implementation", flush=True)
+    info = dict(machine_info(args.device), threads=threads, busy=args.busy)
+    busy = f"; {args.busy} competing busy process(es)" if args.busy else ""
+    print(machine_line(info) + f"; {threads} thread(s) per implementation{busy}", flush=True)
     tmp = args.tmp or Path(tempfile.mkdtemp(prefix="bench_kmeans_"))
     tmp.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
     try:
-        for size in args.sizes:
-            rows += bench_size(size, args, tmp, threads)
-            write_rows(args.json, rows)  # after each size, so a long multi-size run keeps what it measured
+        with busy_processes(args.busy):
+            for size in args.sizes:
+                rows += bench_size(size, args, tmp, threads)
+                write_rows(args.json, rows)  # after each size, so a long multi-size run keeps what it measured
     finally:
         if args.tmp is None:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -196,8 +235,12 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     for r in rows:
         r["machine"] = info
     print("\ncommand: python scripts/bench_kmeans.py " + " ".join(sys.argv[1:] if argv is None else argv))
-    print(machine_line(info) + f"; {threads} thread(s) per implementation; load at the end {info['load_avg_end'][0]}")
+    print(
+        machine_line(info)
+        + f"; {threads} thread(s) per implementation{busy}; load at the end {info['load_avg_end'][0]}"
+    )
     print(format_table(rows))
+    print_ratios(rows)
     write_rows(args.json, rows)
     return rows
 

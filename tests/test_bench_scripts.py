@@ -100,6 +100,16 @@ def test_bench_rejects_bad_arguments(bench):
         bench.parse_args(["--size", "huge"])
     with pytest.raises(SystemExit):
         bench.parse_args(["--iters", "2"])
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--busy", "-1"])
+
+
+def test_bench_busy_processes_run_for_the_block_only(bench):
+    with bench.busy_processes(2) as procs:
+        assert len(procs) == 2 and all(p.poll() is None for p in procs)  # spinning
+    assert all(p.poll() is not None for p in procs)  # stopped after the block
+    with bench.busy_processes(0) as procs:
+        assert procs == []
 
 
 def test_scaling_formulas():

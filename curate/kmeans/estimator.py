@@ -24,6 +24,7 @@ from curate.core.atomic import atomic_path
 from curate.core.errors import as_int
 from curate.core.progress import Progress
 from curate.io.identity import sharded_rows_digest
+from curate.kmeans.blocks import BlockLloyd, block_rows_for, block_workers
 from curate.kmeans.device import matmul_precision, resolve_memory_mb
 from curate.kmeans.init import distinct_random_indices, kmeans_parallel, kmeans_plusplus, random_init
 from curate.kmeans.kernels import accumulate_, assign_chunk, chunk_rows_for, normalize_rows, one_cpu_thread
@@ -201,22 +202,45 @@ class KMeans:
             none = torch.iinfo(torch.int64).max
             first_bad = torch.full((2,), none, dtype=torch.int64, device=self.device)  # non-finite, huge
             c_sqnorm = c.square().sum(dim=1)
-            scratch = self._scratch(rows, c.shape[0])
-            for start, xb in rows.chunks():
-                at = torch.arange(start, start + len(xb), device=self.device)
-                first_bad[0] = torch.minimum(first_bad[0], torch.where(torch.isfinite(xb).all(dim=1), none, at).min())
-                # a huge raw row is refused here too; under cosine its norm overflowed and it normalised to zero
-                huge = too_large(xb) | ((xb.square().sum(dim=1) == 0) if rows.cosine else False)
-                first_bad[1] = torch.minimum(first_bad[1], torch.where(huge, at, none).min())
-                labels[start : start + len(xb)], sq[start : start + len(xb)] = assign_chunk(
-                    xb, c, c_sqnorm, out=scratch
-                )
+            cpu = self.device.type == "cpu"
+            scratch = None if cpu else self._scratch(rows, c.shape[0])
+            blocks = BlockLloyd(c, torch.get_num_threads(), accumulate=False) if cpu else None
+            workers = block_workers(blocks.threads) if blocks is not None else contextlib.nullcontext()
+            with workers as pool:
+                self._assign_checked(rows, c, c_sqnorm, scratch, blocks, pool, labels, sq, first_bad)
             bad = first_bad.tolist()
             if bad[0] != none:
                 raise ValueError(f"{rows.source.name}: row {rows.offset + bad[0]} contains NaN or Inf")
             if bad[1] != none:
                 raise ValueError(too_large_message(rows.source.name, rows.offset + bad[1]))
         return labels.cpu(), sq.cpu()
+
+    def _assign_checked(
+        self,
+        rows: LocalRows,
+        c: torch.Tensor,
+        c_sqnorm: torch.Tensor,
+        scratch: torch.Tensor | None,
+        blocks: BlockLloyd | None,
+        pool: Any,
+        labels: torch.Tensor,
+        sq: torch.Tensor,
+        first_bad: torch.Tensor,
+    ) -> None:
+        """The chunk loop of :meth:`assign`: nearest centroids, and the first non-finite and the
+        first too large row (``first_bad: (2,)``, local indices, int64 max where none)."""
+        none = torch.iinfo(torch.int64).max
+        for start, xb in self._chunks(rows):
+            at = torch.arange(start, start + len(xb), device=self.device)
+            first_bad[0] = torch.minimum(first_bad[0], torch.where(torch.isfinite(xb).all(dim=1), none, at).min())
+            # a huge raw row is refused here too; under cosine its norm overflowed and it normalised to zero
+            huge = too_large(xb) | ((xb.square().sum(dim=1) == 0) if rows.cosine else False)
+            first_bad[1] = torch.minimum(first_bad[1], torch.where(huge, at, none).min())
+            stop = start + len(xb)
+            if blocks is not None:
+                blocks.feed(xb, labels[start:stop], sq[start:stop], pool)
+            else:
+                labels[start:stop], sq[start:stop] = assign_chunk(xb, c, c_sqnorm, out=scratch)
 
     # -- internals --------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -237,7 +261,9 @@ class KMeans:
             yield
 
     def _local_rows(self, source: RowSource) -> LocalRows:
-        chunk = chunk_rows_for(int(self.memory_budget_mb * 2**20), self.k, source.d, self.device)
+        # on a CPU the chunk is only the unit of streaming (the score block is a row block) and must
+        # not depend on the thread count: its blocks decide the order of the float64 sums
+        chunk = chunk_rows_for(int(self.memory_budget_mb * 2**20), self.k, source.d, self.device, threads=2)
         return LocalRows(
             source,
             self.device,
@@ -270,12 +296,15 @@ class KMeans:
         sums = torch.zeros(k, d, dtype=torch.float64, device=self.device)
         counts = torch.zeros(k, dtype=torch.int64, device=self.device)
         local_sq = torch.empty(rows.n, dtype=torch.float32, device=self.device)
-        c_sqnorm = c.square().sum(dim=1)
-        scratch = self._scratch(rows, k)
-        for start, xb in rows.chunks():
-            labels, d2 = assign_chunk(xb, c, c_sqnorm, out=scratch)
-            accumulate_(xb, labels, sums, counts)
-            local_sq[start : start + len(xb)] = d2
+        if self.device.type == "cpu":
+            sums, counts = self._cpu_pass(rows, c, local_sq, accumulate=True)
+        else:  # the GPU path: whole chunks, one kernel each
+            c_sqnorm = c.square().sum(dim=1)
+            scratch = self._scratch(rows, k)
+            for start, xb in rows.chunks():
+                labels, d2 = assign_chunk(xb, c, c_sqnorm, out=scratch)
+                accumulate_(xb, labels, sums, counts)
+                local_sq[start : start + len(xb)] = d2
         objective = local_sq.sum(dtype=torch.float64).reshape(1)
         dist.all_reduce_sum_(sums)
         dist.all_reduce_sum_(counts)
@@ -307,6 +336,29 @@ class KMeans:
         stop = converged or (self.tol > 0 and prev < math.inf and (prev - obj) <= self.tol * prev)
         return new_c, stop
 
+    def _chunks(self, rows: LocalRows) -> Iterator[tuple[int, torch.Tensor]]:
+        """The shard's chunks; a cached shard on a CPU in chunks of 64 blocks (the block pass
+        waits for its workers once per chunk)."""
+        if self.device.type == "cpu" and rows._cache is not None:
+            return rows.chunks(64 * block_rows_for(self.k))
+        return rows.chunks()
+
+    def _cpu_pass(
+        self, rows: LocalRows, c: torch.Tensor, sq: torch.Tensor, accumulate: bool, labels: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One block-parallel pass over the shard on a CPU (:mod:`curate.kmeans.blocks`): fills
+        ``sq: (n_local,)`` (and ``labels``, when given) and returns the ``(k, d)`` float64 sums and
+        ``(k,)`` int64 counts (empty tensors when not ``accumulate``)."""
+        labels = torch.empty(rows.n, dtype=torch.int64) if labels is None else labels
+        blocks = BlockLloyd(c, torch.get_num_threads(), accumulate=accumulate)
+        with block_workers(blocks.threads) as pool:
+            for start, xb in self._chunks(rows):
+                stop = start + len(xb)
+                blocks.feed(xb, labels[start:stop], sq[start:stop], pool)
+        if not accumulate:
+            return torch.empty(0, dtype=torch.float64), torch.empty(0, dtype=torch.int64)
+        return blocks.sums()
+
     def _scratch(self, rows: LocalRows, k: int) -> torch.Tensor:
         return torch.empty(min(rows.chunk_rows, max(rows.n, 1)), k, dtype=torch.float32, device=self.device)
 
@@ -332,10 +384,15 @@ class KMeans:
         # on the device until the end: one copy to the host, not two blocking copies per chunk
         labels = torch.empty(rows.n, dtype=torch.int64, device=self.device)
         sq = torch.empty(rows.n, dtype=torch.float32, device=self.device)
-        c_sqnorm = c.square().sum(dim=1)
-        scratch = self._scratch(rows, c.shape[0])
-        for start, xb in rows.chunks():
-            labels[start : start + len(xb)], sq[start : start + len(xb)] = assign_chunk(xb, c, c_sqnorm, out=scratch)
+        if self.device.type == "cpu":
+            self._cpu_pass(rows, c, sq, accumulate=False, labels=labels)
+        else:
+            c_sqnorm = c.square().sum(dim=1)
+            scratch = self._scratch(rows, c.shape[0])
+            for start, xb in rows.chunks():
+                labels[start : start + len(xb)], sq[start : start + len(xb)] = assign_chunk(
+                    xb, c, c_sqnorm, out=scratch
+                )
         total = sq.sum(dtype=torch.float64).reshape(1)
         return labels.cpu(), sq.cpu(), float(dist.all_reduce_sum_(total))
 

@@ -26,17 +26,21 @@ _CPU_SCORE_BLOCK_BYTES_THREADED = 32 << 20
 _ARGMIN_BLOCK = 64
 
 
-def chunk_rows_for(budget_bytes: int, k: int, d: int, device: torch.device | str = "cpu") -> int:
+def chunk_rows_for(
+    budget_bytes: int, k: int, d: int, device: torch.device | str = "cpu", threads: int | None = None
+) -> int:
     """Rows per chunk so that one chunk's working set fits in ``budget_bytes``.
 
     Per row: ``k`` float32 scores, the float32 row, its float64 copy for accumulation and a few
     scalars; the ``(k, d)`` centroids are not counted. On a CPU the chunk is further capped
-    (the score block: 4 MB on one thread, 32 MB on several).
+    (the score block: 4 MB on one thread, 32 MB on several; ``threads``: the count to size it
+    for, default torch's current one).
     """
     per_row = 4 * k + 12 * d + 32
     rows = max(1, int(budget_bytes) // per_row)
     if torch.device(device).type == "cpu":
-        block = _CPU_SCORE_BLOCK_BYTES.get(torch.get_num_threads(), _CPU_SCORE_BLOCK_BYTES_THREADED)
+        threads = torch.get_num_threads() if threads is None else threads
+        block = _CPU_SCORE_BLOCK_BYTES.get(threads, _CPU_SCORE_BLOCK_BYTES_THREADED)
         rows = min(rows, max(256, block // (4 * k)))
     return rows
 

@@ -31,6 +31,9 @@ from curate.kmeans.source import RowSource
 _INIT_BUDGET_BYTES = 64 << 20
 # rows of a k-means++ step's block: the (rows x t) scores and their float64 sum stay in cache
 _STEP_CHUNK_ROWS = 8192
+# exact pruned k-means++ (Raff 2021's triangle bound, per row): off until it is measured faster
+# (docs/benchmarks.md, issue 22 item 2)
+PRUNE_DEFAULT = False
 
 
 class TooFewDistinctPoints(ValueError):
@@ -67,6 +70,7 @@ def kmeans_plusplus(
     generator: torch.Generator,
     n_trials: int | None = None,
     weights: torch.Tensor | None = None,
+    prune: bool | None = None,
 ) -> torch.Tensor:
     """Greedy k-means++ (D^2 sampling with ``2 + ln k`` local trials per centroid, as sklearn).
 
@@ -87,6 +91,9 @@ def kmeans_plusplus(
         weights: optional ``(n,)`` non-negative row weights (one process only): a row's
             potential is its weight times its squared distance (the weighted k-means++ that
             k-means|| runs on its candidates).
+        prune: skip the rows whose potential no candidate can lower (see :class:`_TrialStep`;
+            default :data:`PRUNE_DEFAULT`). Used on a cached float32 shard with ``d > 8``; other
+            shards run unpruned. The same picks as unpruned.
 
     Returns:
         ``(k, d)`` float32 centroids in the prepared space, identical on every rank.
@@ -117,6 +124,8 @@ def kmeans_plusplus(
     pot = _local_sq_dists_to(rows, first, chunk, x_sq).squeeze(1)
     threads = torch.get_num_threads() if device.type == "cpu" else 1
     step = _TrialStep(rows, x_sq, n_trials, chunk, weights, threads)
+    if PRUNE_DEFAULT if prune is None else prune:
+        step.enable_pruning(first, k)
     cum = torch.empty(rows.n, dtype=torch.float64, device=device)
     totals = torch.empty(max(k - 1, 0), dtype=torch.float64, device=device)
     check_now = device.type == "cpu"  # on an accelerator the check waits for the end of the loop
@@ -175,6 +184,15 @@ class _TrialStep:
     best. Rows whose new distance is below ``rtol (|x|^2 + |c|^2)``, where the expansion
     cancels, are recomputed exactly, so duplicates of a centroid are at exactly 0. With
     ``d <= 8`` the distances are summed coordinate by coordinate instead (exact).
+
+    Pruning (:meth:`enable_pruning`, Raff 2021's bound applied per row): each row keeps the index
+    ``a(x)`` of the centroid its potential ``D(x)`` was measured to. A candidate ``c`` can only
+    lower it if ``|c - c_a(x)| < 2 sqrt(D(x))``; with the float error of the expansion allowed
+    for (``r = sqrt(D + tau S)``, ``S = |x|^2 + max |c|^2``, ``tau`` = the cancellation rtol),
+    rows with ``|c - c_a(x)| >= 2 r + sqrt(tau S)`` for every candidate get the clamp's value
+    ``D - |x|^2`` without a matmul: their scores then equal the unpruned ones. The smallest
+    candidate-to-centroid distance per centroid is gathered per row (one ``(n,)`` gather a
+    step), the kept rows are scored in one matmul, and the sums run over the same blocks.
     """
 
     def __init__(
@@ -207,6 +225,37 @@ class _TrialStep:
             whole = whole.T.contiguous()  # (d, n): one contiguous row per coordinate
         self.whole = whole
         self.parts = torch.empty(max(1, -(-n // self.chunk)), t, dtype=torch.float64, device=device)
+        self.centres: torch.Tensor | None = None  # set by enable_pruning
+        self.kept_rows = 0  # rows scored by the matmul, summed over the steps (pruned path)
+
+    def enable_pruning(self, first: torch.Tensor, k: int) -> None:
+        """Prune from the next step on; ``first: (1, d)`` the first centroid, ``k`` centroids in all.
+        A no-op on shards it does not apply to (streamed, or ``d <= 8``)."""
+        if self.whole is None or self.direct:
+            return
+        self.centres = torch.empty(k, self.rows.d, dtype=torch.float32, device=self.trial.device)
+        self.centres[:1] = first
+        self.n_centres = 1
+        self.assign = torch.zeros(self.rows.n, dtype=torch.int64, device=self.trial.device)
+        self.root = torch.empty(self.rows.n, dtype=torch.float32, device=self.trial.device)
+
+    def _fill_pruned(self, candidates: torch.Tensor, pot: torch.Tensor) -> None:
+        """Fill ``self.trial`` as the unpruned matmul + clamp would, scoring only the rows that a
+        candidate may bring closer (see the class docstring)."""
+        trial, root, j = self.trial, self.root, self.n_centres
+        # (t, j) candidate-to-centroid distances, exact differences (no cancellation)
+        cc = (candidates.unsqueeze(1) - self.centres[:j].unsqueeze(0)).square_().sum(2).sqrt_()
+        c_min = cc.amin(0)  # (j,): the closest candidate to each centroid
+        slack = self.x_sq + float(self.c_sq.max())
+        slack.mul_(_CANCELLATION_RTOL)
+        torch.add(pot, slack, out=root).sqrt_().mul_(2.0).add_(slack.sqrt_())
+        keep = (c_min.index_select(0, self.assign) < root).nonzero().squeeze(1)
+        self.kept_rows += len(keep)
+        trial.copy_(self.q.expand_as(trial))
+        if len(keep):
+            out = torch.addmm(self.c_sq, candidates, self.whole.index_select(0, keep).T, alpha=-2.0)
+            torch.clamp(out, min=self.neg_x_sq[keep], max=self.q[keep], out=out)
+            trial.index_copy_(1, keep, out)
 
     def _blocks(self) -> Iterator[tuple[int, torch.Tensor]]:
         """``(start, x)`` with ``x: (m, d)`` rows (``(d, m)`` columns on the direct path)."""
@@ -226,15 +275,21 @@ class _TrialStep:
         if not self.direct:
             torch.sum(candidates.square(), 1, keepdim=True, out=c_sq)
             torch.sub(pot, self.x_sq, out=self.q)
+        pruned = self.centres is not None
         one_matmul = self.matmul_threads > 1 and self.whole is not None and not self.direct
-        if one_matmul:  # one threaded matmul over the whole shard; the short ops stay on one thread
+        if pruned:
+            with cpu_threads(self.matmul_threads) if trial.device.type == "cpu" else contextlib.nullcontext():
+                self._fill_pruned(candidates, pot)
+        elif one_matmul:  # one threaded matmul over the whole shard; the short ops stay on one thread
             with cpu_threads(self.matmul_threads):
                 torch.addmm(c_sq, candidates, self.whole.T, alpha=-2.0, out=trial)
         i = 0
         for start, x in self._blocks():
             stop = start + (x.shape[1] if self.direct else len(x))
             out = trial[:, start:stop]
-            if one_matmul:
+            if pruned:
+                pass
+            elif one_matmul:
                 torch.clamp(out, min=self.neg_x_sq[start:stop], max=self.q[start:stop], out=out)
             elif self.direct:  # exact squared distances, one coordinate at a time
                 torch.sub(x[0], candidates[:, :1], out=out).square_()
@@ -270,6 +325,12 @@ class _TrialStep:
         if len(small):
             exact = (self.rows.take(small) - candidates.index_select(0, best)).square_().sum(dim=1)
             new[small] = torch.minimum(pot[small], exact)
+        if self.centres is not None:  # the rows whose potential fell are now measured to the new centroid
+            j = self.n_centres
+            self.centres[j : j + 1] = candidates.index_select(0, best)
+            torch.lt(new, pot, out=mask)
+            self.assign.masked_fill_(mask, j)
+            self.n_centres = j + 1
         self.new = pot
         return best, new
 

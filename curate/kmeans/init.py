@@ -92,8 +92,9 @@ def kmeans_plusplus(
             potential is its weight times its squared distance (the weighted k-means++ that
             k-means|| runs on its candidates).
         prune: skip the rows whose potential no candidate can lower (see :class:`_TrialStep`;
-            default :data:`PRUNE_DEFAULT`). Used on a cached float32 shard with ``d > 8``; other
-            shards run unpruned. The same picks as unpruned.
+            default :data:`PRUNE_DEFAULT`). On a CPU with ``d > 8`` (elsewhere unpruned); a
+            streamed shard is still read whole at every step, its kept rows only are scored.
+            The same picks as unpruned.
 
     Returns:
         ``(k, d)`` float32 centroids in the prepared space, identical on every rank.
@@ -230,32 +231,45 @@ class _TrialStep:
 
     def enable_pruning(self, first: torch.Tensor, k: int) -> None:
         """Prune from the next step on; ``first: (1, d)`` the first centroid, ``k`` centroids in all.
-        A no-op on shards it does not apply to (streamed, or ``d <= 8``)."""
-        if self.whole is None or self.direct:
+        A no-op with ``d <= 8`` (exact coordinate sums, no matmul to spare) and off a CPU."""
+        if self.direct or self.trial.device.type != "cpu":
             return
         self.centres = torch.empty(k, self.rows.d, dtype=torch.float32, device=self.trial.device)
         self.centres[:1] = first
         self.n_centres = 1
         self.assign = torch.zeros(self.rows.n, dtype=torch.int64, device=self.trial.device)
         self.root = torch.empty(self.rows.n, dtype=torch.float32, device=self.trial.device)
+        piece = min(self.rows.n, _STEP_CHUNK_ROWS)  # fresh (m, d) gathers page-faulted: 44 ms vs 7.5 ms
+        self.x_buf = torch.empty(piece, self.rows.d, dtype=torch.float32, device=self.trial.device)
+        self.s_buf = torch.empty(self.trial.shape[0] * piece, dtype=torch.float32, device=self.trial.device)
 
-    def _fill_pruned(self, candidates: torch.Tensor, pot: torch.Tensor) -> None:
-        """Fill ``self.trial`` as the unpruned matmul + clamp would, scoring only the rows that a
-        candidate may bring closer (see the class docstring)."""
-        trial, root, j = self.trial, self.root, self.n_centres
+    def _kept(self, candidates: torch.Tensor, pot: torch.Tensor) -> torch.Tensor:
+        """``(n,)`` bool: the rows that a candidate may bring closer (see the class docstring)."""
+        root, j = self.root, self.n_centres
         # (t, j) candidate-to-centroid distances, exact differences (no cancellation)
         cc = (candidates.unsqueeze(1) - self.centres[:j].unsqueeze(0)).square_().sum(2).sqrt_()
         c_min = cc.amin(0)  # (j,): the closest candidate to each centroid
         slack = self.x_sq + float(self.c_sq.max())
         slack.mul_(_CANCELLATION_RTOL)
         torch.add(pot, slack, out=root).sqrt_().mul_(2.0).add_(slack.sqrt_())
-        keep = (c_min.index_select(0, self.assign) < root).nonzero().squeeze(1)
+        return c_min.index_select(0, self.assign) < root
+
+    def _fill_kept(
+        self, out: torch.Tensor, x: torch.Tensor, candidates: torch.Tensor, kept: torch.Tensor, start: int
+    ) -> None:
+        """Fill ``out: (t, m)``, the trial block of rows ``x: (m, d)`` from ``start``, as the
+        unpruned matmul + clamp would, scoring only the ``kept: (m,)`` rows."""
+        out.copy_(self.q[start : start + len(x)].expand_as(out))
+        keep = kept.nonzero().squeeze(1)
         self.kept_rows += len(keep)
-        trial.copy_(self.q.expand_as(trial))
-        if len(keep):
-            out = torch.addmm(self.c_sq, candidates, self.whole.index_select(0, keep).T, alpha=-2.0)
-            torch.clamp(out, min=self.neg_x_sq[keep], max=self.q[keep], out=out)
-            trial.index_copy_(1, keep, out)
+        piece, t = len(self.x_buf), len(candidates)
+        for lo in range(0, len(keep), piece):  # gathered into a preallocated, cache-sized block
+            idx = keep[lo : lo + piece]
+            m, glob = len(idx), idx + start
+            xb = torch.index_select(x, 0, idx, out=self.x_buf[:m])
+            scores = torch.addmm(self.c_sq, candidates, xb.T, alpha=-2.0, out=self.s_buf[: t * m].view(t, m))
+            torch.clamp(scores, min=self.neg_x_sq[glob], max=self.q[glob], out=scores)
+            out.index_copy_(1, idx, scores)
 
     def _blocks(self) -> Iterator[tuple[int, torch.Tensor]]:
         """``(start, x)`` with ``x: (m, d)`` rows (``(d, m)`` columns on the direct path)."""
@@ -275,11 +289,11 @@ class _TrialStep:
         if not self.direct:
             torch.sum(candidates.square(), 1, keepdim=True, out=c_sq)
             torch.sub(pot, self.x_sq, out=self.q)
-        pruned = self.centres is not None
+        kept = self._kept(candidates, pot) if self.centres is not None else None
         one_matmul = self.matmul_threads > 1 and self.whole is not None and not self.direct
-        if pruned:
-            with cpu_threads(self.matmul_threads) if trial.device.type == "cpu" else contextlib.nullcontext():
-                self._fill_pruned(candidates, pot)
+        if kept is not None and self.whole is not None:  # one matmul over the kept rows of the shard
+            with cpu_threads(self.matmul_threads):
+                self._fill_kept(trial, self.whole, candidates, kept, 0)
         elif one_matmul:  # one threaded matmul over the whole shard; the short ops stay on one thread
             with cpu_threads(self.matmul_threads):
                 torch.addmm(c_sq, candidates, self.whole.T, alpha=-2.0, out=trial)
@@ -287,8 +301,9 @@ class _TrialStep:
         for start, x in self._blocks():
             stop = start + (x.shape[1] if self.direct else len(x))
             out = trial[:, start:stop]
-            if pruned:
-                pass
+            if kept is not None:
+                if self.whole is None:  # a streamed shard: the kept rows of the chunk read
+                    self._fill_kept(out, x, candidates, kept[start:stop], start)
             elif one_matmul:
                 torch.clamp(out, min=self.neg_x_sq[start:stop], max=self.q[start:stop], out=out)
             elif self.direct:  # exact squared distances, one coordinate at a time

@@ -97,7 +97,8 @@ def init_rows(size: str, seeds: int, impls: str, rounds: int = 5, lloyd_iters: i
     Args:
         size: a :data:`research.bench.kmeans.SIZES` name (its clustered data).
         seeds: seeds of our inits (scikit-learn: seed 0 only).
-        impls: comma-separated ``k-means++``, ``k-means||``, ``sklearn``.
+        impls: comma-separated ``k-means++``, ``k-means++-pruned`` (the exact pruned step),
+            ``k-means||``, ``sklearn``.
         rounds: k-means|| rounds.
         lloyd_iters: Lloyd iterations after each init (0: none).
     """
@@ -136,16 +137,20 @@ def init_rows(size: str, seeds: int, impls: str, rounds: int = 5, lloyd_iters: i
             "loadavg_1m": _loadavg(),
         }
 
+    names = impls.split(",")
     for seed in range(seeds):
-        if "k-means++" in impls:
-            t0 = time.perf_counter()
-            c = kmeans_plusplus(rows, k, torch.Generator().manual_seed(seed))
-            yield row(f"ours k-means++ (seed {seed})", time.perf_counter() - t0, c)
-        if "k-means||" in impls:
+        for name, prune in (("k-means++", False), ("k-means++-pruned", True)):
+            if name in names:
+                t0 = time.perf_counter()
+                # no prune= on the plain row: a --repo checkout's engine may predate it
+                extra = {"prune": True} if prune else {}
+                c = kmeans_plusplus(rows, k, torch.Generator().manual_seed(seed), **extra)
+                yield row(f"ours {name} (seed {seed})", time.perf_counter() - t0, c)
+        if "k-means||" in names:
             t0 = time.perf_counter()
             c = kmeans_parallel(rows, k, torch.Generator().manual_seed(seed), rounds=rounds)
             yield row(f"ours k-means|| {rounds} rounds (seed {seed})", time.perf_counter() - t0, c)
-    if "sklearn" in impls:
+    if "sklearn" in names:
         from sklearn.cluster import kmeans_plusplus as sk_kmeans_plusplus
         from threadpoolctl import threadpool_limits
 

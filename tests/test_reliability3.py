@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from curate.core.atomic import atomic_save_npy
-from curate.io.identity import fixed_rows
+from curate.io.identity import content_hash, fixed_rows
 
 REPO = Path(__file__).resolve().parents[1]
 DRIVER = r"""
@@ -164,6 +164,9 @@ def test_a_clustering_is_not_reused_when_rows_changed_but_size_and_mtime_did_not
     again = _run_cases(tmp_path, [cluster, [*cluster, "overwrite=true"], fresh])
     _one_error_line(again[0], "rows changed since", "content hash", "overwrite=true")
     assert all(r["rc"] == 0 for r in again[1:]), again[1]["stderr"][-2000:]
+    # the hash recorded while the fit streamed the rows is the one-pass hash of the file as it is now
+    manifest = json.loads((out / "cluster" / "c" / "manifest.json").read_text())
+    assert manifest["input"]["content"] == content_hash(np.load(path, allow_pickle=False))
     for t in (1, 2):  # recomputed on the new rows: the arrays of a fresh run
         for name in ("assign", "centroids"):
             a = np.load(out / "cluster" / "c" / f"level{t}" / f"{name}.npy")
